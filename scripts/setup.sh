@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian 12 machine lacks to build and test userbpf:
+# the Debian packages the end-to-end tests drive (bpftrace, bcc and libbpf
+# tools), a C toolchain for the sample apps, and zlib for the rewriter's
+# real-library tests. Safe to run again: it installs only what is missing.
+set -euo pipefail
+pkgs=(bpftrace bpfcc-tools libbpf-tools clang llvm libbpf-dev strace gdb zlib1g-dev gcc g++ make util-linux)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [ "$(id -u)" != 0 ]; then
+    echo "userbpf setup: missing Debian packages: ${missing[*]} (run as root, or: sudo apt-get install ${missing[*]})" >&2
+    exit 1
+  fi
+  echo "userbpf setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+command -v cargo >/dev/null || { echo "userbpf setup: cargo not found (install Rust with rustup)" >&2; exit 1; }
