@@ -50,6 +50,45 @@ impl Insn {
     pub const fn class(self) -> u8 {
         self.opc & 0x07
     }
+
+    /// Build an instruction from its fields (convenience for tests and code
+    /// generators).
+    #[inline]
+    pub const fn new(opc: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
+        Insn { opc, dst, src, off, imm }
+    }
+
+    /// True for the first slot of a 64-bit immediate load.
+    #[inline]
+    pub const fn is_lddw(self) -> bool {
+        self.opc == LDDW
+    }
+
+    /// Target slot of a jump at `pc` (`ja`, `ja32`/`gotol`, conditional
+    /// jumps), as a possibly out-of-range signed index; `None` for every
+    /// other instruction, calls included.
+    #[inline]
+    pub const fn jump_target(self, pc: usize) -> Option<i64> {
+        let class = self.class();
+        if class != BPF_JMP && class != BPF_JMP32 {
+            return None;
+        }
+        match self.opc & 0xf0 {
+            BPF_CALL | BPF_EXIT => None,
+            BPF_JA if class == BPF_JMP32 => Some(pc as i64 + 1 + self.imm as i64),
+            _ => Some(pc as i64 + 1 + self.off as i64),
+        }
+    }
+
+    /// Target slot of a BPF-to-BPF call (`call` with src 1) at `pc`.
+    #[inline]
+    pub const fn local_call_target(self, pc: usize) -> Option<i64> {
+        if self.opc == CALL && self.src == BPF_PSEUDO_CALL {
+            Some(pc as i64 + 1 + self.imm as i64)
+        } else {
+            None
+        }
+    }
 }
 
 /// Decode a byte slice holding `struct bpf_insn[]`. The caller has checked
@@ -152,6 +191,8 @@ pub const BPF_PSEUDO_KFUNC_CALL: u8 = 2;
 // ---- full opcodes used often enough to name ------------------------------
 pub const LDDW: u8 = BPF_LD | BPF_IMM | BPF_DW; // 0x18
 pub const CALL: u8 = BPF_JMP | BPF_CALL; // 0x85
+/// `callx`: call the helper whose id is in the `dst` register.
+pub const CALLX: u8 = BPF_JMP | BPF_CALL | BPF_X; // 0x8d
 pub const EXIT: u8 = BPF_JMP | BPF_EXIT; // 0x95
 pub const JA: u8 = BPF_JMP | BPF_JA; // 0x05
 pub const JA32: u8 = BPF_JMP32 | BPF_JA; // 0x06 (gotol: offset in imm)
@@ -162,6 +203,8 @@ pub const NUM_REGS: usize = 11;
 pub const STACK_SIZE: usize = 512;
 /// Deepest BPF-to-BPF call chain the kernel allows (frames incl. main).
 pub const MAX_CALL_FRAMES: usize = 8;
+/// Kernel helper id of `bpf_tail_call`, handled by the VM itself.
+pub const HELPER_TAIL_CALL: i32 = 12;
 /// Longest tail-call chain the kernel allows.
 pub const MAX_TAIL_CALLS: u32 = 33;
 

@@ -1,8 +1,10 @@
 //! userbpf's eBPF virtual machine.
 //!
 //! One file per concern, in the style of rbpf: `insn` (encoding),
-//! `program` (embedding API and structural validation), `asm`/`disasm`
-//! (ubpf-style text), `interp` (the oracle), `jit` (x86-64).
+//! `program` (embedding API and structural validation), `error` (load and
+//! run errors), `asm`/`disasm` (ubpf-style text), `interp` (the oracle),
+//! `conformance` (the bpf_conformance `.data` format), `jit` (x86-64).
 
+pub mod error;
 pub mod insn;
 pub mod program;
