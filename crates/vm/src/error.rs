@@ -118,11 +118,17 @@ pub enum RunError {
     #[error("insn {pc}: {access} of {size} bytes at {addr:#x} is outside the stack and every allowed region")]
     OutOfBounds { pc: usize, access: Access, addr: u64, size: usize },
 
+    #[error("insn {pc}: atomic access of {size} bytes at {addr:#x} is not naturally aligned")]
+    MisalignedAtomic { pc: usize, addr: u64, size: usize },
+
     #[error("insn {pc}: call to unregistered helper {id}")]
     UnknownHelper { pc: usize, id: i64 },
 
     #[error("insn {pc}: BPF-to-BPF call exceeds {max} stack frames")]
     CallDepthExceeded { pc: usize, max: usize },
+
+    #[error("slot {pc} is not the entry of a function of the program")]
+    NotAFunction { pc: usize },
 
     #[error("instruction budget of {limit} exhausted (at insn {pc})")]
     InstructionLimit { pc: usize, limit: u64 },

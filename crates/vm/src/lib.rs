@@ -5,6 +5,9 @@
 //! run errors), `asm`/`disasm` (ubpf-style text), `interp` (the oracle),
 //! `conformance` (the bpf_conformance `.data` format), `jit` (x86-64).
 
+pub mod asm;
+pub mod disasm;
 pub mod error;
 pub mod insn;
+pub mod interp;
 pub mod program;
