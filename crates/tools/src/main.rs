@@ -1,16 +1,233 @@
 //! The `userbpf` command line: run an app with the agent, run a loader with
-//! the syscall server, attach to a running process, inspect the registry.
-//! Not implemented yet (issue 7): every command says so and exits non-zero.
+//! the syscall server, attach to (and detach from) a running process, inspect
+//! the registry, check the machine.
+//!
+//! This file owns the command-line grammar (clap derive), the help texts and
+//! the mapping of every outcome to an exit code; each command lives in its
+//! own module. Errors are printed as one line plus an optional hint.
+
+mod attach;
+mod doctor;
+mod elfsym;
+mod error;
+mod inject;
+mod inspect;
+mod launch;
+mod locate;
+mod procfs;
+mod ptrace;
+
+use clap::{Args, Parser, Subcommand};
+use error::CliError;
+use locate::Library;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+const AFTER_HELP: &str = "\
+Examples:
+  userbpf run -- ./app --port 8080          start an app with the agent
+  userbpf bpftrace -e 'uprobe:./app:handle { @calls = count(); }'
+  userbpf load -- /usr/sbin/opensnoop-bpfcc run a bcc tool with the syscall server
+  userbpf attach 4242                       load the agent into running process 4242
+  userbpf list --json                       maps, programs, attachments, processes
+  userbpf doctor                            what this machine lacks, and how to fix it
+
+Environment:
+  USERBPF_DIR      registry directory shared by loaders and apps (default /dev/shm/userbpf-<uid>)
+  USERBPF_LIB_DIR  where libagent.so and libsyscall_server.so are (default: next to userbpf)
+
+Exit codes:
+  0 success; 1 failure; 2 bad usage; 3 something missing in the environment
+  (see `userbpf doctor`); 4 no such process, map or program; 5 doctor found problems;
+  run/load/bpftrace: the command's own exit status (126 cannot execute, 127 not found).";
+
+#[derive(Parser)]
+#[command(
+    name = "userbpf",
+    version,
+    about = "Userspace eBPF: run stock bpftrace, libbpf and bcc tools unprivileged, with programs running inside the traced apps",
+    after_help = AFTER_HELP,
+    propagate_version = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start an app with the userbpf agent preloaded (libagent.so).
+    #[command(after_help = "Examples:\n  userbpf run ./app\n  userbpf run -- ./server --port 8080\n\n\
+        The app replaces userbpf (same pid); userbpf exits with the app's status.")]
+    Run(CommandLine),
+
+    /// Run a loader (bpftrace, a libbpf or bcc tool) with the syscall server preloaded.
+    #[command(after_help = "Examples:\n  userbpf load -- bpftrace -e 'uprobe:./app:f { @n = count(); }'\n  \
+        userbpf load -- /usr/sbin/bashreadline-bpfcc\n\n\
+        The loader's bpf() and perf_event_open() calls are answered by userbpf, so it needs no privileges.")]
+    Load(CommandLine),
+
+    /// Shorthand for `userbpf load -- bpftrace ARGS…`.
+    #[command(after_help = "Example:\n  userbpf bpftrace -e 'uprobe:./app:handle { @[arg0] = count(); }'")]
+    Bpftrace {
+        /// Arguments passed to bpftrace unchanged.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
+        args: Vec<OsString>,
+    },
+
+    /// Load the agent into an already running process (ptrace; the app is paused for milliseconds).
+    #[command(after_help = "Examples:\n  userbpf attach 4242\n  userbpf attach --json $(pidof app)\n\n\
+        One thread of the process is stopped at a safe point, made to call dlopen(libagent.so), and \
+        resumed with its registers restored; the pause is measured and printed. Needs permission to \
+        ptrace the process (same user, and Yama ptrace_scope 0 if Yama is enabled; see `userbpf doctor`).")]
+    Attach {
+        /// Process id of the app.
+        pid: i32,
+        /// Load this library instead of libagent.so (for testing an injection).
+        #[arg(long, value_name = "PATH")]
+        library: Option<PathBuf>,
+        #[command(flatten)]
+        common: InjectArgs,
+    },
+
+    /// Remove every probe from a process; the process keeps running unchanged.
+    #[command(after_help = "Example:\n  userbpf detach 4242")]
+    Detach {
+        /// Process id of the app.
+        pid: i32,
+        #[command(flatten)]
+        common: InjectArgs,
+    },
+
+    /// List maps, programs, attachments and the processes carrying them.
+    #[command(after_help = "Examples:\n  userbpf list\n  userbpf list --json | jq '.maps[].name'")]
+    List {
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Inspect maps.
+    #[command(subcommand)]
+    Map(MapCommand),
+
+    /// Inspect programs.
+    #[command(subcommand)]
+    Prog(ProgCommand),
+
+    /// Check this machine: kernel features, permissions, installed tools; say how to fix what is missing.
+    #[command(after_help = "Examples:\n  userbpf doctor\n  userbpf doctor --json\n\n\
+        Exits 0 when everything needed is there, 5 when something is missing.")]
+    Doctor {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum MapCommand {
+    /// Print a map's keys and values (per-CPU values per CPU and summed).
+    #[command(after_help = "Examples:\n  userbpf map dump 3\n  userbpf map dump @calls --json")]
+    Dump {
+        /// Map id or name.
+        map: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProgCommand {
+    /// Print a program's disassembly and the verifier's verdict.
+    #[command(after_help = "Example:\n  userbpf prog dump 5")]
+    Dump {
+        /// Program id.
+        id: u32,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+struct CommandLine {
+    /// The command and its arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true, value_name = "CMD")]
+    command: Vec<OsString>,
+}
+
+#[derive(Args)]
+struct InjectArgs {
+    /// Give up if the injected call has not returned after this many milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 5000)]
+    timeout: u64,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn run(cli: Cli) -> Result<i32, CliError> {
+    match cli.command {
+        Command::Run(line) => launch::exec_with(Library::Agent, &line.command),
+        Command::Load(line) => launch::exec_with(Library::SyscallServer, &line.command),
+        Command::Bpftrace { args } => {
+            let mut command = vec![OsString::from("bpftrace")];
+            command.extend(args);
+            launch::exec_with(Library::SyscallServer, &command)
+        }
+        Command::Attach { pid, library, common } => attach::attach(&attach::AttachOptions {
+            pid,
+            library,
+            timeout: Duration::from_millis(common.timeout),
+            json: common.json,
+        }),
+        Command::Detach { pid, common } => attach::detach(&attach::DetachOptions {
+            pid,
+            timeout: Duration::from_millis(common.timeout),
+            json: common.json,
+        }),
+        Command::List { json } => inspect::list(json),
+        Command::Map(MapCommand::Dump { map, json }) => inspect::map_dump(&map, json),
+        Command::Prog(ProgCommand::Dump { id, json }) => inspect::prog_dump(id, json),
+        Command::Doctor { json } => doctor::doctor(json),
+    }
+}
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        None | Some("--help") | Some("-h") => {
-            println!("userbpf: userspace eBPF runtime (command line not implemented yet, see issue 7)");
+    let cli = Cli::parse();
+    let code = match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("userbpf: {}", err.message);
+            if let Some(hint) = &err.hint {
+                eprintln!("hint: {hint}");
+            }
+            err.code
         }
-        Some(cmd) => {
-            eprintln!("userbpf: command '{cmd}' is not implemented yet");
-            std::process::exit(2);
-        }
+    };
+    std::process::exit(code);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_grammar_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_keeps_hyphenated_arguments_for_the_command() {
+        let cli = Cli::try_parse_from(["userbpf", "run", "./app", "--port", "1"]).unwrap();
+        let Command::Run(line) = cli.command else { panic!("not run") };
+        assert_eq!(line.command, ["./app", "--port", "1"]);
+        let cli = Cli::try_parse_from(["userbpf", "bpftrace", "-e", "BEGIN { exit(); }"]).unwrap();
+        let Command::Bpftrace { args } = cli.command else { panic!("not bpftrace") };
+        assert_eq!(args, ["-e", "BEGIN { exit(); }"]);
     }
 }

@@ -1,0 +1,126 @@
+//! Finding where an exported function of a shared library sits in another
+//! process: the symbol's value from the library's `.dynsym`, plus the load
+//! bias computed from the process's mappings of that file.
+
+use crate::procfs::Mapping;
+use goblin::elf::{program_header::PT_LOAD, sym::STT_FUNC, sym::STT_GNU_IFUNC, Elf};
+
+/// Finds the object whose file name satisfies `is_wanted` among `maps`, and its load bias.
+///
+/// The bias is the start of the mapping with file offset 0 (the first
+/// `PT_LOAD` of every shared library produced by a standard linker), minus the
+/// page-aligned virtual address of that segment, which the caller supplies
+/// after reading the file (see [`resolve_symbol`]).
+pub fn find_object<'a>(maps: &'a [Mapping], is_wanted: impl Fn(&str) -> bool) -> Option<&'a Mapping> {
+    maps.iter().find(|m| m.offset == 0 && m.file_name().is_some_and(&is_wanted))
+}
+
+/// Whether a file name is glibc's C library (`libc.so.6`, or `libc-2.31.so` on old systems).
+pub fn is_libc(file_name: &str) -> bool {
+    file_name == "libc.so.6" || (file_name.starts_with("libc-") && file_name.ends_with(".so"))
+}
+
+/// Whether a file name is the dynamic loader (`ld-linux-x86-64.so.2`, `ld-2.31.so`).
+pub fn is_dynamic_loader(file_name: &str) -> bool {
+    file_name.starts_with("ld-linux") || (file_name.starts_with("ld-") && file_name.ends_with(".so"))
+}
+
+/// Errors while reading a library's symbols.
+#[derive(Debug)]
+pub enum SymbolError {
+    Read(std::io::Error),
+    Parse(String),
+    /// None of the names asked for is a defined function in the object.
+    Missing,
+}
+
+/// Resolves the first of `names` that `elf_bytes` defines as a function, returning
+/// `(name, absolute address in the process)` given the mapping of the object's
+/// offset-0 segment at `first_mapping_start`.
+pub fn resolve_symbol<'n>(
+    elf_bytes: &[u8],
+    first_mapping_start: u64,
+    names: &[&'n str],
+) -> Result<(&'n str, u64), SymbolError> {
+    let elf = Elf::parse(elf_bytes).map_err(|e| SymbolError::Parse(e.to_string()))?;
+    let first_load_vaddr = elf
+        .program_headers
+        .iter()
+        .filter(|ph| ph.p_type == PT_LOAD)
+        .map(|ph| ph.p_vaddr & !0xfff)
+        .min()
+        .ok_or_else(|| SymbolError::Parse("no PT_LOAD segment".to_string()))?;
+    let load_bias = first_mapping_start.wrapping_sub(first_load_vaddr);
+    for &wanted in names {
+        let found = elf.dynsyms.iter().find(|sym| {
+            sym.st_value != 0
+                && sym.st_shndx != 0
+                && (sym.st_type() == STT_FUNC || sym.st_type() == STT_GNU_IFUNC)
+                && elf.dynstrtab.get_at(sym.st_name) == Some(wanted)
+        });
+        if let Some(sym) = found {
+            if sym.st_type() == STT_GNU_IFUNC {
+                // Calling an ifunc resolver instead of the function would be wrong.
+                return Err(SymbolError::Parse(format!("{wanted} is an indirect function (ifunc)")));
+            }
+            return Ok((wanted, load_bias.wrapping_add(sym.st_value)));
+        }
+    }
+    Err(SymbolError::Missing)
+}
+
+/// Reads the object mapped at `mapping` in process `pid` (through the
+/// process's root, so objects of another mount namespace resolve too) and
+/// resolves the first of `names` it defines.
+pub fn resolve_in_process<'n>(
+    pid: i32,
+    mapping: &Mapping,
+    names: &[&'n str],
+) -> Result<(&'n str, u64), SymbolError> {
+    let file = mapping.file().ok_or(SymbolError::Missing)?;
+    let bytes = std::fs::read(crate::procfs::path_in_process_root(pid, file)).map_err(SymbolError::Read)?;
+    resolve_symbol(&bytes, mapping.start, names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::procfs::read_maps;
+
+    #[test]
+    fn resolves_dlopen_in_own_libc_to_the_real_function() {
+        let me = std::process::id() as i32;
+        let maps = read_maps(me).unwrap();
+        let libc_map = find_object(&maps, is_libc).expect("this test binary links glibc");
+        let (name, addr) = resolve_in_process(me, libc_map, &["dlopen", "__libc_dlopen_mode"]).unwrap();
+        assert_eq!(name, "dlopen");
+        extern "C" {
+            fn dlopen(filename: *const libc::c_char, flag: libc::c_int) -> *mut libc::c_void;
+        }
+        // The address computed from the ELF file must be the one the dynamic
+        // linker resolved for us.
+        assert_eq!(addr, dlopen as *const () as usize as u64);
+        let (_, getpid_addr) = resolve_in_process(me, libc_map, &["getpid"]).unwrap();
+        assert_eq!(getpid_addr, libc::getpid as *const () as usize as u64);
+    }
+
+    #[test]
+    fn missing_symbols_are_reported_as_missing() {
+        let me = std::process::id() as i32;
+        let maps = read_maps(me).unwrap();
+        let libc_map = find_object(&maps, is_libc).unwrap();
+        assert!(matches!(
+            resolve_in_process(me, libc_map, &["no_such_function_in_libc"]),
+            Err(SymbolError::Missing)
+        ));
+    }
+
+    #[test]
+    fn recognises_libc_and_loader_names() {
+        assert!(is_libc("libc.so.6"));
+        assert!(is_libc("libc-2.31.so"));
+        assert!(!is_libc("libcrypto.so.3"));
+        assert!(is_dynamic_loader("ld-linux-x86-64.so.2"));
+        assert!(!is_dynamic_loader("libdl.so.2"));
+    }
+}

@@ -1,0 +1,128 @@
+//! `userbpf attach` and `userbpf detach` against real processes that userbpf
+//! did not start: the library gets loaded (its constructor runs in the
+//! target), the target keeps running with its registers, FP state and
+//! system calls intact, and the pause is reported.
+
+mod common;
+use common::*;
+
+fn attach_and_check(mode: &str) {
+    let scratch = Scratch::new(&format!("attach-{mode}"));
+    let target_bin = build_target(&scratch);
+    let lib = build_marker_lib(&scratch, "libagent.so");
+    let marker = scratch.path("marker");
+    let mut target = Target::start(&target_bin, &scratch, mode, &marker);
+    // Let the target get well into its loop.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+
+    let out = run_with_timeout(userbpf().args(["attach", "--json", &target.pid.to_string()]).env("USERBPF_LIB_DIR", &scratch.0));
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(0), "attach failed: {stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("attach --json prints JSON");
+    assert_eq!(report["pid"], target.pid);
+    assert_eq!(report["already_loaded"], false);
+    assert_eq!(report["library"], lib.canonicalize().unwrap().to_str().unwrap());
+    let pause = report["pause_ms"].as_f64().expect("pause_ms");
+    assert!(pause > 0.0, "a pause was measured");
+    eprintln!("{mode}: pause {pause} ms, call {} ms", report["call_ms"]);
+
+    // The constructor ran inside the target.
+    assert_eq!(wait_for_file(&marker), format!("loaded {} 3.0\n", target.pid));
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", target.pid)).unwrap();
+    assert!(maps.contains(lib.canonicalize().unwrap().to_str().unwrap()), "library mapped in the target");
+
+    // Attaching again is a no-op.
+    let again = run_with_timeout(userbpf().args(["attach", &target.pid.to_string()]).env("USERBPF_LIB_DIR", &scratch.0));
+    assert_eq!(again.status.code(), Some(0));
+    assert!(texts(&again).0.contains("already has"), "{:?}", texts(&again));
+
+    // Detach: the agent's detach function runs, the app keeps going.
+    let detach = run_with_timeout(userbpf().args(["detach", &target.pid.to_string()]));
+    let (stdout, stderr) = texts(&detach);
+    assert_eq!(detach.status.code(), Some(0), "detach failed: {stderr}");
+    assert!(stdout.contains("7 probe(s) removed"), "{stdout}");
+    assert_eq!(
+        std::fs::read_to_string(&marker).unwrap(),
+        format!("loaded {pid} 3.0\ndetached {pid} 3.0\n", pid = target.pid)
+    );
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert!(target.is_running(), "target still running after attach and detach");
+    let (code, err) = target.finish();
+    assert_eq!(code, Some(0), "target detected a change in its state: {err}");
+}
+
+#[test]
+fn attach_to_a_thread_sleeping_in_nanosleep() {
+    attach_and_check("sleep");
+}
+
+#[test]
+fn attach_to_a_thread_spinning_in_fp_code() {
+    attach_and_check("spin");
+}
+
+#[test]
+fn attach_to_a_multithreaded_process() {
+    attach_and_check("threads");
+}
+
+#[test]
+fn attach_to_a_thread_blocked_in_read() {
+    attach_and_check("read");
+}
+
+#[test]
+fn attach_reports_the_loaders_error_and_leaves_the_app_running() {
+    let scratch = Scratch::new("attach-bad-lib");
+    let target_bin = build_target(&scratch);
+    let not_a_library = scratch.path("libbroken.so");
+    std::fs::write(&not_a_library, b"this is not an ELF file").unwrap();
+    let mut target = Target::start(&target_bin, &scratch, "sleep", &scratch.path("marker"));
+    let out = run_with_timeout(userbpf().args(["attach", "--library"]).arg(&not_a_library).arg(target.pid.to_string()));
+    let (_, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("refused") && stderr.contains("libbroken.so"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(target.is_running());
+    let (code, err) = target.finish();
+    assert_eq!(code, Some(0), "{err}");
+}
+
+#[test]
+fn attach_and_detach_fail_clearly() {
+    let scratch = Scratch::new("attach-errors");
+    build_marker_lib(&scratch, "libagent.so");
+    // No such process.
+    let out = run_with_timeout(userbpf().args(["attach", "999999999"]).env("USERBPF_LIB_DIR", &scratch.0));
+    assert_eq!(out.status.code(), Some(4));
+    assert!(texts(&out).1.starts_with("userbpf: no process with pid 999999999\nhint: "), "{:?}", texts(&out));
+
+    // Detach from a process without an agent.
+    let target_bin = build_target(&scratch);
+    let target = Target::start(&target_bin, &scratch, "sleep", &scratch.path("marker"));
+    let out = run_with_timeout(userbpf().args(["detach", &target.pid.to_string()]));
+    assert_eq!(out.status.code(), Some(4));
+    assert!(texts(&out).1.contains("has no userbpf agent loaded"), "{:?}", texts(&out));
+    let (code, _) = target.finish();
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn detach_needs_the_agents_detach_function() {
+    let scratch = Scratch::new("detach-old-agent");
+    let target_bin = build_target(&scratch);
+    // An "agent" without userbpf_agent_detach.
+    let lib = scratch.path("libagent.so");
+    let src = scratch.path("old_agent.c");
+    std::fs::write(&src, "int userbpf_agent_version(void) { return 0; }\n").unwrap();
+    let status = std::process::Command::new("cc").args(["-shared", "-fPIC", "-o"]).arg(&lib).arg(&src).status().unwrap();
+    assert!(status.success());
+    let target = Target::start(&target_bin, &scratch, "sleep", &scratch.path("marker"));
+    let out = run_with_timeout(userbpf().args(["attach", &target.pid.to_string()]).env("USERBPF_LIB_DIR", &scratch.0));
+    assert_eq!(out.status.code(), Some(0), "{:?}", texts(&out));
+    let out = run_with_timeout(userbpf().args(["detach", &target.pid.to_string()]));
+    assert_eq!(out.status.code(), Some(3));
+    assert!(texts(&out).1.contains("does not export userbpf_agent_detach"), "{:?}", texts(&out));
+    let (code, err) = target.finish();
+    assert_eq!(code, Some(0), "{err}");
+}
