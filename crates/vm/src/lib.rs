@@ -6,11 +6,9 @@
 //! `conformance` (the bpf_conformance `.data` format), `jit` (x86-64).
 
 pub mod asm;
+pub mod conformance;
 pub mod disasm;
 pub mod error;
-pub mod exec_mem;
 pub mod insn;
-#[cfg(target_arch = "x86_64")]
-pub mod jit;
 pub mod interp;
 pub mod program;

@@ -336,7 +336,7 @@ fn check_fields(pc: usize, insn: Insn, next: Option<Insn>) -> Result<(), LoadErr
             };
             if offset_ok {
                 Ok(())
-            } else if insn.off != 0 && matches!(op, BPF_DIV | BPF_MOD | BPF_MOV) {
+            } else if matches!(op, BPF_DIV | BPF_MOD) || (op == BPF_MOV && is_reg_source) {
                 Err(LoadError::InvalidField {
                     pc,
                     field: "offset",
