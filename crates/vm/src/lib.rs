@@ -9,6 +9,9 @@ pub mod asm;
 pub mod conformance;
 pub mod disasm;
 pub mod error;
+pub mod exec_mem;
 pub mod insn;
+#[cfg(target_arch = "x86_64")]
+pub mod jit;
 pub mod interp;
 pub mod program;
