@@ -1,3 +1,51 @@
-//! `libsyscall_server.so`, preloaded into loaders (bpftrace, libbpf and bcc
-//! tools): answers `bpf()`, `perf_event_open` and friends from userbpf
-//! instead of the kernel. Not implemented yet: see issue 5.
+//! `libsyscall_server.so`, preloaded into loaders (stock bpftrace, libbpf and
+//! bcc tools): answers `bpf()`, `perf_event_open()` and the files, ioctls and
+//! epoll calls around them from userbpf's registry instead of the kernel, so
+//! an unprivileged loader can load programs that run inside traced apps.
+//!
+//! Modules:
+//! - [`interpose`]: the exported libc symbols and their fast "not ours" paths;
+//! - [`real`]: the real libc functions (`dlsym(RTLD_NEXT)`);
+//! - [`bpf`]: every `bpf()` command; [`perf`]: `perf_event_open` + ioctls;
+//! - [`objects`]: fd → object table (by `(dev, ino)`, so `dup` works);
+//! - [`epoll`]: perf rings in epoll sets; [`sysfs`]: synthesized sysfs/tracefs;
+//! - [`backend`]: the registry (`shm-maps`); [`verify`]: the verifier;
+//! - [`loader_run`]: programs the loader runs itself (BEGIN/END, `interval:`)
+//!   through the shared `runtime`; [`timer`]: `interval:`/`profile:` timers;
+//! - [`child_env`]: children of the loader get the agent, not the server.
+
+pub mod abi;
+pub mod backend;
+pub mod bpf;
+pub mod child_env;
+pub mod epoll;
+pub mod interpose;
+pub mod loader_run;
+pub mod objects;
+pub mod perf;
+pub mod real;
+pub mod report;
+pub mod sysfs;
+pub mod timer;
+pub mod verify;
+
+use objects::Object;
+
+/// Release whatever an object holds once its last fd is closed.
+pub(crate) fn teardown(obj: &Object) {
+    match obj {
+        Object::Map(m) => m.map.remove(),
+        Object::Prog(p) => backend::remove_program(p.id),
+        Object::Link(l) => bpf::release_link(l),
+        other => perf::release(other),
+    }
+}
+
+/// Runs when the loader maps the library (before its `main`).
+extern "C" fn on_load() {
+    child_env::rewrite_ld_preload();
+}
+
+#[used]
+#[link_section = ".init_array"]
+static ON_LOAD: extern "C" fn() = on_load;

@@ -1,2 +1,389 @@
-//! End-to-end tests: real bpftrace, real target programs. Shared test
-//! utilities live here; the tests themselves are in `tests/`.
+//! End-to-end test harness: real `/usr/bin/bpftrace` with
+//! `libsyscall_server.so`, real target programs with `libagent.so`, both
+//! running as an ordinary user.
+//!
+//! What the harness owns:
+//! - a world-readable scratch directory per test ([`World`]) holding copies
+//!   of the two cdylibs and the sample apps it compiles with gcc from
+//!   `apps/` (a checkout under /root is not readable by uid 65534);
+//! - a private registry directory (`USERBPF_DIR`) owned by the user the
+//!   processes run as;
+//! - running processes as uid/gid 65534 with `setpriv` when the tests run as
+//!   root (otherwise as the current user, said once on stderr), each in its
+//!   own process group with a deadline, killed when it passes;
+//! - output normalisation and comparison with the kernel-derived expected
+//!   files in `expected/` ([`normalize`]).
+//!
+//! The test cases themselves live in `tests/`, the shared case table in
+//! [`cases`].
+
+pub mod cases;
+
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// The user the loader and the targets run as when the tests run as root.
+pub const NOBODY: u32 = 65534;
+/// The bpftrace every test drives.
+pub const BPFTRACE: &str = "/usr/bin/bpftrace";
+
+/// Why the harness cannot run (missing bpftrace, gcc, cdylibs).
+#[derive(Debug)]
+pub struct SetupError(pub String);
+
+impl std::fmt::Display for SetupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// True when the tests run as root (and so can drop to [`NOBODY`]).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions (not interposed in test binaries).
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The uid the traced processes run as.
+pub fn run_uid() -> u32 {
+    if is_root() {
+        NOBODY
+    } else {
+        // SAFETY: as above.
+        unsafe { libc::getuid() }
+    }
+}
+
+/// Directory of the cdylibs built with the test binaries: the test
+/// executable lives in `<target>/<profile>/deps/`, cargo puts dependency
+/// cdylibs there and uplifts workspace members' to `<target>/<profile>/`.
+pub fn find_cdylib(name: &str) -> Result<PathBuf, SetupError> {
+    let exe = std::env::current_exe().map_err(|e| SetupError(format!("current_exe: {e}")))?;
+    let deps = exe.parent().ok_or_else(|| SetupError("test binary has no parent dir".into()))?;
+    let candidates = [deps.join(name), deps.parent().map(|p| p.join(name)).unwrap_or_default()];
+    candidates
+        .iter()
+        .filter(|p| p.is_file())
+        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
+        .cloned()
+        .ok_or_else(|| SetupError(format!("{name} not found next to the test binary ({})", deps.display())))
+}
+
+/// A scratch world for one test: libs, apps, registry dir.
+pub struct World {
+    pub dir: PathBuf,
+    pub agent: PathBuf,
+    pub server: PathBuf,
+    /// The sample executable (`apps/sample.c`).
+    pub app: PathBuf,
+    /// Its shared library (`apps/libsample.c`).
+    pub lib: PathBuf,
+    /// `USERBPF_DIR` for every process of this world.
+    pub registry: PathBuf,
+}
+
+static WORLD_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn apps_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("apps")
+}
+
+/// Directory of the expected outputs.
+pub fn expected_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("expected")
+}
+
+fn run_ok(cmd: &mut Command, what: &str) -> Result<(), SetupError> {
+    let out = cmd.output().map_err(|e| SetupError(format!("{what}: {e}")))?;
+    if !out.status.success() {
+        return Err(SetupError(format!("{what} failed: {}", String::from_utf8_lossy(&out.stderr))));
+    }
+    Ok(())
+}
+
+fn chown_to_runner(path: &Path) -> Result<(), SetupError> {
+    if !is_root() {
+        return Ok(());
+    }
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path without NUL");
+    // SAFETY: chown of a path we just created.
+    if unsafe { libc::chown(c.as_ptr(), NOBODY, NOBODY) } != 0 {
+        return Err(SetupError(format!("chown {}: {}", path.display(), std::io::Error::last_os_error())));
+    }
+    Ok(())
+}
+
+impl World {
+    /// Build a world: copy the cdylibs, compile the sample app and library.
+    pub fn new() -> Result<World, SetupError> {
+        if !Path::new(BPFTRACE).exists() {
+            return Err(SetupError(format!("{BPFTRACE} is not installed (run scripts/setup.sh)")));
+        }
+        static SAID: std::sync::Once = std::sync::Once::new();
+        if !is_root() {
+            SAID.call_once(|| eprintln!("e2e: not root, so loader and targets run as the current user (not uid {NOBODY})"));
+        }
+        let n = WORLD_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("userbpf-e2e-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| SetupError(format!("mkdir {}: {e}", dir.display())))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| SetupError(format!("chmod {}: {e}", dir.display())))?;
+        let agent = dir.join("libagent.so");
+        let server = dir.join("libsyscall_server.so");
+        for (name, dst) in [("libagent.so", &agent), ("libsyscall_server.so", &server)] {
+            std::fs::copy(find_cdylib(name)?, dst).map_err(|e| SetupError(format!("copy {name}: {e}")))?;
+        }
+        let lib = dir.join("libsample.so");
+        let app = dir.join("sample");
+        run_ok(
+            Command::new("gcc").args(["-O1", "-g", "-fPIC", "-shared", "-o"]).arg(&lib).arg(apps_dir().join("libsample.c")),
+            "gcc libsample.so",
+        )?;
+        run_ok(
+            Command::new("gcc")
+                .args(["-O1", "-g", "-o"])
+                .arg(&app)
+                .arg(apps_dir().join("sample.c"))
+                .arg(format!("-L{}", dir.display()))
+                .args(["-lsample", "-Wl,-rpath,$ORIGIN"]),
+            "gcc sample",
+        )?;
+        for f in [&agent, &server, &lib, &app] {
+            std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o755))
+                .map_err(|e| SetupError(format!("chmod {}: {e}", f.display())))?;
+        }
+        let registry = dir.join("registry");
+        std::fs::create_dir(&registry).map_err(|e| SetupError(format!("mkdir registry: {e}")))?;
+        std::fs::set_permissions(&registry, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| SetupError(format!("chmod registry: {e}")))?;
+        chown_to_runner(&registry)?;
+        Ok(World { dir, agent, server, app, lib, registry })
+    }
+
+    /// Substitute `{APP}`, `{LIB}`, `{DIR}` in a script or command.
+    pub fn expand(&self, s: &str) -> String {
+        s.replace("{APP}", &self.app.to_string_lossy())
+            .replace("{LIB}", &self.lib.to_string_lossy())
+            .replace("{DIR}", &self.dir.to_string_lossy())
+    }
+
+    /// A command that runs `program` as the test user with the world's
+    /// registry, in its own process group.
+    fn command(&self, program: &str, preload: &Path) -> Command {
+        let mut cmd = if is_root() {
+            let mut c = Command::new("setpriv");
+            c.args([
+                format!("--reuid={NOBODY}"),
+                format!("--regid={NOBODY}"),
+                "--clear-groups".to_string(),
+                "--".to_string(),
+                program.to_string(),
+            ]);
+            c
+        } else {
+            Command::new(program)
+        };
+        cmd.current_dir(&self.dir)
+            .env("USERBPF_DIR", &self.registry)
+            .env("LD_PRELOAD", preload)
+            .env("HOME", &self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        cmd
+    }
+
+    /// Start bpftrace (with the syscall server) on `script` plus extra args.
+    pub fn spawn_bpftrace(&self, script: &str, extra: &[String]) -> Result<Proc, SetupError> {
+        let mut cmd = self.command(BPFTRACE, &self.server);
+        cmd.arg("-e").arg(self.expand(script)).args(extra);
+        Proc::spawn(cmd, "bpftrace")
+    }
+
+    /// Start the sample app with the agent.
+    pub fn spawn_app(&self, args: &[&str]) -> Result<Proc, SetupError> {
+        let mut cmd = self.command(&self.app.to_string_lossy(), &self.agent);
+        cmd.args(args);
+        Proc::spawn(cmd, "sample app")
+    }
+
+    /// Run bpftrace with `-c "{APP} args…"` to completion.
+    pub fn bpftrace_c(&self, script: &str, command: &str, timeout: Duration) -> Output {
+        let extra = vec!["-c".to_string(), self.expand(command)];
+        match self.spawn_bpftrace(script, &extra) {
+            Ok(p) => p.wait_timeout(timeout),
+            Err(e) => Output { stdout: String::new(), stderr: e.0, status: None, timed_out: false },
+        }
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if std::env::var_os("USERBPF_E2E_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// A running process (its own process group), killed with its group on drop.
+pub struct Proc {
+    child: Child,
+    what: &'static str,
+    stdout: Option<std::thread::JoinHandle<String>>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+/// What a finished (or killed) process printed.
+#[derive(Debug)]
+pub struct Output {
+    pub stdout: String,
+    pub stderr: String,
+    /// Exit code; `None` if killed by a signal or never started.
+    pub status: Option<i32>,
+    pub timed_out: bool,
+}
+
+fn drain(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = r.read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    })
+}
+
+impl Proc {
+    fn spawn(mut cmd: Command, what: &'static str) -> Result<Proc, SetupError> {
+        let mut child = cmd.spawn().map_err(|e| SetupError(format!("spawn {what}: {e}")))?;
+        let stdout = child.stdout.take().map(drain);
+        let stderr = child.stderr.take().map(drain);
+        Ok(Proc { child, what, stdout, stderr })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Send `sig` to the process itself (bpftrace handles SIGINT).
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    fn kill_group(&self) {
+        // SAFETY: the child leads its own process group (process_group(0)).
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+    }
+
+    /// Wait until exit or `timeout`; on timeout kill the whole group.
+    pub fn wait_timeout(mut self, timeout: Duration) -> Output {
+        let deadline = Instant::now() + timeout;
+        let mut timed_out = false;
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(st)) => break st.code(),
+                Ok(None) if Instant::now() >= deadline => {
+                    timed_out = true;
+                    eprintln!("e2e: {} (pid {}) did not finish within {timeout:?}: killed", self.what, self.child.id());
+                    self.kill_group();
+                    break self.child.wait().ok().and_then(|s| s.code());
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+                Err(_) => break None,
+            }
+        };
+        // Leftovers of the group (e.g. a -c child) must not outlive the test.
+        self.kill_group();
+        let stdout = self.stdout.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default();
+        let stderr = self.stderr.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default();
+        Output { stdout, stderr, status, timed_out }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.kill_group();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Make outputs comparable across runs and machines:
+/// - the world directory becomes `{DIR}`, `uid=<run uid>` becomes `uid={UID}`;
+/// - bpftrace prints map entries sorted by value, and entries with equal
+///   values in the map's iteration order, which is a property of the hash
+///   table (kernel or userbpf), not of the script: each run of consecutive
+///   `@name[...]: value` lines with the same value is sorted.
+pub fn normalize(text: &str, dir: Option<&Path>, uid: u32) -> String {
+    let mut s = text.to_string();
+    if let Some(d) = dir {
+        s = s.replace(&*d.to_string_lossy(), "{DIR}");
+    }
+    s = s.replace(&format!("uid={uid}\n"), "uid={UID}\n");
+    let lines: Vec<&str> = s.split_inclusive('\n').collect();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while i < lines.len() {
+        let key = tie_key(lines[i]);
+        let mut j = i + 1;
+        if key.is_some() {
+            while j < lines.len() && tie_key(lines[j]) == key {
+                j += 1;
+            }
+        }
+        let mut block: Vec<&str> = lines[i..j].to_vec();
+        block.sort_unstable();
+        out.extend(block);
+        i = j;
+    }
+    out
+}
+
+/// `(map name, value)` of a `@name[key]: value` line.
+fn tie_key(line: &str) -> Option<(&str, &str)> {
+    let rest = line.strip_prefix('@')?;
+    let bracket = rest.find('[')?;
+    let name = &rest[..bracket];
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return None;
+    }
+    let colon = line.rfind("]: ")?;
+    Some((name, line[colon + 3..].trim_end()))
+}
+
+/// A readable diff-ish report for assertion messages.
+pub fn mismatch(expected: &str, actual: &str, out: &Output) -> String {
+    format!(
+        "--- expected stdout\n{expected}--- actual stdout\n{actual}--- stderr\n{}--- status {:?}{}",
+        out.stderr,
+        out.status,
+        if out.timed_out { " (timed out)" } else { "" }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_sorts_ties_and_rewrites_paths() {
+        let dir = Path::new("/tmp/w1");
+        let text = "@[3]: 1\n@[0]: 1\n@[9]: 2\nuprobe:/tmp/w1/sample:f uid=65534\n";
+        let want = "@[0]: 1\n@[3]: 1\n@[9]: 2\nuprobe:{DIR}/sample:f uid=65534\n";
+        assert_eq!(normalize(text, Some(dir), 7), want);
+        assert_eq!(normalize("uid=7\n", None, 7), "uid={UID}\n");
+    }
+
+    #[test]
+    fn tie_key_only_matches_keyed_map_lines() {
+        assert_eq!(tie_key("@x[1, a]: 5\n"), Some(("x", "5")));
+        assert_eq!(tie_key("@c: 5\n"), None);
+        assert_eq!(tie_key("hello\n"), None);
+    }
+}

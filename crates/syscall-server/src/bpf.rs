@@ -1,0 +1,433 @@
+//! `syscall(__NR_bpf, cmd, attr, size)`: every command a loader issues,
+//! answered from the registry. Each handler returns `Ok(value)` (an fd or 0)
+//! or `Err(errno)` with the errno the kernel would use.
+//!
+//! Unsupported commands fail with the kernel's "not supported" errno and a
+//! one-line message naming the command; nothing is passed to the kernel.
+
+use std::ffi::c_long;
+use std::os::fd::{IntoRawFd, RawFd};
+use std::sync::Arc;
+
+use crate::abi::{self, attr, Attr};
+use crate::backend;
+use crate::objects::{LinkObject, MapObject, Object, ProgObject, TABLE};
+use crate::report;
+
+/// Largest program the server accepts (the kernel's `BPF_COMPLEXITY_LIMIT_INSNS`).
+const MAX_INSNS: u32 = 1_000_000;
+
+/// Entry point from the `syscall` interposer.
+///
+/// # Safety
+/// `attr_ptr` is the caller's `bpf_attr` of `size` bytes (as for the kernel).
+pub unsafe fn bpf(cmd: u32, attr_ptr: *mut u8, size: u32) -> Result<c_long, i32> {
+    // SAFETY: forwarded caller contract.
+    let a = unsafe { Attr::from_user(attr_ptr, size as usize)? };
+    match cmd {
+        abi::BPF_MAP_CREATE => map_create(&a),
+        abi::BPF_MAP_LOOKUP_ELEM => map_elem(&a, ElemOp::Lookup),
+        abi::BPF_MAP_UPDATE_ELEM => map_elem(&a, ElemOp::Update),
+        abi::BPF_MAP_DELETE_ELEM => map_elem(&a, ElemOp::Delete),
+        abi::BPF_MAP_GET_NEXT_KEY => map_elem(&a, ElemOp::NextKey),
+        abi::BPF_MAP_LOOKUP_AND_DELETE_ELEM => map_elem(&a, ElemOp::LookupAndDelete),
+        abi::BPF_MAP_FREEZE => Ok(0),
+        abi::BPF_PROG_LOAD => prog_load(&a),
+        // SAFETY: attr_ptr is the caller's writable attr.
+        abi::BPF_PROG_TEST_RUN => unsafe { prog_test_run(&a, attr_ptr) },
+        // SAFETY: as above.
+        abi::BPF_OBJ_GET_INFO_BY_FD => unsafe { obj_get_info(&a, attr_ptr) },
+        // userbpf exposes no kernel BTF and no global object ids: iteration
+        // ends at once, which loaders read as "no objects".
+        abi::BPF_BTF_GET_NEXT_ID
+        | abi::BPF_PROG_GET_NEXT_ID
+        | abi::BPF_MAP_GET_NEXT_ID
+        | abi::BPF_LINK_GET_NEXT_ID => Err(libc::ENOENT),
+        abi::BPF_BTF_GET_FD_BY_ID
+        | abi::BPF_PROG_GET_FD_BY_ID
+        | abi::BPF_MAP_GET_FD_BY_ID
+        | abi::BPF_LINK_GET_FD_BY_ID => Err(libc::ENOENT),
+        abi::BPF_BTF_LOAD => {
+            // Loaders treat BTF as optional; userbpf has no use for it.
+            Err(libc::EINVAL)
+        }
+        abi::BPF_LINK_CREATE => link_create(&a),
+        abi::BPF_RAW_TRACEPOINT_OPEN => {
+            report::unsupported("kernel raw tracepoints (BPF_RAW_TRACEPOINT_OPEN)", "userbpf traces user space only");
+            Err(libc::EOPNOTSUPP)
+        }
+        abi::BPF_PROG_BIND_MAP => Ok(0),
+        _ => {
+            report::unsupported(abi::bpf_cmd_name(cmd), "this bpf() command is not implemented by userbpf");
+            Err(libc::EINVAL)
+        }
+    }
+}
+
+fn map_create(a: &Attr) -> Result<c_long, i32> {
+    let spec = backend::MapSpec {
+        map_type: a.u32(attr::MAP_TYPE),
+        key_size: a.u32(attr::KEY_SIZE),
+        value_size: a.u32(attr::VALUE_SIZE),
+        max_entries: a.u32(attr::MAX_ENTRIES),
+        flags: a.u32(attr::MAP_FLAGS),
+        name: a.name(attr::MAP_NAME),
+    };
+    if a.u32(attr::INNER_MAP_FD) != 0 {
+        report::unsupported("maps of maps", "userbpf has no map-in-map support");
+        return Err(libc::EINVAL);
+    }
+    let (map, fd) = backend::create_map(&spec)?;
+    let fd = fd.into_raw_fd();
+    register(fd, Object::Map(MapObject { map, spec }))
+}
+
+/// Register `object` behind `fd` and hand `fd` to the caller.
+fn register(fd: RawFd, object: Object) -> Result<c_long, i32> {
+    match TABLE.insert(fd, object) {
+        Ok(_) => Ok(fd as c_long),
+        Err(e) => {
+            // SAFETY: fd is ours and not yet handed out.
+            unsafe { crate::real::close(fd) };
+            Err(e)
+        }
+    }
+}
+
+/// The map behind `fd`, EBADF if not open, EINVAL if not a map (as the kernel).
+pub fn map_of(fd: u32) -> Result<Arc<Object>, i32> {
+    let obj = TABLE.get(fd as RawFd).ok_or(libc::EBADF)?;
+    match &*obj {
+        Object::Map(_) => Ok(obj),
+        _ => Err(libc::EINVAL),
+    }
+}
+
+#[derive(Clone, Copy)]
+enum ElemOp {
+    Lookup,
+    Update,
+    Delete,
+    NextKey,
+    LookupAndDelete,
+}
+
+/// Copy `len` bytes of user memory at `ptr`.
+///
+/// # Safety
+/// `ptr` must be readable for `len` bytes (the loader's key/value buffers).
+unsafe fn user_bytes(ptr: u64, len: usize) -> Result<Vec<u8>, i32> {
+    if ptr == 0 {
+        return Err(libc::EFAULT);
+    }
+    // SAFETY: caller contract.
+    Ok(unsafe { std::slice::from_raw_parts(ptr as *const u8, len) }.to_vec())
+}
+
+/// Copy `data` into user memory at `ptr`.
+///
+/// # Safety
+/// `ptr` must be writable for `data.len()` bytes.
+unsafe fn to_user(ptr: u64, data: &[u8]) -> Result<(), i32> {
+    if ptr == 0 {
+        return Err(libc::EFAULT);
+    }
+    // SAFETY: caller contract.
+    unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), ptr as *mut u8, data.len()) };
+    Ok(())
+}
+
+fn map_elem(a: &Attr, op: ElemOp) -> Result<c_long, i32> {
+    let obj = map_of(a.u32(attr::ELEM_MAP_FD))?;
+    let Object::Map(m) = &*obj else { unreachable!("map_of returns maps only") };
+    let key_size = m.spec.key_size as usize;
+    let user_value_size = backend::user_value_size(&m.spec);
+    let key_ptr = a.u64(attr::ELEM_KEY);
+    let value_ptr = a.u64(attr::ELEM_VALUE);
+    // SAFETY (for every user_bytes/to_user below): the pointers come from the
+    // loader's bpf_attr and are sized by the map's key/value sizes, exactly
+    // what the kernel would copy.
+    match op {
+        ElemOp::Lookup | ElemOp::LookupAndDelete => {
+            let key = unsafe { user_bytes(key_ptr, key_size)? };
+            let mut out = vec![0u8; user_value_size];
+            if matches!(op, ElemOp::Lookup) {
+                m.map.lookup(&key, &mut out)?;
+            } else {
+                m.map.lookup_and_delete(&key, &mut out)?;
+            }
+            unsafe { to_user(value_ptr, &out)? };
+            Ok(0)
+        }
+        ElemOp::Update => {
+            let key = unsafe { user_bytes(key_ptr, key_size)? };
+            let mut value = unsafe { user_bytes(value_ptr, user_value_size)? };
+            let flags = a.u64(attr::ELEM_FLAGS);
+            if m.spec.map_type == abi::BPF_MAP_TYPE_PERF_EVENT_ARRAY {
+                // The loader stores a perf event fd; agents need the ring id.
+                let fd = u32::from_ne_bytes(value[..4].try_into().map_err(|_| libc::EINVAL)?);
+                let ev = TABLE.get(fd as RawFd).ok_or(libc::EBADF)?;
+                let Object::Output(out) = &*ev else {
+                    report::unsupported(
+                        "perf event arrays holding non-BPF_OUTPUT events",
+                        "only PERF_COUNT_SW_BPF_OUTPUT events can receive bpf_perf_event_output",
+                    );
+                    return Err(libc::EOPNOTSUPP);
+                };
+                value[..4].copy_from_slice(&out.ring.id().to_ne_bytes());
+            }
+            m.map.update(&key, &value, flags)?;
+            Ok(0)
+        }
+        ElemOp::Delete => {
+            let key = unsafe { user_bytes(key_ptr, key_size)? };
+            m.map.delete(&key)?;
+            Ok(0)
+        }
+        ElemOp::NextKey => {
+            let key = if key_ptr == 0 { None } else { Some(unsafe { user_bytes(key_ptr, key_size)? }) };
+            let mut next = vec![0u8; key_size];
+            m.map.get_next_key(key.as_deref(), &mut next)?;
+            unsafe { to_user(value_ptr, &next)? };
+            Ok(0)
+        }
+    }
+}
+
+fn prog_load(a: &Attr) -> Result<c_long, i32> {
+    let prog_type = a.u32(attr::PROG_TYPE);
+    let insn_cnt = a.u32(attr::INSN_CNT);
+    let name = a.name(attr::PROG_NAME);
+    if insn_cnt == 0 || insn_cnt > MAX_INSNS {
+        return Err(if insn_cnt == 0 { libc::EINVAL } else { libc::E2BIG });
+    }
+    // SAFETY: the loader passes `insn_cnt` 8-byte instructions at `insns`.
+    let raw = unsafe { user_bytes(a.u64(attr::INSNS), insn_cnt as usize * 8)? };
+    let mut insns: Vec<u64> =
+        raw.chunks_exact(8).map(|c| u64::from_ne_bytes(c.try_into().expect("8 bytes"))).collect();
+
+    let log = LogBuf { level: a.u32(attr::LOG_LEVEL), size: a.u32(attr::LOG_SIZE), ptr: a.u64(attr::LOG_BUF) };
+    if log.level != 0 && (log.size < 128 || log.ptr == 0) {
+        return Err(libc::EINVAL); // the kernel's rule for a too small log buffer
+    }
+    if !crate::verify::prog_type_supported(prog_type) {
+        log.write(&format!(
+            "userbpf: program type {} ({prog_type}) is not supported: userbpf runs uprobe (kprobe-type), \
+             perf_event and raw_tracepoint programs only\n",
+            abi::prog_type_name(prog_type)
+        ));
+        return Err(libc::EINVAL);
+    }
+
+    // Resolve map references: lddw with a map-fd pseudo source carries the
+    // loader's fd; the registry program carries the map's registry id.
+    let mut maps = Vec::new();
+    let mut pc = 0;
+    while pc < insns.len() {
+        let insn = insns[pc];
+        let opc = insn as u8;
+        if opc == 0x18 {
+            let src = ((insn >> 12) & 0xf) as u8;
+            if src == abi::BPF_PSEUDO_MAP_FD || src == abi::BPF_PSEUDO_MAP_VALUE {
+                let fd = (insn >> 32) as u32;
+                let obj = match map_of(fd) {
+                    Ok(o) => o,
+                    Err(e) => {
+                        log.write(&format!("fd {fd} is not pointing to valid bpf_map\n"));
+                        return Err(e);
+                    }
+                };
+                let Object::Map(m) = &*obj else { unreachable!() };
+                let id = m.map.id();
+                insns[pc] = (insn & 0xffff_ffff) | ((id as u64) << 32);
+                maps.push(crate::verify::MapRef { id, spec: m.spec.clone() });
+            } else if src == abi::BPF_PSEUDO_MAP_IDX || src == abi::BPF_PSEUDO_MAP_IDX_VALUE {
+                report::unsupported("fd_array map references (BPF_PSEUDO_MAP_IDX)", "pass map fds in lddw instead");
+                return Err(libc::EINVAL);
+            }
+            pc += 2;
+        } else {
+            pc += 1;
+        }
+    }
+
+    // Every program is verified before it is accepted.
+    let verdict = crate::verify::verify(prog_type, &insns, &maps, log.level);
+    log.write(&verdict.log);
+    if let Err(e) = verdict.result {
+        return Err(e);
+    }
+
+    let mut map_ids: Vec<u32> = maps.iter().map(|m| m.id).collect();
+    map_ids.sort_unstable();
+    map_ids.dedup();
+    let (id, fd) = backend::store_program(prog_type, &name, &insns, &map_ids)?;
+    let fd = fd.into_raw_fd();
+    register(fd, Object::Prog(ProgObject { id, prog_type, name, insn_count: insn_cnt, map_ids }))
+}
+
+/// The loader's verifier log buffer.
+struct LogBuf {
+    level: u32,
+    size: u32,
+    ptr: u64,
+}
+
+impl LogBuf {
+    /// Write `text` NUL-terminated, truncated to the buffer (as the kernel).
+    fn write(&self, text: &str) {
+        if self.level == 0 || self.ptr == 0 || self.size == 0 || text.is_empty() {
+            return;
+        }
+        let n = text.len().min(self.size as usize - 1);
+        // SAFETY: the loader gave `size` writable bytes at `ptr`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(text.as_ptr(), self.ptr as *mut u8, n);
+            *(self.ptr as *mut u8).add(n) = 0;
+        }
+    }
+}
+
+/// The program behind `fd`.
+pub fn prog_of(fd: u32) -> Result<Arc<Object>, i32> {
+    let obj = TABLE.get(fd as RawFd).ok_or(libc::EBADF)?;
+    match &*obj {
+        Object::Prog(_) => Ok(obj),
+        _ => Err(libc::EINVAL),
+    }
+}
+
+/// # Safety
+/// `attr_ptr` is the caller's writable attr.
+unsafe fn prog_test_run(a: &Attr, attr_ptr: *mut u8) -> Result<c_long, i32> {
+    let obj = prog_of(a.u32(attr::TEST_PROG_FD))?;
+    let Object::Prog(p) = &*obj else { unreachable!() };
+    if p.prog_type != abi::BPF_PROG_TYPE_RAW_TRACEPOINT {
+        report::unsupported(
+            &format!("BPF_PROG_TEST_RUN of {} programs", abi::prog_type_name(p.prog_type)),
+            "only raw_tracepoint programs (BEGIN/END) can be test-run",
+        );
+        return Err(abi::ENOTSUPP);
+    }
+    if a.u32(attr::TEST_DATA_SIZE_IN) != 0 {
+        return Err(libc::EINVAL); // raw_tracepoint test runs take no data, as in the kernel
+    }
+    let ctx_size = a.u32(attr::TEST_CTX_SIZE_IN) as usize;
+    let mut ctx = vec![0u8; crate::loader_run::RAW_TP_CTX_SIZE];
+    if ctx_size > ctx.len() {
+        return Err(libc::EINVAL);
+    }
+    if ctx_size > 0 {
+        // SAFETY: the loader passes ctx_size_in bytes at ctx_in.
+        let user = unsafe { user_bytes(a.u64(attr::TEST_CTX_IN), ctx_size)? };
+        ctx[..ctx_size].copy_from_slice(&user);
+    }
+    let start = std::time::Instant::now();
+    let r0 = crate::loader_run::run_program(p.id, ctx.as_mut_ptr())?;
+    let ns = start.elapsed().as_nanos().min(u32::MAX as u128) as u32;
+    // SAFETY: writing result fields inside the caller's attr.
+    unsafe {
+        abi::write_attr_u32(attr_ptr, attr::TEST_RETVAL, r0 as u32);
+        abi::write_attr_u32(attr_ptr, attr::TEST_DURATION, ns);
+    }
+    Ok(0)
+}
+
+/// # Safety
+/// `attr_ptr` is the caller's writable attr.
+unsafe fn obj_get_info(a: &Attr, attr_ptr: *mut u8) -> Result<c_long, i32> {
+    let fd = a.u32(attr::INFO_FD);
+    let obj = TABLE.get(fd as RawFd).ok_or(libc::EBADF)?;
+    let mut info = Vec::new();
+    let put32 = |v: &mut Vec<u8>, x: u32| v.extend_from_slice(&x.to_ne_bytes());
+    let name16 = |v: &mut Vec<u8>, s: &str| {
+        let mut b = [0u8; 16];
+        let n = s.len().min(15);
+        b[..n].copy_from_slice(&s.as_bytes()[..n]);
+        v.extend_from_slice(&b);
+    };
+    match &*obj {
+        Object::Map(m) => {
+            // struct bpf_map_info: type, id, key_size, value_size, max_entries,
+            // map_flags, name[16], ...
+            put32(&mut info, m.spec.map_type);
+            put32(&mut info, m.map.id());
+            put32(&mut info, m.spec.key_size);
+            put32(&mut info, m.spec.value_size);
+            put32(&mut info, m.spec.max_entries);
+            put32(&mut info, m.spec.flags);
+            name16(&mut info, &m.spec.name);
+            info.resize(88, 0);
+        }
+        Object::Prog(p) => {
+            // struct bpf_prog_info: type, id, tag[8], jited_prog_len,
+            // xlated_prog_len, jited_prog_insns, xlated_prog_insns, load_time,
+            // created_by_uid, nr_map_ids, map_ids, name[16], ...
+            put32(&mut info, p.prog_type);
+            put32(&mut info, p.id);
+            info.extend_from_slice(&[0u8; 8]);
+            put32(&mut info, 0);
+            put32(&mut info, p.insn_count * 8);
+            info.extend_from_slice(&[0u8; 24]);
+            // SAFETY: getuid has no preconditions.
+            put32(&mut info, unsafe { libc::getuid() });
+            put32(&mut info, 0); // nr_map_ids: map id arrays are not reported
+            info.extend_from_slice(&[0u8; 8]);
+            name16(&mut info, &p.name);
+            info.resize(80 + 8, 0);
+        }
+        Object::Link(l) => {
+            // struct bpf_link_info: type (BPF_LINK_TYPE_PERF_EVENT = 7), id, prog_id
+            put32(&mut info, 7);
+            put32(&mut info, 0);
+            put32(&mut info, l.prog_id);
+            info.resize(16, 0);
+        }
+        other => {
+            let _ = other;
+            return Err(libc::EINVAL);
+        }
+    }
+    let user_len = a.u32(attr::INFO_LEN) as usize;
+    let n = user_len.min(info.len());
+    // SAFETY: the loader gave `info_len` writable bytes at `info`.
+    unsafe {
+        to_user(a.u64(attr::INFO_PTR), &info[..n])?;
+        abi::write_attr_u32(attr_ptr, attr::INFO_LEN, n as u32);
+    }
+    Ok(0)
+}
+
+fn link_create(a: &Attr) -> Result<c_long, i32> {
+    let attach_type = a.u32(attr::LINK_ATTACH_TYPE);
+    match attach_type {
+        abi::BPF_PERF_EVENT => {
+            let prog = prog_of(a.u32(attr::LINK_PROG_FD))?;
+            let Object::Prog(p) = &*prog else { unreachable!() };
+            let event = TABLE.get(a.u32(attr::LINK_TARGET_FD) as RawFd).ok_or(libc::EBADF)?;
+            crate::perf::set_bpf(&event, p)?;
+            crate::perf::set_enabled(&event, true)?;
+            let cookie = a.u64(attr::LINK_PERF_COOKIE);
+            if cookie != 0 {
+                report::unsupported("BPF cookies on perf-event links", "the cookie would be ignored");
+                return Err(libc::EOPNOTSUPP);
+            }
+            let fd = crate::sysfs::memfd_with(c"userbpf-link", &[])?;
+            register(fd, Object::Link(LinkObject { event, prog_id: p.id }))
+        }
+        // Feature probe for multi-kprobes: a kernel feature userbpf lacks.
+        abi::BPF_TRACE_KPROBE_MULTI => Err(libc::EOPNOTSUPP),
+        _ => {
+            report::unsupported(
+                &format!("BPF_LINK_CREATE with attach type {attach_type}"),
+                "userbpf links only perf events (uprobes, timers)",
+            );
+            Err(libc::EOPNOTSUPP)
+        }
+    }
+}
+
+/// Tear down a link whose last fd closed: its event goes back to disabled.
+pub fn release_link(link: &LinkObject) {
+    let _ = crate::perf::set_enabled(&link.event, false);
+}

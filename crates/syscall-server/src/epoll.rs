@@ -1,0 +1,155 @@
+//! Perf rings in the loader's epoll sets.
+//!
+//! A ring's fd is a regular (shared-memory) file, which the kernel refuses
+//! to add to an epoll set (EPERM). The server keeps such registrations
+//! itself: `epoll_ctl` on a ring fd is recorded here, and `epoll_wait` on a
+//! set holding rings reports a ring ready when it has unread records,
+//! merged with whatever the real epoll set reports. While nothing is ready it
+//! waits on the real set in short slices (the loader is not a hot path;
+//! bpftrace itself polls every 100 ms), so signals (Ctrl-C) still interrupt
+//! the wait with EINTR exactly as before.
+
+use std::collections::HashMap;
+use std::ffi::c_int;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::objects::{file_key, FileKey, Object, TABLE};
+use crate::real;
+
+/// How long one slice of a real `epoll_wait` lasts while rings are idle.
+const POLL_SLICE: Duration = Duration::from_millis(5);
+
+#[derive(Clone, Copy)]
+struct Registration {
+    ring: FileKey,
+    events: u32,
+    data: u64,
+}
+
+static SETS: Mutex<Option<HashMap<c_int, Vec<Registration>>>> = Mutex::new(None);
+
+/// `epoll_ctl` on a ring fd: `None` if `fd` is not one of our rings.
+///
+/// # Safety
+/// `event` is null or the caller's `epoll_event`.
+pub unsafe fn ctl(epfd: c_int, op: c_int, fd: c_int, event: *mut libc::epoll_event) -> Option<Result<(), i32>> {
+    let obj = TABLE.get(fd)?;
+    if !matches!(&*obj, Object::Output(_)) {
+        return None;
+    }
+    let key = file_key(fd)?;
+    // SAFETY: caller contract; read only for ADD/MOD, where it is required.
+    let ev = if event.is_null() { None } else { Some(unsafe { std::ptr::read_unaligned(event) }) };
+    let mut sets = SETS.lock().ok()?;
+    let regs = sets.get_or_insert_with(HashMap::new).entry(epfd).or_default();
+    let pos = regs.iter().position(|r| r.ring == key);
+    Some(match op {
+        libc::EPOLL_CTL_ADD => match (pos, ev) {
+            (Some(_), _) => Err(libc::EEXIST),
+            (None, None) => Err(libc::EFAULT),
+            (None, Some(ev)) => {
+                regs.push(Registration { ring: key, events: ev.events, data: ev.u64 });
+                Ok(())
+            }
+        },
+        libc::EPOLL_CTL_MOD => match (pos, ev) {
+            (None, _) => Err(libc::ENOENT),
+            (Some(_), None) => Err(libc::EFAULT),
+            (Some(i), Some(ev)) => {
+                regs[i] = Registration { ring: key, events: ev.events, data: ev.u64 };
+                Ok(())
+            }
+        },
+        libc::EPOLL_CTL_DEL => match pos {
+            None => Err(libc::ENOENT),
+            Some(i) => {
+                regs.remove(i);
+                Ok(())
+            }
+        },
+        _ => Err(libc::EINVAL),
+    })
+}
+
+/// Drop registrations of an epoll fd being closed.
+pub fn forget_epoll_fd(fd: c_int) {
+    if let Ok(mut sets) = SETS.lock() {
+        if let Some(map) = sets.as_mut() {
+            map.remove(&fd);
+        }
+    }
+}
+
+fn registrations(epfd: c_int) -> Vec<Registration> {
+    SETS.lock().ok().and_then(|s| s.as_ref()?.get(&epfd).cloned()).unwrap_or_default()
+}
+
+/// Rings of `regs` that have unread records.
+fn ready(regs: &[Registration]) -> Vec<libc::epoll_event> {
+    regs.iter()
+        .filter(|r| r.events & libc::EPOLLIN as u32 != 0)
+        .filter(|r| match TABLE.get_key(r.ring).as_deref() {
+            Some(Object::Output(o)) => o.ring.has_data(),
+            _ => false,
+        })
+        .map(|r| libc::epoll_event { events: libc::EPOLLIN as u32, u64: r.data })
+        .collect()
+}
+
+/// # Safety
+/// `events` is writable for `max` entries; `mask` (if any) is the caller's.
+unsafe fn real_wait(epfd: c_int, events: *mut libc::epoll_event, max: c_int, timeout: c_int, mask: Option<*const libc::sigset_t>) -> c_int {
+    // SAFETY: forwarding the caller's arguments.
+    unsafe {
+        match mask {
+            None => real::epoll_wait(epfd, events, max, timeout),
+            Some(m) => real::epoll_pwait(epfd, events, max, timeout, m),
+        }
+    }
+}
+
+/// `epoll_wait`/`epoll_pwait` with our rings merged in.
+///
+/// # Safety
+/// Same contract as `epoll_wait`.
+pub unsafe fn wait(epfd: c_int, events: *mut libc::epoll_event, max: c_int, timeout: c_int, mask: Option<*const libc::sigset_t>) -> c_int {
+    let regs = registrations(epfd);
+    if regs.is_empty() || max <= 0 || events.is_null() {
+        // SAFETY: forwarding.
+        return unsafe { real_wait(epfd, events, max, timeout, mask) };
+    }
+    let deadline = (timeout >= 0).then(|| Instant::now() + Duration::from_millis(timeout as u64));
+    loop {
+        let ours = ready(&regs);
+        if !ours.is_empty() {
+            let n = ours.len().min(max as usize);
+            // SAFETY: `events` has room for `max` >= n entries.
+            unsafe { std::ptr::copy_nonoverlapping(ours.as_ptr(), events, n) };
+            let mut total = n as c_int;
+            if total < max {
+                // SAFETY: the remaining `max - n` entries of the caller's buffer.
+                let r = unsafe { real_wait(epfd, events.add(n), max - total, 0, mask) };
+                if r > 0 {
+                    total += r;
+                }
+            }
+            return total;
+        }
+        let slice = match deadline {
+            None => POLL_SLICE,
+            Some(d) => {
+                let now = Instant::now();
+                if now >= d {
+                    return 0;
+                }
+                (d - now).min(POLL_SLICE)
+            }
+        };
+        // SAFETY: forwarding with a bounded timeout.
+        let r = unsafe { real_wait(epfd, events, max, slice.as_millis().max(1) as c_int, mask) };
+        if r != 0 {
+            return r; // real events, or an error such as EINTR
+        }
+    }
+}

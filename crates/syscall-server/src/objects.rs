@@ -1,0 +1,169 @@
+//! The server's process-local object table: which file descriptors are
+//! userbpf objects (maps, programs, perf events, links, BTF), and what they
+//! are.
+//!
+//! Every object handed to the loader is a real file descriptor (a registry
+//! file or a memfd). Objects are keyed by the descriptor's `(st_dev, st_ino)`,
+//! not by fd number, so `dup`, `dup2`, `fcntl(F_DUPFD)` and inherited fds all
+//! name the same object without the server interposing them. An object dies
+//! when the last descriptor referring to it in this process is closed
+//! ([`Table::release_if_unreferenced`]).
+//!
+//! Locking: one `Mutex` around the table. It is taken only from interposed
+//! calls made by the loader's own threads (never from signal handlers: the
+//! interposers are not async-signal-safe, and bpftrace's SIGINT handler only
+//! sets a flag) and never held while calling back into code that could
+//! re-enter the server.
+
+use std::collections::BTreeMap;
+use std::os::fd::RawFd;
+use std::sync::{Arc, Mutex};
+
+use crate::backend;
+
+/// Identity of an open file: `(st_dev, st_ino)`.
+pub type FileKey = (u64, u64);
+
+/// A userbpf object behind a file descriptor.
+pub enum Object {
+    Map(MapObject),
+    Prog(ProgObject),
+    /// `perf_event_open` of the uprobe PMU.
+    Uprobe(UprobeEvent),
+    /// `perf_event_open(PERF_COUNT_SW_BPF_OUTPUT)` on one CPU: a perf ring.
+    Output(OutputEvent),
+    /// `perf_event_open(PERF_COUNT_SW_CPU_CLOCK)`: `interval:`/`profile:`.
+    Timer(crate::timer::TimerEvent),
+    /// `BPF_LINK_CREATE(BPF_PERF_EVENT)`: holds its perf event enabled.
+    Link(LinkObject),
+}
+
+impl Object {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Object::Map(_) => "map",
+            Object::Prog(_) => "program",
+            Object::Uprobe(_) => "uprobe perf event",
+            Object::Output(_) => "BPF output perf event",
+            Object::Timer(_) => "cpu-clock perf event",
+            Object::Link(_) => "link",
+        }
+    }
+}
+
+pub struct MapObject {
+    pub map: backend::Map,
+    pub spec: backend::MapSpec,
+}
+
+pub struct ProgObject {
+    pub id: u32,
+    pub prog_type: u32,
+    pub name: String,
+    /// Instructions as stored (map fds already resolved to registry ids).
+    pub insn_count: u32,
+    /// Registry ids of the maps the program references.
+    pub map_ids: Vec<u32>,
+}
+
+pub struct UprobeEvent {
+    pub attachment: backend::Attachment,
+    pub retprobe: bool,
+    pub path: String,
+    pub offset: u64,
+}
+
+pub struct OutputEvent {
+    pub ring: backend::Ring,
+    pub cpu: u32,
+}
+
+pub struct LinkObject {
+    /// The perf event this link enabled (kept alive by the link).
+    pub event: Arc<Object>,
+    pub prog_id: u32,
+}
+
+/// All live objects of this process.
+pub struct Table {
+    by_file: Mutex<BTreeMap<FileKey, Arc<Object>>>,
+}
+
+/// The process-wide table.
+pub static TABLE: Table = Table { by_file: Mutex::new(BTreeMap::new()) };
+
+/// `(st_dev, st_ino)` of an open descriptor, `None` if `fd` is not open.
+pub fn file_key(fd: RawFd) -> Option<FileKey> {
+    // SAFETY: fstat writes into a zeroed stat buffer we own.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        if libc::fstat(fd, &mut st) != 0 {
+            return None;
+        }
+        Some((st.st_dev, st.st_ino))
+    }
+}
+
+impl Table {
+    /// Register `object` as the object behind `fd`.
+    pub fn insert(&self, fd: RawFd, object: Object) -> Result<Arc<Object>, i32> {
+        let key = file_key(fd).ok_or(libc::EBADF)?;
+        let object = Arc::new(object);
+        self.by_file.lock().map_err(|_| libc::EIO)?.insert(key, object.clone());
+        Ok(object)
+    }
+
+    /// True when no object exists (lets interposers skip `fstat`).
+    pub fn is_empty(&self) -> bool {
+        self.by_file.lock().map(|t| t.is_empty()).unwrap_or(true)
+    }
+
+    /// The object behind `fd`, if it is one of ours.
+    pub fn get(&self, fd: RawFd) -> Option<Arc<Object>> {
+        if fd < 0 || self.is_empty() {
+            return None;
+        }
+        let key = file_key(fd)?;
+        self.by_file.lock().ok()?.get(&key).cloned()
+    }
+
+    /// The object behind `key`.
+    pub fn get_key(&self, key: FileKey) -> Option<Arc<Object>> {
+        self.by_file.lock().ok()?.get(&key).cloned()
+    }
+
+    /// After `fd` (which referred to `key`) was closed: drop the object if no
+    /// other descriptor of this process still refers to the same file.
+    /// Returns the dropped object so the caller can tear it down outside the lock.
+    pub fn release_if_unreferenced(&self, key: FileKey) -> Option<Arc<Object>> {
+        if still_open_elsewhere(key) {
+            return None;
+        }
+        self.by_file.lock().ok()?.remove(&key)
+    }
+
+    /// Every object (for `epoll_wait` readiness and shutdown).
+    pub fn snapshot(&self) -> Vec<(FileKey, Arc<Object>)> {
+        self.by_file
+            .lock()
+            .map(|t| t.iter().map(|(k, v)| (*k, v.clone())).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Whether any open descriptor of this process refers to `key`
+/// (scans `/proc/self/fd`; only done when one of our objects' fds closes).
+fn still_open_elsewhere(key: FileKey) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return true; // cannot tell: keep the object rather than break a live fd
+    };
+    for entry in dir.flatten() {
+        let Some(fd) = entry.file_name().to_str().and_then(|s| s.parse::<RawFd>().ok()) else {
+            continue;
+        };
+        if file_key(fd) == Some(key) {
+            return true;
+        }
+    }
+    false
+}

@@ -1,0 +1,182 @@
+//! `syscall(__NR_perf_event_open, …)` and the perf ioctls.
+//!
+//! Three kinds of perf events are userbpf objects:
+//! - the uprobe PMU (type [`USERBPF_UPROBE_PMU_TYPE`], advertised in the
+//!   synthesized sysfs): an attachment record in the registry, created
+//!   disabled; `PERF_EVENT_IOC_SET_BPF` binds the program, `…_ENABLE` arms it
+//!   in every traced process (the agents watch the registry);
+//! - `PERF_COUNT_SW_BPF_OUTPUT` on one CPU: a perf ring in shared memory. The
+//!   fd *is* the ring's file, so the loader's `mmap(fd)` maps the
+//!   kernel-layout ring directly;
+//! - `PERF_COUNT_SW_CPU_CLOCK` (`interval:`, `profile:`): a timer in the
+//!   loader that runs the bound program ([`crate::timer`]).
+//!
+//! Everything else (kprobes, tracepoints, hardware counters, breakpoints) is
+//! a kernel feature: refused with the kernel's errno and a one-line message.
+
+use std::ffi::{c_long, CStr};
+use std::os::fd::{IntoRawFd, RawFd};
+use std::sync::Arc;
+
+use crate::abi::perf::*;
+use crate::backend;
+use crate::objects::{Object, OutputEvent, ProgObject, UprobeEvent, TABLE};
+use crate::report;
+
+/// Data pages of each BPF_OUTPUT ring: bpftrace's default
+/// (`BPFTRACE_PERF_RB_PAGES` = 64); a different size at `mmap` fails loudly.
+pub const OUTPUT_RING_PAGES: u32 = 64;
+
+/// `perf_event_open(attr, pid, cpu, group_fd, flags)`.
+///
+/// # Safety
+/// `attr_ptr` is the caller's `perf_event_attr`.
+pub unsafe fn perf_event_open(attr_ptr: *const u8, pid: i32, cpu: i32, group_fd: i32, _flags: u64) -> Result<c_long, i32> {
+    if attr_ptr.is_null() {
+        return Err(libc::EFAULT);
+    }
+    let mut a = [0u8; READ_BYTES];
+    // SAFETY: the first 8 bytes (type, size) are always present.
+    let size = unsafe { std::ptr::read_unaligned(attr_ptr.add(SIZE) as *const u32) } as usize;
+    // size 0 means PERF_ATTR_SIZE_VER0 (64 bytes).
+    let size = if size == 0 { 64 } else { size };
+    // SAFETY: the caller's attr has `size` bytes.
+    unsafe { std::ptr::copy_nonoverlapping(attr_ptr, a.as_mut_ptr(), size.min(READ_BYTES)) };
+    let u32_at = |o: usize| u32::from_ne_bytes(a[o..o + 4].try_into().expect("4"));
+    let u64_at = |o: usize| u64::from_ne_bytes(a[o..o + 8].try_into().expect("8"));
+    let ty = u32_at(TYPE);
+    let config = u64_at(CONFIG);
+    if group_fd >= 0 {
+        report::unsupported("perf event groups", "userbpf perf events cannot be grouped");
+        return Err(libc::EINVAL);
+    }
+    match ty {
+        USERBPF_UPROBE_PMU_TYPE => {
+            let path_ptr = u64_at(CONFIG1);
+            if path_ptr == 0 {
+                return Err(libc::EINVAL);
+            }
+            // SAFETY: config1 of a uprobe event is a NUL-terminated path.
+            let path = unsafe { CStr::from_ptr(path_ptr as *const libc::c_char) }.to_string_lossy().into_owned();
+            let spec = backend::AttachSpec {
+                retprobe: config & 1 != 0,
+                path: path.clone(),
+                file_offset: u64_at(CONFIG2),
+                pid_filter: if pid > 0 { Some(pid) } else { None },
+            };
+            let (attachment, fd) = backend::create_attachment(&spec)?;
+            let fd = fd.into_raw_fd();
+            register(fd, Object::Uprobe(UprobeEvent { attachment, retprobe: spec.retprobe, path, offset: spec.file_offset }))
+        }
+        PERF_TYPE_SOFTWARE if config == PERF_COUNT_SW_BPF_OUTPUT => {
+            let ncpu = backend::nr_possible_cpus();
+            if cpu < 0 || cpu as u32 >= ncpu {
+                return Err(libc::EINVAL);
+            }
+            let (ring, fd) = backend::create_ring(cpu as u32, OUTPUT_RING_PAGES)?;
+            let fd = fd.into_raw_fd();
+            register(fd, Object::Output(OutputEvent { ring, cpu: cpu as u32 }))
+        }
+        PERF_TYPE_SOFTWARE if config == PERF_COUNT_SW_CPU_CLOCK || config == PERF_COUNT_SW_TASK_CLOCK => {
+            let flags = u64_at(FLAGS);
+            let timer = crate::timer::TimerEvent::new(u64_at(SAMPLE_PERIOD), flags & FLAG_FREQ != 0, cpu)?;
+            let fd = crate::sysfs::memfd_with(c"userbpf-cpu-clock", &[])?;
+            register(fd, Object::Timer(timer))
+        }
+        PERF_TYPE_SOFTWARE => {
+            report::unsupported(&format!("software perf event {config}"), "userbpf implements cpu-clock and BPF output only");
+            Err(libc::EOPNOTSUPP)
+        }
+        PERF_TYPE_TRACEPOINT => {
+            report::unsupported("kernel tracepoints (tracepoint:)", "userbpf traces user space only");
+            Err(libc::ENOENT)
+        }
+        PERF_TYPE_HARDWARE | PERF_TYPE_HW_CACHE | PERF_TYPE_RAW => {
+            report::unsupported("hardware perf events (hardware:)", "userbpf has no access to PMU counters");
+            Err(libc::ENOENT)
+        }
+        PERF_TYPE_BREAKPOINT => {
+            report::unsupported("hardware breakpoints (watchpoint:)", "userbpf has no kernel breakpoints");
+            Err(libc::ENOENT)
+        }
+        _ => {
+            report::unsupported(
+                &format!("perf event type {ty} (kprobe:/kretprobe: or another kernel PMU)"),
+                "userbpf has no kernel probes",
+            );
+            Err(libc::ENOENT)
+        }
+    }
+}
+
+fn register(fd: RawFd, object: Object) -> Result<c_long, i32> {
+    match TABLE.insert(fd, object) {
+        Ok(_) => Ok(fd as c_long),
+        Err(e) => {
+            // SAFETY: fd is ours and not yet handed out.
+            unsafe { crate::real::close(fd) };
+            Err(e)
+        }
+    }
+}
+
+/// `ioctl` on one of our perf event fds.
+pub fn ioctl(obj: &Arc<Object>, request: u64, arg: u64) -> Result<i32, i32> {
+    match request {
+        PERF_EVENT_IOC_ENABLE => set_enabled(obj, true).map(|_| 0),
+        PERF_EVENT_IOC_DISABLE => set_enabled(obj, false).map(|_| 0),
+        PERF_EVENT_IOC_RESET => Ok(0),
+        PERF_EVENT_IOC_SET_BPF => {
+            let prog = crate::bpf::prog_of(arg as u32)?;
+            let Object::Prog(p) = &*prog else { unreachable!() };
+            set_bpf(obj, p).map(|_| 0)
+        }
+        _ => {
+            report::unsupported(&format!("ioctl {request:#x} on a userbpf {}", obj.kind()), "not a perf ioctl userbpf implements");
+            Err(libc::ENOTTY)
+        }
+    }
+}
+
+/// Bind `prog` to the event (`PERF_EVENT_IOC_SET_BPF`, `BPF_LINK_CREATE`).
+pub fn set_bpf(event: &Arc<Object>, prog: &ProgObject) -> Result<(), i32> {
+    use crate::abi::{BPF_PROG_TYPE_KPROBE, BPF_PROG_TYPE_PERF_EVENT};
+    match &**event {
+        Object::Uprobe(u) => {
+            if prog.prog_type != BPF_PROG_TYPE_KPROBE {
+                return Err(libc::EINVAL);
+            }
+            u.attachment.set_program(prog.id)
+        }
+        Object::Timer(t) => {
+            if prog.prog_type != BPF_PROG_TYPE_PERF_EVENT {
+                return Err(libc::EINVAL);
+            }
+            t.set_program(prog.id)
+        }
+        Object::Output(_) => Err(libc::EINVAL),
+        _ => Err(libc::ENOTTY),
+    }
+}
+
+/// Enable or disable an event.
+pub fn set_enabled(event: &Arc<Object>, on: bool) -> Result<(), i32> {
+    match &**event {
+        Object::Uprobe(u) => u.attachment.set_enabled(on),
+        Object::Timer(t) => t.set_enabled(on),
+        // BPF_OUTPUT rings accept records whenever they are in a perf event
+        // array; enabling is a no-op, as for the kernel's output events.
+        Object::Output(_) => Ok(()),
+        _ => Err(libc::ENOTTY),
+    }
+}
+
+/// Tear down an event whose last fd closed.
+pub fn release(event: &Object) {
+    match event {
+        Object::Uprobe(u) => u.attachment.remove(),
+        Object::Timer(t) => t.stop(),
+        Object::Output(o) => o.ring.remove(),
+        _ => {}
+    }
+}

@@ -1,0 +1,107 @@
+//! The sysfs/tracefs/debugfs files loaders read, answered from userbpf's
+//! point of view instead of the kernel's (an ordinary user cannot read most
+//! of them, and their kernel content describes kernel features userbpf does
+//! not provide). Each answer becomes a sealed memfd so the caller gets a real
+//! file descriptor and `read`/`lseek`/`fstat`/`fdopen` all behave.
+
+use crate::abi::perf::USERBPF_UPROBE_PMU_TYPE;
+
+/// What the server does with an `open` of `path`.
+pub enum FileAnswer {
+    /// Not ours: forward to libc.
+    PassThrough,
+    /// Serve this content.
+    Synthesized(Vec<u8>),
+    /// Fail with this errno (the file describes a kernel feature userbpf lacks).
+    Missing(i32),
+}
+
+const TRACING_DIRS: [&str; 2] = ["/sys/kernel/debug/tracing", "/sys/kernel/tracing"];
+
+/// True for the tracefs mount points, which loaders probe with `access()`.
+pub fn is_tracing_dir(path: &str) -> bool {
+    TRACING_DIRS.iter().any(|d| path == *d || path.strip_suffix('/') == Some(d))
+}
+
+/// Decide how to answer an open of `path`.
+pub fn answer(path: &str) -> FileAnswer {
+    match path {
+        "/sys/bus/event_source/devices/uprobe/type" => {
+            FileAnswer::Synthesized(format!("{USERBPF_UPROBE_PMU_TYPE}\n").into_bytes())
+        }
+        "/sys/bus/event_source/devices/uprobe/format/retprobe" => {
+            FileAnswer::Synthesized(b"config:0\n".to_vec())
+        }
+        "/sys/bus/event_source/devices/kprobe/type"
+        | "/sys/bus/event_source/devices/kprobe/format/retprobe" => FileAnswer::Missing(libc::ENOENT),
+        "/sys/kernel/security/lockdown" => {
+            FileAnswer::Synthesized(b"[none] integrity confidentiality\n".to_vec())
+        }
+        _ => tracing_file(path),
+    }
+}
+
+fn tracing_file(path: &str) -> FileAnswer {
+    let Some(rest) = TRACING_DIRS.iter().find_map(|d| path.strip_prefix(d)?.strip_prefix('/')) else {
+        return FileAnswer::PassThrough;
+    };
+    match rest {
+        // No kernel function can be traced: the list is empty.
+        "available_filter_functions" | "available_events" => FileAnswer::Synthesized(Vec::new()),
+        // userbpf never creates tracefs probe events; loaders read these to
+        // clean up stale entries.
+        "uprobe_events" | "kprobe_events" => FileAnswer::Synthesized(Vec::new()),
+        _ if rest.starts_with("events/") => {
+            crate::report::unsupported("kernel tracepoints (tracepoint:)", "userbpf traces user space only");
+            FileAnswer::Missing(libc::ENOENT)
+        }
+        _ => FileAnswer::Missing(libc::ENOENT),
+    }
+}
+
+/// A memfd holding `content`, positioned at offset 0.
+pub fn memfd_with(name: &std::ffi::CStr, content: &[u8]) -> Result<libc::c_int, i32> {
+    // SAFETY: plain syscalls on a descriptor we own; the buffer is valid for
+    // its length.
+    unsafe {
+        let fd = libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC);
+        if fd < 0 {
+            return Err(crate::report::errno());
+        }
+        let mut written = 0;
+        while written < content.len() {
+            let n = libc::write(fd, content[written..].as_ptr() as *const _, content.len() - written);
+            if n <= 0 {
+                let e = crate::report::errno();
+                crate::real::close(fd);
+                return Err(e);
+            }
+            written += n as usize;
+        }
+        libc::lseek(fd, 0, libc::SEEK_SET);
+        Ok(fd)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uprobe_pmu_files_are_synthesized() {
+        match answer("/sys/bus/event_source/devices/uprobe/type") {
+            FileAnswer::Synthesized(c) => assert_eq!(c, format!("{USERBPF_UPROBE_PMU_TYPE}\n").into_bytes()),
+            _ => panic!("uprobe type must be synthesized"),
+        }
+        assert!(matches!(answer("/sys/kernel/debug/tracing/uprobe_events"), FileAnswer::Synthesized(c) if c.is_empty()));
+        assert!(matches!(answer("/sys/kernel/tracing/available_filter_functions"), FileAnswer::Synthesized(_)));
+    }
+
+    #[test]
+    fn unrelated_paths_pass_through() {
+        assert!(matches!(answer("/sys/devices/system/cpu/possible"), FileAnswer::PassThrough));
+        assert!(matches!(answer("/tmp/app"), FileAnswer::PassThrough));
+        assert!(matches!(answer("/sys/kernel/tracingx/uprobe_events"), FileAnswer::PassThrough));
+        assert!(matches!(answer("/sys/bus/event_source/devices/kprobe/type"), FileAnswer::Missing(libc::ENOENT)));
+    }
+}

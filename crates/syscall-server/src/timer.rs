@@ -1,0 +1,107 @@
+//! `interval:` and `profile:` probes: `PERF_COUNT_SW_CPU_CLOCK` perf events
+//! whose program runs in the loader, on a timer thread, once per period.
+//!
+//! The kernel samples whatever runs on the CPU; userbpf has no view of other
+//! processes' registers, so the program's context (`struct
+//! bpf_perf_event_data`) carries zeroed registers and the real
+//! `sample_period`. `interval:` scripts (counters, printing, `exit()`) behave
+//! exactly as under the kernel; `profile:` stacks/registers are empty.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// `sizeof(struct bpf_perf_event_data)` on x86-64: pt_regs + period + addr.
+const PERF_EVENT_CTX_SIZE: usize = 21 * 8 + 16;
+const SAMPLE_PERIOD_OFFSET: usize = 21 * 8;
+
+pub struct TimerEvent {
+    /// Nanoseconds between runs.
+    period: Duration,
+    sample_period: u64,
+    prog_id: AtomicU32,
+    /// Set while the timer thread should keep running.
+    running: Arc<AtomicBool>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl TimerEvent {
+    /// `sample`: the attr's period in ns, or a frequency in Hz when `freq`.
+    pub fn new(sample: u64, freq: bool, _cpu: i32) -> Result<TimerEvent, i32> {
+        if sample == 0 {
+            return Err(libc::EINVAL);
+        }
+        let period = if freq { Duration::from_nanos(1_000_000_000 / sample.min(1_000_000_000)) } else { Duration::from_nanos(sample) };
+        Ok(TimerEvent {
+            period,
+            sample_period: sample,
+            prog_id: AtomicU32::new(0),
+            running: Arc::new(AtomicBool::new(false)),
+            thread: Mutex::new(None),
+        })
+    }
+
+    pub fn set_program(&self, id: u32) -> Result<(), i32> {
+        self.prog_id.store(id, Ordering::Release);
+        Ok(())
+    }
+
+    pub fn set_enabled(&self, on: bool) -> Result<(), i32> {
+        if !on {
+            self.stop();
+            return Ok(());
+        }
+        let prog = self.prog_id.load(Ordering::Acquire);
+        if prog == 0 {
+            return Ok(()); // enabled without a program: nothing to run (kernel: counts only)
+        }
+        let mut slot = self.thread.lock().map_err(|_| libc::EIO)?;
+        if slot.is_some() {
+            return Ok(());
+        }
+        self.running.store(true, Ordering::Release);
+        let running = self.running.clone();
+        let period = self.period;
+        let sample_period = self.sample_period;
+        let handle = std::thread::Builder::new()
+            .name("userbpf-timer".into())
+            .spawn(move || timer_loop(prog, period, sample_period, &running))
+            .map_err(|_| libc::EAGAIN)?;
+        *slot = Some(handle);
+        Ok(())
+    }
+
+    /// Stop the timer thread (disable or last close) and wait for it, so no
+    /// run happens after the loader saw the event disabled.
+    pub fn stop(&self) {
+        self.running.store(false, Ordering::Release);
+        let handle = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(h) = handle {
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+fn timer_loop(prog_id: u32, period: Duration, sample_period: u64, running: &AtomicBool) {
+    let mut next = Instant::now() + period;
+    let mut ctx = [0u8; PERF_EVENT_CTX_SIZE];
+    ctx[SAMPLE_PERIOD_OFFSET..SAMPLE_PERIOD_OFFSET + 8].copy_from_slice(&sample_period.to_ne_bytes());
+    while running.load(Ordering::Acquire) {
+        let now = Instant::now();
+        if now < next {
+            // Sleep in short slices so a disable is honoured promptly.
+            std::thread::sleep((next - now).min(Duration::from_millis(20)));
+            continue;
+        }
+        next += period;
+        if next < now {
+            next = now + period; // fell behind (suspended): do not burst
+        }
+        if let Err(e) = crate::loader_run::run_program(prog_id, ctx.as_mut_ptr()) {
+            crate::report::line(&format!("userbpf: interval/profile program {prog_id} failed to run (errno {e})"));
+            return;
+        }
+    }
+}
