@@ -186,7 +186,8 @@ pub fn parse_raw(text: &str) -> Result<Vec<Insn>, String> {
 pub enum Engine {
     /// [`crate::interp`], checked mode.
     Interpreter,
-    /// The x86-64 JIT.
+    /// The x86-64 JIT (after a checked interpreter pre-flight, see
+    /// [`execute`]).
     Jit,
 }
 
@@ -197,7 +198,7 @@ pub enum ExecError {
     Load(LoadError),
     /// The run stopped abnormally.
     Run(RunError),
-    /// The engine cannot run it (e.g. JIT not available).
+    /// The engine cannot run it (JIT unavailable or compilation failed).
     Engine(String),
 }
 
@@ -232,27 +233,52 @@ pub fn conformance_helpers() -> Helpers {
 
 /// Load `insns` and run them on `engine` with r1 = `mem` (a scratch copy the
 /// program may modify), r2 = its length; returns r0.
+///
+/// The JIT does no bounds checks, so before a JIT run the program is run
+/// once by the checked interpreter on a copy of `mem`: conformance programs
+/// are deterministic (helper 5 is pure), so that run performs exactly the
+/// accesses the JIT run will, and an out-of-bounds program is refused
+/// instead of being executed natively.
 pub fn execute(insns: &[Insn], mem: &mut [u8], engine: Engine) -> Result<u64, ExecError> {
     let program = Program::load_plain(insns).map_err(ExecError::Load)?;
     let helpers = conformance_helpers();
-    let args = [mem.as_mut_ptr() as u64, mem.len() as u64, 0, 0, 0];
     match engine {
-        Engine::Interpreter => {
-            let regions = [MemoryRegion::from_mut_slice(mem)];
-            let opts = RunOptions {
-                memory_regions: Some(&regions),
-                instruction_limit: Some(INSTRUCTION_BUDGET),
-                tail_call_resolver: None,
-            };
-            // SAFETY: checked mode confines every access to the stack and
-            // `mem`; helper 5 touches no memory.
-            unsafe { interp::run_with_args(&program, &helpers, args, std::ptr::null_mut(), &opts) }
-                .map_err(ExecError::Run)
+        Engine::Interpreter => interpret_checked(&program, &helpers, mem),
+        Engine::Jit => {
+            interpret_checked(&program, &helpers, &mut mem.to_vec())?;
+            run_jit(&program, &helpers, mem)
         }
-        Engine::Jit => Err(ExecError::Engine(
-            "the JIT engine is not wired into the conformance runner yet".to_string(),
-        )),
     }
+}
+
+fn interpret_checked(program: &Program, helpers: &Helpers, mem: &mut [u8]) -> Result<u64, ExecError> {
+    let args = [mem.as_mut_ptr() as u64, mem.len() as u64, 0, 0, 0];
+    let regions = [MemoryRegion::from_mut_slice(mem)];
+    let opts = RunOptions {
+        memory_regions: Some(&regions),
+        instruction_limit: Some(INSTRUCTION_BUDGET),
+        tail_call_resolver: None,
+    };
+    // SAFETY: checked mode confines every access to the stack and `mem`;
+    // helper 5 touches no memory.
+    unsafe { interp::run_with_args(program, helpers, args, std::ptr::null_mut(), &opts) }
+        .map_err(ExecError::Run)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn run_jit(program: &Program, helpers: &Helpers, mem: &mut [u8]) -> Result<u64, ExecError> {
+    use crate::jit::{JitOptions, JitProgram};
+    let compiled = JitProgram::compile(program, helpers, &JitOptions::default())
+        .map_err(|e| ExecError::Engine(format!("JIT compilation failed: {e}")))?;
+    let args = [mem.as_mut_ptr() as u64, mem.len() as u64, 0, 0, 0];
+    // SAFETY: the checked interpreter run in `execute` showed this
+    // deterministic program stays within the stack and `mem`.
+    unsafe { compiled.try_call_with_args(args, std::ptr::null_mut()) }.map_err(ExecError::Run)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn run_jit(_: &Program, _: &Helpers, _: &mut [u8]) -> Result<u64, ExecError> {
+    Err(ExecError::Engine("the JIT is only available on x86-64".to_string()))
 }
 
 /// Run one parsed vector on `engine`: `Ok(())` when the outcome matches the
