@@ -73,7 +73,7 @@ pub fn find(library: Library) -> CliResult<PathBuf> {
         format!("${LIB_DIR_ENV} is set: point it at the directory holding {}, or unset it", library.file_name())
     } else {
         format!(
-            "build it with `cargo build --release -p {}` (it lands next to userbpf), or set ${LIB_DIR_ENV}",
+            "build it with `cargo build -p {}` (add --release for a release userbpf; it lands next to userbpf), or set ${LIB_DIR_ENV}",
             library.cargo_package()
         )
     };

@@ -1,0 +1,75 @@
+//! `userbpf run`, `userbpf load` and `userbpf bpftrace`: the library is
+//! found and preloaded (existing LD_PRELOAD kept), the command replaces
+//! userbpf (same pid), and its exit status is userbpf's.
+
+mod common;
+use common::*;
+
+#[test]
+fn run_preloads_the_agent_and_keeps_the_exit_status() {
+    let scratch = Scratch::new("run");
+    build_marker_lib(&scratch, "libagent.so");
+    let marker = scratch.path("marker");
+    let out = run_with_timeout(
+        userbpf()
+            .args(["run", "--", "sh", "-c", "echo \"pid $$ preload $LD_PRELOAD\"; exit 7"])
+            .env("USERBPF_LIB_DIR", &scratch.0)
+            .env("LD_PRELOAD", "/nonexistent-but-kept.so")
+            .env("USERBPF_TEST_MARKER", &marker),
+    );
+    let (stdout, _) = texts(&out);
+    assert_eq!(out.status.code(), Some(7), "the command's exit status");
+    let lib = scratch.path("libagent.so").canonicalize().unwrap();
+    assert!(stdout.contains(&format!("preload {}:/nonexistent-but-kept.so", lib.display())), "{stdout}");
+    // The library's constructor ran in the shell, whose pid is the one
+    // userbpf was started with (exec, not a child).
+    let shell_pid = stdout.split_whitespace().nth(1).unwrap();
+    let text = std::fs::read_to_string(&marker).unwrap();
+    assert!(text.starts_with(&format!("loaded {shell_pid} ")), "{text}");
+}
+
+#[test]
+fn load_and_bpftrace_preload_the_syscall_server() {
+    let scratch = Scratch::new("load");
+    build_marker_lib(&scratch, "libsyscall_server.so");
+    let out = run_with_timeout(
+        userbpf().args(["load", "sh", "-c", "echo $LD_PRELOAD"]).env("USERBPF_LIB_DIR", &scratch.0).env_remove("LD_PRELOAD"),
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let lib = scratch.path("libsyscall_server.so").canonicalize().unwrap();
+    assert_eq!(texts(&out).0.trim(), lib.to_str().unwrap());
+
+    // `userbpf bpftrace` runs `bpftrace` from $PATH: put a fake one first.
+    let bin = scratch.path("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let fake = bin.join("bpftrace");
+    std::fs::write(&fake, "#!/bin/sh\necho \"fake bpftrace $* with $LD_PRELOAD\"\nexit 3\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let out = run_with_timeout(
+        userbpf().args(["bpftrace", "-e", "BEGIN { exit(); }"]).env("USERBPF_LIB_DIR", &scratch.0).env("PATH", path),
+    );
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(texts(&out).0.trim(), format!("fake bpftrace -e BEGIN {{ exit(); }} with {}", lib.display()));
+}
+
+#[test]
+fn missing_library_and_missing_command_fail_with_meaningful_codes() {
+    let scratch = Scratch::new("launch-errors");
+    let out = run_with_timeout(userbpf().args(["run", "true"]).env("USERBPF_LIB_DIR", &scratch.0));
+    assert_eq!(out.status.code(), Some(3));
+    let (_, stderr) = texts(&out);
+    assert!(stderr.starts_with("userbpf: cannot find libagent.so; searched "), "{stderr}");
+    assert!(stderr.contains("\nhint: $USERBPF_LIB_DIR is set"), "{stderr}");
+
+    build_marker_lib(&scratch, "libagent.so");
+    let out = run_with_timeout(userbpf().args(["run", "./no-such-program"]).env("USERBPF_LIB_DIR", &scratch.0));
+    assert_eq!(out.status.code(), Some(127));
+    assert!(texts(&out).1.starts_with("userbpf: command not found: ./no-such-program\n"), "{:?}", texts(&out));
+
+    let not_executable = scratch.path("data.txt");
+    std::fs::write(&not_executable, "x").unwrap();
+    let out = run_with_timeout(userbpf().arg("run").arg(&not_executable).env("USERBPF_LIB_DIR", &scratch.0));
+    assert_eq!(out.status.code(), Some(126));
+}
