@@ -1,3 +1,157 @@
-//! The static verifier: proves an eBPF program safe before it may run inside
-//! someone else's process (abstract interpretation over all paths, kernel
-//! errnos and a kernel-shaped verifier log). Not implemented yet: see issue 6.
+//! userbpf's static verifier: proves an eBPF program safe before it may run
+//! inside someone else's process.
+//!
+//! [`verify`] runs the structural checks (`cfg`), then abstract
+//! interpretation over every path (`analysis`) with kernel-style register and
+//! stack-slot types (`state`, `scalar`), checking helper calls against the
+//! prototype table [`HELPERS`] — the same table the runtime registers its
+//! helper implementations from. Rejections carry the kernel's errno and a
+//! kernel-shaped log line (`R1 invalid mem access 'scalar'`) naming the
+//! instruction. See `docs/arch/verifier.md` for the design and its limits.
+
+mod analysis;
+mod cfg;
+mod error;
+mod helpers;
+mod log;
+mod maps;
+mod prog_type;
+mod scalar;
+mod state;
+
+use std::fmt;
+
+use vm::insn::Insn;
+pub use vm::program::PseudoLoad;
+
+pub use error::{E2BIG, EACCES, EBADF, EINVAL};
+pub use helpers::{helper, ArgKind, HelperProto, RetKind, HELPERS};
+pub use log::disasm;
+pub use maps::{map_type, MapDesc};
+pub use prog_type::ProgType;
+
+/// The environment variable that turns safety verification off. Only the
+/// structural checks run; every load prints a warning to stderr.
+pub const DISABLE_ENV: &str = "USERBPF_UNSAFE_DISABLE_VERIFIER";
+
+/// The kernel's complexity limit (`BPF_COMPLEXITY_LIMIT_INSNS`).
+pub const DEFAULT_MAX_INSNS_PROCESSED: u64 = 1_000_000;
+
+/// How to verify.
+#[derive(Clone, Debug)]
+pub struct VerifyOptions {
+    /// `BPF_PROG_LOAD`'s `log_level`: 0 = no log, 1 = processed instructions,
+    /// reason and statistics, 2 = also branch points.
+    pub log_level: u32,
+    /// The kernel's `!bpf_capable` rules: no loops, no pointer leaks into
+    /// maps/helpers/return value, no pointer comparisons.
+    pub unprivileged: bool,
+    /// Complexity budget (processed instructions over all paths).
+    pub max_insns_processed: u64,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        VerifyOptions { log_level: 0, unprivileged: false, max_insns_processed: DEFAULT_MAX_INSNS_PROCESSED }
+    }
+}
+
+/// A program proven safe.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    /// Instructions processed over all explored paths.
+    pub insns_processed: u64,
+    /// The log for the loader's `log_buf` (empty at log_level 0).
+    pub log: String,
+    /// True when verification was skipped through [`DISABLE_ENV`].
+    pub skipped: bool,
+}
+
+/// A program refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifyError {
+    /// The kernel's errno for this rejection: `EACCES` (unsafe), `EINVAL`
+    /// (malformed), `E2BIG` (too complex), `EBADF` (unknown map fd).
+    pub errno: i32,
+    /// Index of the instruction the reason refers to.
+    pub insn: Option<usize>,
+    /// The reason, in the kernel's wording (also the log's last lines).
+    pub message: String,
+    /// The log for the loader's `log_buf` (empty at log_level 0).
+    pub log: String,
+}
+
+impl fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.insn {
+            Some(pc) => write!(f, "verifier rejected the program at insn {pc}: {}", self.message),
+            None => write!(f, "verifier rejected the program: {}", self.message),
+        }
+    }
+}
+
+impl std::error::Error for VerifyError {}
+
+/// Verify `insns` (map `lddw`s still naming fds) as a program of type
+/// `prog_type`. `maps` describes the map behind each map `lddw`; `None` means
+/// the fd is not a map.
+pub fn verify(
+    insns: &[Insn],
+    prog_type: ProgType,
+    maps: &dyn Fn(PseudoLoad) -> Option<MapDesc>,
+    opts: &VerifyOptions,
+) -> Result<Verdict, VerifyError> {
+    let disabled = std::env::var_os(DISABLE_ENV).is_some_and(|v| !v.is_empty() && v != "0");
+    verify_inner(insns, prog_type, maps, opts, disabled)
+}
+
+fn verify_inner(
+    insns: &[Insn],
+    prog_type: ProgType,
+    maps: &dyn Fn(PseudoLoad) -> Option<MapDesc>,
+    opts: &VerifyOptions,
+    disabled: bool,
+) -> Result<Verdict, VerifyError> {
+    let mut log = log::Log::new(opts.log_level);
+    let fail = |r: error::Reject, log: log::Log, stats: &analysis::Stats| {
+        VerifyError { errno: r.errno, insn: r.pc, log: log.finish(Some(&r.message), &stats_line(stats)), message: r.message }
+    };
+    let no_stats = analysis::Stats::default();
+    let cfg = match cfg::analyze(insns, !opts.unprivileged) {
+        Ok(c) => c,
+        Err(r) => return Err(fail(r, log, &no_stats)),
+    };
+    if disabled {
+        eprintln!(
+            "userbpf: WARNING: {DISABLE_ENV} is set: loading a {prog_type:?} program of {} instructions WITHOUT safety verification",
+            insns.len()
+        );
+        log.line(1, &format!("verification disabled by {DISABLE_ENV}"));
+        return Ok(Verdict { insns_processed: 0, log: log.finish(None, &stats_line(&no_stats)), skipped: true });
+    }
+    let mut a = analysis::Analyzer::new(
+        analysis::Params {
+            insns,
+            prog_type,
+            privileged: !opts.unprivileged,
+            max_insns_processed: opts.max_insns_processed,
+            cfg,
+        },
+        log,
+    );
+    let result = a.resolve_maps(maps).and_then(|_| a.run());
+    let stats = a.stats;
+    let log = std::mem::replace(&mut a.log, log::Log::new(0));
+    match result {
+        Ok(()) => Ok(Verdict { insns_processed: stats.processed, log: log.finish(None, &stats_line(&stats)), skipped: false }),
+        Err(r) => Err(fail(r, log, &stats)),
+    }
+}
+
+fn stats_line(s: &analysis::Stats) -> String {
+    format!(
+        "processed {} insns (limit {}) max_states_per_insn {} total_states {} peak_states {} mark_read 0",
+        s.processed, DEFAULT_MAX_INSNS_PROCESSED, s.max_states_per_insn, s.total_states, s.peak_states
+    )
+}
+

@@ -1,0 +1,110 @@
+//! Smoke tests of the public API on small hand-written programs: the shapes
+//! bpftrace emits are accepted; the classic mistakes are refused with the
+//! kernel's errno and wording. The full corpora live in `corpus.rs`.
+
+use verifier::{map_type, verify, MapDesc, ProgType, PseudoLoad, VerifyOptions, EACCES, EINVAL};
+use vm::asm::assemble;
+
+/// fd 1: bpftrace's `@c` (per-CPU hash, u64 -> u64); fd 2: its printf
+/// perf event array; fd 3: an array of 64-byte values.
+fn maps(p: PseudoLoad) -> Option<MapDesc> {
+    let d = |map_type, key_size, value_size| Some(MapDesc { map_type, key_size, value_size, max_entries: 16 });
+    match p.imm {
+        1 => d(map_type::PERCPU_HASH, 8, 8),
+        2 => d(map_type::PERF_EVENT_ARRAY, 4, 4),
+        3 => d(map_type::ARRAY, 4, 64),
+        _ => None,
+    }
+}
+
+fn run(src: &str) -> Result<verifier::Verdict, verifier::VerifyError> {
+    let insns = assemble(src).expect("assembles");
+    verify(&insns, ProgType::Kprobe, &maps, &VerifyOptions { log_level: 1, ..Default::default() })
+}
+
+const COUNT: &str = "
+    mov %r1, 0
+    stxdw [%r10-8], %r1
+    lddw %r1, map_fd(1)
+    mov %r2, %r10
+    add %r2, -8
+    call bpf_map_lookup_elem
+    jeq %r0, 0, miss
+    ldxdw %r1, [%r0]
+    add %r1, 1
+    stxdw [%r0], %r1
+    ja out
+miss:
+    mov %r1, 1
+    stxdw [%r10-16], %r1
+    lddw %r1, map_fd(1)
+    mov %r2, %r10
+    add %r2, -8
+    mov %r3, %r10
+    add %r3, -16
+    mov %r4, 0
+    call bpf_map_update_elem
+out:
+    mov %r0, 0
+    exit
+";
+
+#[test]
+fn bpftrace_count_is_accepted() {
+    let v = run(COUNT).unwrap_or_else(|e| panic!("{e}\n{}", e.log));
+    assert!(v.insns_processed >= 20, "{}", v.log);
+    assert!(v.log.contains("call bpf_map_lookup_elem#1"), "{}", v.log);
+    assert!(v.log.contains("processed "), "{}", v.log);
+}
+
+#[test]
+fn null_map_value_is_refused() {
+    let src = "mov %r1, 0\nstxdw [%r10-8], %r1\nlddw %r1, map_fd(1)\nmov %r2, %r10\nadd %r2, -8\n\
+               call bpf_map_lookup_elem\nldxdw %r1, [%r0]\nmov %r0, 0\nexit";
+    let e = run(src).unwrap_err();
+    assert_eq!(e.errno, EACCES);
+    assert_eq!(e.message, "R0 invalid mem access 'map_value_or_null'");
+    assert_eq!(e.insn, Some(7));
+    assert!(e.log.ends_with(&format!("{}\nprocessed 7 insns (limit 1000000) max_states_per_insn 1 total_states 1 peak_states 1 mark_read 0\n", e.message)), "{}", e.log);
+}
+
+#[test]
+fn stack_out_of_bounds_is_refused() {
+    let e = run("mov %r1, 0\nstxdw [%r10-520], %r1\nmov %r0, 0\nexit").unwrap_err();
+    assert_eq!((e.errno, e.message.as_str()), (EACCES, "invalid write to stack R10 off=-520 size=8"));
+}
+
+#[test]
+fn uninitialised_register_is_refused() {
+    let e = run("mov %r0, %r2\nexit").unwrap_err();
+    assert_eq!(e.message, "R2 !read_ok");
+}
+
+#[test]
+fn missing_r0_is_refused() {
+    let e = run("exit").unwrap_err();
+    assert_eq!(e.message, "R0 !read_ok");
+}
+
+#[test]
+fn unbounded_loop_is_refused_and_bounded_loop_accepted() {
+    let e = run("mov %r0, 0\nl:\nadd %r0, 0\nja l\n").unwrap_err();
+    assert_eq!(e.errno, EINVAL);
+    assert!(e.message.starts_with("infinite loop detected"), "{}", e.message);
+    run("mov %r0, 0\nl:\nadd %r0, 1\njlt %r0, 100, l\nexit").unwrap();
+    let e = verify(
+        &assemble("mov %r0, 0\nl:\nadd %r0, 1\njlt %r0, 100, l\nexit").unwrap(),
+        ProgType::Kprobe,
+        &maps,
+        &VerifyOptions { unprivileged: true, ..Default::default() },
+    )
+    .unwrap_err();
+    assert_eq!(e.message, "back-edge from insn 2 to 1");
+}
+
+#[test]
+fn unknown_helper_is_refused_the_way_bpftrace_probes_for() {
+    let e = run("call 9\nexit").unwrap_err();
+    assert_eq!(e.errno, EINVAL);
+    assert!(e.message.contains("unknown func "), "{}", e.message);
+}
