@@ -43,7 +43,10 @@ impl ExecMem {
     /// stray jump past the code traps instead of running garbage.
     pub fn new(code: &[u8]) -> io::Result<ExecMem> {
         if code.is_empty() {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "no code to map"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "no code to map",
+            ));
         }
         let page = page_size();
         let mapped_len = code.len().div_ceil(page) * page;
@@ -64,7 +67,11 @@ impl ExecMem {
         }
         let base = NonNull::new(ptr as *mut u8).expect("mmap returned null without MAP_FAILED");
         // From here on `mem` unmaps the region on every exit path.
-        let mem = ExecMem { base, mapped_len, code_len: code.len() };
+        let mem = ExecMem {
+            base,
+            mapped_len,
+            code_len: code.len(),
+        };
         // SAFETY: the region is `mapped_len >= code.len()` bytes, freshly
         // mapped read-write and exclusively ours; `code` cannot overlap it.
         unsafe {

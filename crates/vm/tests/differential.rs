@@ -64,8 +64,22 @@ impl Rng {
         items[self.below(items.len() as u64) as usize]
     }
     fn imm(&mut self) -> i32 {
-        const EDGES: [i32; 14] =
-            [0, 1, -1, 2, 7, 31, 32, 63, 64, 255, 0x7fff, 0x8000, i32::MIN, i32::MAX];
+        const EDGES: [i32; 14] = [
+            0,
+            1,
+            -1,
+            2,
+            7,
+            31,
+            32,
+            63,
+            64,
+            255,
+            0x7fff,
+            0x8000,
+            i32::MIN,
+            i32::MAX,
+        ];
         if self.chance(50) {
             self.pick(&EDGES)
         } else if self.chance(50) {
@@ -117,7 +131,11 @@ enum Target {
 }
 
 fn item(insn: Insn) -> Item {
-    Item { insns: vec![insn], target: None, in_loop: false }
+    Item {
+        insns: vec![insn],
+        target: None,
+        in_loop: false,
+    }
 }
 
 fn lddw(dst: u8, value: u64) -> Item {
@@ -146,7 +164,13 @@ impl Gen<'_> {
 
     fn function(&mut self, index: usize, body_len: usize) {
         self.function_starts.push(self.items.len());
-        self.push(item(Insn::new(BPF_STX | BPF_MEM | BPF_DW, 10, 1, CTX_SLOT, 0)));
+        self.push(item(Insn::new(
+            BPF_STX | BPF_MEM | BPF_DW,
+            10,
+            1,
+            CTX_SLOT,
+            0,
+        )));
         for &r in &DATA_REGS {
             if index == 0 || r >= 6 || self.rng.chance(30) {
                 let v = self.rng.value();
@@ -181,8 +205,9 @@ impl Gen<'_> {
         let end = self.items.len();
         for j in pending_jumps {
             // A target after the jump, outside every loop body.
-            let candidates: Vec<usize> =
-                (j + 1..=end).filter(|&t| t == end || !self.items[t].in_loop).collect();
+            let candidates: Vec<usize> = (j + 1..=end)
+                .filter(|&t| t == end || !self.items[t].in_loop)
+                .collect();
             let t = self.rng.pick(&candidates);
             self.items[j].target = Some(Target::Item(t));
         }
@@ -213,7 +238,11 @@ impl Gen<'_> {
 
     /// One random ALU instruction writing `dst` (never r1/r10).
     fn alu_insn(&mut self, dst: u8) -> Insn {
-        let class = if self.rng.chance(50) { BPF_ALU64 } else { BPF_ALU };
+        let class = if self.rng.chance(50) {
+            BPF_ALU64
+        } else {
+            BPF_ALU
+        };
         let src = self.rng.data_reg();
         let by_reg = self.rng.chance(50);
         let source = if by_reg { BPF_X } else { BPF_K };
@@ -230,7 +259,11 @@ impl Gen<'_> {
                 if class == BPF_ALU64 {
                     Insn::new(BPF_ALU64 | BPF_END | BPF_TO_LE, dst, 0, 0, width)
                 } else {
-                    let order = if self.rng.chance(50) { BPF_TO_BE } else { BPF_TO_LE };
+                    let order = if self.rng.chance(50) {
+                        BPF_TO_BE
+                    } else {
+                        BPF_TO_LE
+                    };
                     Insn::new(BPF_ALU | BPF_END | order, dst, 0, 0, width)
                 }
             }
@@ -239,7 +272,11 @@ impl Gen<'_> {
                 Insn::new(class | op | source, dst, src_field, signed, imm)
             }
             BPF_MOV if by_reg && self.rng.chance(40) => {
-                let widths: &[i16] = if class == BPF_ALU64 { &[8, 16, 32] } else { &[8, 16] };
+                let widths: &[i16] = if class == BPF_ALU64 {
+                    &[8, 16, 32]
+                } else {
+                    &[8, 16]
+                };
                 let off = self.rng.pick(widths);
                 Insn::new(class | BPF_MOV | BPF_X, dst, src, off, 0)
             }
@@ -266,15 +303,33 @@ impl Gen<'_> {
     }
 
     fn memory(&mut self) {
-        let (size_code, size) = self.rng.pick(&[(BPF_B, 1), (BPF_H, 2), (BPF_W, 4), (BPF_DW, 8)]);
+        let (size_code, size) = self
+            .rng
+            .pick(&[(BPF_B, 1), (BPF_H, 2), (BPF_W, 4), (BPF_DW, 8)]);
         let (base, off) = self.address(size, 1);
         let insn = match self.rng.below(4) {
-            0 if size_code != BPF_DW => {
-                Insn::new(BPF_LDX | BPF_MEMSX | size_code, self.rng.data_reg(), base, off, 0)
-            }
-            0 | 1 => Insn::new(BPF_LDX | BPF_MEM | size_code, self.rng.data_reg(), base, off, 0),
+            0 if size_code != BPF_DW => Insn::new(
+                BPF_LDX | BPF_MEMSX | size_code,
+                self.rng.data_reg(),
+                base,
+                off,
+                0,
+            ),
+            0 | 1 => Insn::new(
+                BPF_LDX | BPF_MEM | size_code,
+                self.rng.data_reg(),
+                base,
+                off,
+                0,
+            ),
             2 => Insn::new(BPF_ST | BPF_MEM | size_code, base, 0, off, self.rng.imm()),
-            _ => Insn::new(BPF_STX | BPF_MEM | size_code, base, self.rng.data_reg(), off, 0),
+            _ => Insn::new(
+                BPF_STX | BPF_MEM | size_code,
+                base,
+                self.rng.data_reg(),
+                off,
+                0,
+            ),
         };
         self.push(item(insn));
     }
@@ -282,9 +337,26 @@ impl Gen<'_> {
     fn atomic(&mut self) {
         let (size_code, size) = self.rng.pick(&[(BPF_W, 4), (BPF_DW, 8)]);
         let (base, off) = self.address(size, size);
-        let op = self.rng.pick(&[0x00, 0x01, 0x40, 0x41, 0x50, 0x51, 0xa0, 0xa1, BPF_XCHG, BPF_CMPXCHG]);
+        let op = self.rng.pick(&[
+            0x00,
+            0x01,
+            0x40,
+            0x41,
+            0x50,
+            0x51,
+            0xa0,
+            0xa1,
+            BPF_XCHG,
+            BPF_CMPXCHG,
+        ]);
         let src = self.rng.data_reg();
-        self.push(item(Insn::new(BPF_STX | BPF_ATOMIC | size_code, base, src, off, op)));
+        self.push(item(Insn::new(
+            BPF_STX | BPF_ATOMIC | size_code,
+            base,
+            src,
+            off,
+            op,
+        )));
     }
 
     fn jump(&mut self) {
@@ -297,9 +369,21 @@ impl Gen<'_> {
         let insn = if op == BPF_JA {
             Insn::new(class | BPF_JA, 0, 0, 0, 0)
         } else if self.rng.chance(50) {
-            Insn::new(class | op | BPF_X, self.rng.data_reg(), self.rng.data_reg(), 0, 0)
+            Insn::new(
+                class | op | BPF_X,
+                self.rng.data_reg(),
+                self.rng.data_reg(),
+                0,
+                0,
+            )
         } else {
-            Insn::new(class | op | BPF_K, self.rng.data_reg(), 0, 0, self.rng.imm())
+            Insn::new(
+                class | op | BPF_K,
+                self.rng.data_reg(),
+                0,
+                0,
+                self.rng.imm(),
+            )
         };
         self.push(item(insn));
     }
@@ -312,7 +396,13 @@ impl Gen<'_> {
     }
 
     fn restore_after_call(&mut self) {
-        self.push(item(Insn::new(BPF_LDX | BPF_MEM | BPF_DW, 1, 10, CTX_SLOT, 0)));
+        self.push(item(Insn::new(
+            BPF_LDX | BPF_MEM | BPF_DW,
+            1,
+            10,
+            CTX_SLOT,
+            0,
+        )));
         for r in 2..=5 {
             let imm = self.rng.imm();
             self.push(item(Insn::new(BPF_ALU64 | BPF_MOV | BPF_K, r, 0, 0, imm)));
@@ -328,7 +418,13 @@ impl Gen<'_> {
     /// `r9 = n; body (no jumps, r9 untouched); r9 -= 1; if r9 != 0 goto body`.
     fn bounded_loop(&mut self) {
         let n = 1 + self.rng.below(8) as i32;
-        self.push(item(Insn::new(BPF_ALU64 | BPF_MOV | BPF_K, LOOP_COUNTER, 0, 0, n)));
+        self.push(item(Insn::new(
+            BPF_ALU64 | BPF_MOV | BPF_K,
+            LOOP_COUNTER,
+            0,
+            0,
+            n,
+        )));
         let body = self.items.len();
         for _ in 0..1 + self.rng.below(5) {
             let mut dst = self.rng.data_reg();
@@ -337,7 +433,13 @@ impl Gen<'_> {
             }
             let mut it = if self.rng.chance(30) {
                 let (base, off) = self.address(8, 8);
-                item(Insn::new(BPF_STX | BPF_ATOMIC | BPF_DW, base, dst, off, 0x01))
+                item(Insn::new(
+                    BPF_STX | BPF_ATOMIC | BPF_DW,
+                    base,
+                    dst,
+                    off,
+                    0x01,
+                ))
             } else {
                 let insn = self.alu_insn(dst);
                 item(insn)
@@ -345,7 +447,13 @@ impl Gen<'_> {
             it.in_loop = true;
             self.push(it);
         }
-        let mut dec = item(Insn::new(BPF_ALU64 | BPF_ADD | BPF_K, LOOP_COUNTER, 0, 0, -1));
+        let mut dec = item(Insn::new(
+            BPF_ALU64 | BPF_ADD | BPF_K,
+            LOOP_COUNTER,
+            0,
+            0,
+            -1,
+        ));
         dec.in_loop = true;
         self.push(dec);
         let mut back = item(Insn::new(BPF_JMP | BPF_JNE | BPF_K, LOOP_COUNTER, 0, 0, 0));
@@ -390,9 +498,18 @@ impl Gen<'_> {
 fn generate(rng: &mut Rng) -> Vec<Insn> {
     let functions = 1 + rng.below(4) as usize;
     let main_len = 20 + rng.below(150) as usize;
-    let mut g = Gen { rng, items: Vec::new(), function_starts: Vec::new(), functions };
+    let mut g = Gen {
+        rng,
+        items: Vec::new(),
+        function_starts: Vec::new(),
+        functions,
+    };
     for f in 0..functions {
-        let len = if f == 0 { main_len } else { 5 + g.rng.below(30) as usize };
+        let len = if f == 0 {
+            main_len
+        } else {
+            5 + g.rng.below(30) as usize
+        };
         g.function(f, len);
     }
     g.finish()
@@ -466,8 +583,9 @@ fn jit_matches_interpreter_on_random_programs() {
                 vm::disasm::listing(&insns)
             )
         };
-        let prog = Program::load_plain(&insns)
-            .unwrap_or_else(|e| panic!("generator produced an invalid program: {e}\n{}", describe()));
+        let prog = Program::load_plain(&insns).unwrap_or_else(|e| {
+            panic!("generator produced an invalid program: {e}\n{}", describe())
+        });
 
         let mut interp_words = words.clone();
         let mut interp_env = MixEnv::default();
@@ -486,11 +604,15 @@ fn jit_matches_interpreter_on_random_programs() {
             let ctx = interp_words.as_mut_ptr() as *mut u8;
             let env = &mut interp_env as *mut MixEnv as *mut c_void;
             // SAFETY: checked mode: every access is bounds-checked.
-            unsafe { interp::run(&prog, &helpers, ctx, env, &opts) }
-                .unwrap_or_else(|e| panic!("interpreter failed ({e}): generator bug\n{}", describe()))
+            unsafe { interp::run(&prog, &helpers, ctx, env, &opts) }.unwrap_or_else(|e| {
+                panic!("interpreter failed ({e}): generator bug\n{}", describe())
+            })
         };
 
-        let jit_opts = JitOptions { bmi2: case % 2 == 0 && JitOptions::default().bmi2, ..Default::default() };
+        let jit_opts = JitOptions {
+            bmi2: case % 2 == 0 && JitOptions::default().bmi2,
+            ..Default::default()
+        };
         let jit = JitProgram::compile(&prog, &helpers, &jit_opts)
             .unwrap_or_else(|e| panic!("JIT refused the program: {e}\n{}", describe()));
         let mut jit_words = words.clone();
@@ -502,10 +624,22 @@ fn jit_matches_interpreter_on_random_programs() {
         let jit_r0 = unsafe { jit.try_call(ctx, env) }
             .unwrap_or_else(|e| panic!("JIT run aborted ({e})\n{}", describe()));
 
-        let interp = Outcome { r0: interp_r0, buffer: as_bytes(&interp_words), env: interp_env };
-        let jitted = Outcome { r0: jit_r0, buffer: as_bytes(&jit_words), env: jit_env };
+        let interp = Outcome {
+            r0: interp_r0,
+            buffer: as_bytes(&interp_words),
+            env: interp_env,
+        };
+        let jitted = Outcome {
+            r0: jit_r0,
+            buffer: as_bytes(&jit_words),
+            env: jit_env,
+        };
         if interp != jitted {
-            let first_diff = interp.buffer.iter().zip(&jitted.buffer).position(|(a, b)| a != b);
+            let first_diff = interp
+                .buffer
+                .iter()
+                .zip(&jitted.buffer)
+                .position(|(a, b)| a != b);
             panic!(
                 "JIT differs from the interpreter (bmi2: {}): r0 {:#x} vs {:#x}, env {:?} vs {:?}, \
                  first differing buffer byte {:?}\n{}",
@@ -552,6 +686,11 @@ fn generator_covers_the_instruction_set() {
         (EXIT, 0),
     ];
     for want in must_see {
-        assert!(seen.contains(want), "generator never produced opcode {:#04x} (imm {:#x})", want.0, want.1);
+        assert!(
+            seen.contains(want),
+            "generator never produced opcode {:#04x} (imm {:#x})",
+            want.0,
+            want.1
+        );
     }
 }

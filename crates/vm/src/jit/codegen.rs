@@ -62,7 +62,7 @@ const _: () = assert!(FRAME_SIZE % 16 == 0);
 
 /// Offset from a program's entry to its body, where tail calls enter (every
 /// program compiled by this JIT has the same prologue).
-pub const TAIL_CALL_ENTRY_OFFSET: usize = 99;
+pub const TAIL_CALL_ENTRY_OFFSET: usize = 165;
 
 struct Codegen<'a> {
     asm: Asm,
@@ -76,6 +76,8 @@ struct Codegen<'a> {
     fixups: Vec<(usize, usize)>,
     /// Position of the abort path (set by the prologue).
     abort: usize,
+    /// Position of the function entry (set by the prologue).
+    function_entry: usize,
     /// Address and length of the helper table `callx` indexes (u64 function
     /// addresses, 0 = none), owned by the `JitProgram`.
     callx_table: Option<(*const u64, usize)>,
@@ -105,7 +107,7 @@ pub(super) fn generate(
     helpers: &Helpers,
     opts: &JitOptions,
     callx_table: Option<&[u64]>,
-) -> Result<Vec<u8>, JitError> {
+) -> Result<Generated, JitError> {
     let mut cg = Codegen {
         asm: Asm::with_capacity(64 + insns.len() * 8),
         insns,
@@ -115,6 +117,7 @@ pub(super) fn generate(
         offsets: vec![0; insns.len() + 1],
         fixups: Vec::new(),
         abort: 0,
+        function_entry: 0,
         callx_table: callx_table.map(|t| (t.as_ptr(), t.len())),
     };
     let body_call = cg.prologue();
@@ -130,13 +133,27 @@ pub(super) fn generate(
         let native = cg.offsets[target] as usize;
         cg.asm.patch_rel32(at, native);
     }
-    Ok(cg.asm.buf)
+    Ok(Generated {
+        code: cg.asm.buf,
+        offsets: cg.offsets,
+        function_entry: cg.function_entry,
+    })
+}
+
+/// Output of [`generate`].
+pub(super) struct Generated {
+    pub code: Vec<u8>,
+    /// Native offset of each instruction slot.
+    pub offsets: Vec<u32>,
+    /// Offset of the function entry: same signature as the program entry
+    /// plus an 8th argument, the native address of the function to run.
+    pub function_entry: usize,
 }
 
 impl Codegen<'_> {
-    /// Entry prologue, epilogue and the shared abort path. Returns the
-    /// position of the rel32 of the `call` into the body.
-    fn prologue(&mut self) -> usize {
+    /// Save the callee-saved registers and build the run state; leaves
+    /// `r12` = `rsp` = state and `rbp` = top of frame 0.
+    fn frame_setup(&mut self) {
         let a = &mut self.asm;
         for r in [RBP, RBX, R12, R13, R14, R15] {
             a.push(r);
@@ -149,13 +166,29 @@ impl Codegen<'_> {
         a.store_imm(Size::B4, x86::RSP, STATE_TAIL_COUNT, 0);
         a.mov_rr(true, R12, x86::RSP);
         a.lea(RBP, R12, FRAME_SIZE);
-        let body_call = a.call_rel32();
-        let epilogue = a.pos();
+    }
+
+    /// Program entry (at offset 0), epilogue, function entry (see
+    /// [`Generated::function_entry`]) and the shared abort path. Returns
+    /// the position of the rel32 of the `call` into the body.
+    fn prologue(&mut self) -> usize {
+        self.frame_setup();
+        let body_call = self.asm.call_rel32();
+        let epilogue = self.asm.pos();
+        let a = &mut self.asm;
         a.alu_ri(alu::ADD, true, x86::RSP, FRAME_SIZE);
         for r in [R15, R14, R13, R12, RBX, RBP] {
             a.pop(r);
         }
         a.ret();
+        // Function entry: like the program entry, but calls the native
+        // address passed as 8th argument.
+        self.function_entry = self.asm.pos();
+        self.frame_setup();
+        let a = &mut self.asm;
+        a.load(Size::B8, R11, x86::RSP, FRAME_SIZE + 8 * 8);
+        a.call_reg(R11);
+        a.jump_back(None, epilogue);
         // Abort: r9 = kind, rax = pc, r10 = detail (see `AbortInfo`).
         self.abort = a.pos();
         a.load(Size::B8, R11, R12, STATE_STATUS);
@@ -187,7 +220,10 @@ impl Codegen<'_> {
 
     fn check_target(&self, pc: usize, target: i64) -> Result<usize, JitError> {
         if target < 0 || target as usize >= self.insns.len() {
-            return Err(JitError::Invalid { pc, reason: "jump or call target outside the program" });
+            return Err(JitError::Invalid {
+                pc,
+                reason: "jump or call target outside the program",
+            });
         }
         Ok(target as usize)
     }
@@ -196,7 +232,10 @@ impl Codegen<'_> {
     fn emit(&mut self, pc: usize) -> Result<usize, JitError> {
         let insn = self.insns[pc];
         let reg = |r: u8| -> Result<Reg, JitError> {
-            REG.get(r as usize).copied().ok_or(JitError::Invalid { pc, reason: "register above r10" })
+            REG.get(r as usize).copied().ok_or(JitError::Invalid {
+                pc,
+                reason: "register above r10",
+            })
         };
         let dst = reg(insn.dst)?;
         let src = reg(insn.src)?;
@@ -215,10 +254,13 @@ impl Codegen<'_> {
                 if insn.opc & 0xe0 != BPF_MEM {
                     return Err(unknown(pc, insn));
                 }
-                self.asm.store_imm(mem_size(insn.opc), dst, insn.off as i32, insn.imm);
+                self.asm
+                    .store_imm(mem_size(insn.opc), dst, insn.off as i32, insn.imm);
             }
             BPF_STX => match insn.opc & 0xe0 {
-                BPF_MEM => self.asm.store(mem_size(insn.opc), dst, insn.off as i32, src),
+                BPF_MEM => self
+                    .asm
+                    .store(mem_size(insn.opc), dst, insn.off as i32, src),
                 BPF_ATOMIC => self.emit_atomic(pc, insn, dst, src)?,
                 _ => return Err(unknown(pc, insn)),
             },
@@ -230,7 +272,10 @@ impl Codegen<'_> {
                     });
                 }
                 let Some(high) = self.insns.get(pc + 1) else {
-                    return Err(JitError::Invalid { pc, reason: "lddw without its second slot" });
+                    return Err(JitError::Invalid {
+                        pc,
+                        reason: "lddw without its second slot",
+                    });
                 };
                 let value = (insn.imm as u32 as u64) | ((high.imm as u32 as u64) << 32);
                 self.asm.mov_ri64(dst, value);
@@ -307,7 +352,11 @@ impl Codegen<'_> {
                     1 => true,
                     _ => return Err(unknown(pc, insn)),
                 };
-                let divisor = if by_reg { Operand::Reg(src) } else { Operand::Imm(imm) };
+                let divisor = if by_reg {
+                    Operand::Reg(src)
+                } else {
+                    Operand::Imm(imm)
+                };
                 self.emit_divmod(w, signed, op == BPF_MOD, dst, divisor);
             }
             BPF_LSH | BPF_RSH | BPF_ARSH => {
@@ -341,7 +390,10 @@ impl Codegen<'_> {
                     (true, 32) => a.bswap(false, dst),
                     (true, 64) => a.bswap(true, dst),
                     _ => {
-                        return Err(JitError::Invalid { pc, reason: "byte swap width not 16/32/64" })
+                        return Err(JitError::Invalid {
+                            pc,
+                            reason: "byte swap width not 16/32/64",
+                        })
                     }
                 }
             }
@@ -518,7 +570,10 @@ impl Codegen<'_> {
                 }
             }
             _ => {
-                return Err(JitError::Invalid { pc, reason: "unknown atomic operation" });
+                return Err(JitError::Invalid {
+                    pc,
+                    reason: "unknown atomic operation",
+                });
             }
         }
         Ok(())
@@ -532,7 +587,11 @@ impl Codegen<'_> {
         let target = pc as i64 + 1 + insn.off as i64;
         let cond = match op {
             BPF_JA => {
-                let target = if is32 { pc as i64 + 1 + insn.imm as i64 } else { target };
+                let target = if is32 {
+                    pc as i64 + 1 + insn.imm as i64
+                } else {
+                    target
+                };
                 if target != pc as i64 + 1 {
                     self.jump(None, pc, target)?;
                 }
@@ -585,7 +644,10 @@ impl Codegen<'_> {
     /// aborts the run (the interpreter's `UnknownHelper`).
     fn emit_callx(&mut self, pc: usize, id_reg: Reg) -> Result<(), JitError> {
         let Some((table, len)) = self.callx_table else {
-            return Err(JitError::Invalid { pc, reason: "callx without a helper table" });
+            return Err(JitError::Invalid {
+                pc,
+                reason: "callx without a helper table",
+            });
         };
         let a = &mut self.asm;
         a.mov_rr(true, R11, id_reg);
@@ -638,7 +700,10 @@ impl Codegen<'_> {
                 let helper = u32::try_from(insn.imm)
                     .ok()
                     .and_then(|id| self.helpers.get(id))
-                    .ok_or(JitError::UnknownHelper { pc, id: insn.imm as i64 })?;
+                    .ok_or(JitError::UnknownHelper {
+                        pc,
+                        id: insn.imm as i64,
+                    })?;
                 let a = &mut self.asm;
                 a.load(Size::B8, R9, R12, STATE_ENV);
                 a.mov_ri64(RAX, helper as usize as u64);
@@ -677,7 +742,10 @@ impl Codegen<'_> {
                 }
             }
             _ => {
-                return Err(JitError::Unsupported { pc, feature: "call with this source (kfunc?)" })
+                return Err(JitError::Unsupported {
+                    pc,
+                    feature: "call with this source (kfunc?)",
+                })
             }
         }
         Ok(())
@@ -745,12 +813,15 @@ fn mem_size(opc: u8) -> Size {
 }
 
 fn unknown(pc: usize, insn: Insn) -> JitError {
-    JitError::Invalid { pc, reason: match insn.class() {
-        BPF_LDX | BPF_ST | BPF_STX => "unknown load/store mode",
-        BPF_ALU | BPF_ALU64 => "unknown ALU operation or offset",
-        BPF_JMP | BPF_JMP32 => "unknown jump operation",
-        _ => "unknown instruction",
-    } }
+    JitError::Invalid {
+        pc,
+        reason: match insn.class() {
+            BPF_LDX | BPF_ST | BPF_STX => "unknown load/store mode",
+            BPF_ALU | BPF_ALU64 => "unknown ALU operation or offset",
+            BPF_JMP | BPF_JMP32 => "unknown jump operation",
+            _ => "unknown instruction",
+        },
+    }
 }
 
 #[cfg(test)]
@@ -768,6 +839,7 @@ mod tests {
             offsets: vec![0],
             fixups: Vec::new(),
             abort: 0,
+            function_entry: 0,
             callx_table: None,
         };
         cg.prologue();

@@ -23,8 +23,8 @@ use crate::exec_mem::ExecMem;
 use crate::insn::{CALLX, MAX_CALL_FRAMES};
 use crate::program::{Helpers, Program, TailCallResolver};
 
-use codegen::{AbortInfo, ABORT_CALL_DEPTH, ABORT_UNKNOWN_HELPER};
 pub use codegen::TAIL_CALL_ENTRY_OFFSET;
+use codegen::{AbortInfo, ABORT_CALL_DEPTH, ABORT_UNKNOWN_HELPER};
 
 /// Compile-time choices.
 #[derive(Clone, Copy, Debug)]
@@ -40,7 +40,10 @@ pub struct JitOptions {
 
 impl Default for JitOptions {
     fn default() -> Self {
-        JitOptions { bmi2: std::arch::is_x86_feature_detected!("bmi2"), tail_call_resolver: None }
+        JitOptions {
+            bmi2: std::arch::is_x86_feature_detected!("bmi2"),
+            tail_call_resolver: None,
+        }
     }
 }
 
@@ -79,8 +82,12 @@ impl JitError {
 /// `abort` is written when the run stops abnormally (a BPF-to-BPF call
 /// deeper than `MAX_CALL_FRAMES`, reachable only through tail calls, or a
 /// `callx` to an unregistered helper).
-type EntryFn =
-    unsafe extern "C" fn(u64, u64, u64, u64, u64, *mut c_void, *mut AbortInfo) -> u64;
+type EntryFn = unsafe extern "C" fn(u64, u64, u64, u64, u64, *mut c_void, *mut AbortInfo) -> u64;
+
+/// Signature of the function entry: `EntryFn` plus the native address of
+/// the BPF function to run.
+type FunctionEntryFn =
+    unsafe extern "C" fn(u64, u64, u64, u64, u64, *mut c_void, *mut AbortInfo, *const u8) -> u64;
 
 /// A JIT-compiled program. Immutable and shareable between threads; each
 /// call runs on the calling thread's stack (about 4.2 KiB of it: eight
@@ -88,6 +95,9 @@ type EntryFn =
 pub struct JitProgram {
     code: ExecMem,
     entry: EntryFn,
+    function_entry: FunctionEntryFn,
+    /// (slot, native offset) of every BPF function, sorted by slot.
+    functions: Box<[(usize, u32)]>,
     /// Helper addresses by id (0 = unregistered) for `callx`, which looks
     /// them up at run time; the code holds this table's address.
     _callx_table: Option<Box<[u64]>>,
@@ -112,15 +122,36 @@ impl JitProgram {
     ) -> Result<JitProgram, JitError> {
         let callx_table: Option<Box<[u64]>> =
             prog.insns().iter().any(|i| i.opc == CALLX).then(|| {
-                helpers.as_slice().iter().map(|h| h.map_or(0, |f| f as usize as u64)).collect()
+                helpers
+                    .as_slice()
+                    .iter()
+                    .map(|h| h.map_or(0, |f| f as usize as u64))
+                    .collect()
             });
-        let bytes = codegen::generate(prog.insns(), helpers, opts, callx_table.as_deref())?;
-        let code = ExecMem::new(&bytes).map_err(JitError::ExecMem)?;
+        let generated = codegen::generate(prog.insns(), helpers, opts, callx_table.as_deref())?;
+        let code = ExecMem::new(&generated.code).map_err(JitError::ExecMem)?;
         // SAFETY: `code` holds a complete function generated for the C ABI
         // signature `EntryFn` (see codegen's prologue/epilogue); it lives as
         // long as `self`.
         let entry = unsafe { std::mem::transmute::<*const u8, EntryFn>(code.as_ptr()) };
-        Ok(JitProgram { code, entry, _callx_table: callx_table })
+        // SAFETY: as above, at the function entry, for `FunctionEntryFn`.
+        let function_entry = unsafe {
+            std::mem::transmute::<*const u8, FunctionEntryFn>(
+                code.as_ptr().add(generated.function_entry),
+            )
+        };
+        let functions = prog
+            .function_entries()
+            .iter()
+            .map(|&pc| (pc, generated.offsets[pc]))
+            .collect();
+        Ok(JitProgram {
+            code,
+            entry,
+            function_entry,
+            functions,
+            _callx_table: callx_table,
+        })
     }
 
     /// Run the program with `r1 = ctx` (r2..r5 = 0); `env` is handed to every
@@ -159,19 +190,48 @@ impl JitProgram {
     ///
     /// # Safety
     /// As for [`JitProgram::call`], with `args[0]` as the context.
-    pub unsafe fn try_call_with_args(&self, args: [u64; 5], env: *mut c_void) -> Result<u64, RunError> {
+    pub unsafe fn try_call_with_args(
+        &self,
+        args: [u64; 5],
+        env: *mut c_void,
+    ) -> Result<u64, RunError> {
         let mut abort = AbortInfo::default();
         let [r1, r2, r3, r4, r5] = args;
         // SAFETY: forwarded from this function's contract; `abort` outlives
         // the call.
         let r0 = unsafe { (self.entry)(r1, r2, r3, r4, r5, env, &mut abort) };
-        let pc = abort.pc as usize;
-        match abort.kind {
-            0 => Ok(r0),
-            ABORT_CALL_DEPTH => Err(RunError::CallDepthExceeded { pc, max: MAX_CALL_FRAMES }),
-            ABORT_UNKNOWN_HELPER => Err(RunError::UnknownHelper { pc, id: abort.detail as i64 }),
-            kind => unreachable!("compiled code reported unknown abort kind {kind}"),
-        }
+        abort_to_result(r0, abort)
+    }
+
+    /// Run the BPF function starting at slot `entry_pc` (a member of
+    /// [`Program::function_entries`], e.g. a `bpf_loop` callback) with
+    /// r1..r5 = `args` on a fresh stack, returning its r0. Usable from inside
+    /// a helper while a run of this program is in progress on this thread
+    /// (each call gets its own frames and tail-call count). Same errors as
+    /// `interp::run_function`.
+    ///
+    /// # Safety
+    /// As for [`JitProgram::call`].
+    pub unsafe fn call_function(
+        &self,
+        entry_pc: usize,
+        args: [u64; 5],
+        env: *mut c_void,
+    ) -> Result<u64, RunError> {
+        let Ok(i) = self
+            .functions
+            .binary_search_by_key(&entry_pc, |&(pc, _)| pc)
+        else {
+            return Err(RunError::NotAFunction { pc: entry_pc });
+        };
+        // SAFETY: the offset of an instruction inside our code.
+        let target = unsafe { self.code.as_ptr().add(self.functions[i].1 as usize) };
+        let mut abort = AbortInfo::default();
+        let [r1, r2, r3, r4, r5] = args;
+        // SAFETY: forwarded from this function's contract; `target` is the
+        // start of a BPF function of this program.
+        let r0 = unsafe { (self.function_entry)(r1, r2, r3, r4, r5, env, &mut abort, target) };
+        abort_to_result(r0, abort)
     }
 
     /// Start of the machine code (what a [`crate::program::TailTarget`]'s
@@ -191,3 +251,23 @@ impl JitProgram {
         self.code.bytes()
     }
 }
+
+/// The run's outcome from what the compiled code reported.
+fn abort_to_result(r0: u64, abort: AbortInfo) -> Result<u64, RunError> {
+    let pc = abort.pc as usize;
+    match abort.kind {
+        0 => Ok(r0),
+        ABORT_CALL_DEPTH => Err(RunError::CallDepthExceeded {
+            pc,
+            max: MAX_CALL_FRAMES,
+        }),
+        ABORT_UNKNOWN_HELPER => Err(RunError::UnknownHelper {
+            pc,
+            id: abort.detail as i64,
+        }),
+        kind => unreachable!("compiled code reported unknown abort kind {kind}"),
+    }
+}
+
+#[cfg(test)]
+mod tests;

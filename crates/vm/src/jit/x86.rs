@@ -83,7 +83,9 @@ pub struct Asm {
 
 impl Asm {
     pub fn with_capacity(n: usize) -> Asm {
-        Asm { buf: Vec::with_capacity(n) }
+        Asm {
+            buf: Vec::with_capacity(n),
+        }
     }
 
     #[inline]
@@ -405,7 +407,13 @@ impl Asm {
         if size == Size::B2 {
             self.b(0x66);
         }
-        self.rex(size == Size::B8, reg, 0, base, size == Size::B1 && (4..8).contains(&reg));
+        self.rex(
+            size == Size::B8,
+            reg,
+            0,
+            base,
+            size == Size::B1 && (4..8).contains(&reg),
+        );
     }
 
     /// Store the low `size` bytes of `src`.
@@ -620,41 +628,101 @@ mod tests {
     #[test]
     fn encodings_decode_as_intended() {
         assert_eq!(text(|a| a.alu_rr(alu::ADD, true, R13, RAX)), "add r13,rax");
-        assert_eq!(text(|a| a.alu_rr(alu::SUB, false, RDI, R15)), "sub edi,r15d");
-        assert_eq!(text(|a| a.alu_ri(alu::AND, true, RBX, -2)), "and rbx,0FFFFFFFFFFFFFFFEh");
-        assert_eq!(text(|a| a.alu_ri(alu::CMP, false, R8, 1000)), "cmp r8d,3E8h");
-        assert_eq!(text(|a| a.mov_ri64(R14, 0x1234_5678_9abc)), "mov r14,123456789ABCh");
-        assert_eq!(text(|a| a.mov_ri64(RAX, u64::MAX)), "mov rax,0FFFFFFFFFFFFFFFFh");
+        assert_eq!(
+            text(|a| a.alu_rr(alu::SUB, false, RDI, R15)),
+            "sub edi,r15d"
+        );
+        assert_eq!(
+            text(|a| a.alu_ri(alu::AND, true, RBX, -2)),
+            "and rbx,0FFFFFFFFFFFFFFFEh"
+        );
+        assert_eq!(
+            text(|a| a.alu_ri(alu::CMP, false, R8, 1000)),
+            "cmp r8d,3E8h"
+        );
+        assert_eq!(
+            text(|a| a.mov_ri64(R14, 0x1234_5678_9abc)),
+            "mov r14,123456789ABCh"
+        );
+        assert_eq!(
+            text(|a| a.mov_ri64(RAX, u64::MAX)),
+            "mov rax,0FFFFFFFFFFFFFFFFh"
+        );
         assert_eq!(text(|a| a.mov_ri64(RAX, 7)), "mov eax,7");
         assert_eq!(text(|a| a.imul_ri(true, R13, 300)), "imul r13,12Ch");
         assert_eq!(text(|a| a.imul_rr(false, RCX, R9)), "imul ecx,r9d");
         assert_eq!(text(|a| a.group3(7, true, R11)), "idiv r11");
-        assert_eq!(text(|a| a.shift_ri(shift::SAR, true, R15, 63)), "sar r15,3Fh");
+        assert_eq!(
+            text(|a| a.shift_ri(shift::SAR, true, R15, 63)),
+            "sar r15,3Fh"
+        );
         assert_eq!(text(|a| a.shift_cl(shift::SHR, false, RBX)), "shr ebx,cl");
-        assert_eq!(text(|a| a.shiftx(shift::SHL, true, R13, R14, R8)), "shlx r13,r14,r8");
-        assert_eq!(text(|a| a.shiftx(shift::SHR, false, RAX, RBX, RCX)), "shrx eax,ebx,ecx");
-        assert_eq!(text(|a| a.shiftx(shift::SAR, true, RDI, R15, R13)), "sarx rdi,r15,r13");
+        assert_eq!(
+            text(|a| a.shiftx(shift::SHL, true, R13, R14, R8)),
+            "shlx r13,r14,r8"
+        );
+        assert_eq!(
+            text(|a| a.shiftx(shift::SHR, false, RAX, RBX, RCX)),
+            "shrx eax,ebx,ecx"
+        );
+        assert_eq!(
+            text(|a| a.shiftx(shift::SAR, true, RDI, R15, R13)),
+            "sarx rdi,r15,r13"
+        );
         assert_eq!(text(|a| a.bswap(true, R14)), "bswap r14");
         assert_eq!(text(|a| a.ror16_8(RSI)), "ror si,8");
         assert_eq!(text(|a| a.movzx16_rr(R13, R13)), "movzx r13d,r13w");
-        assert_eq!(text(|a| a.movsx_rr(true, Size::B1, RAX, RSI)), "movsx rax,sil");
-        assert_eq!(text(|a| a.movsx_rr(false, Size::B1, RAX, RDI)), "movsx eax,dil");
-        assert_eq!(text(|a| a.movsx_rr(true, Size::B4, R8, RBP)), "movsxd r8,ebp");
-        assert_eq!(text(|a| a.load(Size::B1, RAX, RBP, -8)), "movzx eax,byte ptr [rbp-8]");
+        assert_eq!(
+            text(|a| a.movsx_rr(true, Size::B1, RAX, RSI)),
+            "movsx rax,sil"
+        );
+        assert_eq!(
+            text(|a| a.movsx_rr(false, Size::B1, RAX, RDI)),
+            "movsx eax,dil"
+        );
+        assert_eq!(
+            text(|a| a.movsx_rr(true, Size::B4, R8, RBP)),
+            "movsxd r8,ebp"
+        );
+        assert_eq!(
+            text(|a| a.load(Size::B1, RAX, RBP, -8)),
+            "movzx eax,byte ptr [rbp-8]"
+        );
         assert_eq!(text(|a| a.load(Size::B8, R13, R12, 0)), "mov r13,[r12]");
         assert_eq!(text(|a| a.load(Size::B4, RDX, R13, 0)), "mov edx,[r13]");
-        assert_eq!(text(|a| a.load_sx(Size::B2, RSI, RDI, 1000)), "movsx rsi,word ptr [rdi+3E8h]");
+        assert_eq!(
+            text(|a| a.load_sx(Size::B2, RSI, RDI, 1000)),
+            "movsx rsi,word ptr [rdi+3E8h]"
+        );
         assert_eq!(text(|a| a.store(Size::B1, RAX, 3, RSI)), "mov [rax+3],sil");
         assert_eq!(text(|a| a.store(Size::B2, RBP, -2, R9)), "mov [rbp-2],r9w");
-        assert_eq!(text(|a| a.store_imm(Size::B8, RSP, 16, -1)), "mov qword ptr [rsp+10h],0FFFFFFFFFFFFFFFFh");
-        assert_eq!(text(|a| a.store_imm(Size::B2, RDI, 0, 0x1234)), "mov word ptr [rdi],1234h");
-        assert_eq!(text(|a| a.lock_alu_mem(alu::XOR, false, RDI, 8, RBX)), "lock xor [rdi+8],ebx");
-        assert_eq!(text(|a| a.lock_xadd(true, R10, 0, RSI)), "lock xadd [r10],rsi");
-        assert_eq!(text(|a| a.lock_cmpxchg(false, RBP, -4, R11)), "lock cmpxchg [rbp-4],r11d");
+        assert_eq!(
+            text(|a| a.store_imm(Size::B8, RSP, 16, -1)),
+            "mov qword ptr [rsp+10h],0FFFFFFFFFFFFFFFFh"
+        );
+        assert_eq!(
+            text(|a| a.store_imm(Size::B2, RDI, 0, 0x1234)),
+            "mov word ptr [rdi],1234h"
+        );
+        assert_eq!(
+            text(|a| a.lock_alu_mem(alu::XOR, false, RDI, 8, RBX)),
+            "lock xor [rdi+8],ebx"
+        );
+        assert_eq!(
+            text(|a| a.lock_xadd(true, R10, 0, RSI)),
+            "lock xadd [r10],rsi"
+        );
+        assert_eq!(
+            text(|a| a.lock_cmpxchg(false, RBP, -4, R11)),
+            "lock cmpxchg [rbp-4],r11d"
+        );
         assert_eq!(text(|a| a.xchg_mem(true, RDI, 0, R13)), "xchg [rdi],r13");
         assert_eq!(text(|a| a.lea(RBP, R12, 4128)), "lea rbp,[r12+1020h]");
         assert_eq!(text(|a| a.call_reg(R11)), "call r11");
         assert_eq!(text(|a| a.test_ri(true, RBX, 0x10)), "test rbx,10h");
-        assert_eq!(text(|a| a.alu_mi8(alu::CMP, false, R12, 16, 33)), "cmp dword ptr [r12+10h],21h");
+        assert_eq!(
+            text(|a| a.alu_mi8(alu::CMP, false, R12, 16, 33)),
+            "cmp dword ptr [r12+10h],21h"
+        );
     }
 }
