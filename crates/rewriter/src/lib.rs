@@ -1,3 +1,97 @@
-//! Live patching of function prologues into trampolines (uprobe / uretprobe),
-//! ELF symbol resolution and instruction relocation with iced-x86.
-//! Not implemented yet: see issue 4.
+//! Live patching of function prologues into trampolines (uprobes and
+//! uretprobes inside the running process), ELF symbol resolution and
+//! instruction relocation with iced-x86.
+//!
+//! Typical use (the agent):
+//! ```no_run
+//! # use std::path::Path;
+//! # unsafe extern "C" fn handler(_: *mut rewriter::PtRegs, _: *mut std::ffi::c_void) {}
+//! let lib = Path::new("/usr/lib/x86_64-linux-gnu/libz.so.1");
+//! let offset = rewriter::elf::resolve_symbol(lib, "crc32")?;           // like bpftrace
+//! let address = rewriter::maps::file_offset_to_address(rewriter::maps::FileRef::Path(lib), offset)?;
+//! // SAFETY: `handler` is thread-safe and ignores its null data pointer.
+//! let id = unsafe { rewriter::attach_uprobe(address, handler, std::ptr::null_mut())? };
+//! rewriter::detach(id)?;
+//! # Ok::<(), rewriter::Error>(())
+//! ```
+//! See `docs/arch/rewriter.md` for the design and its safety arguments.
+
+pub mod elf;
+mod error;
+pub mod maps;
+mod memory;
+mod probes;
+mod regs;
+mod relocate;
+mod signals;
+mod thread_state;
+mod trampoline;
+mod uretprobe;
+
+pub use error::{Error, Result};
+pub use probes::{Mechanism, ProbeHandler, ProbeId};
+pub use regs::PtRegs;
+
+use probes::Kind;
+use std::ffi::c_void;
+use std::sync::atomic::Ordering;
+
+/// Runs `handler(regs, data)` every time the function at `address` (a
+/// running address, see [`maps::file_offset_to_address`]) is entered, before
+/// its first instruction; `regs.ip` is `address`, `regs.sp` the entry stack
+/// pointer. Uses a trampoline when the prologue can be relocated, a
+/// breakpoint otherwise (see [`mechanism`]).
+///
+/// # Safety
+/// `handler` must be safe to call from any thread, concurrently, with
+/// `data`, until [`detach`] returns; it must not unwind, and must not call
+/// `attach_*`/`detach`. Patching code changes the process: `address` must be
+/// an instruction boundary of code that is not modified by anyone else.
+pub unsafe fn attach_uprobe(address: usize, handler: ProbeHandler, data: *mut c_void) -> Result<ProbeId> {
+    probes::registry()?.as_mut().expect("initialised by registry()").attach(address, Kind::Entry, handler, data)
+}
+
+/// Runs `handler(regs, data)` every time the function whose entry is
+/// `address` returns: `regs.ax` is the return value, `regs.ip` the address
+/// it returns to.
+///
+/// # Safety
+/// As [`attach_uprobe`]; `address` must be a function's entry.
+pub unsafe fn attach_uretprobe(address: usize, handler: ProbeHandler, data: *mut c_void) -> Result<ProbeId> {
+    probes::registry()?.as_mut().expect("initialised by registry()").attach(address, Kind::Return, handler, data)
+}
+
+/// Removes a probe. When it returns, the handler is not running and will not
+/// run again on any thread; the probed code is restored once its last probe
+/// is gone.
+pub fn detach(id: ProbeId) -> Result<()> {
+    probes::registry()?.as_mut().expect("initialised by registry()").detach(id)
+}
+
+/// How the probe's site runs handlers.
+pub fn mechanism(id: ProbeId) -> Result<Mechanism> {
+    probes::registry()?.as_mut().expect("initialised by registry()").mechanism(id)
+}
+
+/// Process-wide event counters (monotonic).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Probe hits skipped because the thread was already running a handler.
+    pub skipped_reentrant: u64,
+    /// uretprobes skipped because the thread's shadow stack was full.
+    pub shadow_stack_overflows: u64,
+    /// uretprobes not reported because an exception or cancellation
+    /// unwound their frame (the real return address was restored).
+    pub uretprobes_lost_to_unwinding: u64,
+    /// Probe hits skipped because more threads than supported hit probes.
+    pub thread_slots_exhausted: u64,
+}
+
+pub fn counters() -> Counters {
+    Counters {
+        skipped_reentrant: thread_state::SKIPPED_REENTRANT.load(Ordering::Relaxed),
+        shadow_stack_overflows: thread_state::SHADOW_STACK_OVERFLOWS.load(Ordering::Relaxed),
+        uretprobes_lost_to_unwinding: uretprobe::LOST_TO_UNWINDING.load(Ordering::Relaxed),
+        thread_slots_exhausted: thread_state::THREAD_SLOTS_EXHAUSTED.load(Ordering::Relaxed),
+    }
+}

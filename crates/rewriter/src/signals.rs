@@ -1,0 +1,403 @@
+//! The SIGTRAP side of the rewriter:
+//! - breakpoints (`int3`) of sites being patched or unpatched, which send the
+//!   thread to the trampoline or to the relocated original instructions;
+//! - breakpoints of sites that use the slow `int3` probe (prologues that
+//!   cannot be relocated): handlers run in the signal handler, then the
+//!   displaced instruction runs out of line (a displaced `call` is emulated);
+//! - the rendezvous: a SIGTRAP queued to every other thread with a magic
+//!   value, whose handler serializes the core (`cpuid`) and moves a thread
+//!   that was stopped between the displaced instructions of a prologue being
+//!   patched to the same point of their relocated copy;
+//! - every other SIGTRAP goes to the handler the application had installed
+//!   (or gets the default action), so the app's own signal use is unchanged.
+//!
+//! The breakpoint table is a fixed open-addressing array written under the
+//! registry lock and read lock-free; entries are never removed (sites live
+//! for the whole process), so lookups always terminate.
+
+use crate::error::{Error, Result};
+use crate::probes::Site;
+use crate::regs::{PtRegs, USER_CS, USER_SS};
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const TABLE_SIZE: usize = 8192;
+static TABLE_KEYS: [AtomicUsize; TABLE_SIZE] = [const { AtomicUsize::new(0) }; TABLE_SIZE];
+static TABLE_SITES: [AtomicPtr<Site>; TABLE_SIZE] = [const { AtomicPtr::new(std::ptr::null_mut()) }; TABLE_SIZE];
+static TABLE_USED: AtomicUsize = AtomicUsize::new(0);
+
+/// What a thread that traps on one of our breakpoints does.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TrapAction {
+    /// Not ours any more: re-execute the (restored) original instruction.
+    Retired = 0,
+    /// Patch in progress with handlers installed: go to the trampoline.
+    ToTrampoline = 1,
+    /// Unpatch in progress: run the relocated original instructions.
+    ToOriginal = 2,
+    /// Slow probe: run the handlers here, then the displaced instruction.
+    RunHandlers = 3,
+}
+
+impl TrapAction {
+    pub(crate) fn from_u8(v: u8) -> TrapAction {
+        match v {
+            1 => TrapAction::ToTrampoline,
+            2 => TrapAction::ToOriginal,
+            3 => TrapAction::RunHandlers,
+            _ => TrapAction::Retired,
+        }
+    }
+}
+
+fn hash(address: usize) -> usize {
+    (address.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 20) % TABLE_SIZE
+}
+
+/// Registers `site` as owner of the breakpoint at `address` (idempotent).
+pub(crate) fn register_breakpoint(address: usize, site: &'static Site) -> Result<()> {
+    let mut i = hash(address);
+    for _ in 0..TABLE_SIZE {
+        let key = TABLE_KEYS[i].load(Ordering::Acquire);
+        if key == address {
+            TABLE_SITES[i].store(site as *const Site as *mut Site, Ordering::Release);
+            return Ok(());
+        }
+        if key == 0 {
+            TABLE_SITES[i].store(site as *const Site as *mut Site, Ordering::Release);
+            TABLE_KEYS[i].store(address, Ordering::Release);
+            TABLE_USED.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        i = (i + 1) % TABLE_SIZE;
+    }
+    Err(Error::BreakpointTableFull(TABLE_SIZE))
+}
+
+fn lookup_breakpoint(address: usize) -> Option<&'static Site> {
+    let mut i = hash(address);
+    for _ in 0..TABLE_SIZE {
+        let key = TABLE_KEYS[i].load(Ordering::Acquire);
+        if key == address {
+            let site = TABLE_SITES[i].load(Ordering::Acquire);
+            // SAFETY: sites are leaked `&'static Site`s, never freed.
+            return unsafe { site.as_ref() };
+        }
+        if key == 0 {
+            return None;
+        }
+        i = (i + 1) % TABLE_SIZE;
+    }
+    None
+}
+
+/// The application's SIGTRAP disposition before ours.
+static PREVIOUS_ACTION: Mutex<Option<libc::sigaction>> = Mutex::new(None);
+/// Copy of the previous handler readable from the signal handler.
+static PREVIOUS_HANDLER: AtomicUsize = AtomicUsize::new(libc::SIG_DFL);
+static PREVIOUS_FLAGS: AtomicUsize = AtomicUsize::new(0);
+
+/// Installs the SIGTRAP handler (again, if the application replaced it since).
+pub(crate) fn install() -> Result<()> {
+    let mut previous = PREVIOUS_ACTION.lock().unwrap_or_else(|e| e.into_inner());
+    // SAFETY: querying the current disposition into a zeroed struct.
+    let mut current: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointers.
+    if unsafe { libc::sigaction(libc::SIGTRAP, std::ptr::null(), &mut current) } != 0 {
+        return Err(Error::sys("sigaction(SIGTRAP) query"));
+    }
+    if current.sa_sigaction == on_sigtrap as *const () as usize {
+        return Ok(());
+    }
+    // SAFETY: building a sigaction for our handler. SA_NODEFER: a breakpoint
+    // hit inside our handler must not find SIGTRAP blocked (the kernel would
+    // then reset it to the default action and kill the process).
+    let mut ours: libc::sigaction = unsafe { std::mem::zeroed() };
+    ours.sa_sigaction = on_sigtrap as *const () as usize;
+    ours.sa_flags = libc::SA_SIGINFO | libc::SA_NODEFER | libc::SA_RESTART | libc::SA_ONSTACK;
+    // SAFETY: valid pointers; `ours.sa_mask` is empty (zeroed).
+    if unsafe { libc::sigaction(libc::SIGTRAP, &ours, std::ptr::null_mut()) } != 0 {
+        return Err(Error::sys("sigaction(SIGTRAP) install"));
+    }
+    PREVIOUS_FLAGS.store(current.sa_flags as usize, Ordering::Relaxed);
+    PREVIOUS_HANDLER.store(current.sa_sigaction, Ordering::Release);
+    *previous = Some(current);
+    Ok(())
+}
+
+/// `si_value` of rendezvous signals: magic in the high half, generation low.
+const RENDEZVOUS_MAGIC: u64 = 0x7573_6266_0000_0000; // "usbf"
+static RENDEZVOUS_GENERATION: AtomicU64 = AtomicU64::new(0);
+static RENDEZVOUS_ACKS: AtomicUsize = AtomicUsize::new(0);
+/// Interior redirection of the rendezvous in progress (null: none).
+static INTERIOR: AtomicPtr<Interior> = AtomicPtr::new(std::ptr::null_mut());
+
+/// The inside of a prologue being patched: a thread stopped at
+/// `start + boundaries[i].0` resumes at `boundaries[i].1`.
+pub(crate) struct Interior {
+    pub start: usize,
+    pub length: usize,
+    pub boundaries: Vec<(usize, usize)>,
+}
+
+impl Interior {
+    fn redirect(&self, ip: usize) -> Option<usize> {
+        if ip <= self.start || ip >= self.start + self.length {
+            return None;
+        }
+        self.boundaries.iter().find(|(offset, _)| self.start + offset == ip).map(|&(_, to)| to)
+    }
+}
+
+/// Runs the rendezvous handler on every other thread of the process and
+/// waits for all of them. With `interior`, threads stopped inside it are
+/// moved to the relocated copy; threads that block SIGTRAP are instead
+/// checked through `/proc/self/task/*/syscall` (they must be sleeping
+/// outside the interior). Returns how many threads were signalled.
+pub(crate) fn rendezvous(interior: Option<&Interior>) -> Result<usize> {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    install()?;
+    let generation = RENDEZVOUS_GENERATION.fetch_add(1, Ordering::AcqRel) + 1;
+    RENDEZVOUS_ACKS.store(0, Ordering::Release);
+    INTERIOR.store(interior.map_or(std::ptr::null_mut(), |i| i as *const Interior as *mut Interior), Ordering::Release);
+    let result = signal_all_and_wait(generation, interior);
+    INTERIOR.store(std::ptr::null_mut(), Ordering::Release);
+    result
+}
+
+fn signal_all_and_wait(generation: u64, interior: Option<&Interior>) -> Result<usize> {
+    // SAFETY: trivial libc calls.
+    let (pid, me) = unsafe { (libc::getpid(), libc::gettid()) };
+    let address = interior.map_or(0, |i| i.start);
+    let tasks = std::fs::read_dir("/proc/self/task").map_err(|source| Error::Io { path: "/proc/self/task".into(), source })?;
+    let mut sent = 0usize;
+    let mut blocked_threads = Vec::new();
+    for task in tasks.flatten() {
+        let Some(tid) = task.file_name().to_str().and_then(|s| s.parse::<libc::pid_t>().ok()) else { continue };
+        if tid == me {
+            continue;
+        }
+        if thread_blocks_sigtrap(tid) {
+            blocked_threads.push(tid);
+            continue;
+        }
+        // SAFETY: zeroed siginfo filled as rt_tgsigqueueinfo expects for SI_QUEUE.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        info.si_signo = libc::SIGTRAP;
+        info.si_code = libc::SI_QUEUE;
+        // SAFETY: writing the sender fields of the SI_QUEUE union member
+        // (pid at offset 16, uid at 20, value at 24 on x86-64).
+        unsafe {
+            let base = &mut info as *mut libc::siginfo_t as *mut u8;
+            *(base.add(16) as *mut i32) = pid;
+            *(base.add(20) as *mut u32) = libc::getuid();
+            *(base.add(24) as *mut u64) = RENDEZVOUS_MAGIC | (generation & 0xffff_ffff);
+        }
+        // SAFETY: valid siginfo pointer.
+        let r = unsafe { libc::syscall(libc::SYS_rt_tgsigqueueinfo, pid, tid, libc::SIGTRAP, &info) };
+        if r == 0 {
+            sent += 1;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while RENDEZVOUS_ACKS.load(Ordering::Acquire) < sent {
+        if Instant::now() > deadline {
+            return Err(Error::ThreadsNotQuiescent {
+                address,
+                reason: format!(
+                    "{} of {sent} threads did not answer the SIGTRAP rendezvous within 5 s",
+                    sent - RENDEZVOUS_ACKS.load(Ordering::Acquire)
+                ),
+            });
+        }
+        std::thread::yield_now();
+    }
+    for tid in blocked_threads {
+        check_sleeping_thread(tid, interior)?;
+    }
+    Ok(sent)
+}
+
+fn thread_blocks_sigtrap(tid: libc::pid_t) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")) else { return false };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigBlk:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (libc::SIGTRAP - 1)) != 0)
+}
+
+/// A thread that blocks SIGTRAP must be asleep with its user instruction
+/// pointer outside the interior (kernel: `/proc/<tid>/syscall`).
+fn check_sleeping_thread(tid: libc::pid_t, interior: Option<&Interior>) -> Result<()> {
+    let address = interior.map_or(0, |i| i.start);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")) else {
+            return Ok(()); // the thread exited
+        };
+        let fields: Vec<&str> = text.split_whitespace().collect();
+        if fields.first() != Some(&"running") {
+            let pc = fields.last().and_then(|pc| usize::from_str_radix(pc.trim_start_matches("0x"), 16).ok());
+            let Some(pc) = pc else {
+                return Err(Error::ThreadsNotQuiescent { address, reason: format!("cannot parse /proc/self/task/{tid}/syscall") });
+            };
+            if interior.is_none_or(|i| i.redirect(pc).is_none()) {
+                // Sleeping threads run no user code until they are woken,
+                // and they enter the kernel serialized: nothing more to do.
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(Error::ThreadsNotQuiescent {
+                address,
+                reason: format!("thread {tid} blocks SIGTRAP and kept running or stayed inside the patched bytes"),
+            });
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// The SIGTRAP handler.
+extern "C" fn on_sigtrap(signal: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
+    // SAFETY: the kernel passes valid siginfo and ucontext pointers to an
+    // SA_SIGINFO handler.
+    let (info_ref, uc) = unsafe { (&*info, &mut *(context as *mut libc::ucontext_t)) };
+    if info_ref.si_code == libc::SI_QUEUE {
+        // SAFETY: reading the SI_QUEUE sender fields (see signal_all_and_wait).
+        let (pid, value) = unsafe {
+            let base = info as *const u8;
+            (*(base.add(16) as *const i32), *(base.add(24) as *const u64))
+        };
+        // SAFETY: getpid has no preconditions.
+        if pid == unsafe { libc::getpid() } && value & 0xffff_ffff_0000_0000 == RENDEZVOUS_MAGIC {
+            on_rendezvous(value & 0xffff_ffff, uc);
+            return;
+        }
+    }
+    if info_ref.si_code == libc::SI_KERNEL && handle_breakpoint(uc) {
+        return;
+    }
+    chain_to_application(signal, info, context);
+}
+
+fn on_rendezvous(generation: u64, uc: &mut libc::ucontext_t) {
+    let interior = INTERIOR.load(Ordering::Acquire);
+    // SAFETY: INTERIOR points to the `Interior` the rendezvous caller keeps
+    // alive until every thread has acknowledged.
+    if let Some(interior) = unsafe { interior.as_ref() } {
+        let ip = uc.uc_mcontext.gregs[libc::REG_RIP as usize] as usize;
+        if let Some(to) = interior.redirect(ip) {
+            uc.uc_mcontext.gregs[libc::REG_RIP as usize] = to as i64;
+        }
+    }
+    // cpuid is a serializing instruction (available on every x86-64).
+    core::arch::x86_64::__cpuid(0);
+    if generation == RENDEZVOUS_GENERATION.load(Ordering::Acquire) & 0xffff_ffff {
+        RENDEZVOUS_ACKS.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// Handles an `int3` trap at one of our sites; false if it is not ours.
+fn handle_breakpoint(uc: &mut libc::ucontext_t) -> bool {
+    let ip = uc.uc_mcontext.gregs[libc::REG_RIP as usize] as usize;
+    let breakpoint = ip.wrapping_sub(1);
+    let Some(site) = lookup_breakpoint(breakpoint) else { return false };
+    match site.trap_action() {
+        TrapAction::ToTrampoline => set_ip(uc, site.trampoline_entry()),
+        TrapAction::ToOriginal => set_ip(uc, site.original_copy()),
+        TrapAction::RunHandlers => run_breakpoint_probe(site, uc),
+        TrapAction::Retired => {
+            // SAFETY: `breakpoint` is inside the code of a site we patched.
+            let byte = unsafe { std::ptr::read_volatile(breakpoint as *const u8) };
+            if byte == 0xcc {
+                return false; // an int3 someone else wrote there since
+            }
+            set_ip(uc, breakpoint);
+        }
+    }
+    true
+}
+
+fn set_ip(uc: &mut libc::ucontext_t, ip: usize) {
+    uc.uc_mcontext.gregs[libc::REG_RIP as usize] = ip as i64;
+}
+
+const GREG_ORDER: [(usize, fn(&mut PtRegs) -> &mut u64); 16] = [
+    (libc::REG_R15 as usize, |r| &mut r.r15),
+    (libc::REG_R14 as usize, |r| &mut r.r14),
+    (libc::REG_R13 as usize, |r| &mut r.r13),
+    (libc::REG_R12 as usize, |r| &mut r.r12),
+    (libc::REG_RBP as usize, |r| &mut r.bp),
+    (libc::REG_RBX as usize, |r| &mut r.bx),
+    (libc::REG_R11 as usize, |r| &mut r.r11),
+    (libc::REG_R10 as usize, |r| &mut r.r10),
+    (libc::REG_R9 as usize, |r| &mut r.r9),
+    (libc::REG_R8 as usize, |r| &mut r.r8),
+    (libc::REG_RAX as usize, |r| &mut r.ax),
+    (libc::REG_RCX as usize, |r| &mut r.cx),
+    (libc::REG_RDX as usize, |r| &mut r.dx),
+    (libc::REG_RSI as usize, |r| &mut r.si),
+    (libc::REG_RDI as usize, |r| &mut r.di),
+    (libc::REG_RSP as usize, |r| &mut r.sp),
+];
+
+/// Slow probe: build `pt_regs` from the signal context, run the handlers,
+/// then continue with the displaced instruction. The kernel saved the full
+/// register and vector state in the signal frame and restores it.
+fn run_breakpoint_probe(site: &'static Site, uc: &mut libc::ucontext_t) {
+    let mut regs = PtRegs::default();
+    for (index, field) in GREG_ORDER {
+        *field(&mut regs) = uc.uc_mcontext.gregs[index] as u64;
+    }
+    regs.ip = site.function_address() as u64;
+    regs.flags = uc.uc_mcontext.gregs[libc::REG_EFL as usize] as u64;
+    regs.orig_ax = u64::MAX;
+    regs.cs = USER_CS;
+    regs.ss = USER_SS;
+    // SAFETY: `regs` is a valid PtRegs for the duration of the call.
+    unsafe { crate::probes::dispatch_entry(&mut regs, site) };
+    match site.displaced_call() {
+        Some((target, return_to)) => {
+            // Emulate `call target`: push the original return address.
+            let sp = uc.uc_mcontext.gregs[libc::REG_RSP as usize] as usize - 8;
+            // SAFETY: the thread's stack grows into memory below sp, which
+            // is what the call instruction itself would have written.
+            unsafe { (sp as *mut usize).write(return_to) };
+            uc.uc_mcontext.gregs[libc::REG_RSP as usize] = sp as i64;
+            set_ip(uc, target);
+        }
+        None => set_ip(uc, site.original_copy()),
+    }
+}
+
+fn chain_to_application(signal: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
+    let handler = PREVIOUS_HANDLER.load(Ordering::Acquire);
+    let flags = PREVIOUS_FLAGS.load(Ordering::Relaxed) as libc::c_int;
+    if handler == libc::SIG_IGN {
+        return;
+    }
+    if handler == libc::SIG_DFL {
+        // Default action of SIGTRAP: terminate with a core dump, exactly as
+        // without us. Restore it and re-raise (SIGTRAP is not blocked inside
+        // our handler thanks to SA_NODEFER).
+        // SAFETY: async-signal-safe libc calls.
+        unsafe {
+            libc::signal(libc::SIGTRAP, libc::SIG_DFL);
+            libc::raise(libc::SIGTRAP);
+        }
+        return;
+    }
+    if flags & libc::SA_SIGINFO != 0 {
+        // SAFETY: the application installed this three-argument handler.
+        let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) = unsafe { std::mem::transmute(handler) };
+        f(signal, info, context);
+    } else {
+        // SAFETY: the application installed this one-argument handler.
+        let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(handler) };
+        f(signal);
+    }
+}

@@ -1,0 +1,276 @@
+//! Per-thread probe state: the re-entrancy guard, the grace period that lets
+//! `detach` know no thread still runs a removed handler, and the uretprobe
+//! shadow stack.
+//!
+//! Each thread that hits a probe claims a slot of a static array (no
+//! allocation, ever) and keeps a pointer to it in a `const`-initialised
+//! thread-local. A pthread key destructor frees the slot when the thread
+//! exits; a `pthread_atfork` child handler frees the slots of threads that do
+//! not exist in the child.
+//!
+//! Grace period (quiescent-state RCU, as liburcu's membarrier flavour): the
+//! slot's `sequence` is odd while the thread runs probe handlers. A thread
+//! makes it odd *before* loading a site's handler list and even after its
+//! last use. `synchronize` (writer, after swapping the list pointer) issues
+//! `membarrier(PRIVATE_EXPEDITED)`, which orders every running thread's
+//! earlier store of `sequence` before our later loads and our earlier swap
+//! before their later loads, then waits for every odd slot to change. A
+//! thread found even either is outside any handler or will load the new list;
+//! a thread found odd is waited for. Without membarrier, readers issue a
+//! full fence after making `sequence` odd.
+
+use std::cell::{Cell, UnsafeCell};
+use std::sync::atomic::{compiler_fence, fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+/// Threads that can be inside probes at once; more are skipped (counted).
+pub(crate) const MAX_THREADS: usize = 4096;
+/// Nested uretprobe frames per thread; deeper calls skip the uretprobe.
+pub(crate) const SHADOW_STACK_DEPTH: usize = 64;
+
+/// One hijacked return: where the real return address was and what it was.
+#[derive(Clone, Copy)]
+pub(crate) struct ShadowEntry {
+    /// Stack address that held the return address (the sp at entry).
+    pub slot_address: usize,
+    pub return_address: usize,
+    pub site: *const crate::probes::Site,
+}
+
+const EMPTY_ENTRY: ShadowEntry = ShadowEntry { slot_address: 0, return_address: 0, site: std::ptr::null() };
+
+#[repr(C, align(64))]
+pub(crate) struct ThreadSlot {
+    /// Kernel thread id of the owner; 0 when free.
+    owner: AtomicU32,
+    /// Odd while the owner runs probe handlers.
+    sequence: AtomicU64,
+    shadow_len: Cell<usize>,
+    shadow: UnsafeCell<[ShadowEntry; SHADOW_STACK_DEPTH]>,
+}
+
+// SAFETY: `shadow_len` and `shadow` are only touched by the owning thread
+// (and by its own signal handlers, which run only while the thread holds the
+// odd sequence or is in code that does not touch them); the other fields are
+// atomics.
+unsafe impl Sync for ThreadSlot {}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const FREE_SLOT: ThreadSlot = ThreadSlot {
+    owner: AtomicU32::new(0),
+    sequence: AtomicU64::new(0),
+    shadow_len: Cell::new(0),
+    shadow: UnsafeCell::new([EMPTY_ENTRY; SHADOW_STACK_DEPTH]),
+};
+static SLOTS: [ThreadSlot; MAX_THREADS] = [FREE_SLOT; MAX_THREADS];
+/// Slots at or above this index have never been used.
+static SLOTS_HIGH_WATER: AtomicUsize = AtomicUsize::new(0);
+/// Whether readers must fence themselves (no membarrier).
+static READERS_FENCE: AtomicBool = AtomicBool::new(false);
+static EXIT_KEY: AtomicU32 = AtomicU32::new(u32::MAX);
+
+thread_local! {
+    static CURRENT: Cell<*const ThreadSlot> = const { Cell::new(std::ptr::null()) };
+}
+
+pub(crate) static SKIPPED_REENTRANT: AtomicU64 = AtomicU64::new(0);
+pub(crate) static THREAD_SLOTS_EXHAUSTED: AtomicU64 = AtomicU64::new(0);
+pub(crate) static SHADOW_STACK_OVERFLOWS: AtomicU64 = AtomicU64::new(0);
+
+/// One-time setup, called under the registry lock before the first patch.
+pub(crate) fn init(readers_must_fence: bool) {
+    READERS_FENCE.store(readers_must_fence, Ordering::Relaxed);
+    if EXIT_KEY.load(Ordering::Relaxed) != u32::MAX {
+        return;
+    }
+    let mut key: libc::pthread_key_t = 0;
+    // SAFETY: plain libc calls with valid pointers; the destructor and fork
+    // handler are `extern "C"` functions of this module.
+    unsafe {
+        if libc::pthread_key_create(&mut key, Some(release_on_exit)) == 0 {
+            EXIT_KEY.store(key, Ordering::Relaxed);
+        }
+        libc::pthread_atfork(None, None, Some(release_after_fork));
+    }
+}
+
+extern "C" fn release_on_exit(slot: *mut libc::c_void) {
+    let slot = slot as *const ThreadSlot;
+    // SAFETY: the value was set by `claim_slot` to an element of SLOTS.
+    let slot = unsafe { &*slot };
+    slot.shadow_len.set(0);
+    slot.owner.store(0, Ordering::Release);
+}
+
+extern "C" fn release_after_fork() {
+    // SAFETY: gettid has no preconditions.
+    let me = unsafe { libc::gettid() } as u32;
+    for slot in &SLOTS[..SLOTS_HIGH_WATER.load(Ordering::Relaxed)] {
+        let owner = slot.owner.load(Ordering::Relaxed);
+        if owner != 0 {
+            if owner == me {
+                continue;
+            }
+            slot.sequence.store(0, Ordering::Relaxed);
+            slot.owner.store(0, Ordering::Relaxed);
+        }
+    }
+    // The forking thread keeps its slot but has a new tid in the child.
+    let current = CURRENT.with(|c| c.get());
+    if !current.is_null() {
+        // SAFETY: CURRENT always points into SLOTS.
+        unsafe { &*current }.owner.store(me, Ordering::Relaxed);
+    }
+}
+
+#[cold]
+fn claim_slot() -> Option<&'static ThreadSlot> {
+    // SAFETY: gettid has no preconditions.
+    let me = unsafe { libc::gettid() } as u32;
+    for (i, slot) in SLOTS.iter().enumerate() {
+        if slot.owner.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+            SLOTS_HIGH_WATER.fetch_max(i + 1, Ordering::Release);
+            slot.shadow_len.set(0);
+            CURRENT.with(|c| c.set(slot));
+            let key = EXIT_KEY.load(Ordering::Relaxed);
+            if key != u32::MAX {
+                // SAFETY: valid key; keys below PTHREAD_KEY_2NDLEVEL_SIZE do
+                // not allocate in glibc.
+                unsafe { libc::pthread_setspecific(key, slot as *const ThreadSlot as *const libc::c_void) };
+            }
+            return Some(slot);
+        }
+    }
+    THREAD_SLOTS_EXHAUSTED.fetch_add(1, Ordering::Relaxed);
+    None
+}
+
+/// The calling thread's slot (claimed on first use).
+#[inline]
+pub(crate) fn current_slot() -> Option<&'static ThreadSlot> {
+    let slot = CURRENT.with(|c| c.get());
+    if slot.is_null() {
+        return claim_slot();
+    }
+    // SAFETY: CURRENT only ever holds pointers into SLOTS.
+    Some(unsafe { &*slot })
+}
+
+/// Proof that the calling thread is inside a probe (its sequence is odd).
+pub(crate) struct InProbe {
+    slot: &'static ThreadSlot,
+    sequence: u64,
+}
+
+impl InProbe {
+    /// Enters probe context, or returns `None` if this thread is already in
+    /// one (re-entrancy: the hit is counted and skipped) or has no slot.
+    #[inline]
+    pub(crate) fn enter() -> Option<InProbe> {
+        let slot = current_slot()?;
+        let sequence = slot.sequence.load(Ordering::Relaxed);
+        if sequence & 1 == 1 {
+            SKIPPED_REENTRANT.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        slot.sequence.store(sequence + 1, Ordering::Relaxed);
+        if READERS_FENCE.load(Ordering::Relaxed) {
+            fence(Ordering::SeqCst);
+        } else {
+            compiler_fence(Ordering::SeqCst);
+        }
+        Some(InProbe { slot, sequence: sequence + 1 })
+    }
+
+    pub(crate) fn slot(&self) -> &'static ThreadSlot {
+        self.slot
+    }
+}
+
+impl Drop for InProbe {
+    #[inline]
+    fn drop(&mut self) {
+        self.slot.sequence.store(self.sequence + 1, Ordering::Release);
+    }
+}
+
+/// Whether the calling thread is running probe handlers right now.
+pub(crate) fn in_probe() -> bool {
+    let slot = CURRENT.with(|c| c.get());
+    // SAFETY: CURRENT only ever holds pointers into SLOTS.
+    !slot.is_null() && unsafe { &*slot }.sequence.load(Ordering::Relaxed) & 1 == 1
+}
+
+/// Waits until no thread can still be running a handler it found before the
+/// caller's last pointer swap. Must not be called from inside a probe.
+pub(crate) fn synchronize() {
+    let heavy = crate::memory::heavy_barrier();
+    if !heavy {
+        fence(Ordering::SeqCst);
+    }
+    let me = CURRENT.with(|c| c.get());
+    let used = SLOTS_HIGH_WATER.load(Ordering::Acquire);
+    for slot in &SLOTS[..used] {
+        if std::ptr::eq(slot, me) || slot.owner.load(Ordering::Acquire) == 0 {
+            continue;
+        }
+        let seen = slot.sequence.load(Ordering::Acquire);
+        if seen & 1 == 0 {
+            continue;
+        }
+        let mut spins = 0u32;
+        while slot.sequence.load(Ordering::Acquire) == seen && slot.owner.load(Ordering::Acquire) != 0 {
+            spins += 1;
+            if spins < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
+impl ThreadSlot {
+    /// Pushes a hijacked return. Returns false when the stack is full even
+    /// after dropping entries of frames that are already gone (deeper than
+    /// the new frame: abandoned by `longjmp`).
+    pub(crate) fn push_return(&self, entry: ShadowEntry) -> bool {
+        // SAFETY: only the owning thread touches its shadow stack, inside a probe.
+        let shadow = unsafe { &mut *self.shadow.get() };
+        let mut len = self.shadow_len.get();
+        if len == SHADOW_STACK_DEPTH {
+            while len > 0 && shadow[len - 1].slot_address <= entry.slot_address {
+                len -= 1;
+            }
+        }
+        if len == SHADOW_STACK_DEPTH {
+            self.shadow_len.set(len);
+            SHADOW_STACK_OVERFLOWS.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        shadow[len] = entry;
+        self.shadow_len.set(len + 1);
+        true
+    }
+
+    /// Pops the entry of the frame whose return-address slot is
+    /// `slot_address`, dropping entries above it (frames unwound by
+    /// `longjmp` without returning). `None` if no entry matches.
+    pub(crate) fn pop_return(&self, slot_address: usize) -> Option<ShadowEntry> {
+        // SAFETY: only the owning thread touches its shadow stack.
+        let shadow = unsafe { &*self.shadow.get() };
+        let len = self.shadow_len.get();
+        let index = (0..len).rev().find(|&i| shadow[i].slot_address == slot_address)?;
+        self.shadow_len.set(index);
+        Some(shadow[index])
+    }
+
+    /// Removes every entry, handing each to `f` newest first.
+    pub(crate) fn drain_returns(&self, mut f: impl FnMut(&ShadowEntry)) {
+        // SAFETY: only the owning thread touches its shadow stack.
+        let shadow = unsafe { &*self.shadow.get() };
+        for entry in shadow[..self.shadow_len.get()].iter().rev() {
+            f(entry);
+        }
+        self.shadow_len.set(0);
+    }
+}

@@ -1,0 +1,173 @@
+//! Attach/detach on functions of this test binary: symbol and address
+//! resolution, uprobe and uretprobe register contents, the breakpoint
+//! fallback, several probes per function, and argument-register preservation.
+
+use rewriter::{attach_uprobe, attach_uretprobe, detach, maps::FileRef, Mechanism, PtRegs};
+use std::ffi::c_void;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// Tests patch shared functions: run them one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+#[derive(Default)]
+struct Seen {
+    hits: AtomicU64,
+    di: AtomicU64,
+    si: AtomicU64,
+    ax: AtomicU64,
+    ip: AtomicU64,
+    sp: AtomicU64,
+}
+
+unsafe extern "C" fn record(regs: *mut PtRegs, data: *mut c_void) {
+    let (regs, seen) = unsafe { (&*regs, &*(data as *const Seen)) };
+    seen.hits.fetch_add(1, Ordering::SeqCst);
+    seen.di.store(regs.di, Ordering::SeqCst);
+    seen.si.store(regs.si, Ordering::SeqCst);
+    seen.ax.store(regs.ax, Ordering::SeqCst);
+    seen.ip.store(regs.ip, Ordering::SeqCst);
+    seen.sp.store(regs.sp, Ordering::SeqCst);
+}
+
+fn data(seen: &Seen) -> *mut c_void {
+    seen as *const Seen as *mut c_void
+}
+
+/// Big enough to get a trampoline: several instructions before any branch.
+#[inline(never)]
+#[no_mangle]
+pub extern "C" fn rewriter_test_mix(a: u64, b: u64) -> u64 {
+    let mut x = black_box(a).wrapping_mul(31);
+    for i in 0..black_box(b) {
+        x = x.rotate_left(3) ^ i;
+    }
+    black_box(x)
+}
+
+/// `lea eax, [rdi+rsi]; ret`: 4 bytes, shorter than the 5-byte jump.
+#[unsafe(naked)]
+#[no_mangle]
+pub extern "C" fn rewriter_test_tiny(a: u64, b: u64) -> u64 {
+    core::arch::naked_asm!("lea eax, [rdi + rsi]", "ret")
+}
+
+#[inline(never)]
+#[no_mangle]
+pub extern "C" fn rewriter_test_float(a: f64, b: f64, c: u64) -> f64 {
+    black_box(a * 2.0 + b / 4.0 + c as f64)
+}
+
+fn expected_mix(a: u64, b: u64) -> u64 {
+    let mut x = a.wrapping_mul(31);
+    for i in 0..b {
+        x = x.rotate_left(3) ^ i;
+    }
+    x
+}
+
+#[test]
+fn symbol_file_offset_and_running_address_agree() {
+    let exe = std::env::current_exe().unwrap();
+    let offset = rewriter::elf::resolve_symbol(&exe, "rewriter_test_mix").unwrap();
+    let address = rewriter::maps::file_offset_to_address(FileRef::Path(&exe), offset).unwrap();
+    assert_eq!(address, rewriter_test_mix as *const () as usize);
+    // Same answer by device and inode.
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(&exe).unwrap();
+    let by_inode = rewriter::maps::file_offset_to_address(FileRef::DevIno { dev: meta.dev(), ino: meta.ino() }, offset).unwrap();
+    assert_eq!(by_inode, address);
+    let functions = rewriter::elf::list_functions(&exe).unwrap();
+    assert!(functions.iter().any(|f| f.name == "rewriter_test_tiny" && f.size > 0));
+    assert!(matches!(
+        rewriter::elf::resolve_symbol(&exe, "no_such_function_here"),
+        Err(rewriter::Error::SymbolNotFound { .. })
+    ));
+}
+
+#[test]
+fn uprobe_sees_arguments_ip_and_entry_sp_then_detaches() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let address = rewriter_test_mix as *const () as usize;
+    let seen = Seen::default();
+    let id = unsafe { attach_uprobe(address, record, data(&seen)) }.unwrap();
+    assert_eq!(rewriter::mechanism(id).unwrap(), Mechanism::Trampoline);
+    for i in 0..10 {
+        assert_eq!(rewriter_test_mix(black_box(i), black_box(7)), expected_mix(i, 7));
+    }
+    assert_eq!(seen.hits.load(Ordering::SeqCst), 10);
+    assert_eq!(seen.di.load(Ordering::SeqCst), 9);
+    assert_eq!(seen.si.load(Ordering::SeqCst), 7);
+    assert_eq!(seen.ip.load(Ordering::SeqCst) as usize, address);
+    // At entry, sp points at the return address: 8 mod 16 under the ABI.
+    assert_eq!(seen.sp.load(Ordering::SeqCst) % 16, 8);
+    detach(id).unwrap();
+    rewriter_test_mix(1, 2);
+    assert_eq!(seen.hits.load(Ordering::SeqCst), 10);
+    assert!(matches!(detach(id), Err(rewriter::Error::UnknownProbe(_))));
+}
+
+#[test]
+fn uretprobe_sees_return_value_and_return_address() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let address = rewriter_test_mix as *const () as usize;
+    let seen = Seen::default();
+    let id = unsafe { attach_uretprobe(address, record, data(&seen)) }.unwrap();
+    let result = rewriter_test_mix(black_box(5), black_box(3));
+    assert_eq!(result, expected_mix(5, 3));
+    assert_eq!(seen.hits.load(Ordering::SeqCst), 1);
+    assert_eq!(seen.ax.load(Ordering::SeqCst), result);
+    let ip = seen.ip.load(Ordering::SeqCst) as usize;
+    let this = uretprobe_sees_return_value_and_return_address as *const () as usize;
+    assert!(ip > this && ip < this + 4096, "return address {ip:#x} is not in the caller");
+    detach(id).unwrap();
+    rewriter_test_mix(5, 3);
+    assert_eq!(seen.hits.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn short_function_falls_back_to_a_breakpoint() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let address = rewriter_test_tiny as *const () as usize;
+    let entry = Seen::default();
+    let ret = Seen::default();
+    let id = unsafe { attach_uprobe(address, record, data(&entry)) }.unwrap();
+    let rid = unsafe { attach_uretprobe(address, record, data(&ret)) }.unwrap();
+    match rewriter::mechanism(id).unwrap() {
+        Mechanism::Breakpoint { reason } => assert!(reason.contains("shorter"), "{reason}"),
+        other => panic!("expected the breakpoint fallback, got {other:?}"),
+    }
+    let f: extern "C" fn(u64, u64) -> u64 = black_box(rewriter_test_tiny);
+    assert_eq!(f(40, 2), 42);
+    assert_eq!(entry.hits.load(Ordering::SeqCst), 1);
+    assert_eq!((entry.di.load(Ordering::SeqCst), entry.si.load(Ordering::SeqCst)), (40, 2));
+    assert_eq!(entry.ip.load(Ordering::SeqCst) as usize, address);
+    assert_eq!(ret.hits.load(Ordering::SeqCst), 1);
+    assert_eq!(ret.ax.load(Ordering::SeqCst), 42);
+    detach(rid).unwrap();
+    detach(id).unwrap();
+    assert_eq!(f(1, 2), 3);
+    assert_eq!(entry.hits.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn several_probes_in_any_order_and_float_arguments_survive() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let address = rewriter_test_float as *const () as usize;
+    let (a, b, c) = (Seen::default(), Seen::default(), Seen::default());
+    let ia = unsafe { attach_uprobe(address, record, data(&a)) }.unwrap();
+    let ic = unsafe { attach_uretprobe(address, record, data(&c)) }.unwrap();
+    let ib = unsafe { attach_uprobe(address, record, data(&b)) }.unwrap();
+    let f: extern "C" fn(f64, f64, u64) -> f64 = black_box(rewriter_test_float);
+    assert_eq!(f(1.5, 8.0, 3), 1.5 * 2.0 + 2.0 + 3.0);
+    detach(ia).unwrap();
+    assert_eq!(f(1.0, 4.0, 1), 4.0);
+    detach(ic).unwrap();
+    assert_eq!(f(1.0, 4.0, 1), 4.0);
+    detach(ib).unwrap();
+    assert_eq!(f(1.0, 4.0, 1), 4.0);
+    assert_eq!(a.hits.load(Ordering::SeqCst), 1);
+    assert_eq!(b.hits.load(Ordering::SeqCst), 3);
+    assert_eq!(c.hits.load(Ordering::SeqCst), 2);
+}
