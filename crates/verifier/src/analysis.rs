@@ -15,7 +15,7 @@ use crate::cfg::Cfg;
 use crate::error::{Reject, E2BIG, EBADF};
 use crate::helpers::{helper, ArgKind, RetKind};
 use crate::log::{alu_op_name, Log};
-use crate::maps::MapDesc;
+use crate::maps::{MapDesc, Maps};
 use crate::prog_type::ProgType;
 use crate::scalar::{self, Scalar};
 use crate::state::{Frame, Kind, Reference, Reg, Slot, State};
@@ -65,6 +65,8 @@ pub struct Analyzer<'a> {
     budget: u64,
     cfg: Cfg,
     maps: Vec<MapDesc>,
+    /// Element 0 of frozen read-only arrays, by map index.
+    frozen: Vec<Option<Vec<u8>>>,
     /// For each `lddw` with a map source: index into `maps`.
     map_at: HashMap<usize, u16>,
     pub log: Log,
@@ -90,6 +92,7 @@ impl<'a> Analyzer<'a> {
             budget: p.max_insns_processed,
             cfg: p.cfg,
             maps: Vec::new(),
+            frozen: Vec::new(),
             map_at: HashMap::new(),
             log,
             stats: Stats::default(),
@@ -105,7 +108,7 @@ impl<'a> Analyzer<'a> {
     }
 
     /// Resolve every map reference once, before exploring paths.
-    pub fn resolve_maps(&mut self, resolve: &dyn Fn(PseudoLoad) -> Option<MapDesc>) -> R<()> {
+    pub fn resolve_maps(&mut self, resolve: &dyn Maps) -> R<()> {
         let mut seen: HashMap<(bool, i32), u16> = HashMap::new();
         let mut pc = 0;
         while pc < self.insns.len() {
@@ -121,7 +124,8 @@ impl<'a> Analyzer<'a> {
                     let idx = match seen.get(&(by_idx, i.imm)) {
                         Some(&idx) => idx,
                         None => {
-                            let desc = resolve(PseudoLoad { pc, src: i.src, imm: i.imm, next_imm }).ok_or_else(|| Reject {
+                            let load = PseudoLoad { pc, src: i.src, imm: i.imm, next_imm };
+                            let desc = resolve.describe(load).ok_or_else(|| Reject {
                                 errno: EBADF,
                                 pc: Some(pc),
                                 message: if by_idx {
@@ -131,7 +135,11 @@ impl<'a> Analyzer<'a> {
                                 },
                             })?;
                             let idx = self.maps.len() as u16;
+                            let frozen = resolve
+                                .frozen_readonly_value(load)
+                                .filter(|v| desc.map_type == crate::maps::map_type::ARRAY && v.len() == desc.value_size as usize);
                             self.maps.push(desc);
+                            self.frozen.push(frozen);
                             seen.insert((by_idx, i.imm), idx);
                             idx
                         }
@@ -542,6 +550,16 @@ impl<'a> Analyzer<'a> {
             Kind::MapValue { map } => {
                 let vs = self.maps[map as usize].value_size;
                 self.check_region(pc, base, off_range, size as u64, vs, "map value", "value_size")?;
+                if let Some(bytes) = &self.frozen[map as usize] {
+                    if write.is_some() {
+                        return Err(acc(pc, format!("write into map forbidden, value_size={vs} off={} size={size}", off_range.smin)));
+                    }
+                    if let Some(o) = off_range.as_const() {
+                        let mut le = [0u8; 8];
+                        le[..size as usize].copy_from_slice(&bytes[o as usize..o as usize + size as usize]);
+                        return Ok(Reg::scalar(Scalar::constant(u64::from_le_bytes(le))));
+                    }
+                }
                 Ok(unsized_result)
             }
             Kind::MapKey { map } => {
@@ -997,6 +1015,9 @@ impl<'a> Analyzer<'a> {
             }
             Kind::MapValue { map } => {
                 let vs = self.maps[map as usize].value_size;
+                if write && self.frozen[map as usize].is_some() {
+                    return Err(acc(pc, format!("write into map forbidden, value_size={vs} off={} size={size}", reg.value.smin)));
+                }
                 self.check_region(pc, regno, reg.value, size, vs, "map value", "value_size")
             }
             Kind::MapKey { map } if !write => {

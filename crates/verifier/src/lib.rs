@@ -27,7 +27,7 @@ pub use vm::program::PseudoLoad;
 pub use error::{E2BIG, EACCES, EBADF, EINVAL};
 pub use helpers::{helper, ArgKind, HelperProto, RetKind, HELPERS};
 pub use log::disasm;
-pub use maps::{map_type, MapDesc};
+pub use maps::{map_type, MapDesc, Maps};
 pub use prog_type::ProgType;
 
 /// The environment variable that turns safety verification off. Only the
@@ -101,6 +101,17 @@ pub fn verify(
     maps: &dyn Fn(PseudoLoad) -> Option<MapDesc>,
     opts: &VerifyOptions,
 ) -> Result<Verdict, VerifyError> {
+    verify_with_maps(insns, prog_type, &maps, opts)
+}
+
+/// [`verify`] with a [`Maps`] that can also supply the contents of frozen
+/// read-only maps (libbpf's `.rodata`), which decides branches on them.
+pub fn verify_with_maps(
+    insns: &[Insn],
+    prog_type: ProgType,
+    maps: &dyn Maps,
+    opts: &VerifyOptions,
+) -> Result<Verdict, VerifyError> {
     let disabled = std::env::var_os(DISABLE_ENV).is_some_and(|v| !v.is_empty() && v != "0");
     verify_inner(insns, prog_type, maps, opts, disabled)
 }
@@ -108,7 +119,7 @@ pub fn verify(
 fn verify_inner(
     insns: &[Insn],
     prog_type: ProgType,
-    maps: &dyn Fn(PseudoLoad) -> Option<MapDesc>,
+    maps: &dyn Maps,
     opts: &VerifyOptions,
     disabled: bool,
 ) -> Result<Verdict, VerifyError> {

@@ -1,5 +1,32 @@
 //! What the verifier needs to know about a map a program references: its
-//! kernel map type and sizes ([`MapDesc`]), and the kernel's map type numbers.
+//! kernel map type and sizes ([`MapDesc`]), the contents of frozen read-only
+//! maps ([`Maps`]), and the kernel's map type numbers.
+
+use vm::program::PseudoLoad;
+
+/// How the verifier learns about the maps a program's `lddw`s name.
+///
+/// Any `Fn(PseudoLoad) -> Option<MapDesc>` is a `Maps` without frozen contents.
+pub trait Maps {
+    /// The map behind a map `lddw` (`None`: the fd/index is not a map).
+    fn describe(&self, load: PseudoLoad) -> Option<MapDesc>;
+
+    /// For an `ARRAY` map the program may not write (`BPF_F_RDONLY_PROG`) and
+    /// that the loader froze (`BPF_MAP_FREEZE`, as libbpf does for `.rodata`):
+    /// the bytes of element 0. The verifier then treats loads from it at
+    /// constant offsets as known constants, like the kernel, so branches on
+    /// `const volatile` configuration are decided at load time. The caller
+    /// guarantees the contents can no longer change.
+    fn frozen_readonly_value(&self, _load: PseudoLoad) -> Option<Vec<u8>> {
+        None
+    }
+}
+
+impl<F: Fn(PseudoLoad) -> Option<MapDesc>> Maps for F {
+    fn describe(&self, load: PseudoLoad) -> Option<MapDesc> {
+        self(load)
+    }
+}
 
 /// A map as the loader created it (`BPF_MAP_CREATE` attributes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
