@@ -1,3 +1,100 @@
 //! eBPF maps living in shared memory, and the per-user registry through which
-//! loaders and traced processes find maps, programs and attachments.
-//! Not implemented yet: see issue 3.
+//! loaders (the syscall server inside bpftrace) and traced processes (the
+//! agent) find maps, programs, attachments and perf rings.
+//!
+//! # Quick tour
+//!
+//! ```no_run
+//! use shm_maps::{Registry, MapSpec, map_type, update_flags::BPF_ANY};
+//!
+//! // Loader side (syscall server): BPF_MAP_CREATE.
+//! let reg = Registry::open_default()?;          // $USERBPF_DIR or /dev/shm/userbpf-<uid>
+//! let map = reg.create_map(&MapSpec {
+//!     map_type: map_type::PERCPU_HASH, key_size: 8, value_size: 8, max_entries: 4096,
+//!     name: "@c".into(), ..Default::default()
+//! })?;
+//! let id = map.id();                            // store ids, never fds/pointers, in records
+//!
+//! // Syscall view (kernel errnos, per-CPU values = round_up(8, 8) * nr_cpus bytes):
+//! let mut out = vec![0u8; map.syscall_value_size()];
+//! assert_eq!(map.lookup(&1u64.to_ne_bytes(), &mut out), Err(shm_maps::Errno::ENOENT));
+//!
+//! // Traced-process side (agent): open by id and use the program view.
+//! let same = reg.open_map(id)?;
+//! let key = 1u64.to_ne_bytes();
+//! unsafe {
+//!     assert_eq!(same.prog_update(key.as_ptr(), 5u64.to_ne_bytes().as_ptr(), BPF_ANY), 0);
+//!     let v = same.prog_lookup(key.as_ptr()) as *mut u64;   // this CPU's slot
+//!     std::sync::atomic::AtomicU64::from_ptr(v).fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+//! }
+//! # Ok::<(), shm_maps::Error>(())
+//! ```
+//!
+//! # API used by other crates
+//!
+//! - [`Registry`]: `open_default()`, `open(dir)`, `open_with(dir, &RegistryOptions)`;
+//!   `generation()`, `wait_generation_change(old, timeout)`, `bump_generation()`;
+//!   maps: `create_map(&MapSpec) -> Map`, `open_map(id)`, `maps()`, `map_info(id)`,
+//!   `remove_map(id)`, `map_path(id)`; programs: `create_prog(&ProgRecord) -> id`,
+//!   `prog(id)`, `progs()`, `remove_prog(id)`; attachments: `create_link(&LinkRecord) -> id`,
+//!   `link(id)`, `links()`, `set_link_enabled(id, bool)`, `remove_link(id)`;
+//!   perf rings: `create_perf_ring(data_pages) -> PerfRing`, `open_perf_ring(id)`,
+//!   `ring_path(id)`, `remove_ring(id)`; liveness: `owner_id()`, `owner_alive(owner)`, `reap()`.
+//! - [`Map`] syscall view: `lookup(key, &mut out)`, `update(key, value, flags)`,
+//!   `delete(key)`, `get_next_key(Option<key>, &mut next)`, `lookup_and_delete(key, &mut out)`,
+//!   all `Result<(), Errno>` with the kernel's errnos; `syscall_value_size()`.
+//!   PROG_ARRAY/PERF_EVENT_ARRAY values are registry ids (program id / perf
+//!   ring id): the server translates fds before calling `update`.
+//! - [`Map`] program view (hot path: no allocation, no syscall, no unbounded
+//!   lock; return `0`/`-errno` like helpers): `prog_lookup(key) -> *mut u8`,
+//!   `prog_update(key, value, flags)`, `prog_delete(key)`, `prog_push/pop/peek`,
+//!   `perf_event_output(flags, data)`, `ringbuf_output/reserve/query`,
+//!   [`ringbuf_submit`]/[`ringbuf_discard`], `get_stackid(ips, flags)`,
+//!   `id_at(index)` (tail calls).
+//! - [`PerfRing`]: `output(data)` (producer), `read(|rec| ..)`, `readable()`,
+//!   `wait_readable(timeout)` (consumer; the server emulates epoll with it).
+//! - [`cpu`]: `current()` (rseq, for `bpf_get_smp_processor_id`), `nr_possible()`.
+//!
+//! # Value lifetime
+//!
+//! Pointers returned by `prog_lookup` point into the shared mapping and stay
+//! dereferenceable as long as the [`Map`] lives. Array values never move. A
+//! deleted hash element is not reused until `quarantine` further deletions
+//! of that map happened (at least 16, `max_entries / 8` for larger maps), so
+//! a program that looked a value up and updates it with atomics writes to
+//! memory that still belongs to that (now deleted) key, as in the kernel,
+//! and not to an unrelated key. See `docs/arch/shm-maps.md`.
+//!
+//! # Layout and compatibility
+//!
+//! Every shared file starts with a magic number and [`LAYOUT_VERSION`]; a
+//! process built from a different version refuses to use it with an error
+//! naming both versions. Shared memory holds ids and offsets only.
+
+mod array;
+mod bloom;
+pub mod cpu;
+mod errno;
+mod error;
+mod hash;
+mod layout;
+mod lock;
+mod lpm;
+mod map;
+mod perf;
+mod queue;
+mod registry;
+mod ringbuf;
+mod stack_trace;
+mod sys;
+
+pub use errno::{from_ret, Errno};
+pub use error::Error;
+pub use layout::{helper_flags, map_flags, map_type, update_flags, LAYOUT_VERSION};
+pub use map::{Map, MapSpec};
+pub use perf::{PerfRecord, PerfRing, PERF_RECORD_LOST, PERF_RECORD_SAMPLE};
+pub use registry::{default_dir, LinkKind, LinkRecord, MapInfo, ProgRecord, Registry, RegistryOptions, ENV_DIR, ENV_SHARED};
+pub use ringbuf::{
+    ringbuf_discard, ringbuf_submit, BPF_RB_AVAIL_DATA, BPF_RB_CONS_POS, BPF_RB_PROD_POS, BPF_RB_RING_SIZE,
+    BPF_RINGBUF_BUSY_BIT, BPF_RINGBUF_DISCARD_BIT, BPF_RINGBUF_HDR_SZ,
+};

@@ -1,0 +1,619 @@
+//! HASH, PERCPU_HASH, LRU_HASH and LRU_PERCPU_HASH in shared memory.
+//!
+//! Data area: `n_buckets` (power of two ≥ max_entries) buckets of 16 bytes,
+//! then a pool of `max_entries + 2 * quarantine` fixed-size elements:
+//!
+//! ```text
+//! bucket:  lock u32 | head u32 | pending_op u32 | pending_elem u32
+//! element: next u32 | hash u32 | state u32 | lru_ref u32 | key (8-aligned) | value(s) (8-aligned)
+//! ```
+//!
+//! - **Lookups are lock-free**: hash, walk the bucket's chain comparing
+//!   hash then key. Chains end in a *nulls marker* (`NULLS | bucket`), as in
+//!   the kernel's `hlist_nulls`: a walker that followed a recycled element
+//!   into another chain notices the foreign marker and restarts.
+//! - **Writers** (insert, delete) take the bucket's owner-checked lock
+//!   ([`crate::lock`]); updating an existing key copies the value in place
+//!   without any lock, exactly like the kernel's in-place array/per-CPU
+//!   updates (concurrent writers may interleave bytes; programs use atomics).
+//! - **Element reuse is delayed** (quarantine): a freed element records the
+//!   map's free counter and can only be reallocated after `quarantine` more
+//!   frees; the pool has `2 * quarantine` spare elements so this never makes
+//!   an insert fail below `max_entries`. A program holding a value pointer
+//!   therefore keeps pointing at memory that is not reused until
+//!   `quarantine` further deletions happened (kernel preallocated maps reuse
+//!   immediately). See docs/arch/shm-maps.md for the argument and its limit.
+//! - **Crash repair**: before changing a chain, the writer records its
+//!   operation in the bucket (`pending_op`/`pending_elem`) and marks a
+//!   reserved element `RESERVED | bucket`. Whoever breaks the lock of a dead
+//!   holder replays that record (`repair_bucket`), so a SIGKILL at any
+//!   instruction leaves no half-inserted element, no leaked element and at
+//!   worst an element count one too low (which the spare pool absorbs).
+//! - LRU maps never fail with E2BIG: when full, an insert evicts a victim
+//!   chosen by a CLOCK sweep over the pool (reference bit set on lookup),
+//!   the same approximation of LRU the kernel uses.
+
+use std::ptr;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::errno::Errno;
+use crate::layout::{round_up8, update_flags::*};
+use crate::lock;
+use crate::map::Map;
+
+pub(crate) const BUCKET_SIZE: usize = 16;
+pub(crate) const ELEM_HEADER: usize = 16;
+
+const NULLS: u32 = 1 << 31;
+const STATE_UNUSED: u32 = 0;
+const STATE_LIVE: u32 = 1;
+const STATE_FREE_TAG: u32 = 0x4000_0000;
+const STATE_RESERVED_TAG: u32 = 0x8000_0000;
+const SEQ_MASK: u32 = 0x3fff_ffff;
+
+const OP_NONE: u32 = 0;
+const OP_INSERT: u32 = 1;
+const OP_DELETE: u32 = 2;
+
+/// Quarantine length for a map of `max_entries`.
+pub(crate) fn quarantine_for(max_entries: u32) -> u32 {
+    (max_entries / 8).clamp(16, 1 << 16)
+}
+
+#[repr(C)]
+struct Bucket {
+    lock: AtomicU32,
+    head: AtomicU32,
+    pending_op: AtomicU32,
+    pending_elem: AtomicU32,
+}
+
+#[repr(C)]
+struct ElemHeader {
+    next: AtomicU32,
+    hash: AtomicU32,
+    state: AtomicU32,
+    lru_ref: AtomicU32,
+}
+
+/// How the caller's value buffer is laid out.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ValueSrc {
+    /// Syscall view: every CPU's value, `value_stride` apart.
+    AllCpus,
+    /// Program view: one value for the current CPU.
+    ThisCpu,
+}
+
+#[inline(always)]
+fn mix(h: u64) -> u64 {
+    h.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// Seeded hash of `len` bytes (keys of any size, bloom values, stacks).
+///
+/// # Safety
+/// `p` points to `len` readable bytes.
+#[inline]
+pub(crate) unsafe fn hash_bytes(p: *const u8, len: usize, seed: u64) -> u64 {
+    let mut h = seed ^ (len as u64).wrapping_mul(0xff51_afd7_ed55_8ccd);
+    let mut i = 0;
+    while i + 8 <= len {
+        // SAFETY: i + 8 <= len.
+        h = mix(h ^ unsafe { ptr::read_unaligned(p.add(i) as *const u64) });
+        h ^= h >> 29;
+        i += 8;
+    }
+    if i < len {
+        let mut tail = 0u64;
+        // SAFETY: copies the remaining len - i (< 8) bytes.
+        unsafe { ptr::copy_nonoverlapping(p.add(i), &mut tail as *mut u64 as *mut u8, len - i) };
+        h = mix(h ^ tail);
+        h ^= h >> 29;
+    }
+    let h = mix(h);
+    h ^ (h >> 32)
+}
+
+impl Map {
+    #[inline(always)]
+    fn bucket(&self, b: u32) -> &Bucket {
+        // SAFETY: b <= bucket_mask < n_buckets; the bucket array lies inside
+        // the mapping (geometry computed at creation, checked at open).
+        unsafe { &*(self.buckets.add(b as usize * BUCKET_SIZE) as *const Bucket) }
+    }
+
+    #[inline(always)]
+    fn elem_ptr(&self, idx: u32) -> *mut u8 {
+        // SAFETY: callers pass idx < pool_size (validated for indices read
+        // from shared memory), so the element lies inside the mapping.
+        unsafe { self.elems.add(idx as usize * self.elem_size) }
+    }
+
+    #[inline(always)]
+    fn elem(&self, idx: u32) -> &ElemHeader {
+        // SAFETY: see elem_ptr; elements are 8-aligned.
+        unsafe { &*(self.elem_ptr(idx) as *const ElemHeader) }
+    }
+
+    #[inline(always)]
+    fn elem_key(&self, idx: u32) -> *mut u8 {
+        // SAFETY: key follows the element header inside the element.
+        unsafe { self.elem_ptr(idx).add(ELEM_HEADER) }
+    }
+
+    #[inline(always)]
+    pub(crate) fn elem_value(&self, idx: u32) -> *mut u8 {
+        // SAFETY: values follow the 8-aligned key inside the element.
+        unsafe { self.elem_ptr(idx).add(ELEM_HEADER + round_up8(self.key_size as usize)) }
+    }
+
+    /// Hash of a key (per-map seed, so chains differ between maps/runs).
+    #[inline(always)]
+    pub(crate) fn hash_key(&self, key: *const u8) -> u32 {
+        let n = self.key_size as usize;
+        let h = if n == 8 {
+            // SAFETY: caller guarantees key_size readable bytes.
+            mix(unsafe { ptr::read_unaligned(key as *const u64) } ^ self.seed)
+        } else if n == 4 {
+            // SAFETY: as above.
+            mix(unsafe { ptr::read_unaligned(key as *const u32) } as u64 ^ self.seed)
+        } else {
+            // SAFETY: caller guarantees key_size readable bytes.
+            unsafe { hash_bytes(key, n, self.seed) }
+        };
+        (h >> 32) as u32
+    }
+
+    #[inline(always)]
+    fn key_eq(&self, idx: u32, key: *const u8) -> bool {
+        let k = self.elem_key(idx);
+        let n = self.key_size as usize;
+        // SAFETY: both sides hold key_size bytes (the element key is
+        // 8-aligned); keys may change under us if the element is recycled,
+        // which only yields a wrong "not equal" (see module docs).
+        unsafe {
+            if n == 8 {
+                ptr::read_unaligned(key as *const u64) == ptr::read_volatile(k as *const u64)
+            } else if n == 4 {
+                ptr::read_unaligned(key as *const u32) == ptr::read_volatile(k as *const u32)
+            } else {
+                std::slice::from_raw_parts(key, n) == std::slice::from_raw_parts(k as *const u8, n)
+            }
+        }
+    }
+
+    pub(crate) fn hash_init(&self) {
+        for b in 0..=self.bucket_mask {
+            self.bucket(b).head.store(NULLS | b, Ordering::Relaxed);
+        }
+        self.header().free_seq.0.store(self.header().quarantine, Ordering::Relaxed);
+    }
+
+    /// Lock-free search; returns the element index.
+    #[inline(always)]
+    pub(crate) fn find(&self, key: *const u8, h: u32) -> Option<u32> {
+        let b = h & self.bucket_mask;
+        let bucket = self.bucket(b);
+        'restart: for _ in 0..4 {
+            let mut cur = bucket.head.load(Ordering::Acquire);
+            let mut steps = 0u32;
+            while cur & NULLS == 0 {
+                if cur >= self.pool_size || steps > self.pool_size {
+                    // Only possible while racing with recycling: retry.
+                    continue 'restart;
+                }
+                let e = self.elem(cur);
+                if e.hash.load(Ordering::Relaxed) == h && self.key_eq(cur, key) {
+                    return Some(cur);
+                }
+                cur = e.next.load(Ordering::Acquire);
+                steps += 1;
+            }
+            if cur == (NULLS | b) {
+                return None;
+            }
+        }
+        None
+    }
+
+    #[inline(always)]
+    fn cpu_slot(&self) -> usize {
+        let cpu = crate::cpu::current();
+        let cpu = if cpu < self.ncpus { cpu } else { cpu % self.ncpus };
+        cpu as usize * self.value_stride
+    }
+
+    /// Program-view lookup.
+    ///
+    /// # Safety
+    /// `key` points to `key_size` readable bytes.
+    #[inline(always)]
+    pub(crate) unsafe fn hash_prog_lookup(&self, key: *const u8) -> *mut u8 {
+        let h = self.hash_key(key);
+        match self.find(key, h) {
+            Some(idx) => {
+                if self.lru {
+                    let r = &self.elem(idx).lru_ref;
+                    if r.load(Ordering::Relaxed) == 0 {
+                        r.store(1, Ordering::Relaxed);
+                    }
+                }
+                let v = self.elem_value(idx);
+                if self.percpu {
+                    // SAFETY: cpu_slot < ncpus * stride, inside the element.
+                    unsafe { v.add(self.cpu_slot()) }
+                } else {
+                    v
+                }
+            }
+            None => ptr::null_mut(),
+        }
+    }
+
+    pub(crate) fn hash_lookup_copy(&self, key: &[u8], out: &mut [u8]) -> Result<(), Errno> {
+        self.check_key(key)?;
+        if out.len() != self.syscall_value_size() {
+            return Err(Errno::EINVAL);
+        }
+        let h = self.hash_key(key.as_ptr());
+        let idx = self.find(key.as_ptr(), h).ok_or(Errno::ENOENT)?;
+        self.copy_value_out(idx, out);
+        Ok(())
+    }
+
+    pub(crate) fn copy_value_out(&self, idx: u32, out: &mut [u8]) {
+        let v = self.elem_value(idx);
+        if self.percpu {
+            for cpu in 0..self.ncpus as usize {
+                let off = cpu * self.value_stride;
+                // SAFETY: out holds ncpus * stride bytes; the element holds
+                // ncpus slots of stride bytes.
+                unsafe { ptr::copy_nonoverlapping(v.add(off), out.as_mut_ptr().add(off), self.value_size as usize) };
+            }
+        } else {
+            // SAFETY: out holds value_size bytes (checked by callers).
+            unsafe { ptr::copy_nonoverlapping(v, out.as_mut_ptr(), self.value_size as usize) };
+        }
+    }
+
+    /// Writes a value into element `idx`.
+    ///
+    /// # Safety
+    /// `value` holds the bytes `src` implies.
+    #[inline(always)]
+    unsafe fn write_value(&self, idx: u32, value: *const u8, src: ValueSrc, fresh: bool) {
+        let v = self.elem_value(idx);
+        let vs = self.value_size as usize;
+        // SAFETY (whole block): offsets stay within ncpus * stride bytes of
+        // the element's value area; `value` is readable per the contract.
+        unsafe {
+            if !self.percpu {
+                ptr::copy_nonoverlapping(value, v, vs);
+                return;
+            }
+            match src {
+                ValueSrc::AllCpus => {
+                    for cpu in 0..self.ncpus as usize {
+                        let off = cpu * self.value_stride;
+                        ptr::copy_nonoverlapping(value.add(off), v.add(off), vs);
+                    }
+                }
+                ValueSrc::ThisCpu => {
+                    let slot = self.cpu_slot();
+                    if fresh {
+                        ptr::write_bytes(v, 0, self.value_stride * self.ncpus as usize);
+                    }
+                    ptr::copy_nonoverlapping(value, v.add(slot), vs);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn hash_update_sys(&self, key: &[u8], value: &[u8], flags: u64) -> Result<(), Errno> {
+        self.check_key(key)?;
+        self.check_value(value)?;
+        // SAFETY: sizes checked above.
+        unsafe { self.hash_update(key.as_ptr(), value.as_ptr(), flags, ValueSrc::AllCpus) }
+    }
+
+    /// # Safety
+    /// `key`/`value` point to `key_size`/`value_size` readable bytes.
+    #[inline(always)]
+    pub(crate) unsafe fn hash_prog_update(&self, key: *const u8, value: *const u8, flags: u64) -> Result<(), Errno> {
+        // SAFETY: forwarded caller contract.
+        unsafe { self.hash_update(key, value, flags, ValueSrc::ThisCpu) }
+    }
+
+    #[inline(always)]
+    pub(crate) unsafe fn hash_update(&self, key: *const u8, value: *const u8, flags: u64, src: ValueSrc) -> Result<(), Errno> {
+        if flags > BPF_EXIST {
+            // BPF_F_LOCK needs a bpf_spin_lock in the value (BTF): unsupported.
+            return Err(Errno::EINVAL);
+        }
+        let h = self.hash_key(key);
+        if let Some(idx) = self.find(key, h) {
+            if flags == BPF_NOEXIST {
+                return Err(Errno::EEXIST);
+            }
+            // SAFETY: forwarded caller contract.
+            unsafe { self.write_value(idx, value, src, false) };
+            return Ok(());
+        }
+        if flags == BPF_EXIST {
+            return Err(Errno::ENOENT);
+        }
+        // SAFETY: forwarded caller contract.
+        unsafe { self.hash_insert_slow(key, value, h, flags, src) }
+    }
+
+    #[cold]
+    #[inline(never)]
+    unsafe fn hash_insert_slow(&self, key: *const u8, value: *const u8, h: u32, flags: u64, src: ValueSrc) -> Result<(), Errno> {
+        let b = h & self.bucket_mask;
+        let bucket = self.bucket(b);
+        let guard = lock::lock(&bucket.lock, &self.shared);
+        if guard.broken {
+            self.repair_bucket(b);
+        }
+        // Someone may have inserted the key while we waited.
+        if let Some(idx) = self.find(key, h) {
+            if flags == BPF_NOEXIST {
+                return Err(Errno::EEXIST);
+            }
+            // SAFETY: forwarded caller contract.
+            unsafe { self.write_value(idx, value, src, false) };
+            return Ok(());
+        }
+        if flags == BPF_EXIST {
+            return Err(Errno::ENOENT);
+        }
+        let hdr = self.header();
+        bucket.pending_op.store(OP_INSERT, Ordering::Release);
+        let count = hdr.count.0.fetch_add(1, Ordering::AcqRel);
+        if count >= self.max_entries && !(self.lru && self.lru_evict(b)) {
+            hdr.count.0.fetch_sub(1, Ordering::AcqRel);
+            bucket.pending_op.store(OP_NONE, Ordering::Release);
+            return Err(if self.lru { Errno::ENOMEM } else { Errno::E2BIG });
+        }
+        let Some(idx) = self.reserve_elem(b) else {
+            hdr.count.0.fetch_sub(1, Ordering::AcqRel);
+            bucket.pending_op.store(OP_NONE, Ordering::Release);
+            return Err(Errno::E2BIG);
+        };
+        let e = self.elem(idx);
+        e.hash.store(h, Ordering::Relaxed);
+        e.lru_ref.store(0, Ordering::Relaxed);
+        // SAFETY: key_size bytes from the caller into the reserved element's
+        // key area, which nobody else writes while it is RESERVED.
+        unsafe { ptr::copy_nonoverlapping(key, self.elem_key(idx), self.key_size as usize) };
+        // SAFETY: forwarded caller contract.
+        unsafe { self.write_value(idx, value, src, true) };
+        e.next.store(bucket.head.load(Ordering::Relaxed), Ordering::Relaxed);
+        bucket.head.store(idx, Ordering::Release);
+        e.state.store(STATE_LIVE, Ordering::Release);
+        bucket.pending_op.store(OP_NONE, Ordering::Release);
+        drop(guard);
+        Ok(())
+    }
+
+    /// Claims an element that is free and out of quarantine.
+    fn reserve_elem(&self, b: u32) -> Option<u32> {
+        let hdr = self.header();
+        let pool = self.pool_size;
+        let q = hdr.quarantine;
+        let now = hdr.free_seq.0.load(Ordering::Acquire);
+        let mut i = hdr.alloc_cursor.0.load(Ordering::Relaxed) % pool;
+        for _ in 0..pool {
+            let st = self.elem(i).state.load(Ordering::Acquire);
+            let eligible = st == STATE_UNUSED
+                || (st & !SEQ_MASK == STATE_FREE_TAG && (now.wrapping_sub(st) & SEQ_MASK) >= q);
+            if eligible
+                && self.elem(i).state.compare_exchange(st, STATE_RESERVED_TAG | b, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+            {
+                hdr.alloc_cursor.0.store(if i + 1 == pool { 0 } else { i + 1 }, Ordering::Relaxed);
+                return Some(i);
+            }
+            i = if i + 1 == pool { 0 } else { i + 1 };
+        }
+        None
+    }
+
+    fn free_elem(&self, idx: u32) {
+        let seq = self.header().free_seq.0.fetch_add(1, Ordering::AcqRel);
+        self.elem(idx).state.store(STATE_FREE_TAG | (seq & SEQ_MASK), Ordering::Release);
+    }
+
+    /// Unlinks `idx` from bucket `b`'s chain (lock held). Returns whether it
+    /// was found.
+    fn unlink(&self, b: u32, idx: u32) -> bool {
+        let bucket = self.bucket(b);
+        let mut link: &AtomicU32 = &bucket.head;
+        let mut steps = 0;
+        loop {
+            let cur = link.load(Ordering::Acquire);
+            if cur & NULLS != 0 || cur >= self.pool_size || steps > self.pool_size {
+                return false;
+            }
+            if cur == idx {
+                link.store(self.elem(idx).next.load(Ordering::Acquire), Ordering::Release);
+                return true;
+            }
+            link = &self.elem(cur).next;
+            steps += 1;
+        }
+    }
+
+    fn chain_contains(&self, b: u32, idx: u32) -> bool {
+        let mut cur = self.bucket(b).head.load(Ordering::Acquire);
+        let mut steps = 0;
+        while cur & NULLS == 0 && cur < self.pool_size && steps <= self.pool_size {
+            if cur == idx {
+                return true;
+            }
+            cur = self.elem(cur).next.load(Ordering::Acquire);
+            steps += 1;
+        }
+        false
+    }
+
+    /// Removes element `idx` from bucket `b` (lock held) with crash record.
+    fn remove_locked(&self, b: u32, idx: u32) {
+        let bucket = self.bucket(b);
+        bucket.pending_elem.store(idx, Ordering::Release);
+        bucket.pending_op.store(OP_DELETE, Ordering::Release);
+        self.unlink(b, idx);
+        self.header().count.0.fetch_sub(1, Ordering::AcqRel);
+        self.free_elem(idx);
+        bucket.pending_op.store(OP_NONE, Ordering::Release);
+    }
+
+    /// Replays the interrupted operation of a dead lock holder (lock held).
+    fn repair_bucket(&self, b: u32) {
+        let bucket = self.bucket(b);
+        let count = &self.header().count.0;
+        let dec_count = || {
+            let _ = count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| c.checked_sub(1));
+        };
+        // A chain cut by a corrupt link is truncated (cannot happen with
+        // single-store updates, but never trust shared memory blindly).
+        let mut link: &AtomicU32 = &bucket.head;
+        let mut steps = 0;
+        loop {
+            let cur = link.load(Ordering::Acquire);
+            if cur & NULLS != 0 {
+                if cur != (NULLS | b) {
+                    link.store(NULLS | b, Ordering::Release);
+                }
+                break;
+            }
+            if cur >= self.pool_size || steps > self.pool_size {
+                link.store(NULLS | b, Ordering::Release);
+                break;
+            }
+            link = &self.elem(cur).next;
+            steps += 1;
+        }
+        match bucket.pending_op.load(Ordering::Acquire) {
+            OP_INSERT => {
+                let mut inserted = false;
+                for i in 0..self.pool_size {
+                    let st = &self.elem(i).state;
+                    if st.load(Ordering::Acquire) == (STATE_RESERVED_TAG | b) {
+                        if self.chain_contains(b, i) {
+                            st.store(STATE_LIVE, Ordering::Release);
+                            inserted = true;
+                        } else {
+                            self.free_elem(i);
+                        }
+                    }
+                }
+                if !inserted {
+                    dec_count();
+                }
+            }
+            OP_DELETE => {
+                let idx = bucket.pending_elem.load(Ordering::Acquire);
+                if idx < self.pool_size {
+                    if self.unlink(b, idx) {
+                        dec_count();
+                        self.free_elem(idx);
+                    } else if self.elem(idx).state.load(Ordering::Acquire) == STATE_LIVE {
+                        dec_count();
+                        self.free_elem(idx);
+                    }
+                }
+            }
+            _ => {}
+        }
+        bucket.pending_op.store(OP_NONE, Ordering::Release);
+    }
+
+    /// CLOCK eviction for LRU maps, called with bucket `own` locked.
+    fn lru_evict(&self, own: u32) -> bool {
+        let hdr = self.header();
+        let pool = self.pool_size;
+        for _ in 0..2 * pool {
+            let i = hdr.lru_hand.0.fetch_add(1, Ordering::Relaxed) % pool;
+            let e = self.elem(i);
+            if e.state.load(Ordering::Acquire) != STATE_LIVE {
+                continue;
+            }
+            if e.lru_ref.load(Ordering::Relaxed) != 0 {
+                e.lru_ref.store(0, Ordering::Relaxed);
+                continue;
+            }
+            let b = e.hash.load(Ordering::Relaxed) & self.bucket_mask;
+            if b == own {
+                continue;
+            }
+            let owner = self.shared.owner_id();
+            let Some(_g) = lock::try_lock(&self.bucket(b).lock, owner) else { continue };
+            if e.state.load(Ordering::Acquire) == STATE_LIVE && self.chain_contains(b, i) {
+                self.remove_locked(b, i);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Deletes `key` (syscall and program views).
+    pub(crate) fn hash_delete(&self, key: *const u8) -> Result<(), Errno> {
+        let h = self.hash_key(key);
+        let b = h & self.bucket_mask;
+        let guard = lock::lock(&self.bucket(b).lock, &self.shared);
+        if guard.broken {
+            self.repair_bucket(b);
+        }
+        let idx = self.find(key, h).ok_or(Errno::ENOENT)?;
+        self.remove_locked(b, idx);
+        Ok(())
+    }
+
+    pub(crate) fn hash_lookup_and_delete(&self, key: &[u8], out: &mut [u8]) -> Result<(), Errno> {
+        self.check_key(key)?;
+        if out.len() != self.syscall_value_size() {
+            return Err(Errno::EINVAL);
+        }
+        let h = self.hash_key(key.as_ptr());
+        let b = h & self.bucket_mask;
+        let guard = lock::lock(&self.bucket(b).lock, &self.shared);
+        if guard.broken {
+            self.repair_bucket(b);
+        }
+        let idx = self.find(key.as_ptr(), h).ok_or(Errno::ENOENT)?;
+        self.copy_value_out(idx, out);
+        self.remove_locked(b, idx);
+        Ok(())
+    }
+
+    /// Copies the key of the first live element at or after bucket `from`.
+    fn first_key_from(&self, from: u32, next: &mut [u8]) -> Result<(), Errno> {
+        for b in from..=self.bucket_mask {
+            let cur = self.bucket(b).head.load(Ordering::Acquire);
+            if cur & NULLS == 0 && cur < self.pool_size {
+                // SAFETY: next holds key_size bytes (checked by the caller).
+                unsafe { ptr::copy_nonoverlapping(self.elem_key(cur), next.as_mut_ptr(), self.key_size as usize) };
+                return Ok(());
+            }
+        }
+        Err(Errno::ENOENT)
+    }
+
+    pub(crate) fn hash_get_next_key(&self, key: Option<&[u8]>, next: &mut [u8]) -> Result<(), Errno> {
+        let Some(key) = key else { return self.first_key_from(0, next) };
+        let h = self.hash_key(key.as_ptr());
+        let b = h & self.bucket_mask;
+        let Some(idx) = self.find(key.as_ptr(), h) else { return self.first_key_from(0, next) };
+        let n = self.elem(idx).next.load(Ordering::Acquire);
+        if n & NULLS == 0 && n < self.pool_size && self.elem(n).hash.load(Ordering::Relaxed) & self.bucket_mask == b {
+            // SAFETY: next holds key_size bytes.
+            unsafe { ptr::copy_nonoverlapping(self.elem_key(n), next.as_mut_ptr(), self.key_size as usize) };
+            return Ok(());
+        }
+        if b == self.bucket_mask {
+            return Err(Errno::ENOENT);
+        }
+        self.first_key_from(b + 1, next)
+    }
+}

@@ -1,0 +1,378 @@
+//! RINGBUF maps (`bpf_ringbuf_output/reserve/submit/discard`) in the
+//! kernel's layout, so libbpf's `ring_buffer__poll` works on our mapping.
+//!
+//! Map file: header page, then exactly what the kernel exposes through mmap:
+//! consumer page (`consumer_pos` at 0), producer page (`producer_pos` at 0),
+//! `max_entries` data bytes. Records are `{ u32 len; u32 pg_off; data }`
+//! padded to 8, with `BPF_RINGBUF_BUSY_BIT` while reserved and
+//! `BPF_RINGBUF_DISCARD_BIT` when discarded. The data area is mapped twice
+//! back to back (by us for producers, and by the syscall server for a
+//! loader — see [`Map::ringbuf_mmap_for_loader`]) so a record that wraps is
+//! still contiguous in memory.
+//!
+//! Multi-producer: reservation happens under an owner-checked lock in the
+//! producer page (as the kernel's spinlock); `pg_off` of a BUSY record holds
+//! the reserving owner id (libbpf never reads `pg_off`), so a record left
+//! BUSY by a SIGKILLed producer is discarded by the next producer that finds
+//! the ring full. Consumer wakeups use a futex word in the producer page;
+//! producers only issue `FUTEX_WAKE` when a waiter registered.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::errno::Errno;
+use crate::error::Error;
+use crate::layout::helper_flags::*;
+use crate::lock;
+use crate::map::{Map, HEADER_PAGE};
+use crate::registry::Shared;
+use crate::sys::{self, Mapping};
+
+pub const BPF_RINGBUF_BUSY_BIT: u32 = 1 << 31;
+pub const BPF_RINGBUF_DISCARD_BIT: u32 = 1 << 30;
+pub const BPF_RINGBUF_HDR_SZ: usize = 8;
+
+/// `bpf_ringbuf_query` flags.
+pub const BPF_RB_AVAIL_DATA: u64 = 0;
+pub const BPF_RB_RING_SIZE: u64 = 1;
+pub const BPF_RB_CONS_POS: u64 = 2;
+pub const BPF_RB_PROD_POS: u64 = 3;
+
+/// Offsets inside the producer page (beyond `producer_pos`).
+const PROD_LOCK: usize = 128;
+const PROD_WAITERS: usize = 192;
+const PROD_WAKE: usize = 196;
+
+/// The producer/consumer view: consumer page, producer page, data twice.
+pub(crate) struct RingbufView {
+    mapping: Mapping,
+    data_size: usize,
+    page: usize,
+}
+
+/// Ring buffers mapped in this process, so `bpf_ringbuf_submit(sample)`
+/// (which gets no map argument) can find its ring from the pointer.
+static VIEWS: [AtomicPtr<RingbufView>; 64] = [const { AtomicPtr::new(ptr::null_mut()) }; 64];
+
+/// Maps `[consumer page | producer page | data | data]` from `fd` (file
+/// offset `file_off` is the consumer page). Returns the base and length.
+fn map_double(fd: &OwnedFd, file_off: usize, page: usize, data: usize, prot: i32) -> std::io::Result<(NonNull<u8>, usize)> {
+    let total = 2 * page + 2 * data;
+    // SAFETY: reserve address space nobody else uses; checked below.
+    let base = unsafe { libc::mmap(ptr::null_mut(), total, libc::PROT_NONE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0) };
+    if base == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    let fail = |e| {
+        // SAFETY: unmapping the reservation made above.
+        unsafe { libc::munmap(base, total) };
+        Err(e)
+    };
+    // SAFETY: MAP_FIXED over our own reservation.
+    let a = unsafe { libc::mmap(base, 2 * page + data, prot, libc::MAP_SHARED | libc::MAP_FIXED, fd.as_raw_fd(), file_off as libc::off_t) };
+    if a == libc::MAP_FAILED {
+        return fail(std::io::Error::last_os_error());
+    }
+    // SAFETY: MAP_FIXED over the second half of our reservation.
+    let b = unsafe {
+        libc::mmap(
+            (base as *mut u8).add(2 * page + data) as *mut _,
+            data,
+            prot,
+            libc::MAP_SHARED | libc::MAP_FIXED,
+            fd.as_raw_fd(),
+            (file_off + 2 * page) as libc::off_t,
+        )
+    };
+    if b == libc::MAP_FAILED {
+        return fail(std::io::Error::last_os_error());
+    }
+    Ok((NonNull::new(base as *mut u8).expect("mmap returned null"), total))
+}
+
+impl RingbufView {
+    pub(crate) fn new(fd: &OwnedFd, data_size: usize) -> Result<Box<RingbufView>, Error> {
+        let page = sys::page_size();
+        let (base, len) = map_double(fd, HEADER_PAGE, page, data_size, libc::PROT_READ | libc::PROT_WRITE)
+            .map_err(|e| Error::io("ringbuf", "mmap", e))?;
+        // SAFETY: base..base+len is our fresh mapping, unmapped once on drop.
+        let mapping = unsafe { Mapping::from_raw(base, len) };
+        let view = Box::new(RingbufView { mapping, data_size, page });
+        let p = &*view as *const RingbufView as *mut RingbufView;
+        for slot in VIEWS.iter() {
+            if slot.compare_exchange(ptr::null_mut(), p, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                return Ok(view);
+            }
+        }
+        Err(Error::kernel("too many ring buffers mapped in this process (64)", Errno::ENOMEM))
+    }
+
+    #[inline(always)]
+    fn consumer_pos(&self) -> &AtomicU64 {
+        // SAFETY: offset 0 of the consumer page, 8-aligned.
+        unsafe { &*(self.mapping.base() as *const AtomicU64) }
+    }
+    #[inline(always)]
+    fn prod_u64(&self, off: usize) -> &AtomicU64 {
+        // SAFETY: inside the producer page, 8-aligned.
+        unsafe { &*(self.mapping.base().add(self.page + off) as *const AtomicU64) }
+    }
+    #[inline(always)]
+    fn prod_u32(&self, off: usize) -> &AtomicU32 {
+        // SAFETY: inside the producer page, 4-aligned.
+        unsafe { &*(self.mapping.base().add(self.page + off) as *const AtomicU32) }
+    }
+    #[inline(always)]
+    fn data(&self) -> *mut u8 {
+        // SAFETY: the data area follows the two pages.
+        unsafe { self.mapping.base().add(2 * self.page) }
+    }
+    #[inline(always)]
+    fn hdr(&self, pos: u64) -> &AtomicU32 {
+        // SAFETY: masked offset inside the (doubled) data area; 8-aligned.
+        unsafe { &*(self.data().add((pos as usize) & (self.data_size - 1)) as *const AtomicU32) }
+    }
+
+    fn contains(&self, p: *const u8) -> bool {
+        let start = self.data() as usize;
+        (start..start + 2 * self.data_size).contains(&(p as usize))
+    }
+
+    fn reserve(&self, shared: &Shared, size: u64) -> *mut u8 {
+        let len = ((size as usize + BPF_RINGBUF_HDR_SZ + 7) & !7) as u64;
+        if size > (u32::MAX / 4) as u64 || len > self.data_size as u64 {
+            return ptr::null_mut();
+        }
+        for attempt in 0..2 {
+            {
+                let _g = lock::lock(self.prod_u32(PROD_LOCK), shared);
+                let cons = self.consumer_pos().load(Ordering::Acquire);
+                let prod = self.prod_u64(0).load(Ordering::Relaxed);
+                if prod + len - cons <= self.data_size as u64 {
+                    let h = self.hdr(prod);
+                    // SAFETY: pg_off word follows len inside the 8-byte header.
+                    unsafe { ptr::write_volatile((h as *const AtomicU32 as *mut u32).add(1), shared.owner_id()) };
+                    h.store(size as u32 | BPF_RINGBUF_BUSY_BIT, Ordering::Release);
+                    self.prod_u64(0).store(prod + len, Ordering::Release);
+                    // SAFETY: the sample follows its header inside the doubled area.
+                    return unsafe { (h as *const AtomicU32 as *mut u8).add(BPF_RINGBUF_HDR_SZ) };
+                }
+            }
+            if attempt == 0 && !self.discard_dead(shared) {
+                break;
+            }
+        }
+        ptr::null_mut()
+    }
+
+    /// Discards BUSY records of dead producers from the consumer position on.
+    fn discard_dead(&self, shared: &Shared) -> bool {
+        let mut pos = self.consumer_pos().load(Ordering::Acquire);
+        let prod = self.prod_u64(0).load(Ordering::Acquire);
+        let mut fixed = false;
+        while pos < prod {
+            let h = self.hdr(pos);
+            let len = h.load(Ordering::Acquire);
+            if len & BPF_RINGBUF_BUSY_BIT != 0 {
+                // SAFETY: pg_off word right after len.
+                let owner = unsafe { ptr::read_volatile((h as *const AtomicU32 as *const u32).add(1)) };
+                if shared.owner_alive(owner) {
+                    break;
+                }
+                let done = (len & !BPF_RINGBUF_BUSY_BIT) | BPF_RINGBUF_DISCARD_BIT;
+                fixed |= h.compare_exchange(len, done, Ordering::AcqRel, Ordering::Relaxed).is_ok();
+            }
+            let sz = (len & !(BPF_RINGBUF_BUSY_BIT | BPF_RINGBUF_DISCARD_BIT)) as u64;
+            pos += (sz + BPF_RINGBUF_HDR_SZ as u64 + 7) & !7;
+        }
+        fixed
+    }
+
+    fn commit(&self, sample: *mut u8, flags: u64, discard: bool) {
+        // SAFETY: sample came from reserve: its header precedes it.
+        let h = unsafe { &*(sample.sub(BPF_RINGBUF_HDR_SZ) as *const AtomicU32) };
+        let len = h.load(Ordering::Relaxed) & !BPF_RINGBUF_BUSY_BIT;
+        h.store(if discard { len | BPF_RINGBUF_DISCARD_BIT } else { len }, Ordering::SeqCst);
+        if flags & BPF_RB_NO_WAKEUP == 0 && self.prod_u32(PROD_WAITERS).load(Ordering::SeqCst) > 0 {
+            self.prod_u32(PROD_WAKE).fetch_add(1, Ordering::SeqCst);
+            sys::futex_wake_all(self.prod_u32(PROD_WAKE));
+        }
+    }
+
+    fn readable(&self) -> bool {
+        let cons = self.consumer_pos().load(Ordering::SeqCst);
+        cons < self.prod_u64(0).load(Ordering::SeqCst) && self.hdr(cons).load(Ordering::SeqCst) & BPF_RINGBUF_BUSY_BIT == 0
+    }
+}
+
+impl Drop for RingbufView {
+    fn drop(&mut self) {
+        let me = self as *mut RingbufView;
+        for slot in VIEWS.iter() {
+            let _ = slot.compare_exchange(me, ptr::null_mut(), Ordering::AcqRel, Ordering::Relaxed);
+        }
+    }
+}
+
+fn view_of(sample: *const u8) -> Option<&'static RingbufView> {
+    for slot in VIEWS.iter() {
+        let p = slot.load(Ordering::Acquire);
+        // SAFETY: registered views are alive until their Map drops, which
+        // must not happen while a program still holds a reserved sample.
+        if !p.is_null() && unsafe { (*p).contains(sample) } {
+            // SAFETY: as above.
+            return Some(unsafe { &*p });
+        }
+    }
+    None
+}
+
+/// `bpf_ringbuf_submit(sample, flags)`: publishes a reserved record.
+///
+/// # Safety
+/// `sample` must come from [`Map::ringbuf_reserve`] and not be committed yet.
+pub unsafe fn ringbuf_submit(sample: *mut u8, flags: u64) {
+    if let Some(v) = view_of(sample) {
+        v.commit(sample, flags, false);
+    }
+}
+
+/// `bpf_ringbuf_discard(sample, flags)`: drops a reserved record.
+///
+/// # Safety
+/// As [`ringbuf_submit`].
+pub unsafe fn ringbuf_discard(sample: *mut u8, flags: u64) {
+    if let Some(v) = view_of(sample) {
+        v.commit(sample, flags, true);
+    }
+}
+
+impl Map {
+    fn rb(&self) -> Option<&RingbufView> {
+        self.ringbuf.as_deref()
+    }
+
+    /// `bpf_ringbuf_reserve(map, size, flags)`: a pointer to `size` writable
+    /// bytes, or null (full, too large, flags ≠ 0, not a ring buffer).
+    pub fn ringbuf_reserve(&self, size: u64, flags: u64) -> *mut u8 {
+        match self.rb() {
+            Some(v) if flags == 0 => v.reserve(&self.shared, size),
+            _ => ptr::null_mut(),
+        }
+    }
+
+    /// `bpf_ringbuf_output(map, data, size, flags)`: 0 or -errno.
+    pub fn ringbuf_output(&self, data: &[u8], flags: u64) -> i64 {
+        let Some(v) = self.rb() else { return Errno::EINVAL.as_neg() };
+        if flags & !(BPF_RB_NO_WAKEUP | BPF_RB_FORCE_WAKEUP) != 0 {
+            return Errno::EINVAL.as_neg();
+        }
+        let p = v.reserve(&self.shared, data.len() as u64);
+        if p.is_null() {
+            return Errno::EAGAIN.as_neg();
+        }
+        // SAFETY: p has data.len() writable bytes (contiguous thanks to the
+        // double mapping).
+        unsafe { ptr::copy_nonoverlapping(data.as_ptr(), p, data.len()) };
+        v.commit(p, flags, false);
+        0
+    }
+
+    /// `bpf_ringbuf_query(map, flags)`.
+    pub fn ringbuf_query(&self, flags: u64) -> u64 {
+        let Some(v) = self.rb() else { return 0 };
+        let cons = v.consumer_pos().load(Ordering::Acquire);
+        let prod = v.prod_u64(0).load(Ordering::Acquire);
+        match flags {
+            BPF_RB_AVAIL_DATA => prod - cons,
+            BPF_RB_RING_SIZE => v.data_size as u64,
+            BPF_RB_CONS_POS => cons,
+            BPF_RB_PROD_POS => prod,
+            _ => 0,
+        }
+    }
+
+    /// Consumer side (tests, tools): calls `f` for each committed record in
+    /// order, skipping discarded ones, and advances `consumer_pos` — what
+    /// libbpf's `ring_buffer__poll` does. Returns the number of records.
+    pub fn ringbuf_consume(&self, mut f: impl FnMut(&[u8])) -> usize {
+        let Some(v) = self.rb() else { return 0 };
+        let mut n = 0;
+        loop {
+            let cons = v.consumer_pos().load(Ordering::Acquire);
+            let prod = v.prod_u64(0).load(Ordering::Acquire);
+            if cons >= prod {
+                break;
+            }
+            let len = v.hdr(cons).load(Ordering::Acquire);
+            if len & BPF_RINGBUF_BUSY_BIT != 0 {
+                if !v.discard_dead(&self.shared) {
+                    break;
+                }
+                continue;
+            }
+            let size = (len & !BPF_RINGBUF_DISCARD_BIT) as usize;
+            if len & BPF_RINGBUF_DISCARD_BIT == 0 {
+                // SAFETY: committed record of `size` bytes after its header,
+                // contiguous in the double mapping.
+                let data = unsafe {
+                    std::slice::from_raw_parts((v.hdr(cons) as *const AtomicU32 as *const u8).add(BPF_RINGBUF_HDR_SZ), size)
+                };
+                f(data);
+                n += 1;
+            }
+            v.consumer_pos().store(cons + ((size + BPF_RINGBUF_HDR_SZ + 7) & !7) as u64, Ordering::Release);
+        }
+        n
+    }
+
+    /// Blocks until a committed record is available or `timeout` passes.
+    pub fn ringbuf_wait_readable(&self, timeout: Option<Duration>) -> bool {
+        let Some(v) = self.rb() else { return false };
+        if v.readable() {
+            return true;
+        }
+        v.prod_u32(PROD_WAITERS).fetch_add(1, Ordering::SeqCst);
+        let seq = v.prod_u32(PROD_WAKE).load(Ordering::SeqCst);
+        if !v.readable() {
+            sys::futex_wait(v.prod_u32(PROD_WAKE), seq, timeout);
+        }
+        v.prod_u32(PROD_WAITERS).fetch_sub(1, Ordering::SeqCst);
+        v.readable()
+    }
+
+    /// What the syscall server does for a loader's `mmap(ringbuf_map_fd)`:
+    /// libbpf maps the consumer page (`offset` 0, one page, read-write) and
+    /// the producer page plus data twice (`offset` = page size, length
+    /// `page + 2 * max_entries`, read-only). The kernel builds the double
+    /// mapping itself; here this call does, from the map file, and returns
+    /// the address (the loader later `munmap`s the whole range normally).
+    pub fn ringbuf_mmap_for_loader(&self, offset: usize, len: usize, prot: i32) -> Result<*mut u8, Errno> {
+        let Some(v) = self.rb() else { return Err(Errno::EINVAL) };
+        let page = v.page;
+        let path = self.registry().map_path(self.id);
+        let fd = sys::open(&path, libc::O_RDWR, 0).map_err(|e| Errno(e.raw_os_error().unwrap_or(libc::EIO)))?;
+        if offset == 0 && len <= page {
+            // SAFETY: fresh mapping of the consumer page; result checked.
+            let p = unsafe { libc::mmap(ptr::null_mut(), len, prot, libc::MAP_SHARED, fd.as_raw_fd(), HEADER_PAGE as libc::off_t) };
+            if p == libc::MAP_FAILED {
+                return Err(Errno(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::ENOMEM)));
+            }
+            return Ok(p as *mut u8);
+        }
+        if offset != page || len != page + 2 * v.data_size {
+            return Err(Errno::EINVAL);
+        }
+        let (base, total) = map_double(&fd, HEADER_PAGE, page, v.data_size, prot)
+            .map_err(|e| Errno(e.raw_os_error().unwrap_or(libc::ENOMEM)))?;
+        // Drop the leading consumer page so the result is exactly
+        // [producer page | data | data], as the loader asked.
+        // SAFETY: unmapping the first page of the mapping we just made.
+        unsafe { libc::munmap(base.as_ptr() as *mut _, page) };
+        debug_assert_eq!(total - page, len);
+        // SAFETY: base + page is inside the mapping.
+        Ok(unsafe { base.as_ptr().add(page) })
+    }
+}
