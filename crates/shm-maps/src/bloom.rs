@@ -1,4 +1,4 @@
-//! BLOOM_FILTER maps: a power-of-two bit array and `k` seeded hashes
+//! BLOOM_FILTER maps: a power-of-two bit array and `k` hash functions
 //! (`map_extra` bits 0..4, default 5), sized like the kernel
 //! (`max_entries * k / ln 2` bits, rounded up to a power of two).
 //! Push sets bits with atomic `fetch_or` (lock-free, crash-safe: a partial
@@ -31,24 +31,27 @@ pub(crate) fn bit_count(max_entries: u32, k: u32) -> Option<usize> {
 
 impl Map {
     #[inline(always)]
-    fn bloom_words(&self) -> (&[AtomicU64], u32) {
+    fn bloom_words(&self) -> &[AtomicU64] {
         let words = self.header().n_buckets as usize;
         // SAFETY: the data area holds n_buckets u64 words (geometry), 8-aligned.
-        let s = unsafe { std::slice::from_raw_parts(self.elems as *const AtomicU64, words) };
-        (s, nr_hashes(self.header().map_extra))
+        unsafe { std::slice::from_raw_parts(self.elems as *const AtomicU64, words) }
     }
 
+    /// The `k` bit positions of `value` by double hashing (Kirsch and
+    /// Mitzenmacher): `h1 + i * h2` from one 64-bit hash.
     #[inline(always)]
-    fn bloom_bit(&self, value: &[u8], i: u32, nbits: u64) -> u64 {
+    fn bloom_bits(&self, value: &[u8], nbits: u64) -> impl Iterator<Item = u64> {
         // SAFETY: value holds value.len() bytes.
-        unsafe { hash_bytes(value.as_ptr(), value.len(), self.seed.wrapping_add(i as u64)) & (nbits - 1) }
+        let h = unsafe { hash_bytes(value.as_ptr(), value.len(), self.seed) };
+        let (h1, h2) = (h & 0xffff_ffff, (h >> 32) | 1);
+        let k = nr_hashes(self.header().map_extra) as u64;
+        (0..k).map(move |i| h1.wrapping_add(i.wrapping_mul(h2)) & (nbits - 1))
     }
 
     pub(crate) fn bloom_push(&self, value: &[u8]) {
-        let (words, k) = self.bloom_words();
+        let words = self.bloom_words();
         let nbits = words.len() as u64 * 64;
-        for i in 0..k {
-            let bit = self.bloom_bit(value, i, nbits);
+        for bit in self.bloom_bits(value, nbits) {
             words[(bit / 64) as usize].fetch_or(1 << (bit % 64), Ordering::Relaxed);
         }
     }
@@ -57,10 +60,9 @@ impl Map {
         if value.len() != self.value_size as usize {
             return Err(Errno::EINVAL);
         }
-        let (words, k) = self.bloom_words();
+        let words = self.bloom_words();
         let nbits = words.len() as u64 * 64;
-        for i in 0..k {
-            let bit = self.bloom_bit(value, i, nbits);
+        for bit in self.bloom_bits(value, nbits) {
             if words[(bit / 64) as usize].load(Ordering::Relaxed) & (1 << (bit % 64)) == 0 {
                 return Err(Errno::ENOENT);
             }

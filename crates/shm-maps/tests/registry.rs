@@ -1,0 +1,186 @@
+//! Registry directory: permissions, layout versioning, generation futex,
+//! program/link records, liveness and reaping of dead owners.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use common::*;
+use shm_maps::{map_type::*, Error, LinkKind, LinkRecord, ProgRecord, Registry, RegistryOptions};
+
+#[test]
+fn directory_is_private() {
+    let t = TempRegistry::new("perm");
+    let mode = std::fs::metadata(&t.dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    let m = t.map(HASH, 8, 8, 4);
+    let mode = std::fs::metadata(t.reg.map_path(m.id())).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+#[test]
+fn refuses_open_directory() {
+    let dir = unique_dir("open-dir");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let err = Registry::open_with(&dir, &RegistryOptions::default()).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::UnsafeDir { .. }), "{msg}");
+    assert!(msg.contains("chmod 0700") && msg.contains(dir.to_str().unwrap()), "{msg}");
+    // Group access is accepted only when sharing is explicit.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o770)).unwrap();
+    assert!(Registry::open_with(&dir, &RegistryOptions::default()).is_err());
+    assert!(Registry::open_with(&dir, &RegistryOptions { shared: true }).is_ok());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn refuses_symlink_and_foreign_owner() {
+    let dir = unique_dir("symlink");
+    std::os::unix::fs::symlink("/tmp", &dir).unwrap();
+    assert!(matches!(Registry::open_with(&dir, &RegistryOptions::default()), Err(Error::UnsafeDir { .. })));
+    std::fs::remove_file(&dir).unwrap();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let dir = unique_dir("foreign");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+        let err = Registry::open_with(&dir, &RegistryOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("owned by uid 65534"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[test]
+fn refuses_other_layout_version() {
+    let t = TempRegistry::new("version");
+    let m = t.map(HASH, 8, 8, 4);
+    let path = t.reg.map_path(m.id());
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[8..12].copy_from_slice(&999u32.to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    let err = t.reg.open_map(m.id()).unwrap_err();
+    assert!(err.to_string().contains("version 999"), "{err}");
+    // The registry file too.
+    let reg_path = t.dir.join("registry");
+    let mut bytes = std::fs::read(&reg_path).unwrap();
+    bytes[8..12].copy_from_slice(&999u32.to_le_bytes());
+    std::fs::write(&reg_path, &bytes).unwrap();
+    let err = Registry::open_with(&t.dir, &RegistryOptions::default()).unwrap_err();
+    assert!(matches!(err, Error::Incompatible { .. }) && err.to_string().contains("layout version 999"), "{err}");
+}
+
+#[test]
+fn generation_wakes_waiters() {
+    let t = TempRegistry::new("gen");
+    let g0 = t.reg.generation();
+    let start = Instant::now();
+    assert_eq!(t.reg.wait_generation_change(g0, Some(Duration::from_millis(20))), g0);
+    assert!(start.elapsed() >= Duration::from_millis(15), "timed wait");
+    let reg2 = Registry::open_with(&t.dir, &RegistryOptions::default()).unwrap();
+    let h = std::thread::spawn(move || {
+        let g = reg2.generation();
+        reg2.wait_generation_change(g, Some(Duration::from_secs(10)))
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    t.map(ARRAY, 4, 4, 1);
+    let g1 = h.join().unwrap();
+    assert_ne!(g1, g0);
+}
+
+#[test]
+fn prog_and_link_records_round_trip() {
+    let t = TempRegistry::new("records");
+    let m = t.map(PERCPU_HASH, 8, 8, 4096);
+    let prog = ProgRecord {
+        prog_type: 2,
+        name: "uprobe_app_fun".into(),
+        license: "GPL".into(),
+        insns: vec![0x18, 0x11, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0],
+        map_ids: vec![m.id()],
+        verifier_log: "ok".into(),
+        ..Default::default()
+    };
+    let pid = t.reg.create_prog(&prog).unwrap();
+    let got = t.reg.prog(pid).unwrap();
+    assert_eq!(got.id, pid);
+    assert_eq!(got.owner, t.reg.owner_id());
+    assert_eq!(ProgRecord { id: 0, owner: 0, ..got }, prog);
+    assert!(t.reg.create_prog(&ProgRecord { insns: vec![0; 7], ..Default::default() }).is_err());
+    let link = LinkRecord {
+        kind: LinkKind::Uretprobe,
+        prog_id: pid,
+        target_path: "/usr/bin/app".into(),
+        file_offset: 0x1139,
+        dev: 2049,
+        inode: 1234,
+        pid: -1,
+        cookie: 7,
+        ..Default::default()
+    };
+    let lid = t.reg.create_link(&link).unwrap();
+    let g = t.reg.generation();
+    t.reg.set_link_enabled(lid, true).unwrap();
+    assert_ne!(t.reg.generation(), g);
+    let links = t.reg.links();
+    assert_eq!(links.len(), 1);
+    assert!(links[0].enabled);
+    assert_eq!(LinkRecord { id: 0, owner: 0, enabled: false, ..links[0].clone() }, link);
+    assert_eq!(t.reg.progs().len(), 1);
+    let maps = t.reg.maps();
+    assert_eq!(maps.len(), 1);
+    assert_eq!((maps[0].map_type, maps[0].key_size, maps[0].value_size, maps[0].max_entries), (PERCPU_HASH, 8, 8, 4096));
+    t.reg.remove_link(lid).unwrap();
+    assert!(t.reg.links().is_empty());
+    assert!(matches!(t.reg.remove_link(lid), Err(Error::NotFound { .. })));
+    assert!(matches!(t.reg.open_map(9999), Err(Error::NotFound { .. })));
+}
+
+/// Forks a child that creates objects and exits (or is killed) without
+/// cleaning up; the parent's reap must remove exactly the child's objects.
+#[test]
+fn dead_owners_objects_are_reaped() {
+    let t = TempRegistry::new("reap");
+    let mine = t.map(HASH, 8, 8, 4);
+    let (rfd, wfd) = pipe();
+    // SAFETY: the child only uses the registry and exits with _exit.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let reg = Registry::open_with(&t.dir, &RegistryOptions::default()).unwrap();
+        let m = reg.create_map(&shm_maps::MapSpec { map_type: ARRAY, key_size: 4, value_size: 4, max_entries: 1, ..Default::default() }).unwrap();
+        let p = reg.create_prog(&ProgRecord { name: "child".into(), ..Default::default() }).unwrap();
+        reg.create_link(&LinkRecord { prog_id: p, ..Default::default() }).unwrap();
+        reg.create_perf_ring(1).unwrap();
+        let _ = m;
+        // SAFETY: write to our pipe end, then wait to be killed.
+        unsafe {
+            libc::write(wfd, b"x".as_ptr() as *const _, 1);
+            libc::pause();
+            libc::_exit(0);
+        }
+    }
+    let mut b = [0u8; 1];
+    // SAFETY: reading one byte from our pipe end.
+    assert_eq!(unsafe { libc::read(rfd, b.as_mut_ptr() as *mut _, 1) }, 1);
+    assert_eq!(t.reg.maps().len(), 2);
+    assert_eq!(t.reg.reap(), 0, "child still alive: nothing reaped");
+    // SAFETY: killing and reaping our own child.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
+    }
+    assert_eq!(t.reg.reap(), 4, "map, prog, link and ring of the dead child");
+    let maps = t.reg.maps();
+    assert_eq!(maps.len(), 1);
+    assert_eq!(maps[0].id, mine.id());
+    assert!(t.reg.progs().is_empty() && t.reg.links().is_empty());
+}
+
+pub fn pipe() -> (i32, i32) {
+    let mut fds = [0i32; 2];
+    // SAFETY: fds has room for two descriptors.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    (fds[0], fds[1])
+}
