@@ -463,7 +463,8 @@ impl Map {
         bucket.pending_elem.store(idx, Ordering::Release);
         bucket.pending_op.store(OP_DELETE, Ordering::Release);
         self.unlink(b, idx);
-        self.header().count.0.fetch_sub(1, Ordering::AcqRel);
+        // Saturating: after crash repairs the count may be low by one.
+        let _ = self.header().count.0.fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| c.checked_sub(1));
         self.free_elem(idx);
         bucket.pending_op.store(OP_NONE, Ordering::Release);
     }
@@ -616,4 +617,89 @@ impl Map {
         }
         self.first_key_from(b + 1, next)
     }
+
+    /// Breaks and repairs every bucket lock held by a dead process. Returns
+    /// how many were repaired. Waiters do this on their own after a timeout;
+    /// this lets a reaper (or a test) do it eagerly.
+    pub(crate) fn hash_recover(&self) -> u32 {
+        let mut repaired = 0;
+        for b in 0..=self.bucket_mask {
+            let word = &self.bucket(b).lock;
+            let holder = word.load(Ordering::Acquire);
+            if holder == 0 || self.shared.owner_alive(holder) {
+                continue;
+            }
+            let me = self.shared.owner_id();
+            if word.compare_exchange(holder, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                self.repair_bucket(b);
+                word.store(0, Ordering::Release);
+                repaired += 1;
+            }
+        }
+        repaired
+    }
+
+    /// Full consistency check of a hash-family map (slow; meant for tests,
+    /// tools and after crashes, with no concurrent writers): every chain is
+    /// well formed, every LIVE element is reachable exactly once from the
+    /// right bucket, no element is left RESERVED or half-deleted, and the
+    /// count is not above the number of reachable elements.
+    pub(crate) fn hash_verify(&self) -> Result<HashStats, String> {
+        let mut seen = vec![false; self.pool_size as usize];
+        let mut reachable = 0u32;
+        for b in 0..=self.bucket_mask {
+            let bucket = self.bucket(b);
+            if bucket.pending_op.load(Ordering::Acquire) != OP_NONE && bucket.lock.load(Ordering::Acquire) == 0 {
+                return Err(format!("bucket {b}: pending operation left behind"));
+            }
+            let mut cur = bucket.head.load(Ordering::Acquire);
+            while cur & NULLS == 0 {
+                if cur >= self.pool_size {
+                    return Err(format!("bucket {b}: link to element {cur} out of range"));
+                }
+                if std::mem::replace(&mut seen[cur as usize], true) {
+                    return Err(format!("bucket {b}: element {cur} linked twice (cycle or shared)"));
+                }
+                let e = self.elem(cur);
+                if e.state.load(Ordering::Acquire) != STATE_LIVE {
+                    return Err(format!("bucket {b}: linked element {cur} is not live"));
+                }
+                if e.hash.load(Ordering::Relaxed) & self.bucket_mask != b {
+                    return Err(format!("bucket {b}: element {cur} belongs to another bucket"));
+                }
+                reachable += 1;
+                cur = e.next.load(Ordering::Acquire);
+            }
+            if cur != (NULLS | b) {
+                return Err(format!("bucket {b}: chain ends in a foreign nulls marker {cur:#x}"));
+            }
+        }
+        let mut free = 0;
+        for i in 0..self.pool_size {
+            let st = self.elem(i).state.load(Ordering::Acquire);
+            match st {
+                STATE_LIVE if !seen[i as usize] => return Err(format!("element {i} is live but unreachable (leaked)")),
+                STATE_LIVE => {}
+                s if s & STATE_RESERVED_TAG != 0 => return Err(format!("element {i} left reserved")),
+                _ => free += 1,
+            }
+        }
+        let count = self.header().count.0.load(Ordering::Acquire);
+        if count > reachable {
+            return Err(format!("count {count} > reachable elements {reachable}"));
+        }
+        Ok(HashStats { reachable, count, free })
+    }
+}
+
+/// Result of [`Map::verify`] for hash-family maps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HashStats {
+    /// Live elements reachable from the buckets.
+    pub reachable: u32,
+    /// The element counter used for `max_entries` (may be lower than
+    /// `reachable` by the number of crash repairs that hit a one-store window).
+    pub count: u32,
+    /// Free (or quarantined) elements in the pool.
+    pub free: u32,
 }

@@ -91,6 +91,7 @@ mod sys;
 pub use errno::{from_ret, Errno};
 pub use error::Error;
 pub use layout::{helper_flags, map_flags, map_type, update_flags, LAYOUT_VERSION};
+pub use hash::HashStats;
 pub use map::{Map, MapSpec};
 pub use perf::{PerfRecord, PerfRing, PERF_RECORD_LOST, PERF_RECORD_SAMPLE};
 pub use registry::{default_dir, LinkKind, LinkRecord, MapInfo, ProgRecord, Registry, RegistryOptions, ENV_DIR, ENV_SHARED};

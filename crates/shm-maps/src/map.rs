@@ -594,6 +594,37 @@ impl Map {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// Checks a hash-family map's shared structure (chains, element states,
+    /// count). Slow: for tests, tools and post-crash checks without
+    /// concurrent writers. Other map types have no checkable invariants
+    /// beyond their fixed layout and return `Ok(None)`.
+    pub fn verify(&self) -> Result<Option<crate::hash::HashStats>, String> {
+        match self.kind {
+            Kind::Hash | Kind::LpmTrie => self.hash_verify().map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// Eagerly breaks locks held by dead processes and repairs what they
+    /// protected (hash buckets, the map-wide queue lock). Waiters do this on
+    /// their own after a short timeout; a reaper may call it to avoid that
+    /// delay. Returns how many locks were recovered.
+    pub fn recover(&self) -> u32 {
+        let mut n = 0;
+        if matches!(self.kind, Kind::Hash | Kind::LpmTrie) {
+            n += self.hash_recover();
+        }
+        let word = &self.header().lock.0;
+        let holder = word.load(Ordering::Acquire);
+        if holder != 0 && !self.shared.owner_alive(holder) {
+            // Queue/stack critical sections need no repair (see queue.rs).
+            if word.compare_exchange(holder, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// The registry this map belongs to.
     pub fn registry(&self) -> Registry {
         Registry { shared: self.shared.clone() }
