@@ -2,4 +2,28 @@
 //! a traced app's functions) and `libsyscall_server.so` (programs the loader
 //! runs itself: BEGIN/END, `interval:`): loading a program from the registry,
 //! binding its maps, JIT-compiling it, and the helper implementations.
-//! Not implemented yet: see issue 5.
+//!
+//! Modules:
+//! - [`fault`]: fault-tolerant reads of untrusted pointers (no syscall).
+//! - [`env`]: the per-run environment helpers receive as `env`.
+//! - [`helpers`]: every helper of `verifier::HELPERS`, kernel semantics.
+//! - [`maps`]: process-local map handles (what `lddw` map references become).
+//! - [`program`]: [`LoadedProgram`], a registry program made runnable.
+
+pub mod env;
+pub mod fault;
+pub mod helpers;
+pub mod maps;
+pub mod program;
+
+pub use env::RunEnv;
+pub use program::{LoadError, LoadedProgram};
+pub use vm::program::HelperFn;
+
+/// Prepare the process for running programs: install the fault handler
+/// used by `probe_read*` and fill the slow caches (uid/gid, cgroup).
+/// Idempotent; safe to call from several places.
+pub fn init_process() -> Result<(), fault::InstallError> {
+    helpers::task::refresh_slow_caches();
+    fault::install()
+}

@@ -1,0 +1,42 @@
+//! The per-run environment: what a helper learns about the current probe
+//! hit beyond its five arguments. The VM passes the pointer given to `run`
+//! through untouched as the helpers' sixth argument (`env`).
+
+use std::ffi::c_void;
+
+/// Per-hit context built by the caller of a program run (the agent's
+/// trampoline handler, or the syscall server's PROG_TEST_RUN) on its own
+/// stack. `#[repr(C)]` because the JIT hands it to helpers as a raw pointer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RunEnv {
+    /// `bpf_get_attach_cookie`: the cookie the loader attached with.
+    pub cookie: u64,
+    /// `bpf_get_func_ip`: address of the probed function (uprobe: the
+    /// probed instruction).
+    pub func_ip: u64,
+    /// Registry id of the program being run.
+    pub program_id: u32,
+    /// Registry id of the attachment that fired (0 for test runs).
+    pub attachment_id: u32,
+    /// Opaque pointer to the `LoadedProgram` being run, for helpers that
+    /// call back into BPF code (`bpf_loop`, `bpf_for_each_map_elem`).
+    pub program: *const c_void,
+}
+
+impl RunEnv {
+    /// An environment for a run that is not tied to a probe (BEGIN/END).
+    pub const fn detached(program_id: u32) -> RunEnv {
+        RunEnv { cookie: 0, func_ip: 0, program_id, attachment_id: 0, program: std::ptr::null() }
+    }
+
+    /// Recover the environment from a helper's `env` argument.
+    ///
+    /// # Safety
+    /// `env` must be null or point to a live `RunEnv` (it is whatever the
+    /// caller of the run passed).
+    #[inline]
+    pub unsafe fn from_helper_arg<'a>(env: *mut c_void) -> Option<&'a RunEnv> {
+        (env as *const RunEnv).as_ref()
+    }
+}

@@ -1,0 +1,176 @@
+//! Helpers describing the current task: pid/tgid, uid/gid, comm, cgroup,
+//! CPU. All answer from caches so the hot path makes no system call:
+//!
+//! - pid/tgid: per-thread cache, invalidated by a fork generation counter
+//!   bumped in the `pthread_atfork` child handler (see [`after_fork_child`]).
+//! - uid/gid and cgroup id: process-wide atomics, refreshed by
+//!   [`refresh_slow_caches`] (the agent's watcher calls it on every wake).
+//! - comm: per-thread cache tagged with a refresh epoch; a thread re-reads
+//!   its name (one `prctl`) at most once per epoch.
+
+use std::cell::Cell;
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(1);
+static COMM_EPOCH: AtomicU64 = AtomicU64::new(1);
+/// `gid << 32 | uid`; `u64::MAX` until first refreshed.
+static UID_GID: AtomicU64 = AtomicU64::new(u64::MAX);
+/// 0 until first refreshed (and when the process has no cgroup v2 path).
+static CGROUP_ID: AtomicU64 = AtomicU64::new(0);
+
+const TASK_COMM_LEN: usize = 16;
+
+thread_local! {
+    /// (fork generation, tgid << 32 | tid)
+    static PID_TGID: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+    /// (comm epoch, name bytes)
+    static COMM: Cell<(u64, [u8; TASK_COMM_LEN])> = const { Cell::new((0, [0; TASK_COMM_LEN])) };
+}
+
+/// Call in the child after `fork`: pid/tid caches become stale.
+pub fn after_fork_child() {
+    FORK_GENERATION.fetch_add(1, Ordering::Release);
+    COMM_EPOCH.fetch_add(1, Ordering::Release);
+}
+
+/// Refresh the process-wide caches (uid/gid, cgroup id) and let every
+/// thread re-read its comm on its next use. Makes a few system calls:
+/// call it from a background thread, never from a probe.
+pub fn refresh_slow_caches() {
+    // SAFETY: getuid/getgid cannot fail.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    UID_GID.store(((gid as u64) << 32) | uid as u64, Ordering::Relaxed);
+    CGROUP_ID.store(read_cgroup_id().unwrap_or(0), Ordering::Relaxed);
+    COMM_EPOCH.fetch_add(1, Ordering::Release);
+}
+
+/// The cgroup v2 id of this process: the inode number of its directory in
+/// the cgroup2 hierarchy, as the kernel's `bpf_get_current_cgroup_id`.
+fn read_cgroup_id() -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let meta = std::fs::metadata(format!("/sys/fs/cgroup{path}")).ok()?;
+    Some(meta.ino())
+}
+
+#[inline]
+fn current_pid_tgid() -> u64 {
+    let generation = FORK_GENERATION.load(Ordering::Acquire);
+    PID_TGID.with(|cache| {
+        let (cached_generation, value) = cache.get();
+        if cached_generation == generation {
+            return value;
+        }
+        // SAFETY: getpid/gettid cannot fail. Once per thread per fork.
+        let (tgid, tid) = unsafe { (libc::getpid() as u64, libc::gettid() as u64) };
+        let value = (tgid << 32) | tid;
+        cache.set((generation, value));
+        value
+    })
+}
+
+/// `bpf_get_current_pid_tgid()`: `tgid << 32 | tid`.
+pub unsafe extern "C" fn get_current_pid_tgid(_: u64, _: u64, _: u64, _: u64, _: u64, _: *mut c_void) -> u64 {
+    current_pid_tgid()
+}
+
+/// `bpf_get_current_uid_gid()`: `gid << 32 | uid`.
+pub unsafe extern "C" fn get_current_uid_gid(_: u64, _: u64, _: u64, _: u64, _: u64, _: *mut c_void) -> u64 {
+    let value = UID_GID.load(Ordering::Relaxed);
+    if value != u64::MAX {
+        return value;
+    }
+    refresh_slow_caches();
+    UID_GID.load(Ordering::Relaxed)
+}
+
+/// `bpf_get_current_cgroup_id()`.
+pub unsafe extern "C" fn get_current_cgroup_id(_: u64, _: u64, _: u64, _: u64, _: u64, _: *mut c_void) -> u64 {
+    CGROUP_ID.load(Ordering::Relaxed)
+}
+
+/// `bpf_get_current_comm(buf, size)`: copies the thread name, truncated
+/// and NUL-terminated; `-EINVAL` (buffer zeroed) for size 0.
+pub unsafe extern "C" fn get_current_comm(buf: u64, size: u64, _: u64, _: u64, _: u64, _: *mut c_void) -> u64 {
+    let size = size as usize;
+    if size == 0 {
+        return -(libc::EINVAL as i64) as u64;
+    }
+    let epoch = COMM_EPOCH.load(Ordering::Acquire);
+    let name = COMM.with(|cache| {
+        let (cached_epoch, name) = cache.get();
+        if cached_epoch == epoch {
+            return name;
+        }
+        let mut name = [0u8; TASK_COMM_LEN];
+        // SAFETY: PR_GET_NAME writes at most 16 bytes into `name`.
+        unsafe { libc::prctl(libc::PR_GET_NAME, name.as_mut_ptr()) };
+        cache.set((epoch, name));
+        name
+    });
+    let name_len = name.iter().position(|&b| b == 0).unwrap_or(TASK_COMM_LEN);
+    let copy = name_len.min(size - 1);
+    let dst = buf as *mut u8;
+    // SAFETY: the verifier proved `buf` writable for `size` bytes.
+    std::ptr::copy_nonoverlapping(name.as_ptr(), dst, copy);
+    std::ptr::write_bytes(dst.add(copy), 0, size - copy);
+    0
+}
+
+/// `bpf_get_smp_processor_id()`: the CPU this thread runs on (glibc reads
+/// it from the rseq area, no system call).
+pub unsafe extern "C" fn get_smp_processor_id(_: u64, _: u64, _: u64, _: u64, _: u64, _: *mut c_void) -> u64 {
+    current_cpu() as u64
+}
+
+/// The CPU this thread runs on now (index into per-CPU map values and the
+/// PERF_EVENT_ARRAY).
+#[inline]
+pub fn current_cpu() -> u32 {
+    // SAFETY: sched_getcpu has no preconditions.
+    let cpu = unsafe { libc::sched_getcpu() };
+    if cpu < 0 {
+        0
+    } else {
+        cpu as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pid_tgid_matches_the_system() {
+        // SAFETY: helpers ignore their arguments here.
+        let v = unsafe { get_current_pid_tgid(0, 0, 0, 0, 0, std::ptr::null_mut()) };
+        assert_eq!(v >> 32, std::process::id() as u64);
+        // SAFETY: gettid has no preconditions.
+        assert_eq!(v & 0xffff_ffff, unsafe { libc::gettid() } as u64);
+        let other = std::thread::spawn(|| unsafe { get_current_pid_tgid(0, 0, 0, 0, 0, std::ptr::null_mut()) })
+            .join()
+            .unwrap();
+        assert_eq!(other >> 32, v >> 32);
+        assert_ne!(other & 0xffff_ffff, v & 0xffff_ffff);
+    }
+
+    #[test]
+    fn uid_gid_and_comm() {
+        // SAFETY: as above; comm writes into a 16-byte local buffer.
+        unsafe {
+            let v = get_current_uid_gid(0, 0, 0, 0, 0, std::ptr::null_mut());
+            assert_eq!(v & 0xffff_ffff, libc::getuid() as u64);
+            assert_eq!(v >> 32, libc::getgid() as u64);
+            let mut buf = [0xffu8; 16];
+            libc::prctl(libc::PR_SET_NAME, c"probe-name".as_ptr());
+            refresh_slow_caches();
+            assert_eq!(get_current_comm(buf.as_mut_ptr() as u64, 16, 0, 0, 0, std::ptr::null_mut()), 0);
+            assert_eq!(&buf[..11], b"probe-name\0");
+            let mut small = [0xffu8; 4];
+            assert_eq!(get_current_comm(small.as_mut_ptr() as u64, 4, 0, 0, 0, std::ptr::null_mut()), 0);
+            assert_eq!(&small, b"pro\0");
+        }
+    }
+}

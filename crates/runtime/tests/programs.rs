@@ -1,0 +1,191 @@
+//! Registry programs run through `LoadedProgram`: maps bound by registry
+//! id, JIT and helpers together, with results read back through the
+//! syscall view of the shared maps.
+
+use runtime::{LoadedProgram, RunEnv};
+use shm_maps::{map_type, Map, MapSpec, ProgRecord, Registry};
+
+struct TempRegistry {
+    dir: std::path::PathBuf,
+    registry: Registry,
+}
+
+impl TempRegistry {
+    fn new(name: &str) -> TempRegistry {
+        let dir = std::env::temp_dir().join(format!("userbpf-runtime-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let registry = Registry::open(&dir).unwrap();
+        TempRegistry { dir, registry }
+    }
+}
+
+impl Drop for TempRegistry {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn map(registry: &Registry, map_type: u32, key_size: u32, value_size: u32) -> Map {
+    registry
+        .create_map(&MapSpec { map_type, key_size, value_size, max_entries: 64, name: "m".into(), ..Default::default() })
+        .unwrap()
+}
+
+fn store(registry: &Registry, text: &str, map_ids: &[u32]) -> u32 {
+    let insns = vm::asm::assemble(text).unwrap();
+    registry
+        .create_prog(&ProgRecord {
+            prog_type: 2,
+            name: "test".into(),
+            insns: insns.iter().flat_map(|i| i.to_u64().to_le_bytes()).collect(),
+            map_ids: map_ids.to_vec(),
+            ..Default::default()
+        })
+        .unwrap()
+}
+
+fn count_text(m: u32) -> String {
+    format!(
+        "
+        mov %r1, 0
+        stxdw [%r10-8], %r1
+        lddw %r1, map_fd({m})
+        mov %r2, %r10
+        add %r2, -8
+        call bpf_map_lookup_elem
+        jeq %r0, 0, init
+        ldxdw %r1, [%r0]
+        add %r1, 1
+        stxdw [%r0], %r1
+        ja out
+        init:
+        mov %r1, 1
+        stxdw [%r10-16], %r1
+        lddw %r1, map_fd({m})
+        mov %r2, %r10
+        add %r2, -8
+        mov %r3, %r10
+        add %r3, -16
+        mov %r4, 0
+        call bpf_map_update_elem
+        out:
+        mov %r0, 0
+        exit
+        "
+    )
+}
+
+fn percpu_sum(map: &Map, key: u64) -> u64 {
+    let mut out = vec![0u8; map.syscall_value_size()];
+    map.lookup(&key.to_le_bytes(), &mut out).unwrap();
+    out.chunks(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).sum()
+}
+
+#[test]
+fn count_program_runs_jitted_against_a_shared_percpu_hash() {
+    let t = TempRegistry::new("count");
+    let m = map(&t.registry, map_type::PERCPU_HASH, 8, 8);
+    let id = store(&t.registry, &count_text(m.id()), &[m.id()]);
+    let program = LoadedProgram::from_registry(&t.registry, id).unwrap();
+    assert!(program.is_jitted(), "JIT refused: {:?}", program.jit_refusal());
+    for _ in 0..10 {
+        // SAFETY: the program does not touch its context.
+        unsafe { program.run_detached(std::ptr::null_mut()) };
+    }
+    assert_eq!(percpu_sum(&m, 0), 10);
+    // A second program on the same map shares the process-local handle.
+    let again = LoadedProgram::from_registry(&t.registry, id).unwrap();
+    // SAFETY: as above.
+    unsafe { again.run_detached(std::ptr::null_mut()) };
+    assert_eq!(percpu_sum(&m, 0), 11);
+}
+
+#[test]
+fn map_value_and_index_pseudo_sources_resolve() {
+    let t = TempRegistry::new("pseudo");
+    let global = map(&t.registry, map_type::ARRAY, 4, 16);
+    let g = global.id();
+    // Write 0x55 at byte 8 of the global-data array through map_value(g)+8,
+    // then return what map_idx(0) lookups of key 0 find there.
+    let text = format!(
+        "
+        lddw %r1, map_value({g})+8
+        mov %r2, 0x55
+        stxdw [%r1], %r2
+        mov %r1, 0
+        stxw [%r10-4], %r1
+        lddw %r1, map_fd({g})
+        mov %r2, %r10
+        add %r2, -4
+        call bpf_map_lookup_elem
+        jeq %r0, 0, fail
+        ldxdw %r0, [%r0+8]
+        exit
+        fail:
+        mov %r0, -1
+        exit
+        "
+    );
+    let id = store(&t.registry, &text, &[g]);
+    let program = LoadedProgram::from_registry(&t.registry, id).unwrap();
+    // SAFETY: the program does not touch its context.
+    assert_eq!(unsafe { program.run_detached(std::ptr::null_mut()) }, 0x55);
+    let mut value = [0u8; 16];
+    global.lookup(&0u32.to_le_bytes(), &mut value).unwrap();
+    assert_eq!(value[8], 0x55);
+}
+
+#[test]
+fn missing_maps_and_kernel_variables_are_load_errors() {
+    let t = TempRegistry::new("errors");
+    let id = store(&t.registry, "lddw %r1, map_fd(9999)\nmov %r0, 0\nexit", &[]);
+    let err = LoadedProgram::from_registry(&t.registry, id).unwrap_err().to_string();
+    assert!(err.contains("9999"), "{err}");
+    let err = LoadedProgram::from_registry(&t.registry, 424242).unwrap_err().to_string();
+    assert!(err.contains("424242"), "{err}");
+}
+
+#[test]
+fn bpf_loop_calls_back_into_the_program() {
+    let t = TempRegistry::new("loop");
+    // Sum i for i in 0..10 into a stack slot via bpf_loop; the callback
+    // stops early when i == 7 (returns 1), so the loop runs 8 times.
+    let text = "
+        mov %r1, 0
+        stxdw [%r10-8], %r1
+        mov %r1, 10
+        lddw %r2, func(+9)
+        mov %r3, %r10
+        add %r3, -8
+        mov %r4, 0
+        call bpf_loop
+        ldxdw %r1, [%r10-8]
+        lsh %r0, 32
+        or %r0, %r1
+        exit
+        ldxdw %r3, [%r2]
+        add %r3, %r1
+        stxdw [%r2], %r3
+        mov %r0, 0
+        jne %r1, 7, +1
+        mov %r0, 1
+        exit
+    ";
+    let id = store(&t.registry, text, &[]);
+    let program = LoadedProgram::from_registry(&t.registry, id).unwrap();
+    // SAFETY: the program does not touch its context.
+    let r = unsafe { program.run_detached(std::ptr::null_mut()) };
+    assert_eq!(r >> 32, 8, "iterations");
+    assert_eq!(r & 0xffff_ffff, (0..=7).sum::<u64>());
+}
+
+#[test]
+fn env_reaches_helpers() {
+    let t = TempRegistry::new("env");
+    let text = "call bpf_get_attach_cookie\nmov %r6, %r0\ncall bpf_get_func_ip\nadd %r0, %r6\nexit";
+    let id = store(&t.registry, text, &[]);
+    let program = LoadedProgram::from_registry(&t.registry, id).unwrap();
+    let mut env = RunEnv { cookie: 1000, func_ip: 0x400000, ..RunEnv::detached(id) };
+    // SAFETY: the program does not touch its context.
+    assert_eq!(unsafe { program.run(std::ptr::null_mut(), &mut env) }, 0x400000 + 1000);
+}
