@@ -112,6 +112,7 @@ pub mod attr {
     pub const MAP_FLAGS: usize = 16;
     pub const INNER_MAP_FD: usize = 20;
     pub const MAP_NAME: usize = 28;
+    pub const MAP_EXTRA: usize = 64;
     // BPF_MAP_*_ELEM
     pub const ELEM_MAP_FD: usize = 0;
     pub const ELEM_KEY: usize = 8;
@@ -125,6 +126,8 @@ pub mod attr {
     pub const LOG_LEVEL: usize = 24;
     pub const LOG_SIZE: usize = 28;
     pub const LOG_BUF: usize = 32;
+    pub const KERN_VERSION: usize = 40;
+    pub const PROG_FLAGS: usize = 44;
     pub const PROG_NAME: usize = 48;
     pub const EXPECTED_ATTACH_TYPE: usize = 68;
     pub const FD_ARRAY: usize = 120;

@@ -70,7 +70,8 @@ fn map_create(a: &Attr) -> Result<c_long, i32> {
         key_size: a.u32(attr::KEY_SIZE),
         value_size: a.u32(attr::VALUE_SIZE),
         max_entries: a.u32(attr::MAX_ENTRIES),
-        flags: a.u32(attr::MAP_FLAGS),
+        map_flags: a.u32(attr::MAP_FLAGS),
+        map_extra: a.u64(attr::MAP_EXTRA),
         name: a.name(attr::MAP_NAME),
     };
     if a.u32(attr::INNER_MAP_FD) != 0 {
@@ -141,7 +142,7 @@ fn map_elem(a: &Attr, op: ElemOp) -> Result<c_long, i32> {
     let obj = map_of(a.u32(attr::ELEM_MAP_FD))?;
     let Object::Map(m) = &*obj else { unreachable!("map_of returns maps only") };
     let key_size = m.spec.key_size as usize;
-    let user_value_size = backend::user_value_size(&m.spec);
+    let user_value_size = m.map.user_value_size();
     let key_ptr = a.u64(attr::ELEM_KEY);
     let value_ptr = a.u64(attr::ELEM_VALUE);
     // SAFETY (for every user_bytes/to_user below): the pointers come from the
@@ -219,14 +220,15 @@ fn prog_load(a: &Attr) -> Result<c_long, i32> {
         return Err(libc::EINVAL);
     }
 
-    // Resolve map references: lddw with a map-fd pseudo source carries the
-    // loader's fd; the registry program carries the map's registry id.
-    let mut maps = Vec::new();
+    // Find the maps the program references: lddw with a map-fd pseudo
+    // source carries the loader's fd.
+    let mut maps: Vec<crate::verify::MapRef> = Vec::new();
+    let mut map_objects = Vec::new();
+    let mut lddw_fds = Vec::new();
     let mut pc = 0;
     while pc < insns.len() {
         let insn = insns[pc];
-        let opc = insn as u8;
-        if opc == 0x18 {
+        if insn as u8 == 0x18 {
             let src = ((insn >> 12) & 0xf) as u8;
             if src == abi::BPF_PSEUDO_MAP_FD || src == abi::BPF_PSEUDO_MAP_VALUE {
                 let fd = (insn >> 32) as u32;
@@ -237,10 +239,12 @@ fn prog_load(a: &Attr) -> Result<c_long, i32> {
                         return Err(e);
                     }
                 };
-                let Object::Map(m) = &*obj else { unreachable!() };
-                let id = m.map.id();
-                insns[pc] = (insn & 0xffff_ffff) | ((id as u64) << 32);
-                maps.push(crate::verify::MapRef { id, spec: m.spec.clone() });
+                let Object::Map(m) = &*obj else { unreachable!("map_of returns maps only") };
+                if !maps.iter().any(|r| r.fd == fd) {
+                    maps.push(crate::verify::MapRef { fd, id: m.map.id(), spec: m.spec.clone() });
+                    map_objects.push(obj.clone());
+                }
+                lddw_fds.push((pc, fd));
             } else if src == abi::BPF_PSEUDO_MAP_IDX || src == abi::BPF_PSEUDO_MAP_IDX_VALUE {
                 report::unsupported("fd_array map references (BPF_PSEUDO_MAP_IDX)", "pass map fds in lddw instead");
                 return Err(libc::EINVAL);
@@ -254,16 +258,45 @@ fn prog_load(a: &Attr) -> Result<c_long, i32> {
     // Every program is verified before it is accepted.
     let verdict = crate::verify::verify(prog_type, &insns, &maps, log.level);
     log.write(&verdict.log);
-    if let Err(e) = verdict.result {
-        return Err(e);
-    }
+    verdict.result?;
 
+    // The registry program names maps by registry id.
+    for (pc, fd) in lddw_fds {
+        let id = maps.iter().find(|r| r.fd == fd).map(|r| r.id).expect("collected above");
+        insns[pc] = (insns[pc] & 0xffff_ffff) | ((id as u64) << 32);
+    }
     let mut map_ids: Vec<u32> = maps.iter().map(|m| m.id).collect();
     map_ids.sort_unstable();
     map_ids.dedup();
-    let (id, fd) = backend::store_program(prog_type, &name, &insns, &map_ids)?;
+    // SAFETY: `license` is the loader's NUL-terminated license string.
+    let license = unsafe { user_cstr(a.u64(attr::LICENSE)) };
+    let (prog, fd) = backend::store_program(backend::ProgSpec {
+        prog_type,
+        expected_attach_type: a.u32(attr::EXPECTED_ATTACH_TYPE),
+        prog_flags: a.u32(attr::PROG_FLAGS),
+        kern_version: a.u32(attr::KERN_VERSION),
+        name: &name,
+        license: &license,
+        insns: &insns,
+        maps: map_objects,
+        map_ids: map_ids.clone(),
+        verifier_log: verdict.log,
+    })?;
     let fd = fd.into_raw_fd();
-    register(fd, Object::Prog(ProgObject { id, prog_type, name, insn_count: insn_cnt, map_ids }))
+    let id = prog.id;
+    register(fd, Object::Prog(ProgObject { prog, id, prog_type, name, insn_count: insn_cnt, map_ids }))
+}
+
+/// A NUL-terminated string from the loader (empty for null).
+///
+/// # Safety
+/// `ptr` is null or a NUL-terminated string.
+unsafe fn user_cstr(ptr: u64) -> String {
+    if ptr == 0 {
+        return String::new();
+    }
+    // SAFETY: caller contract.
+    unsafe { std::ffi::CStr::from_ptr(ptr as *const libc::c_char) }.to_string_lossy().into_owned()
 }
 
 /// The loader's verifier log buffer.
@@ -355,7 +388,7 @@ unsafe fn obj_get_info(a: &Attr, attr_ptr: *mut u8) -> Result<c_long, i32> {
             put32(&mut info, m.spec.key_size);
             put32(&mut info, m.spec.value_size);
             put32(&mut info, m.spec.max_entries);
-            put32(&mut info, m.spec.flags);
+            put32(&mut info, m.spec.map_flags);
             name16(&mut info, &m.spec.name);
             info.resize(88, 0);
         }
@@ -403,15 +436,15 @@ fn link_create(a: &Attr) -> Result<c_long, i32> {
     match attach_type {
         abi::BPF_PERF_EVENT => {
             let prog = prog_of(a.u32(attr::LINK_PROG_FD))?;
-            let Object::Prog(p) = &*prog else { unreachable!() };
             let event = TABLE.get(a.u32(attr::LINK_TARGET_FD) as RawFd).ok_or(libc::EBADF)?;
-            crate::perf::set_bpf(&event, p)?;
-            crate::perf::set_enabled(&event, true)?;
             let cookie = a.u64(attr::LINK_PERF_COOKIE);
             if cookie != 0 {
                 report::unsupported("BPF cookies on perf-event links", "the cookie would be ignored");
                 return Err(libc::EOPNOTSUPP);
             }
+            crate::perf::set_bpf(&event, &prog)?;
+            crate::perf::set_enabled(&event, true)?;
+            let Object::Prog(p) = &*prog else { unreachable!() };
             let fd = crate::sysfs::memfd_with(c"userbpf-link", &[])?;
             register(fd, Object::Link(LinkObject { event, prog_id: p.id }))
         }
@@ -427,7 +460,3 @@ fn link_create(a: &Attr) -> Result<c_long, i32> {
     }
 }
 
-/// Tear down a link whose last fd closed: its event goes back to disabled.
-pub fn release_link(link: &LinkObject) {
-    let _ = crate::perf::set_enabled(&link.event, false);
-}

@@ -12,6 +12,7 @@
 //!   does). Only integer/pointer arguments are ever passed to it.
 //! - `geteuid`: bpftrace refuses to run unless it returns 0; the loader is
 //!   "root" of its own userbpf world (nothing privileged is done with it).
+//!   Server code itself sees the real euid.
 //! - `open*`/`fopen*`/`access`: sysfs/tracefs paths ([`crate::sysfs`]).
 //! - `ioctl`, `close`: perf event control and object lifetime.
 //! - `epoll_ctl`/`epoll_wait`/`epoll_pwait`: perf rings in epoll sets
@@ -76,9 +77,25 @@ pub unsafe extern "C" fn syscall(n: c_long, a1: c_long, a2: c_long, a3: c_long, 
     unsafe { real::syscall(n, a1, a2, a3, a4, a5, a6) }
 }
 
+/// bpftrace (and libbpf/bcc tools) see euid 0; the server's own code and
+/// the libraries it calls (`shm-maps` checks the registry directory's owner)
+/// see the real euid.
 #[no_mangle]
 pub extern "C" fn geteuid() -> libc::uid_t {
-    0
+    let in_server = IN_SERVER.try_with(|c| c.get()).unwrap_or(true);
+    if in_server {
+        // SAFETY: geteuid has no preconditions.
+        unsafe { real::geteuid() }
+    } else {
+        0
+    }
+}
+
+/// Mark the calling thread as a server thread for its whole life (the
+/// `interval:` timer threads): every interposed call it makes goes straight
+/// to libc, and it sees the real euid.
+pub fn mark_server_thread() {
+    let _ = IN_SERVER.try_with(|c| c.set(true));
 }
 
 /// Path argument as `&str` when it is one the server may answer (`/sys/…`).
@@ -230,9 +247,8 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
         // SAFETY: the caller closes its own fd.
         let r = unsafe { real::close(fd) };
         let err = report::errno();
-        if let Some(obj) = TABLE.release_if_unreferenced(key) {
-            crate::teardown(&obj);
-        }
+        // Dropping the last reference releases the registry objects.
+        drop(TABLE.release_if_unreferenced(key));
         Some(if r == 0 { 0 } else { fail(err) })
     })
     .flatten();

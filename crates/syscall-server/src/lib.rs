@@ -29,18 +29,6 @@ pub mod sysfs;
 pub mod timer;
 pub mod verify;
 
-use objects::Object;
-
-/// Release whatever an object holds once its last fd is closed.
-pub(crate) fn teardown(obj: &Object) {
-    match obj {
-        Object::Map(m) => m.map.remove(),
-        Object::Prog(p) => backend::remove_program(p.id),
-        Object::Link(l) => bpf::release_link(l),
-        other => perf::release(other),
-    }
-}
-
 /// Runs when the loader maps the library (before its `main`).
 extern "C" fn on_load() {
     child_env::rewrite_ld_preload();

@@ -52,11 +52,14 @@ impl Object {
 }
 
 pub struct MapObject {
+    /// The registry map (removed when this object is dropped).
     pub map: backend::Map,
     pub spec: backend::MapSpec,
 }
 
 pub struct ProgObject {
+    /// The registry record (removed when this object is dropped).
+    pub prog: backend::Prog,
     pub id: u32,
     pub prog_type: u32,
     pub name: String,
@@ -68,9 +71,6 @@ pub struct ProgObject {
 
 pub struct UprobeEvent {
     pub attachment: backend::Attachment,
-    pub retprobe: bool,
-    pub path: String,
-    pub offset: u64,
 }
 
 pub struct OutputEvent {
@@ -82,6 +82,13 @@ pub struct LinkObject {
     /// The perf event this link enabled (kept alive by the link).
     pub event: Arc<Object>,
     pub prog_id: u32,
+}
+
+impl Drop for LinkObject {
+    /// Closing a link detaches: its perf event goes back to disabled.
+    fn drop(&mut self) {
+        let _ = crate::perf::set_enabled(&self.event, false);
+    }
 }
 
 /// All live objects of this process.
@@ -134,7 +141,8 @@ impl Table {
 
     /// After `fd` (which referred to `key`) was closed: drop the object if no
     /// other descriptor of this process still refers to the same file.
-    /// Returns the dropped object so the caller can tear it down outside the lock.
+    /// Returns the object so the caller drops it (which releases its
+    /// registry objects) outside the lock.
     pub fn release_if_unreferenced(&self, key: FileKey) -> Option<Arc<Object>> {
         if still_open_elsewhere(key) {
             return None;

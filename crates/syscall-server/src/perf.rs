@@ -20,7 +20,8 @@ use std::sync::Arc;
 
 use crate::abi::perf::*;
 use crate::backend;
-use crate::objects::{Object, OutputEvent, ProgObject, UprobeEvent, TABLE};
+use crate::objects::{Object, OutputEvent, UprobeEvent, TABLE};
+use shm_maps::LinkKind;
 use crate::report;
 
 /// Data pages of each BPF_OUTPUT ring: bpftrace's default
@@ -59,21 +60,25 @@ pub unsafe fn perf_event_open(attr_ptr: *const u8, pid: i32, cpu: i32, group_fd:
             // SAFETY: config1 of a uprobe event is a NUL-terminated path.
             let path = unsafe { CStr::from_ptr(path_ptr as *const libc::c_char) }.to_string_lossy().into_owned();
             let spec = backend::AttachSpec {
-                retprobe: config & 1 != 0,
-                path: path.clone(),
+                kind: if config & 1 != 0 { LinkKind::Uretprobe } else { LinkKind::Uprobe },
+                path,
                 file_offset: u64_at(CONFIG2),
-                pid_filter: if pid > 0 { Some(pid) } else { None },
+                pid: if pid > 0 { pid } else { -1 },
+                config: 0,
+                sample_period: 0,
+                cpu: -1,
             };
-            let (attachment, fd) = backend::create_attachment(&spec)?;
-            let fd = fd.into_raw_fd();
-            register(fd, Object::Uprobe(UprobeEvent { attachment, retprobe: spec.retprobe, path, offset: spec.file_offset }))
+            // The registry link is published when a program is bound; until
+            // then the event is a memfd the loader can hold and close.
+            let fd = crate::sysfs::memfd_with(c"userbpf-uprobe", &[])?;
+            register(fd, Object::Uprobe(UprobeEvent { attachment: backend::Attachment::new(spec) }))
         }
         PERF_TYPE_SOFTWARE if config == PERF_COUNT_SW_BPF_OUTPUT => {
             let ncpu = backend::nr_possible_cpus();
             if cpu < 0 || cpu as u32 >= ncpu {
                 return Err(libc::EINVAL);
             }
-            let (ring, fd) = backend::create_ring(cpu as u32, OUTPUT_RING_PAGES)?;
+            let (ring, fd) = backend::create_ring(OUTPUT_RING_PAGES)?;
             let fd = fd.into_raw_fd();
             register(fd, Object::Output(OutputEvent { ring, cpu: cpu as u32 }))
         }
@@ -128,8 +133,7 @@ pub fn ioctl(obj: &Arc<Object>, request: u64, arg: u64) -> Result<i32, i32> {
         PERF_EVENT_IOC_RESET => Ok(0),
         PERF_EVENT_IOC_SET_BPF => {
             let prog = crate::bpf::prog_of(arg as u32)?;
-            let Object::Prog(p) = &*prog else { unreachable!() };
-            set_bpf(obj, p).map(|_| 0)
+            set_bpf(obj, &prog).map(|_| 0)
         }
         _ => {
             report::unsupported(&format!("ioctl {request:#x} on a userbpf {}", obj.kind()), "not a perf ioctl userbpf implements");
@@ -138,21 +142,23 @@ pub fn ioctl(obj: &Arc<Object>, request: u64, arg: u64) -> Result<i32, i32> {
     }
 }
 
-/// Bind `prog` to the event (`PERF_EVENT_IOC_SET_BPF`, `BPF_LINK_CREATE`).
-pub fn set_bpf(event: &Arc<Object>, prog: &ProgObject) -> Result<(), i32> {
+/// Bind `prog` (an `Object::Prog`) to the event (`PERF_EVENT_IOC_SET_BPF`,
+/// `BPF_LINK_CREATE`). The event keeps the program alive.
+pub fn set_bpf(event: &Arc<Object>, prog_obj: &Arc<Object>) -> Result<(), i32> {
     use crate::abi::{BPF_PROG_TYPE_KPROBE, BPF_PROG_TYPE_PERF_EVENT};
+    let Object::Prog(prog) = &**prog_obj else { return Err(libc::EINVAL) };
     match &**event {
         Object::Uprobe(u) => {
             if prog.prog_type != BPF_PROG_TYPE_KPROBE {
                 return Err(libc::EINVAL);
             }
-            u.attachment.set_program(prog.id)
+            u.attachment.set_program(prog.id, prog_obj.clone())
         }
         Object::Timer(t) => {
             if prog.prog_type != BPF_PROG_TYPE_PERF_EVENT {
                 return Err(libc::EINVAL);
             }
-            t.set_program(prog.id)
+            t.set_program(prog.id, prog_obj.clone())
         }
         Object::Output(_) => Err(libc::EINVAL),
         _ => Err(libc::ENOTTY),
@@ -168,15 +174,5 @@ pub fn set_enabled(event: &Arc<Object>, on: bool) -> Result<(), i32> {
         // array; enabling is a no-op, as for the kernel's output events.
         Object::Output(_) => Ok(()),
         _ => Err(libc::ENOTTY),
-    }
-}
-
-/// Tear down an event whose last fd closed.
-pub fn release(event: &Object) {
-    match event {
-        Object::Uprobe(u) => u.attachment.remove(),
-        Object::Timer(t) => t.stop(),
-        Object::Output(o) => o.ring.remove(),
-        _ => {}
     }
 }

@@ -20,6 +20,8 @@ pub struct TimerEvent {
     period: Duration,
     sample_period: u64,
     prog_id: AtomicU32,
+    /// The bound program, kept alive while the event exists.
+    prog: Mutex<Option<Arc<crate::objects::Object>>>,
     /// Set while the timer thread should keep running.
     running: Arc<AtomicBool>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -36,12 +38,18 @@ impl TimerEvent {
             period,
             sample_period: sample,
             prog_id: AtomicU32::new(0),
+            prog: Mutex::new(None),
             running: Arc::new(AtomicBool::new(false)),
             thread: Mutex::new(None),
         })
     }
 
-    pub fn set_program(&self, id: u32) -> Result<(), i32> {
+    pub fn set_program(&self, id: u32, prog: Arc<crate::objects::Object>) -> Result<(), i32> {
+        let mut slot = self.prog.lock().map_err(|_| libc::EIO)?;
+        if slot.is_some() {
+            return Err(libc::EEXIST);
+        }
+        *slot = Some(prog);
         self.prog_id.store(id, Ordering::Release);
         Ok(())
     }
@@ -84,7 +92,14 @@ impl TimerEvent {
     }
 }
 
+impl Drop for TimerEvent {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 fn timer_loop(prog_id: u32, period: Duration, sample_period: u64, running: &AtomicBool) {
+    crate::interpose::mark_server_thread();
     let mut next = Instant::now() + period;
     let mut ctx = [0u8; PERF_EVENT_CTX_SIZE];
     ctx[SAMPLE_PERIOD_OFFSET..SAMPLE_PERIOD_OFFSET + 8].copy_from_slice(&sample_period.to_ne_bytes());

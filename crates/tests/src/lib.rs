@@ -173,25 +173,27 @@ impl World {
     }
 
     /// A command that runs `program` as the test user with the world's
-    /// registry, in its own process group.
+    /// registry and `preload`, in its own process group.
+    ///
+    /// The variables are set by `env` right before `program`, not on the
+    /// `setpriv` wrapper: the syscall server rewrites `LD_PRELOAD` for the
+    /// children of whatever process loads it, so it must be loaded by the
+    /// loader itself.
     fn command(&self, program: &str, preload: &Path) -> Command {
         let mut cmd = if is_root() {
             let mut c = Command::new("setpriv");
-            c.args([
-                format!("--reuid={NOBODY}"),
-                format!("--regid={NOBODY}"),
-                "--clear-groups".to_string(),
-                "--".to_string(),
-                program.to_string(),
-            ]);
+            c.args([format!("--reuid={NOBODY}"), format!("--regid={NOBODY}"), "--clear-groups".to_string(), "--".to_string()]);
+            c.arg("env");
             c
         } else {
-            Command::new(program)
+            Command::new("env")
         };
-        cmd.current_dir(&self.dir)
-            .env("USERBPF_DIR", &self.registry)
-            .env("LD_PRELOAD", preload)
-            .env("HOME", &self.dir)
+        cmd.arg(format!("USERBPF_DIR={}", self.registry.display()))
+            .arg(format!("LD_PRELOAD={}", preload.display()))
+            .arg(format!("HOME={}", self.dir.display()))
+            .arg(program)
+            .current_dir(&self.dir)
+            .env_remove("LD_PRELOAD")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
