@@ -63,7 +63,7 @@ fn check_encoding(insns: &[Insn]) -> Result<(), Reject> {
         let bad = |what: &str| Err(rej(pc, format!("{what} uses reserved fields")));
         match class {
             BPF_ALU | BPF_ALU64 => {
-                let name = if class == BPF_ALU { "BPF_ALU" } else { "BPF_ALU64" };
+                let name = "BPF_ALU";
                 match op {
                     BPF_NEG => {
                         if src_x || i.src != 0 || i.imm != 0 || i.off != 0 {
@@ -100,9 +100,6 @@ fn check_encoding(insns: &[Insn]) -> Result<(), Reject> {
                         }
                     }
                     _ => return Err(rej(pc, format!("invalid BPF_ALU opcode {:x}", op))),
-                }
-                if i.dst == 10 && op != BPF_END {
-                    // reported with the abstract state (kernel: "frame pointer is read only")
                 }
             }
             BPF_LDX => {
