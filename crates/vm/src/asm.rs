@@ -382,12 +382,10 @@ fn encode(mnemonic: &str, operands: &[&str]) -> Result<Encoded, String> {
         ("le", BPF_ALU | BPF_END | BPF_TO_LE),
         ("be", BPF_ALU | BPF_END | BPF_TO_BE),
     ] {
-        if let Some(width) = mnemonic.strip_prefix(prefix) {
-            if let width @ ("16" | "32" | "64") = width {
-                expect_operands(mnemonic, operands, 1)?;
-                let dst = parse_register(operands[0])?;
-                return one(Insn::new(opc, dst, 0, 0, width.parse().unwrap_or(64)));
-            }
+        if let Some(width @ ("16" | "32" | "64")) = mnemonic.strip_prefix(prefix) {
+            expect_operands(mnemonic, operands, 1)?;
+            let dst = parse_register(operands[0])?;
+            return one(Insn::new(opc, dst, 0, 0, width.parse().unwrap_or(64)));
         }
     }
 

@@ -306,6 +306,50 @@ mod tests {
         assert_eq!(disassemble(&insns), text);
     }
 
+    /// Every encoding `Program::load` accepts has a textual form (never
+    /// `.insn`) that assembles back to the same words.
+    #[test]
+    fn every_loadable_encoding_has_text() {
+        let exit = Insn::new(EXIT, 0, 0, 0, 0);
+        let mut checked = 0;
+        for opc in 0..=255u8 {
+            for (dst, src) in [(0u8, 0u8), (1, 2), (10, 9)] {
+                for off in [0i16, 1, -1, 8, 16, 32] {
+                    for imm in [0i32, 1, -1, 16, 32, 64, 0x41, 0xe1, 0xf1, 0x1234_5678] {
+                        let insn = Insn::new(opc, dst, src, off, imm);
+                        let insns = if insn.is_lddw() {
+                            vec![insn, Insn::new(0, 0, 0, 0, -2), exit]
+                        } else {
+                            vec![insn, exit, exit]
+                        };
+                        let loads = crate::program::Program::load(&insns, &mut |_| Ok(0)).is_ok();
+                        if !loads {
+                            continue;
+                        }
+                        checked += 1;
+                        let text = disassemble(&insns);
+                        assert!(!text.contains(".insn"), "{insn:?} has no text: {text}");
+                        assert_eq!(assemble(&text).unwrap(), insns, "{text}");
+                    }
+                }
+            }
+        }
+        assert!(checked > 1000, "only {checked} loadable encodings");
+    }
+
+    #[test]
+    fn arbitrary_words_round_trip() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let insns = vec![Insn::from_u64(state), Insn::from_u64(state.rotate_left(29))];
+            let text = disassemble(&insns);
+            assert_eq!(assemble(&text).unwrap(), insns, "{text}");
+        }
+    }
+
     #[test]
     fn unknown_encodings_fall_back_to_raw_words() {
         let insns = vec![Insn::new(0xff, 1, 2, 3, 4), Insn::new(EXIT, 0, 0, 0, 1)];
