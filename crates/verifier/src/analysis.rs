@@ -613,6 +613,21 @@ impl<'a> Analyzer<'a> {
         if b.kind == Kind::Ctx {
             return Err(acc(pc, format!("BPF_ATOMIC stores into R{} ctx is not allowed", i.dst)));
         }
+        // Atomics need natural alignment (the VM, like the CPU, requires it).
+        let start = b.value.add(Scalar::constant(i.off as i64 as u64));
+        // Every region starts 8-byte aligned, so the offset's alignment is the address's.
+        let aligned = start.is_aligned(size as u64);
+        if !aligned && b.kind.is_pointer() && !b.kind.is_or_null() && !matches!(b.kind, Kind::MapPtr { .. } | Kind::Func { .. }) {
+            let what = match b.kind {
+                Kind::Stack { .. } => "stack",
+                Kind::MapValue { .. } => "value",
+                _ => "mem",
+            };
+            return Err(match start.as_const() {
+                Some(o) => acc(pc, format!("misaligned {what} access off {} size {size}", o as i64)),
+                None => acc(pc, format!("misaligned {what} access: variable offset for an atomic on R{}", i.dst)),
+            });
+        }
         let old = self.access(st, pc, i.dst, i.off, size, None)?;
         if old.kind.is_pointer() {
             return Err(acc(pc, format!("R{} atomic operation on a spilled pointer prohibited", i.dst)));

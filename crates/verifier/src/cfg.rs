@@ -262,6 +262,33 @@ pub fn analyze(insns: &[Insn], allow_loops: bool) -> Result<Cfg, Reject> {
             }
         }
     }
+    // BPF-to-BPF calls may not recurse (directly or not): the VM refuses it.
+    let mut calls: Vec<Vec<(usize, usize)>> = vec![Vec::new(); func_starts.len()];
+    for (pc, i) in insns.iter().enumerate() {
+        if !is_lddw_tail[pc] && i.opc == CALL && i.src == BPF_PSEUDO_CALL {
+            let to = (pc as i64 + 1 + i.imm as i64) as usize;
+            calls[func_of(pc)].push((pc, func_of(to)));
+        }
+    }
+    let mut color = vec![0u8; func_starts.len()]; // 0 new, 1 on path, 2 done
+    fn visit(f: usize, calls: &[Vec<(usize, usize)>], color: &mut [u8], starts: &[usize]) -> Result<(), Reject> {
+        color[f] = 1;
+        for &(pc, g) in &calls[f] {
+            if color[g] == 1 {
+                return Err(rej(pc, format!("recursive call from insn {pc} to {}", starts[g])));
+            }
+            if color[g] == 0 {
+                visit(g, calls, color, starts)?;
+            }
+        }
+        color[f] = 2;
+        Ok(())
+    }
+    for f in 0..func_starts.len() {
+        if color[f] == 0 {
+            visit(f, &calls, &mut color, &func_starts)?;
+        }
+    }
     // Depth-first search from every function entry: reachability and back-edges.
     let mut prune_point = vec![false; n];
     let mut reached = vec![false; n];

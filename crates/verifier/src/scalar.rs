@@ -1,6 +1,7 @@
 //! The numeric abstract domain: a 64-bit value known to lie in both an
 //! unsigned range `[umin, umax]` and a signed range `[smin, smax]` (the
-//! kernel's bounds, without tnums). Transfer functions for every ALU
+//! kernel's bounds), with its lowest `tz` bits known to be zero (the part of
+//! the kernel's tnums that alignment checks need). Transfer functions for every ALU
 //! operation and the refinement a conditional jump gives each branch.
 //!
 //! Every function here is *sound*: the concrete result of an operation on any
@@ -15,13 +16,15 @@ pub struct Scalar {
     pub umax: u64,
     pub smin: i64,
     pub smax: i64,
+    /// The lowest `tz` bits are known to be zero (64: the value is 0).
+    pub tz: u8,
 }
 
 impl Scalar {
-    pub const UNKNOWN: Scalar = Scalar { umin: 0, umax: u64::MAX, smin: i64::MIN, smax: i64::MAX };
+    pub const UNKNOWN: Scalar = Scalar { umin: 0, umax: u64::MAX, smin: i64::MIN, smax: i64::MAX, tz: 0 };
 
     pub const fn constant(v: u64) -> Scalar {
-        Scalar { umin: v, umax: v, smin: v as i64, smax: v as i64 }
+        Scalar { umin: v, umax: v, smin: v as i64, smax: v as i64, tz: v.trailing_zeros() as u8 }
     }
 
     /// Any value representable in `bytes` bytes, zero-extended.
@@ -44,11 +47,11 @@ impl Scalar {
     }
 
     pub fn urange(lo: u64, hi: u64) -> Scalar {
-        Scalar { umin: lo, umax: hi, smin: i64::MIN, smax: i64::MAX }.sync().unwrap_or(Scalar::UNKNOWN)
+        Scalar { umin: lo, umax: hi, smin: i64::MIN, smax: i64::MAX, tz: 0 }.sync().unwrap_or(Scalar::UNKNOWN)
     }
 
     pub fn srange(lo: i64, hi: i64) -> Scalar {
-        Scalar { umin: 0, umax: u64::MAX, smin: lo, smax: hi }.sync().unwrap_or(Scalar::UNKNOWN)
+        Scalar { umin: 0, umax: u64::MAX, smin: lo, smax: hi, tz: 0 }.sync().unwrap_or(Scalar::UNKNOWN)
     }
 
     pub fn as_const(&self) -> Option<u64> {
@@ -57,7 +60,21 @@ impl Scalar {
 
     /// Whether every value of `other` is a value of `self`.
     pub fn contains(&self, other: &Scalar) -> bool {
-        self.umin <= other.umin && other.umax <= self.umax && self.smin <= other.smin && other.smax <= self.smax
+        self.umin <= other.umin
+            && other.umax <= self.umax
+            && self.smin <= other.smin
+            && other.smax <= self.smax
+            && other.tz >= self.tz
+    }
+
+    /// Whether the value is a multiple of `align` (a power of two).
+    pub fn is_aligned(&self, align: u64) -> bool {
+        (self.tz as u32) >= align.trailing_zeros()
+    }
+
+    fn with_tz(mut self, tz: u8) -> Scalar {
+        self.tz = tz.min(64);
+        self
     }
 
     /// Tighten each range with what the other implies; `None` if empty.
@@ -77,6 +94,9 @@ impl Scalar {
                 return None;
             }
         }
+        if self.umin == self.umax {
+            self.tz = self.tz.max(self.umin.trailing_zeros() as u8);
+        }
         Some(self)
     }
 
@@ -91,9 +111,9 @@ impl Scalar {
         } else if let Some(c) = self.as_const() {
             Scalar::constant(c as u32 as u64)
         } else if self.umax - self.umin <= u32::MAX as u64 && (self.umin >> 32) == (self.umax >> 32) {
-            Scalar::urange(self.umin as u32 as u64, self.umax as u32 as u64)
+            Scalar::urange(self.umin as u32 as u64, self.umax as u32 as u64).with_tz(self.tz)
         } else {
-            Scalar::unsigned_bytes(4)
+            Scalar::unsigned_bytes(4).with_tz(self.tz)
         }
     }
 
@@ -107,6 +127,7 @@ impl Scalar {
             r.smin = lo;
             r.smax = hi;
         }
+        r.tz = self.tz.min(b.tz);
         r.norm()
     }
 
@@ -120,6 +141,7 @@ impl Scalar {
             r.smin = lo;
             r.smax = hi;
         }
+        r.tz = self.tz.min(b.tz);
         r.norm()
     }
 
@@ -131,7 +153,21 @@ impl Scalar {
                 return Scalar::constant(v);
             }
         }
-        match op {
+        let tz = match op {
+            BPF_ADD | BPF_SUB | BPF_OR | BPF_XOR => self.tz.min(b.tz),
+            BPF_MUL => self.tz.saturating_add(b.tz),
+            BPF_AND => self.tz.max(b.tz),
+            BPF_LSH => match b.as_const() {
+                Some(k) if k < 64 => self.tz.saturating_add(k as u8),
+                _ => 0,
+            },
+            BPF_RSH | BPF_ARSH => match b.as_const() {
+                Some(k) if k < 64 => self.tz.saturating_sub(k as u8),
+                _ => 0,
+            },
+            _ => 0,
+        };
+        let r = match op {
             BPF_ADD => self.add(b),
             BPF_SUB => self.sub(b),
             BPF_MUL => {
@@ -180,7 +216,8 @@ impl Scalar {
                 }
             }
             _ => Scalar::UNKNOWN,
-        }
+        };
+        r.with_tz(tz)
     }
 
     /// Result of the ALU operation `op` (class ALU when `!is64`). `signed_variant`
@@ -211,11 +248,12 @@ impl Scalar {
             _ if signed_variant => return Scalar::unsigned_bytes(4),
             _ => a32.alu64(op, b32, false),
         };
-        // A result that may have left the 32-bit range wrapped around.
+        // A result that may have left the 32-bit range wrapped around (its
+        // low bits are still right).
         if r.umax <= u32::MAX as u64 {
             r
         } else {
-            Scalar::unsigned_bytes(4)
+            Scalar::unsigned_bytes(4).with_tz(r.tz)
         }
     }
 
@@ -225,7 +263,7 @@ impl Scalar {
             return Scalar::constant(if is64 { c.wrapping_neg() } else { (c as u32).wrapping_neg() as u64 });
         }
         if is64 && self.smin != i64::MIN {
-            Scalar::srange(-self.smax, -self.smin)
+            Scalar::srange(-self.smax, -self.smin).with_tz(self.tz)
         } else if is64 {
             Scalar::UNKNOWN
         } else {
@@ -316,6 +354,7 @@ pub fn refine(op: u8, a: Scalar, b: Scalar, taken: bool) -> Option<(Scalar, Scal
                 umax: a.umax.min(b.umax),
                 smin: a.smin.max(b.smin),
                 smax: a.smax.min(b.smax),
+                tz: a.tz.max(b.tz),
             }
             .sync()?;
             return Some((m, m));
@@ -442,6 +481,7 @@ mod tests {
     fn each_value(s: Scalar) -> Vec<u64> {
         let mut v = vec![s.umin, s.umax, s.smin as u64, s.smax as u64];
         v.retain(|x| s.umin <= *x && *x <= s.umax && s.smin <= *x as i64 && *x as i64 <= s.smax);
+        v.retain(|x| s.tz >= 64 || x & ((1u64 << s.tz) - 1) == 0);
         v
     }
 
@@ -456,6 +496,8 @@ mod tests {
             Scalar::UNKNOWN,
             Scalar::urange(u64::MAX - 3, u64::MAX),
             Scalar::unsigned_bytes(4),
+            Scalar::urange(0, 96).with_tz(2),
+            Scalar::constant(48),
         ];
         let ops = [BPF_ADD, BPF_SUB, BPF_MUL, BPF_DIV, BPF_MOD, BPF_AND, BPF_OR, BPF_XOR, BPF_LSH, BPF_RSH, BPF_ARSH];
         for a in samples {
@@ -466,7 +508,11 @@ mod tests {
                         for x in each_value(a) {
                             for y in each_value(b) {
                                 let v = eval_alu(op, is64, false, x, y).unwrap();
-                                let in_r = r.umin <= v && v <= r.umax && r.smin <= v as i64 && v as i64 <= r.smax;
+                                let in_r = r.umin <= v
+                                    && v <= r.umax
+                                    && r.smin <= v as i64
+                                    && v as i64 <= r.smax
+                                    && (r.tz >= 64 || v & ((1u64 << r.tz) - 1) == 0);
                                 assert!(in_r, "op {op:#x} is64 {is64}: {a:?} {b:?} x={x} y={y} v={v} r={r:?}");
                             }
                         }

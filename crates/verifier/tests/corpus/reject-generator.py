@@ -1,5 +1,9 @@
+#!/usr/bin/env python3
+"""Writes tests/corpus/reject/*.case: the rejection corpus (one unsafe program
+per file with the expected errno and verifier message). Edit the cases here
+and re-run: python3 crates/verifier/tests/corpus/reject-generator.py"""
 import os
-OUT = "/work/main/crates/verifier/tests/corpus/reject"
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reject")
 for f in os.listdir(OUT):
     os.remove(os.path.join(OUT, f))
 
@@ -231,7 +235,9 @@ case("snprintf-null-with-size", "a NULL buffer needs size 0",
      "mov %r1, 0\nmov %r2, 8\nlddw %r3, map_value(3)+0\nmov %r4, 0\nmov %r5, 0\ncall bpf_snprintf\nmov %r0, 0\nexit", "EACCES R2 must be 0 when R1 is NULL")
 
 # ---------------------------------------------------------------- calls
-case("recursion-too-deep", "unbounded recursion exceeds 8 frames", "call local f\nmov %r0, 0\nexit\nf:\ncall local f\nmov %r0, 0\nexit", "EACCES the call stack of 9 frames is too deep !")
+case("recursion", "a function calling itself", "call local f\nmov %r0, 0\nexit\nf:\ncall local f\nmov %r0, 0\nexit", "EINVAL recursive call from insn 3 to 3")
+case("mutual-recursion", "two functions calling each other", "call local f\nmov %r0, 0\nexit\nf:\ncall local g\nexit\ng:\ncall local f\nexit", "EINVAL recursive call from insn 5 to 3")
+case("call-chain-too-deep", "nine nested frames", "\n".join(["call local f1\nexit"] + [f"f{k}:\ncall local f{k+1}\nexit" for k in range(1, 9)] + ["f9:\nmov %r0, 0\nexit"]), "EACCES the call stack of 9 frames is too deep !")
 case("return-own-stack", "a function may not return a pointer to its own stack", "call local f\nldxdw %r0, [%r0+0]\nexit\nf:\nmov %r0, %r10\nadd %r0, -8\nexit", "EACCES cannot return stack pointer to the caller")
 case("dangling-stack-pointer", "a pointer into a returned frame's stack", "mov %r1, %r10\nadd %r1, -8\ncall local f\nldxdw %r2, [%r10-8]\nldxdw %r0, [%r2+0]\nexit\nf:\nmov %r2, %r10\nadd %r2, -16\nstdw [%r2+0], 0\nstxdw [%r1+0], %r2\nmov %r0, 0\nexit", "EACCES R2 invalid mem access 'scalar'")
 case("callee-caller-stack-oob", "a callee writing past the caller's frame through a pointer", "mov %r1, %r10\nadd %r1, -8\ncall local f\nmov %r0, 0\nexit\nf:\nstdw [%r1+8], 0\nmov %r0, 0\nexit", "EACCES invalid write to stack R1 off=0 size=8")
@@ -250,8 +256,11 @@ case("backward-ja-unpriv", "unprivileged: backward jump", "mov %r0, 0\njeq %r0, 
 # ---------------------------------------------------------------- atomics
 case("atomic-pointer-src", "an atomic operand is a number", "stdw [%r10-8], 0\nlock add [%r10-8], %r10\nmov %r0, 0\nexit", "EACCES R10 leaks addr into mem")
 case("atomic-on-or-null", "atomic add to an unchecked lookup result", lookup(1) + "mov %r1, 1\nlock add [%r0+0], %r1\nmov %r0, 0\nexit", "EACCES R0 invalid mem access 'map_value_or_null'")
-case("atomic-past-value", "atomic add past the value", lookup(1) + "jeq %r0, 0, out\nmov %r1, 1\nlock add [%r0+4], %r1\nout:\nmov %r0, 0\nexit", "EACCES invalid access to map value, value_size=8 off=4 size=8")
+case("atomic-past-value", "atomic add past the value", lookup(1) + "jeq %r0, 0, out\nmov %r1, 1\nlock add [%r0+8], %r1\nout:\nmov %r0, 0\nexit", "EACCES invalid access to map value, value_size=8 off=8 size=8")
 case("atomic-spilled-pointer", "atomic add onto a spilled pointer", "stxdw [%r10-8], %r10\nmov %r1, 1\nlock add [%r10-8], %r1\nmov %r0, 0\nexit", "EACCES R10 atomic operation on a spilled pointer prohibited")
+case("atomic-misaligned-stack", "atomics are naturally aligned", "stdw [%r10-16], 0\nmov %r1, 1\nlock add [%r10-12], %r1\nmov %r0, 0\nexit", "EACCES misaligned stack access off -12 size 8")
+case("atomic-misaligned-value", "an atomic add at offset 4 of a map value", lookup(3) + "jeq %r0, 0, out\nmov %r1, 1\nlock add [%r0+4], %r1\nout:\nmov %r0, 0\nexit", "EACCES misaligned value access off 4 size 8")
+case("atomic-variable-offset", "an 8-byte atomic at a multiple of 4", lookup(3) + "jeq %r0, 0, out\nmov %r6, %r0\ncall bpf_get_prandom_u32\nand %r0, 7\nlsh %r0, 2\nadd %r6, %r0\nmov %r1, 1\nlock add [%r6+0], %r1\nout:\nmov %r0, 0\nexit", "EACCES misaligned value access: variable offset for an atomic on R6")
 case("cmpxchg-uninit-r0", "cmpxchg compares with r0", "stdw [%r10-8], 0\nmov %r1, 1\nlock cmpxchg [%r10-8], %r1\nmov %r0, 0\nexit", "EACCES R0 !read_ok")
 
 for i, (name, doc, asm, expect, typ, unpriv) in enumerate(cases):
