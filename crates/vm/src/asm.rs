@@ -531,7 +531,10 @@ fn encode_lddw(operands: &[&str]) -> Result<Encoded, String> {
         ));
     };
     let kind = &value[..open];
-    let close = value.find(')').ok_or_else(|| format!("Missing ')' in {value}"))?;
+    let close = value[open..]
+        .find(')')
+        .map(|i| open + i)
+        .ok_or_else(|| format!("Missing ')' in {value}"))?;
     let argument = &value[open + 1..close];
     let rest = &value[close + 1..];
     let src = match kind {
@@ -659,6 +662,22 @@ mod tests {
     }
 
     #[test]
+    fn never_panics_on_mangled_text() {
+        // Every line of a varied program, with each character position
+        // replaced by each of a set of troublesome characters.
+        let program = "lddw %r1, map_value(3)+16\nldxw %r0, [%r1+4]\nlock fetch add32 [%r10-8], %r1\n\
+                       jeq %r1, 0x10, +2\ncall local f\nmovsx1632 %r2, %r3\nf: be16 %r0\nexit";
+        for line in program.lines() {
+            for position in 0..line.len() {
+                for replacement in ["(", ")", "[", "]", "+", "-", ",", ":", "%", "0x", "", " ", "é", "#"] {
+                    let mangled = format!("{}{}{}", &line[..position], replacement, &line[position + 1..]);
+                    let _ = assemble(&mangled);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn rejects_bad_text() {
         let cases = [
             ("or %r0, %r50", "Invalid register"),
@@ -672,6 +691,11 @@ mod tests {
             ("lddw %r0", "Invalid number of operands"),
             ("ja NOT_A_LABEL\nexit", "Invalid label"),
             ("x:\nx:\nexit", "Duplicate label"),
+            ("lddw %r1, map_fd)3(", "Missing ')'"),
+            ("lddw %r1, map_fd(3)+4", "Unexpected text"),
+            ("lock fetch sub [%r1], %r2", "Invalid atomic operation"),
+            ("movsx864 %r1, 5", "needs a source register"),
+            ("call remote 5", "Invalid call mode"),
         ];
         for (text, expected) in cases {
             let err = assemble(text).expect_err(text);
