@@ -109,7 +109,7 @@ pub(super) fn generate(
     callx_table: Option<&[u64]>,
 ) -> Result<Generated, JitError> {
     let mut cg = Codegen {
-        asm: Asm::with_capacity(64 + insns.len() * 8),
+        asm: Asm::with_capacity(256 + insns.len() * 12),
         insns,
         helpers,
         tail_call_resolver: opts.tail_call_resolver,
@@ -123,8 +123,12 @@ pub(super) fn generate(
     let body_call = cg.prologue();
     let body = cg.asm.pos();
     cg.asm.patch_rel32(body_call, body);
+    let loop_heads = loop_heads(insns);
     let mut pc = 0;
     while pc < insns.len() {
+        if loop_heads.get(pc).copied().unwrap_or(false) {
+            cg.asm.align_with_nops(LOOP_ALIGN);
+        }
         cg.offsets[pc] = cg.asm.pos() as u32;
         pc = cg.emit(pc)?;
     }
@@ -138,6 +142,23 @@ pub(super) fn generate(
         offsets: cg.offsets,
         function_entry: cg.function_entry,
     })
+}
+
+/// Alignment of loop heads (targets of backward jumps): keeps short loops
+/// inside as few fetch blocks as possible.
+const LOOP_ALIGN: usize = 16;
+
+/// Marks the targets of backward jumps.
+fn loop_heads(insns: &[Insn]) -> Vec<bool> {
+    let mut heads = vec![false; insns.len()];
+    for (pc, insn) in insns.iter().enumerate() {
+        if let Some(target) = insn.jump_target(pc) {
+            if target >= 0 && (target as usize) <= pc {
+                heads[target as usize] = true;
+            }
+        }
+    }
+    heads
 }
 
 /// Output of [`generate`].
@@ -449,7 +470,12 @@ impl Codegen<'_> {
         };
         self.emit_div_core(w, signed, is_mod, dst, d);
         let a = &mut self.asm;
-        let mut to_done = vec![a.jmp_rel8()];
+        // 64-bit `mod` by zero leaves dst as is: nothing to do, no jump over.
+        let zero_block_empty = is_mod && w;
+        let mut to_done = Vec::new();
+        if !zero_block_empty {
+            to_done.push(a.jmp_rel8());
+        }
         let zero = a.pos();
         a.patch_rel8(to_zero, zero);
         if !is_mod {

@@ -486,6 +486,29 @@ impl Asm {
         self.modrm_mem(src, base, disp);
     }
 
+    /// Pad with the recommended multi-byte NOPs up to a multiple of `align`
+    /// (a power of two).
+    #[inline]
+    pub fn align_with_nops(&mut self, align: usize) {
+        const NOPS: [&[u8]; 9] = [
+            &[0x90],
+            &[0x66, 0x90],
+            &[0x0f, 0x1f, 0x00],
+            &[0x0f, 0x1f, 0x40, 0x00],
+            &[0x0f, 0x1f, 0x44, 0x00, 0x00],
+            &[0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00],
+            &[0x0f, 0x1f, 0x80, 0x00, 0x00, 0x00, 0x00],
+            &[0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00],
+            &[0x66, 0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00],
+        ];
+        let mut pad = self.pos().wrapping_neg() & (align - 1);
+        while pad > 0 {
+            let n = pad.min(NOPS.len());
+            self.buf.extend_from_slice(NOPS[n - 1]);
+            pad -= n;
+        }
+    }
+
     // ---- control flow --------------------------------------------------------
 
     #[inline]
@@ -720,6 +743,18 @@ mod tests {
         assert_eq!(text(|a| a.lea(RBP, R12, 4128)), "lea rbp,[r12+1020h]");
         assert_eq!(text(|a| a.call_reg(R11)), "call r11");
         assert_eq!(text(|a| a.test_ri(true, RBX, 0x10)), "test rbx,10h");
+        for start in 0..32 {
+            let mut a = Asm::with_capacity(64);
+            a.buf.resize(start, 0x90);
+            a.align_with_nops(16);
+            assert_eq!(a.pos() % 16, 0);
+            assert!(a.pos() - start < 16);
+            let mut d = Decoder::with_ip(64, &a.buf[start..], 0, DecoderOptions::NONE);
+            while d.can_decode() {
+                let insn = d.decode();
+                assert_eq!(insn.mnemonic(), iced_x86::Mnemonic::Nop, "padding from {start}");
+            }
+        }
         assert_eq!(
             text(|a| a.alu_mi8(alu::CMP, false, R12, 16, 33)),
             "cmp dword ptr [r12+10h],21h"
