@@ -269,6 +269,11 @@ fn check_fields(pc: usize, insn: Insn, next: Option<Insn>) -> Result<(), LoadErr
             readable_reg(pc, "src", insn.src)?;
             match mode {
                 BPF_MEM => reserved(pc, "imm", insn.imm as i64),
+                // Linux 6.15's BPF_LOAD_ACQ / BPF_STORE_REL (not in RFC 9669).
+                BPF_ATOMIC if matches!(insn.imm, 0x100 | 0x110) => Err(LoadError::Unsupported {
+                    pc,
+                    feature: "load-acquire/store-release atomics",
+                }),
                 BPF_ATOMIC if size == BPF_W || size == BPF_DW => {
                     let valid = matches!(
                         insn.imm,
@@ -499,7 +504,11 @@ fn validate(insns: &[Insn]) -> Result<Layout, LoadError> {
             last -= 1;
         }
         if !ends_block(insns[last]) || is_second_slot[end - 1] {
-            let what = if entry == 0 && end == len { "the program" } else { "a function" };
+            let what = match (entry, end == len) {
+                (0, true) => "the program",
+                (0, false) => "the main function",
+                _ => "a function",
+            };
             return Err(LoadError::FallsOffEnd { pc: end - 1, what });
         }
         for pc in entry..end {
@@ -657,6 +666,61 @@ mod tests {
             load(&[MOV0, exit_with_imm]),
             Err(LoadError::ReservedField { pc: 1, field: "imm", .. })
         ));
+    }
+
+    #[test]
+    fn rejects_invalid_operations_naming_them() {
+        let table: &[(Insn, &str)] = &[
+            (Insn::new(BPF_ALU64 | BPF_DIV | BPF_K, 0, 0, 2, 1), "signed division flag"),
+            (Insn::new(BPF_ALU | BPF_MOV | BPF_X, 0, 1, 32, 0), "movsx width"),
+            (Insn::new(BPF_ALU | BPF_END | BPF_TO_LE, 0, 0, 0, 8), "byte swap width"),
+            (Insn::new(BPF_ALU64 | BPF_END | BPF_X, 0, 0, 0, 16), "unknown opcode 0xdf"),
+            (Insn::new(BPF_STX | BPF_ATOMIC | BPF_DW, 1, 2, 0, 0x02), "not an atomic operation"),
+            (Insn::new(BPF_STX | BPF_ATOMIC | BPF_W, 1, 2, 0, 0x100), "load-acquire"),
+            (Insn::new(BPF_STX | BPF_ATOMIC | BPF_B, 1, 2, 0, 0x00), "unknown opcode 0xd3"),
+            (Insn::new(BPF_LD | BPF_ABS | BPF_W, 0, 0, 0, 0), "legacy packet access"),
+            (Insn::new(BPF_LDX | BPF_MEMSX | BPF_DW, 0, 1, 0, 0), "unknown opcode 0x99"),
+            (Insn::new(CALL, 0, BPF_PSEUDO_KFUNC_CALL, 0, 7), "kernel function call"),
+            (Insn::new(CALL, 0, 3, 0, 7), "call source"),
+            (Insn::new(BPF_JMP32 | BPF_CALL, 0, 0, 0, 1), "unknown opcode 0x86"),
+            (Insn::new(BPF_JMP32 | BPF_EXIT, 0, 0, 0, 0), "unknown opcode 0x96"),
+            (Insn::new(JA32, 0, 0, 1, 0), "reserved field offset"),
+            (Insn::new(BPF_ALU64 | BPF_NEG | BPF_X, 0, 1, 0, 0), "unknown opcode 0x8f"),
+            (Insn::new(LDDW, 0, 7, 0, 0), "not a known lddw pseudo source"),
+        ];
+        for (insn, expected) in table {
+            let err = load(&[MOV0, *insn, Insn::default(), EXIT_INSN]).unwrap_err();
+            assert_eq!(err.pc(), Some(1), "{insn:?}: {err}");
+            let text = err.to_string();
+            assert!(text.starts_with("insn 1:") && text.contains(expected), "{insn:?}: {text}");
+        }
+    }
+
+    #[test]
+    fn rejects_malformed_lddw_second_slot_and_jump_across_functions() {
+        let lddw = Insn::new(LDDW, 0, 0, 0, 1);
+        let bad_second = Insn::new(0, 1, 0, 0, 0);
+        assert_eq!(load(&[lddw, bad_second, EXIT_INSN]), Err(LoadError::BadLddwSecondSlot { pc: 1 }));
+        // main: call f; ja into f (slot 3) — crosses into another function.
+        let call_f = Insn::new(CALL, 0, BPF_PSEUDO_CALL, 0, 2);
+        let jump_into_f = Insn::new(JA, 0, 0, 1, 0);
+        assert_eq!(
+            load(&[call_f, jump_into_f, EXIT_INSN, MOV0, EXIT_INSN]),
+            Err(LoadError::JumpAcrossFunction { pc: 1, target: 3, function: 3 })
+        );
+        // Main falls off into the function it calls.
+        let call_next = Insn::new(CALL, 0, BPF_PSEUDO_CALL, 0, 0);
+        assert_eq!(
+            load(&[call_next, MOV0, EXIT_INSN]),
+            Err(LoadError::FallsOffEnd { pc: 0, what: "the main function" })
+        );
+        // A subprogram (slot 3) falls off its end into the next one (slot 4).
+        let call_g = Insn::new(CALL, 0, BPF_PSEUDO_CALL, 0, 2);
+        let call_h = Insn::new(CALL, 0, BPF_PSEUDO_CALL, 0, 2);
+        assert_eq!(
+            load(&[call_g, call_h, EXIT_INSN, MOV0, MOV0, EXIT_INSN]),
+            Err(LoadError::FallsOffEnd { pc: 3, what: "a function" })
+        );
     }
 
     #[test]
