@@ -2,11 +2,13 @@
 //! eBPF; set `USERBPF_KERNEL_ORACLE=1`, optionally
 //! `USERBPF_KERNEL_ORACLE_SEED=<n>` and `USERBPF_KERNEL_ORACLE_PROGRAMS=<n>`).
 //!
-//! Random straight-line programs over r0..r5 and one stack slot — every ALU
+//! Random programs over r0..r5 and one stack slot — every ALU
 //! and ALU64 operation (immediate and register forms, signed division and
 //! modulo, movsx, byte swaps, shifts), conditional jumps over one
 //! instruction, loads/stores of every size including sign-extending loads,
-//! and every atomic — end with a fold of all registers and the slot into r0.
+//! and every atomic, a third of them inside a BPF-to-BPF subprogram that
+//! clobbers r8/r9 and its own stack slot (checking frames and callee-saved
+//! registers) — end with a fold of the live registers and the slot into r0.
 //! Each program is loaded into the kernel as a socket filter and run with
 //! `BPF_PROG_TEST_RUN` twice (returning the fold's low and high halves, since
 //! the kernel reports a 32-bit return value), and compared with the
@@ -137,35 +139,76 @@ fn random_step(rng: &mut Rng, out: &mut Vec<Insn>) {
     }
 }
 
-/// A random program; `high` selects which half of the fold it returns.
-fn random_program(rng: &mut Rng, high: bool, body: Option<Vec<Insn>>) -> (Vec<Insn>, Vec<Insn>) {
-    let body = body.unwrap_or_else(|| {
-        let mut body = Vec::new();
-        for r in 0..6u8 {
-            body.extend(lddw(r, rng.interesting()));
-        }
-        body.extend(lddw(6, rng.interesting()));
-        body.push(Insn::new(BPF_STX | BPF_MEM | BPF_DW, 10, 6, -8, 0));
+/// A random program body (everything but the final fold): either
+/// straight-line code, or (one time in three) a main function that calls a
+/// subprogram doing the random work, to check frames and callee-saved
+/// registers. Returns the body and the registers the fold may read.
+fn random_body(rng: &mut Rng) -> (Vec<Insn>, Vec<u8>) {
+    let mut body = Vec::new();
+    for r in 0..6u8 {
+        body.extend(lddw(r, rng.interesting()));
+    }
+    body.extend(lddw(6, rng.interesting()));
+    body.push(Insn::new(BPF_STX | BPF_MEM | BPF_DW, 10, 6, -8, 0));
+    if rng.below(3) != 0 {
         for _ in 0..24 {
             random_step(rng, &mut body);
         }
-        body
-    });
-    let mut prog = body.clone();
-    // Fold r0..r5 and the slot into r6 (multiplying by an odd constant and
-    // xoring are bijections: any single difference changes the result).
-    prog.push(Insn::new(BPF_ALU64 | BPF_MOV | BPF_X, 6, 0, 0, 0));
-    prog.push(Insn::new(BPF_LDX | BPF_MEM | BPF_DW, 7, 10, -8, 0));
-    for r in [1u8, 2, 3, 4, 5, 7] {
-        prog.push(Insn::new(BPF_ALU64 | BPF_MUL | BPF_K, 6, 0, 0, 0x1f3));
-        prog.push(Insn::new(BPF_ALU64 | BPF_XOR | BPF_X, 6, r, 0, 0));
+        return (body, vec![1, 2, 3, 4, 5, 7]);
     }
-    prog.push(Insn::new(BPF_ALU64 | BPF_MOV | BPF_X, 0, 6, 0, 0));
-    if high {
-        prog.push(Insn::new(BPF_ALU64 | BPF_RSH | BPF_K, 0, 0, 0, 32));
+    // main: r8, r9 must survive the call; r1..r5 are dead after it.
+    body.extend(lddw(8, rng.interesting()));
+    body.extend(lddw(9, rng.interesting()));
+    let mut callee = vec![Insn::new(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, rng.interesting() as i32)];
+    callee.extend(lddw(6, rng.interesting()));
+    callee.push(Insn::new(BPF_STX | BPF_MEM | BPF_DW, 10, 6, -8, 0));
+    callee.extend(lddw(8, rng.interesting()));
+    callee.extend(lddw(9, rng.interesting()));
+    for _ in 0..24 {
+        random_step(rng, &mut callee);
     }
-    prog.push(Insn::new(EXIT, 0, 0, 0, 0));
-    (prog, body)
+    callee.push(Insn::new(EXIT, 0, 0, 0, 0));
+    // The fold (replacing FOLD_MARKER) follows the call; the callee comes after.
+    let fold_len = fold(&[8, 9, 7], false).len() as i32;
+    body.push(Insn::new(CALL, 0, BPF_PSEUDO_CALL, 0, fold_len));
+    body.push(FOLD_MARKER);
+    body.extend(callee);
+    (body, vec![8, 9, 7])
+}
+
+/// Fold r0 and `regs` (r7 = the stack slot) into r0, then return its low or
+/// high half (multiplying by an odd constant and xoring are bijections: any
+/// single difference changes the result).
+fn fold(regs: &[u8], high: bool) -> Vec<Insn> {
+    let mut out = vec![
+        Insn::new(BPF_ALU64 | BPF_MOV | BPF_X, 6, 0, 0, 0),
+        Insn::new(BPF_LDX | BPF_MEM | BPF_DW, 7, 10, -8, 0),
+    ];
+    for &r in regs {
+        out.push(Insn::new(BPF_ALU64 | BPF_MUL | BPF_K, 6, 0, 0, 0x1f3));
+        out.push(Insn::new(BPF_ALU64 | BPF_XOR | BPF_X, 6, r, 0, 0));
+    }
+    out.push(Insn::new(BPF_ALU64 | BPF_MOV | BPF_X, 0, 6, 0, 0));
+    out.push(Insn::new(BPF_ALU64 | BPF_RSH | BPF_K, 0, 0, 0, if high { 32 } else { 0 }));
+    out.push(Insn::new(EXIT, 0, 0, 0, 0));
+    out
+}
+
+/// Where `random_body` wants the fold when it is not at the end.
+const FOLD_MARKER: Insn = Insn::new(0xff, 0, 0, 0, 0);
+
+/// The complete program for `body`, with the fold at `FOLD_MARKER` or at the end.
+fn with_fold(body: &[Insn], regs: &[u8], high: bool) -> Vec<Insn> {
+    let fold = fold(regs, high);
+    match body.iter().position(|&i| i == FOLD_MARKER) {
+        Some(marker) => {
+            let mut prog = body[..marker].to_vec();
+            prog.extend(&fold);
+            prog.extend(&body[marker + 1..]);
+            prog
+        }
+        None => body.iter().copied().chain(fold).collect(),
+    }
 }
 
 fn bpf(cmd: u32, attr: &mut [u64; 16]) -> i64 {
@@ -232,8 +275,9 @@ fn interpreter_matches_kernel_on_random_programs() {
     let mut rng = Rng(seed | 1);
     let mut mismatches = Vec::new();
     for n in 0..count {
-        let (low_prog, body) = random_program(&mut rng, false, None);
-        let (high_prog, _) = random_program(&mut rng, true, Some(body));
+        let (body, regs) = random_body(&mut rng);
+        let low_prog = with_fold(&body, &regs, false);
+        let high_prog = with_fold(&body, &regs, true);
         let ours = interpreter_run(&low_prog);
         assert_eq!(interpreter_run(&high_prog), ours >> 32);
         let low = kernel_run(&low_prog).unwrap_or_else(|e| panic!("program {n}: {e}\n{}", vm::disasm::listing(&low_prog)));
