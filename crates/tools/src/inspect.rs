@@ -1,26 +1,625 @@
 //! `userbpf list`, `userbpf map dump`, `userbpf prog dump`: reading the
-//! registry (maps, programs, attachments, processes) and printing it.
+//! registry (through `shm-maps`) and printing it for people or as JSON.
+//!
+//! Which processes carry the objects is not recorded in the registry: it is
+//! found by scanning `/proc/*/maps` for the userbpf libraries, and an
+//! attachment is shown against every agent-carrying process that maps its
+//! target file and passes its pid filter.
 
 use crate::error::{exit, CliError, CliResult};
+use crate::locate::Library;
+use crate::procfs::{self, Mapping};
+use serde::Serialize;
+use shm_maps::{map_type, Errno, LinkKind, LinkRecord, MapInfo, ProgRecord, Registry, RegistryOptions};
+use std::path::PathBuf;
 
-fn registry_api_missing(what: &str) -> CliError {
-    CliError::with_code(
-        exit::ENVIRONMENT,
-        format!("{what} is not available in this build: it needs the registry listing API of the shm-maps crate (issue 3)"),
-    )
+/// Opens the registry for reading; `None` when it does not exist yet.
+fn open_registry() -> CliResult<(PathBuf, Option<Registry>)> {
+    let dir = shm_maps::default_dir();
+    if !dir.join("registry").exists() {
+        return Ok((dir, None));
+    }
+    let registry = Registry::open_with(&dir, &RegistryOptions::from_env()).map_err(|e| {
+        let hint = match &e {
+            shm_maps::Error::UnsafeDir { .. } => "`userbpf doctor` checks the directory",
+            _ => "`userbpf doctor` checks the registry directory; USERBPF_DIR selects another one",
+        };
+        CliError::with_code(exit::ENVIRONMENT, format!("cannot open the registry: {e}")).hint(hint)
+    })?;
+    Ok((dir, Some(registry)))
+}
+
+fn require_registry() -> CliResult<Registry> {
+    match open_registry()? {
+        (_, Some(registry)) => Ok(registry),
+        (dir, None) => Err(CliError::with_code(
+            exit::NOT_FOUND,
+            format!("no registry at {} (nothing has been loaded yet)", dir.display()),
+        )
+        .hint("run a loader with `userbpf bpftrace …` or `userbpf load …`; USERBPF_DIR selects another directory")),
+    }
+}
+
+/// Kernel name of a program type (`enum bpf_prog_type`).
+fn prog_type_name(prog_type: u32) -> String {
+    match prog_type {
+        1 => "SOCKET_FILTER".into(),
+        2 => "KPROBE".into(),
+        5 => "TRACEPOINT".into(),
+        7 => "PERF_EVENT".into(),
+        17 => "RAW_TRACEPOINT".into(),
+        26 => "TRACING".into(),
+        other => format!("type {other}"),
+    }
+}
+
+fn link_kind_name(kind: LinkKind) -> &'static str {
+    match kind {
+        LinkKind::Uprobe => "uprobe",
+        LinkKind::Uretprobe => "uretprobe",
+        LinkKind::PerfEvent => "perf_event",
+        LinkKind::Tracepoint => "tracepoint",
+    }
+}
+
+#[derive(Serialize)]
+struct MapRow {
+    id: u32,
+    name: String,
+    #[serde(rename = "type")]
+    map_type: &'static str,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    /// Live elements (hash-family maps only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    entries: Option<u32>,
+    owner: u32,
+    owner_alive: bool,
+}
+
+#[derive(Serialize)]
+struct ProgRow {
+    id: u32,
+    name: String,
+    #[serde(rename = "type")]
+    prog_type: String,
+    instructions: usize,
+    map_ids: Vec<u32>,
+    owner: u32,
+    owner_alive: bool,
+}
+
+#[derive(Serialize)]
+struct LinkRow {
+    id: u32,
+    kind: &'static str,
+    prog_id: u32,
+    enabled: bool,
+    /// `path:0xoffset` for uprobes, `config N` for perf events and tracepoints.
+    target: String,
+    /// Pid filter as the loader saw it; null = every process.
+    pid_filter: Option<i32>,
+    owner: u32,
+    owner_alive: bool,
+    /// Agent-carrying processes that map the probed file (uprobes).
+    processes: Vec<i32>,
+}
+
+#[derive(Serialize)]
+struct ProcessRow {
+    pid: i32,
+    command: String,
+    /// `agent` (an app running programs) or `loader` (a bpftrace-like tool).
+    role: &'static str,
+}
+
+#[derive(Serialize)]
+struct Listing {
+    registry: String,
+    maps: Vec<MapRow>,
+    programs: Vec<ProgRow>,
+    attachments: Vec<LinkRow>,
+    processes: Vec<ProcessRow>,
+}
+
+/// Processes (visible to us) with a userbpf library mapped, and their mappings.
+fn userbpf_processes() -> Vec<(ProcessRow, Vec<Mapping>)> {
+    let me = std::process::id() as i32;
+    procfs::all_pids()
+        .into_iter()
+        .filter(|&pid| pid != me)
+        .filter_map(|pid| {
+            let maps = procfs::read_maps(pid).ok()?;
+            let has = |lib: Library| maps.iter().any(|m| m.file_name() == Some(lib.file_name()));
+            let role = if has(Library::Agent) {
+                "agent"
+            } else if has(Library::SyscallServer) {
+                "loader"
+            } else {
+                return None;
+            };
+            Some((ProcessRow { pid, command: procfs::command_name(pid), role }, maps))
+        })
+        .collect()
+}
+
+fn link_applies_to(link: &LinkRecord, pid: i32, maps: &[Mapping]) -> bool {
+    if !matches!(link.kind, LinkKind::Uprobe | LinkKind::Uretprobe) || (link.pid >= 0 && link.pid != pid) {
+        return false;
+    }
+    maps.iter().any(|m| {
+        if link.inode != 0 && m.inode != 0 {
+            m.inode == link.inode && m.dev == link.dev
+        } else {
+            m.file() == Some(link.target_path.as_str())
+        }
+    })
+}
+
+fn build_listing(dir: PathBuf, registry: Option<&Registry>) -> Listing {
+    let processes = userbpf_processes();
+    let alive = |owner: u32| registry.is_some_and(|r| r.owner_alive(owner));
+    let (maps, progs, links) = match registry {
+        Some(r) => (r.maps(), r.progs(), r.links()),
+        None => (Vec::new(), Vec::new(), Vec::new()),
+    };
+    let maps = maps
+        .into_iter()
+        .map(|m: MapInfo| {
+            let hash_family = matches!(
+                m.map_type,
+                map_type::HASH | map_type::PERCPU_HASH | map_type::LRU_HASH | map_type::LRU_PERCPU_HASH
+            );
+            let entries = if hash_family { registry.and_then(|r| r.open_map(m.id).ok()).map(|map| map.len()) } else { None };
+            MapRow {
+                id: m.id,
+                name: m.name.clone(),
+                map_type: map_type::name(m.map_type),
+                key_size: m.key_size,
+                value_size: m.value_size,
+                max_entries: m.max_entries,
+                entries,
+                owner: m.owner,
+                owner_alive: alive(m.owner),
+            }
+        })
+        .collect();
+    let programs = progs
+        .into_iter()
+        .map(|p: ProgRecord| ProgRow {
+            id: p.id,
+            name: p.name.clone(),
+            prog_type: prog_type_name(p.prog_type),
+            instructions: p.insns.len() / 8,
+            map_ids: p.map_ids.clone(),
+            owner: p.owner,
+            owner_alive: alive(p.owner),
+        })
+        .collect();
+    let attachments = links
+        .into_iter()
+        .map(|l: LinkRecord| LinkRow {
+            id: l.id,
+            kind: link_kind_name(l.kind),
+            prog_id: l.prog_id,
+            enabled: l.enabled,
+            target: match l.kind {
+                LinkKind::Uprobe | LinkKind::Uretprobe => format!("{}:{:#x}", l.target_path, l.file_offset),
+                _ => format!("config {}", l.config),
+            },
+            pid_filter: (l.pid >= 0).then_some(l.pid),
+            owner: l.owner,
+            owner_alive: alive(l.owner),
+            processes: processes
+                .iter()
+                .filter(|(p, maps)| p.role == "agent" && link_applies_to(&l, p.pid, maps))
+                .map(|(p, _)| p.pid)
+                .collect(),
+        })
+        .collect();
+    Listing {
+        registry: dir.display().to_string(),
+        maps,
+        programs,
+        attachments,
+        processes: processes.into_iter().map(|(p, _)| p).collect(),
+    }
+}
+
+fn print_json<T: Serialize>(value: &T) {
+    println!("{}", serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")));
+}
+
+/// Prints rows as a left-aligned table (last column unpadded).
+fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let last = cells.len() - 1;
+        let text: Vec<String> =
+            cells.iter().enumerate().map(|(i, c)| if i == last { c.to_string() } else { format!("{c:w$}", w = widths[i]) }).collect();
+        println!("  {}", text.join("  ").trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+fn owner_text(owner: u32, alive: bool) -> String {
+    if alive {
+        owner.to_string()
+    } else {
+        format!("{owner} (gone)")
+    }
 }
 
 /// `userbpf list`.
-pub fn list(_json: bool) -> CliResult {
-    Err(registry_api_missing("`userbpf list`"))
+pub fn list(json: bool) -> CliResult {
+    let (dir, registry) = open_registry()?;
+    let listing = build_listing(dir, registry.as_ref());
+    if json {
+        print_json(&listing);
+        return Ok(exit::OK);
+    }
+    println!("registry {}{}", listing.registry, if registry.is_none() { " (not created yet)" } else { "" });
+    println!("\nmaps: {}", listing.maps.len());
+    if !listing.maps.is_empty() {
+        let rows: Vec<Vec<String>> = listing
+            .maps
+            .iter()
+            .map(|m| {
+                vec![
+                    m.id.to_string(),
+                    m.map_type.to_string(),
+                    format!("{}/{}", m.key_size, m.value_size),
+                    m.entries.map_or(format!("-/{}", m.max_entries), |n| format!("{n}/{}", m.max_entries)),
+                    owner_text(m.owner, m.owner_alive),
+                    m.name.clone(),
+                ]
+            })
+            .collect();
+        print_table(&["ID", "TYPE", "KEY/VALUE", "ENTRIES", "OWNER", "NAME"], &rows);
+    }
+    println!("\nprograms: {}", listing.programs.len());
+    if !listing.programs.is_empty() {
+        let rows: Vec<Vec<String>> = listing
+            .programs
+            .iter()
+            .map(|p| {
+                let maps: Vec<String> = p.map_ids.iter().map(u32::to_string).collect();
+                vec![
+                    p.id.to_string(),
+                    p.prog_type.clone(),
+                    p.instructions.to_string(),
+                    if maps.is_empty() { "-".into() } else { maps.join(",") },
+                    owner_text(p.owner, p.owner_alive),
+                    p.name.clone(),
+                ]
+            })
+            .collect();
+        print_table(&["ID", "TYPE", "INSNS", "MAPS", "OWNER", "NAME"], &rows);
+    }
+    println!("\nattachments: {}", listing.attachments.len());
+    if !listing.attachments.is_empty() {
+        let rows: Vec<Vec<String>> = listing
+            .attachments
+            .iter()
+            .map(|l| {
+                let pids: Vec<String> = l.processes.iter().map(i32::to_string).collect();
+                vec![
+                    l.id.to_string(),
+                    l.kind.to_string(),
+                    l.prog_id.to_string(),
+                    if l.enabled { "yes".into() } else { "no".into() },
+                    l.pid_filter.map_or("any".into(), |p| p.to_string()),
+                    if pids.is_empty() { "-".into() } else { pids.join(",") },
+                    owner_text(l.owner, l.owner_alive),
+                    l.target.clone(),
+                ]
+            })
+            .collect();
+        print_table(&["ID", "KIND", "PROG", "ENABLED", "PID", "IN", "OWNER", "TARGET"], &rows);
+    }
+    println!("\nprocesses: {}", listing.processes.len());
+    if !listing.processes.is_empty() {
+        let rows: Vec<Vec<String>> =
+            listing.processes.iter().map(|p| vec![p.pid.to_string(), p.role.to_string(), p.command.clone()]).collect();
+        print_table(&["PID", "ROLE", "COMMAND"], &rows);
+    }
+    Ok(exit::OK)
+}
+
+/// Finds a map by id, exact name, or bpftrace name (`@x` is stored as `AT_x`,
+/// names cut to the kernel's 15 characters).
+fn find_map(registry: &Registry, wanted: &str) -> CliResult<MapInfo> {
+    if let Ok(id) = wanted.parse::<u32>() {
+        return registry.map_info(id).map_err(|e| match e {
+            shm_maps::Error::NotFound { .. } => CliError::with_code(exit::NOT_FOUND, format!("no map with id {id}"))
+                .hint("`userbpf list` shows the maps"),
+            other => CliError::new(format!("cannot read map {id}: {other}")),
+        });
+    }
+    let mut candidates = vec![wanted.to_string()];
+    if let Some(rest) = wanted.strip_prefix('@') {
+        candidates.push(format!("AT_{rest}"));
+    }
+    let truncated: Vec<String> = candidates.iter().map(|c| c.chars().take(15).collect()).collect();
+    let maps = registry.maps();
+    let matches: Vec<&MapInfo> =
+        maps.iter().filter(|m| candidates.contains(&m.name) || truncated.contains(&m.name)).collect();
+    match matches.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(CliError::with_code(exit::NOT_FOUND, format!("no map named {wanted}")).hint("`userbpf list` shows the maps")),
+        several => {
+            let ids: Vec<String> = several.iter().map(|m| m.id.to_string()).collect();
+            Err(CliError::with_code(exit::USAGE, format!("{} maps are named {wanted} (ids {})", several.len(), ids.join(", ")))
+                .hint("name the map by id"))
+        }
+    }
+}
+
+/// An unsigned integer of 1, 2, 4 or 8 little-endian bytes.
+fn as_integer(bytes: &[u8]) -> Option<u64> {
+    match bytes.len() {
+        1 => Some(bytes[0] as u64),
+        2 => Some(u16::from_le_bytes(bytes.try_into().ok()?) as u64),
+        4 => Some(u32::from_le_bytes(bytes.try_into().ok()?) as u64),
+        8 => Some(u64::from_le_bytes(bytes.try_into().ok()?)),
+        _ => None,
+    }
+}
+
+/// Printable text followed only by NULs (bpftrace string keys), if that is what `bytes` hold.
+fn as_text(bytes: &[u8]) -> Option<String> {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    let (text, padding) = bytes.split_at(end);
+    let printable = !text.is_empty() && text.iter().all(|&b| (0x20..0x7f).contains(&b));
+    (printable && padding.iter().all(|&b| b == 0) && bytes.len() > 8).then(|| String::from_utf8_lossy(text).into_owned())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")
+}
+
+/// One decoded key or value.
+#[derive(Serialize)]
+struct Datum {
+    hex: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    int: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<String>,
+}
+
+impl Datum {
+    fn of(bytes: &[u8]) -> Datum {
+        Datum { hex: hex(bytes), int: as_integer(bytes), text: as_text(bytes) }
+    }
+
+    fn show(&self) -> String {
+        match (&self.text, self.int) {
+            (Some(text), _) => format!("{text:?}"),
+            (None, Some(n)) => n.to_string(),
+            (None, None) => self.hex.clone(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Entry {
+    key: Datum,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<Datum>,
+    /// Per-CPU maps: the value of each CPU, and their sum when values are integers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    per_cpu: Option<Vec<Datum>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sum: Option<u128>,
+}
+
+#[derive(Serialize)]
+struct MapDump {
+    id: u32,
+    name: String,
+    #[serde(rename = "type")]
+    map_type: &'static str,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    entries: Vec<Entry>,
+}
+
+/// Splits a per-CPU syscall value into its CPUs' values (slots 8-byte aligned).
+fn split_per_cpu(value: &[u8], value_size: usize, nr_cpus: usize) -> Vec<&[u8]> {
+    let stride = value_size.div_ceil(8) * 8;
+    (0..nr_cpus).filter_map(|cpu| value.get(cpu * stride..cpu * stride + value_size)).collect()
 }
 
 /// `userbpf map dump`.
-pub fn map_dump(_map: &str, _json: bool) -> CliResult {
-    Err(registry_api_missing("`userbpf map dump`"))
+pub fn map_dump(wanted: &str, json: bool) -> CliResult {
+    let registry = require_registry()?;
+    let info = find_map(&registry, wanted)?;
+    let dumpable = matches!(
+        info.map_type,
+        map_type::HASH
+            | map_type::ARRAY
+            | map_type::PERCPU_HASH
+            | map_type::PERCPU_ARRAY
+            | map_type::LRU_HASH
+            | map_type::LRU_PERCPU_HASH
+            | map_type::PROG_ARRAY
+            | map_type::PERF_EVENT_ARRAY
+            | map_type::STACK_TRACE
+            | map_type::LPM_TRIE
+    );
+    if !dumpable {
+        return Err(CliError::new(format!(
+            "map {} ({}) is a {} map, which has no keys to dump",
+            info.id,
+            info.name,
+            map_type::name(info.map_type)
+        )));
+    }
+    let map = registry.open_map(info.id).map_err(|e| CliError::new(format!("cannot open map {}: {e}", info.id)))?;
+    let (percpu, nr_cpus) = (map.is_percpu(), map.nr_cpus() as usize);
+    let mut entries = Vec::new();
+    let mut key: Option<Vec<u8>> = None;
+    let mut next = vec![0u8; info.key_size as usize];
+    let mut value = vec![0u8; map.syscall_value_size()];
+    // Keys can vanish between get_next_key and lookup (a live map): skip those.
+    // The walk is bounded by max_entries (plus slack for concurrent churn).
+    for _ in 0..(info.max_entries as u64 * 2 + 16) {
+        match map.get_next_key(key.as_deref(), &mut next) {
+            Ok(()) => {}
+            Err(Errno::ENOENT) => break,
+            Err(e) => return Err(CliError::new(format!("walking map {}: {}", info.id, e.name()))),
+        }
+        key = Some(next.clone());
+        match map.lookup(&next, &mut value) {
+            Ok(()) => {}
+            Err(Errno::ENOENT) => continue,
+            Err(e) => return Err(CliError::new(format!("reading map {}: {}", info.id, e.name()))),
+        }
+        let entry = if percpu {
+            let slots = split_per_cpu(&value, info.value_size as usize, nr_cpus);
+            let sum = slots.iter().map(|s| as_integer(s).map(u128::from)).sum::<Option<u128>>();
+            Entry { key: Datum::of(&next), value: None, per_cpu: Some(slots.iter().map(|s| Datum::of(s)).collect()), sum }
+        } else {
+            Entry { key: Datum::of(&next), value: Some(Datum::of(&value)), per_cpu: None, sum: None }
+        };
+        entries.push(entry);
+    }
+    let dump = MapDump {
+        id: info.id,
+        name: info.name.clone(),
+        map_type: map_type::name(info.map_type),
+        key_size: info.key_size,
+        value_size: info.value_size,
+        max_entries: info.max_entries,
+        entries,
+    };
+    if json {
+        print_json(&dump);
+        return Ok(exit::OK);
+    }
+    println!(
+        "map {} {} ({}, key {} B, value {} B, {} of {} entries)",
+        dump.id,
+        dump.name,
+        dump.map_type,
+        dump.key_size,
+        dump.value_size,
+        dump.entries.len(),
+        dump.max_entries
+    );
+    for entry in &dump.entries {
+        match (&entry.value, &entry.per_cpu) {
+            (Some(value), _) => println!("  {}: {}", entry.key.show(), value.show()),
+            (None, Some(per_cpu)) => {
+                let cpus: Vec<String> = per_cpu.iter().enumerate().map(|(cpu, v)| format!("cpu{cpu}={}", v.show())).collect();
+                let sum = entry.sum.map_or(String::new(), |s| format!("sum {s}  "));
+                println!("  {}: {sum}[{}]", entry.key.show(), cpus.join(" "));
+            }
+            (None, None) => println!("  {}", entry.key.show()),
+        }
+    }
+    Ok(exit::OK)
+}
+
+#[derive(Serialize)]
+struct ProgDump {
+    id: u32,
+    name: String,
+    #[serde(rename = "type")]
+    prog_type: String,
+    license: String,
+    map_ids: Vec<u32>,
+    instructions: usize,
+    disassembly: Vec<String>,
+    /// The verifier's verdict recorded when the program was loaded.
+    verdict: &'static str,
+    verifier_log: String,
+    owner: u32,
+    owner_alive: bool,
 }
 
 /// `userbpf prog dump`.
-pub fn prog_dump(_id: u32, _json: bool) -> CliResult {
-    Err(registry_api_missing("`userbpf prog dump`"))
+pub fn prog_dump(id: u32, json: bool) -> CliResult {
+    let registry = require_registry()?;
+    let prog = registry.prog(id).map_err(|e| match e {
+        shm_maps::Error::NotFound { .. } => {
+            CliError::with_code(exit::NOT_FOUND, format!("no program with id {id}")).hint("`userbpf list` shows the programs")
+        }
+        other => CliError::new(format!("cannot read program {id}: {other}")),
+    })?;
+    let insns = vm::insn::decode_all(&prog.insns);
+    let listing = vm::disasm::listing(&insns);
+    let dump = ProgDump {
+        id: prog.id,
+        name: prog.name.clone(),
+        prog_type: prog_type_name(prog.prog_type),
+        license: prog.license.clone(),
+        map_ids: prog.map_ids.clone(),
+        instructions: insns.len(),
+        disassembly: listing.lines().map(str::to_string).collect(),
+        // Only programs the verifier accepted are stored in the registry.
+        verdict: "accepted",
+        verifier_log: prog.verifier_log.clone(),
+        owner: prog.owner,
+        owner_alive: registry.owner_alive(prog.owner),
+    };
+    if json {
+        print_json(&dump);
+        return Ok(exit::OK);
+    }
+    let maps: Vec<String> = dump.map_ids.iter().map(u32::to_string).collect();
+    println!(
+        "program {} {} ({}, {} instructions, license {}, maps {})",
+        dump.id,
+        dump.name,
+        dump.prog_type,
+        dump.instructions,
+        if dump.license.is_empty() { "-" } else { &dump.license },
+        if maps.is_empty() { "-".to_string() } else { maps.join(",") }
+    );
+    print!("{listing}");
+    println!("verifier: {} at load", dump.verdict);
+    let log = dump.verifier_log.trim_end();
+    if !log.is_empty() {
+        for line in log.lines() {
+            println!("  {line}");
+        }
+    }
+    Ok(exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_cpu_values_are_split_on_8_byte_slots() {
+        let mut value = Vec::new();
+        for cpu in 0..3u32 {
+            value.extend_from_slice(&(cpu + 1).to_le_bytes());
+            value.extend_from_slice(&[0xee; 4]); // padding up to 8 bytes
+        }
+        let slots = split_per_cpu(&value, 4, 3);
+        assert_eq!(slots.iter().map(|s| as_integer(s).unwrap()).collect::<Vec<_>>(), [1, 2, 3]);
+    }
+
+    #[test]
+    fn data_are_shown_as_text_integer_or_hex() {
+        assert_eq!(Datum::of(&7u64.to_le_bytes()).show(), "7");
+        let mut comm = [0u8; 16];
+        comm[..4].copy_from_slice(b"bash");
+        assert_eq!(Datum::of(&comm).show(), "\"bash\"");
+        assert_eq!(Datum::of(&[1, 2, 3]).show(), "01 02 03");
+    }
 }

@@ -14,6 +14,10 @@ pub struct Mapping {
     pub perms: String,
     /// Offset in the mapped file.
     pub offset: u64,
+    /// Device of the mapped file, as `st_dev` encodes it (0 for anonymous memory).
+    pub dev: u64,
+    /// Inode of the mapped file (0 for anonymous memory).
+    pub inode: u64,
     /// The mapped file, or a pseudo name (`[stack]`, `[vdso]`), or empty for anonymous memory.
     pub path: String,
 }
@@ -59,8 +63,8 @@ fn parse_maps_line(line: &str) -> Option<Mapping> {
     let range = field()?;
     let perms = field()?.to_string();
     let offset = u64::from_str_radix(field()?, 16).ok()?;
-    let _dev = field()?;
-    let _inode = field()?;
+    let (major, minor) = field()?.split_once(':')?;
+    let inode = field()?.parse().ok()?;
     let path = rest.trim_start().to_string();
     let (start, end) = range.split_once('-')?;
     Some(Mapping {
@@ -68,6 +72,8 @@ fn parse_maps_line(line: &str) -> Option<Mapping> {
         end: u64::from_str_radix(end, 16).ok()?,
         perms,
         offset,
+        dev: libc::makedev(u32::from_str_radix(major, 16).ok()?, u32::from_str_radix(minor, 16).ok()?),
+        inode,
         path,
     })
 }
@@ -132,6 +138,17 @@ pub fn command_name(pid: i32) -> String {
         .unwrap_or_else(|_| "?".to_string())
 }
 
+/// Ids of every process visible in `/proc`.
+pub fn all_pids() -> Vec<i32> {
+    let mut pids: Vec<i32> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
 /// Whether process `pid` exists (as seen from our pid namespace).
 pub fn process_exists(pid: i32) -> bool {
     pid > 0 && std::path::Path::new(&format!("/proc/{pid}")).exists()
@@ -177,6 +194,7 @@ mod tests {
         assert_eq!(maps[1].path, "");
         assert_eq!(maps[1].file(), None);
         assert_eq!(maps[2].offset, 0x28000);
+        assert_eq!((maps[2].dev, maps[2].inode), (libc::makedev(8, 1), 99));
         assert!(maps[2].is_executable());
         assert_eq!(maps[2].file(), Some("/usr/lib/x86_64-linux-gnu/libc.so.6"));
         assert_eq!(maps[3].path, "[stack]");
