@@ -46,19 +46,10 @@ fn problem(name: &'static str, detail: impl Into<String>, fix: impl Into<String>
     Check { name, status: Status::Problem, detail: detail.into(), fix: Some(fix.into()) }
 }
 
-/// Default registry directory when `$USERBPF_DIR` is unset.
-pub fn default_registry_dir() -> PathBuf {
-    // SAFETY: getuid has no preconditions.
-    let uid = unsafe { libc::getuid() };
-    PathBuf::from(format!("/dev/shm/userbpf-{uid}"))
-}
-
-/// The registry directory in effect and where that choice comes from.
+/// The registry directory in effect (shm-maps' rule) and where that choice comes from.
 pub fn registry_dir() -> (PathBuf, &'static str) {
-    match std::env::var_os("USERBPF_DIR").filter(|v| !v.is_empty()) {
-        Some(dir) => (PathBuf::from(dir), "$USERBPF_DIR"),
-        None => (default_registry_dir(), "default"),
-    }
+    let source = if std::env::var_os("USERBPF_DIR").is_some_and(|v| !v.is_empty()) { "$USERBPF_DIR" } else { "default" };
+    (shm_maps::default_dir(), source)
 }
 
 fn check_machine() -> Check {
@@ -201,7 +192,7 @@ fn check_registry_dir() -> Check {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
     let mode = meta.permissions().mode() & 0o7777;
-    if meta.uid() != euid {
+    if meta.uid() != euid && !std::env::var("USERBPF_SHARED").is_ok_and(|v| v == "1") {
         return problem(
             name,
             format!("{shown} belongs to uid {}, not to you (uid {euid})", meta.uid()),
@@ -211,12 +202,17 @@ fn check_registry_dir() -> Check {
             ),
         );
     }
-    if mode & 0o002 != 0 {
-        return problem(
-            name,
-            format!("{shown} is writable by everyone (mode {mode:04o})"),
-            format!("`chmod 0700 {}` (share it with a group through 0770 and a common group instead)", dir.display()),
-        );
+    // The same rule shm-maps applies when opening it: private, or group-shared
+    // when USERBPF_SHARED=1 (a volume shared between containers).
+    let shared = std::env::var("USERBPF_SHARED").is_ok_and(|v| v == "1");
+    let forbidden = if shared { 0o007 } else { 0o077 };
+    if mode & forbidden != 0 {
+        let fix = if shared {
+            format!("`chmod 0770 {}`", dir.display())
+        } else {
+            format!("`chmod 0700 {}` (or, for a volume shared by a group, mode 0770 and USERBPF_SHARED=1)", dir.display())
+        };
+        return problem(name, format!("{shown} is open to other users (mode {mode:04o}); userbpf refuses it"), fix);
     }
     let access = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok();
     // SAFETY: access reads a NUL-terminated path.
