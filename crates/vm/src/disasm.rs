@@ -306,6 +306,90 @@ mod tests {
         assert_eq!(disassemble(&insns), text);
     }
 
+    #[test]
+    fn golden_text_per_instruction_class() {
+        // (opc, dst, src, off, imm, expected text)
+        let table: &[(u8, u8, u8, i16, i32, &str)] = &[
+            (0x07, 1, 0, 0, -5, "add %r1, -5"),
+            (0x0f, 1, 2, 0, 0, "add %r1, %r2"),
+            (0x04, 1, 0, 0, 0x10000, "add32 %r1, 0x10000"),
+            (0x1c, 3, 4, 0, 0, "sub32 %r3, %r4"),
+            (0x27, 0, 0, 0, 7, "mul %r0, 7"),
+            (0x37, 0, 0, 0, 3, "div %r0, 3"),
+            (0x3f, 0, 1, 1, 0, "sdiv %r0, %r1"),
+            (0x94, 0, 0, 1, -3, "smod32 %r0, -3"),
+            (0x9f, 0, 1, 0, 0, "mod %r0, %r1"),
+            (0x47, 2, 0, 0, 0xff, "or %r2, 255"),
+            (0x5c, 2, 3, 0, 0, "and32 %r2, %r3"),
+            (0x67, 2, 0, 0, 63, "lsh %r2, 63"),
+            (0x7c, 2, 3, 0, 0, "rsh32 %r2, %r3"),
+            (0xc7, 2, 0, 0, 1, "arsh %r2, 1"),
+            (0x87, 9, 0, 0, 0, "neg %r9"),
+            (0x84, 9, 0, 0, 0, "neg32 %r9"),
+            (0xa7, 1, 0, 0, -1, "xor %r1, -1"),
+            (0xb7, 0, 0, 0, i32::MIN, "mov %r0, 0x80000000"),
+            (0xb4, 0, 0, 0, 1, "mov32 %r0, 1"),
+            (0xbf, 0, 10, 0, 0, "mov %r0, %r10"),
+            (0xbf, 0, 1, 32, 0, "movsx3264 %r0, %r1"),
+            (0xbc, 0, 1, 8, 0, "movsx832 %r0, %r1"),
+            (0xd4, 0, 0, 0, 32, "le32 %r0"),
+            (0xdc, 0, 0, 0, 64, "be64 %r0"),
+            (0xd7, 0, 0, 0, 16, "bswap16 %r0"),
+            (0x61, 0, 1, 4, 0, "ldxw %r0, [%r1+4]"),
+            (0x69, 0, 1, -2, 0, "ldxh %r0, [%r1-2]"),
+            (0x71, 0, 1, 0, 0, "ldxb %r0, [%r1]"),
+            (0x79, 0, 10, -8, 0, "ldxdw %r0, [%r10-8]"),
+            (0x81, 0, 1, 0, 0, "ldxsw %r0, [%r1]"),
+            (0x89, 0, 1, 2, 0, "ldxsh %r0, [%r1+2]"),
+            (0x91, 0, 1, 3, 0, "ldxsb %r0, [%r1+3]"),
+            (0x62, 10, 0, -4, 7, "stw [%r10-4], 7"),
+            (0x7a, 10, 0, -8, -1, "stdw [%r10-8], -1"),
+            (0x6b, 10, 2, -2, 0, "stxh [%r10-2], %r2"),
+            (0x73, 1, 2, 0, 0, "stxb [%r1], %r2"),
+            (0xdb, 1, 2, 0, 0x00, "lock add [%r1], %r2"),
+            (0xdb, 1, 2, 0, 0x51, "lock fetch and [%r1], %r2"),
+            (0xc3, 1, 2, 8, 0x40, "lock or32 [%r1+8], %r2"),
+            (0xc3, 1, 2, 0, 0xa1, "lock fetch xor32 [%r1], %r2"),
+            (0xdb, 1, 2, 0, 0xe1, "lock xchg [%r1], %r2"),
+            (0xc3, 1, 2, 0, 0xf1, "lock cmpxchg32 [%r1], %r2"),
+            (0x05, 0, 0, -3, 0, "ja -3"),
+            (0x06, 0, 0, 0, 70000, "ja32 +70000"),
+            (0x15, 1, 0, 2, 0, "jeq %r1, 0, +2"),
+            (0x2d, 1, 2, 1, 0, "jgt %r1, %r2, +1"),
+            (0x36, 1, 0, 1, -1, "jge32 %r1, -1, +1"),
+            (0x45, 1, 0, 0, 8, "jset %r1, 8, +0"),
+            (0x5e, 1, 2, 1, 0, "jne32 %r1, %r2, +1"),
+            (0x65, 1, 0, 1, 0, "jsgt %r1, 0, +1"),
+            (0x7d, 1, 2, 1, 0, "jsge %r1, %r2, +1"),
+            (0xa6, 1, 0, 1, 5, "jlt32 %r1, 5, +1"),
+            (0xbd, 1, 2, 1, 0, "jle %r1, %r2, +1"),
+            (0xc5, 1, 0, 1, 0, "jslt %r1, 0, +1"),
+            (0xde, 1, 2, 1, 0, "jsle32 %r1, %r2, +1"),
+            (0x85, 0, 0, 0, 1, "call bpf_map_lookup_elem"),
+            (0x85, 0, 0, 0, 100000, "call 100000"),
+            (0x85, 0, 1, 0, -7, "call local -7"),
+            (0x85, 0, 2, 0, 12, "call runtime 12"),
+            (0x8d, 3, 0, 0, 0, "call %r3"),
+            (0x95, 0, 0, 0, 0, "exit"),
+        ];
+        for &(opc, dst, src, off, imm, expected) in table {
+            let insns = [Insn::new(opc, dst, src, off, imm)];
+            assert_eq!(disassemble_one(&insns, 0), (expected.to_string(), 1), "{opc:#04x}");
+        }
+        let lddw = |src: u8, imm: i32, next: i32| [Insn::new(LDDW, 1, src, 0, imm), Insn::new(0, 0, 0, 0, next)];
+        for (insns, expected) in [
+            (lddw(0, -1, 0x7fff_ffff), "lddw %r1, 0x7fffffffffffffff"),
+            (lddw(1, 5, 0), "lddw %r1, map_fd(5)"),
+            (lddw(2, 5, 24), "lddw %r1, map_value(5)+24"),
+            (lddw(3, 77, 0), "lddw %r1, btf_id(77)"),
+            (lddw(4, 9, 0), "lddw %r1, func(+9)"),
+            (lddw(5, 0, 0), "lddw %r1, map_idx(0)"),
+            (lddw(6, 1, 8), "lddw %r1, map_idx_value(1)+8"),
+        ] {
+            assert_eq!(disassemble_one(&insns, 0), (expected.to_string(), 2));
+        }
+    }
+
     /// Every encoding `Program::load` accepts has a textual form (never
     /// `.insn`) that assembles back to the same words.
     #[test]
