@@ -1,28 +1,29 @@
 //! HASH, PERCPU_HASH, LRU_HASH and LRU_PERCPU_HASH in shared memory.
 //!
 //! Data area: `n_buckets` (power of two ≥ max_entries) buckets of 16 bytes,
-//! then a pool of `max_entries + 2 * quarantine` fixed-size elements:
+//! then a pool of `max_entries + spare` fixed-size elements:
 //!
 //! ```text
 //! bucket:  lock u32 | head u32 | pending_op u32 | pending_elem u32
-//! element: next u32 | hash u32 | state u32 | lru_ref u32 | key (8-aligned) | value(s) (8-aligned)
+//! element: next u32 | hash u32 | state u32 | lru_ref u32 | freed_epoch u64 | key (8-aligned) | value(s) (8-aligned)
 //! ```
 //!
 //! - **Lookups are lock-free**: hash, walk the bucket's chain comparing
 //!   hash then key. Chains end in a *nulls marker* (`NULLS | bucket`), as in
 //!   the kernel's `hlist_nulls`: a walker that followed a recycled element
 //!   into another chain notices the foreign marker and restarts.
-//! - **Writers** (insert, delete) take the bucket's owner-checked lock
-//!   ([`crate::lock`]); updating an existing key copies the value in place
-//!   without any lock, exactly like the kernel's in-place array/per-CPU
-//!   updates (concurrent writers may interleave bytes; programs use atomics).
-//! - **Element reuse is delayed** (quarantine): a freed element records the
-//!   map's free counter and can only be reallocated after `quarantine` more
-//!   frees; the pool has `2 * quarantine` spare elements so this never makes
-//!   an insert fail below `max_entries`. A program holding a value pointer
-//!   therefore keeps pointing at memory that is not reused until
-//!   `quarantine` further deletions happened (kernel preallocated maps reuse
-//!   immediately). See docs/arch/shm-maps.md for the argument and its limit.
+//! - **Writers** (insert, update, delete) take the bucket's owner-checked
+//!   lock ([`crate::lock`]) for a bounded critical section, as the kernel
+//!   takes its bucket spinlock; an update of an existing key copies the
+//!   value in place under that lock (so an update never lands in an element
+//!   that was deleted and recycled meanwhile).
+//! - **Element reuse waits for readers** ([`crate::epoch`]): a freed element
+//!   is stamped with the global epoch and only reallocated once every read
+//!   section that could have reached it has ended. Programs run inside a
+//!   section taken by the agent, so a value pointer a program holds keeps
+//!   belonging to its key (or to nobody, once deleted) for the whole run.
+//!   The pool has spare elements beyond `max_entries` for elements waiting
+//!   out readers.
 //! - **Crash repair**: before changing a chain, the writer records its
 //!   operation in the bucket (`pending_op`/`pending_elem`) and marks a
 //!   reserved element `RESERVED | bucket`. Whoever breaks the lock of a dead
@@ -42,7 +43,7 @@ use crate::lock;
 use crate::map::Map;
 
 pub(crate) const BUCKET_SIZE: usize = 16;
-pub(crate) const ELEM_HEADER: usize = 16;
+pub(crate) const ELEM_HEADER: usize = 24;
 
 const NULLS: u32 = 1 << 31;
 const STATE_UNUSED: u32 = 0;
@@ -55,9 +56,10 @@ const OP_NONE: u32 = 0;
 const OP_INSERT: u32 = 1;
 const OP_DELETE: u32 = 2;
 
-/// Quarantine length for a map of `max_entries`.
-pub(crate) fn quarantine_for(max_entries: u32) -> u32 {
-    (max_entries / 8).clamp(16, 1 << 16)
+/// Spare pool elements for a map of `max_entries`: room for deleted
+/// elements that wait out concurrent readers before reuse.
+pub(crate) fn spare_for(max_entries: u32) -> u32 {
+    (max_entries / 4).clamp(16, 1 << 16)
 }
 
 #[repr(C)]
@@ -74,6 +76,16 @@ struct ElemHeader {
     hash: AtomicU32,
     state: AtomicU32,
     lru_ref: AtomicU32,
+    /// Epoch in which the element was freed (valid while FREE).
+    freed_epoch: std::sync::atomic::AtomicU64,
+}
+
+/// Why an insert could not proceed.
+enum Insert {
+    /// `max_entries` reached (or LRU eviction impossible): final.
+    Full(Errno),
+    /// Only elements that readers may still hold are free: retry later.
+    WaitForReaders,
 }
 
 /// How the caller's value buffer is laid out.
@@ -83,6 +95,10 @@ pub(crate) enum ValueSrc {
     AllCpus,
     /// Program view: one value for the current CPU.
     ThisCpu,
+}
+
+fn sub_saturating(count: &AtomicU32) {
+    let _ = count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| c.checked_sub(1));
 }
 
 #[inline(always)]
@@ -187,7 +203,6 @@ impl Map {
         for b in 0..=self.bucket_mask {
             self.bucket(b).head.store(NULLS | b, Ordering::Relaxed);
         }
-        self.header().free_seq.0.store(self.header().quarantine, Ordering::Relaxed);
     }
 
     /// Lock-free search; returns the element index.
@@ -256,6 +271,7 @@ impl Map {
         if out.len() != self.syscall_value_size() {
             return Err(Errno::EINVAL);
         }
+        let _rs = crate::epoch::enter(&self.shared);
         let h = self.hash_key(key.as_ptr());
         let idx = self.find(key.as_ptr(), h).ok_or(Errno::ENOENT)?;
         self.copy_value_out(idx, out);
@@ -319,7 +335,7 @@ impl Map {
 
     /// # Safety
     /// `key`/`value` point to `key_size`/`value_size` readable bytes.
-    #[inline(always)]
+    #[inline]
     pub(crate) unsafe fn hash_prog_update(&self, key: *const u8, value: *const u8, flags: u64) -> Result<(), Errno> {
         // SAFETY: forwarded caller contract.
         unsafe { self.hash_update(key, value, flags, ValueSrc::ThisCpu) }
@@ -332,54 +348,69 @@ impl Map {
             return Err(Errno::EINVAL);
         }
         let h = self.hash_key(key);
-        if let Some(idx) = self.find(key, h) {
-            if flags == BPF_NOEXIST {
-                return Err(Errno::EEXIST);
-            }
-            // SAFETY: forwarded caller contract.
-            unsafe { self.write_value(idx, value, src, false) };
-            return Ok(());
-        }
-        if flags == BPF_EXIST {
-            return Err(Errno::ENOENT);
-        }
-        // SAFETY: forwarded caller contract.
-        unsafe { self.hash_insert_slow(key, value, h, flags, src) }
-    }
-
-    #[cold]
-    #[inline(never)]
-    unsafe fn hash_insert_slow(&self, key: *const u8, value: *const u8, h: u32, flags: u64, src: ValueSrc) -> Result<(), Errno> {
         let b = h & self.bucket_mask;
         let bucket = self.bucket(b);
-        let guard = lock::lock(&bucket.lock, &self.shared);
-        if guard.broken {
-            self.repair_bucket(b);
-        }
-        // Someone may have inserted the key while we waited.
-        if let Some(idx) = self.find(key, h) {
-            if flags == BPF_NOEXIST {
-                return Err(Errno::EEXIST);
+        let mut deadline: Option<std::time::Instant> = None;
+        loop {
+            let guard = lock::lock(&bucket.lock, &self.shared);
+            if guard.broken {
+                self.repair_bucket(b);
+            }
+            // The chain cannot change under the lock, and elements on it
+            // cannot be freed, so this walk is exact.
+            if let Some(idx) = self.find(key, h) {
+                if flags == BPF_NOEXIST {
+                    return Err(Errno::EEXIST);
+                }
+                if self.lru {
+                    self.elem(idx).lru_ref.store(1, Ordering::Relaxed);
+                }
+                // SAFETY: forwarded caller contract.
+                unsafe { self.write_value(idx, value, src, false) };
+                return Ok(());
+            }
+            if flags == BPF_EXIST {
+                return Err(Errno::ENOENT);
             }
             // SAFETY: forwarded caller contract.
-            unsafe { self.write_value(idx, value, src, false) };
-            return Ok(());
+            match unsafe { self.insert_locked(b, key, value, h, src) } {
+                Err(Insert::Full(e)) => return Err(e),
+                Err(Insert::WaitForReaders) => {}
+                Ok(()) => return Ok(()),
+            }
+            drop(guard);
+            // Every spare element still waits for a reader (one preempted
+            // inside a long section). The program view fails at once like a
+            // kernel allocation failure; the syscall view waits (lock
+            // released) for readers to move on, up to a second.
+            if src == ValueSrc::ThisCpu {
+                return Err(if self.lru { Errno::ENOMEM } else { Errno::E2BIG });
+            }
+            let now = std::time::Instant::now();
+            let d = *deadline.get_or_insert(now + std::time::Duration::from_secs(1));
+            if now >= d {
+                return Err(Errno::E2BIG);
+            }
+            std::thread::yield_now();
         }
-        if flags == BPF_EXIST {
-            return Err(Errno::ENOENT);
-        }
+    }
+
+    /// Inserts a new element into bucket `b` (lock held, key absent).
+    #[inline(never)]
+    unsafe fn insert_locked(&self, b: u32, key: *const u8, value: *const u8, h: u32, src: ValueSrc) -> Result<(), Insert> {
+        let bucket = self.bucket(b);
         let hdr = self.header();
         bucket.pending_op.store(OP_INSERT, Ordering::Release);
         let count = hdr.count.0.fetch_add(1, Ordering::AcqRel);
         if count >= self.max_entries && !(self.lru && self.lru_evict(b)) {
-            hdr.count.0.fetch_sub(1, Ordering::AcqRel);
+            sub_saturating(&hdr.count.0);
             bucket.pending_op.store(OP_NONE, Ordering::Release);
-            return Err(if self.lru { Errno::ENOMEM } else { Errno::E2BIG });
+            return Err(Insert::Full(if self.lru { Errno::ENOMEM } else { Errno::E2BIG }));
         }
         let Some(idx) = self.reserve_elem(b) else {
-            hdr.count.0.fetch_sub(1, Ordering::AcqRel);
+            sub_saturating(&hdr.count.0);
             bucket.pending_op.store(OP_NONE, Ordering::Release);
-            return Err(Errno::E2BIG);
+            return Err(Insert::WaitForReaders);
         };
         let e = self.elem(idx);
         e.hash.store(h, Ordering::Relaxed);
@@ -393,35 +424,50 @@ impl Map {
         bucket.head.store(idx, Ordering::Release);
         e.state.store(STATE_LIVE, Ordering::Release);
         bucket.pending_op.store(OP_NONE, Ordering::Release);
-        drop(guard);
         Ok(())
     }
 
-    /// Claims an element that is free and out of quarantine.
+    /// Claims a free element that no reader can still hold: first with the
+    /// cached reclamation bound, then after rescanning the reader slots,
+    /// then after clearing slots of dead processes.
     fn reserve_elem(&self, b: u32) -> Option<u32> {
         let hdr = self.header();
         let pool = self.pool_size;
-        let q = hdr.quarantine;
-        let now = hdr.free_seq.0.load(Ordering::Acquire);
+        let mut safe = crate::epoch::safe_below(&self.shared);
         let mut i = hdr.alloc_cursor.0.load(Ordering::Relaxed) % pool;
-        for _ in 0..pool {
-            let st = self.elem(i).state.load(Ordering::Acquire);
-            let eligible = st == STATE_UNUSED
-                || (st & !SEQ_MASK == STATE_FREE_TAG && (now.wrapping_sub(st) & SEQ_MASK) >= q);
-            if eligible
-                && self.elem(i).state.compare_exchange(st, STATE_RESERVED_TAG | b, Ordering::AcqRel, Ordering::Relaxed).is_ok()
-            {
-                hdr.alloc_cursor.0.store(if i + 1 == pool { 0 } else { i + 1 }, Ordering::Relaxed);
-                return Some(i);
+        for pass in 0..3 {
+            if pass > 0 {
+                safe = crate::epoch::recompute_safe_below(&self.shared, pass == 2);
             }
-            i = if i + 1 == pool { 0 } else { i + 1 };
+            let mut waiting = 0u32;
+            for _ in 0..pool {
+                let e = self.elem(i);
+                let st = e.state.load(Ordering::Acquire);
+                let eligible = st == STATE_UNUSED
+                    || (st & !SEQ_MASK == STATE_FREE_TAG && {
+                        let reusable = e.freed_epoch.load(Ordering::Acquire) < safe;
+                        waiting += !reusable as u32;
+                        reusable
+                    });
+                if eligible && e.state.compare_exchange(st, STATE_RESERVED_TAG | b, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                    hdr.alloc_cursor.0.store(if i + 1 == pool { 0 } else { i + 1 }, Ordering::Relaxed);
+                    return Some(i);
+                }
+                i = if i + 1 == pool { 0 } else { i + 1 };
+                // Many freed elements still waiting: refresh the bound early.
+                if pass == 0 && waiting > 32 {
+                    break;
+                }
+            }
         }
         None
     }
 
     fn free_elem(&self, idx: u32) {
-        let seq = self.header().free_seq.0.fetch_add(1, Ordering::AcqRel);
-        self.elem(idx).state.store(STATE_FREE_TAG | (seq & SEQ_MASK), Ordering::Release);
+        let stamp = crate::epoch::retire_stamp(&self.shared);
+        let e = self.elem(idx);
+        e.freed_epoch.store(stamp, Ordering::Release);
+        e.state.store(STATE_FREE_TAG | (stamp as u32 & SEQ_MASK), Ordering::Release);
     }
 
     /// Unlinks `idx` from bucket `b`'s chain (lock held). Returns whether it
@@ -464,18 +510,16 @@ impl Map {
         bucket.pending_op.store(OP_DELETE, Ordering::Release);
         self.unlink(b, idx);
         // Saturating: after crash repairs the count may be low by one.
-        let _ = self.header().count.0.fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| c.checked_sub(1));
+        sub_saturating(&self.header().count.0);
         self.free_elem(idx);
         bucket.pending_op.store(OP_NONE, Ordering::Release);
     }
 
     /// Replays the interrupted operation of a dead lock holder (lock held).
     fn repair_bucket(&self, b: u32) {
+        self.header().lock_breaks.0.fetch_add(1, Ordering::Relaxed);
         let bucket = self.bucket(b);
-        let count = &self.header().count.0;
-        let dec_count = || {
-            let _ = count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| c.checked_sub(1));
-        };
+        let dec_count = || sub_saturating(&self.header().count.0);
         // A chain cut by a corrupt link is truncated (cannot happen with
         // single-store updates, but never trust shared memory blindly).
         let mut link: &AtomicU32 = &bucket.head;
@@ -602,6 +646,7 @@ impl Map {
     }
 
     pub(crate) fn hash_get_next_key(&self, key: Option<&[u8]>, next: &mut [u8]) -> Result<(), Errno> {
+        let _rs = crate::epoch::enter(&self.shared);
         let Some(key) = key else { return self.first_key_from(0, next) };
         let h = self.hash_key(key.as_ptr());
         let b = h & self.bucket_mask;
@@ -700,6 +745,6 @@ pub struct HashStats {
     /// The element counter used for `max_entries` (may be lower than
     /// `reachable` by the number of crash repairs that hit a one-store window).
     pub count: u32,
-    /// Free (or quarantined) elements in the pool.
+    /// Free elements in the pool (including those waiting out readers).
     pub free: u32,
 }

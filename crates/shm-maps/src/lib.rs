@@ -59,11 +59,13 @@
 //!
 //! Pointers returned by `prog_lookup` point into the shared mapping and stay
 //! dereferenceable as long as the [`Map`] lives. Array values never move. A
-//! deleted hash element is not reused until `quarantine` further deletions
-//! of that map happened (at least 16, `max_entries / 8` for larger maps), so
-//! a program that looked a value up and updates it with atomics writes to
-//! memory that still belongs to that (now deleted) key, as in the kernel,
-//! and not to an unrelated key. See `docs/arch/shm-maps.md`.
+//! deleted hash element's memory is not reused by any process while a
+//! *read section* that could have reached it is active
+//! ([`Registry::read_section`] / [`Map::read_section`]): **the agent must
+//! hold one around every program run** (one store + one fence; nesting is
+//! free), so a value a program looked up keeps belonging to its key (or to
+//! nobody, once deleted) until the program returns. Syscall-view operations
+//! take their own sections. See `docs/arch/shm-maps.md`.
 //!
 //! # Layout and compatibility
 //!
@@ -74,6 +76,7 @@
 mod array;
 mod bloom;
 pub mod cpu;
+mod epoch;
 mod errno;
 mod error;
 mod hash;
@@ -88,6 +91,7 @@ mod ringbuf;
 mod stack_trace;
 mod sys;
 
+pub use epoch::{ReadGuard, READER_SLOTS};
 pub use errno::{from_ret, Errno};
 pub use error::Error;
 pub use layout::{helper_flags, map_flags, map_type, update_flags, LAYOUT_VERSION};

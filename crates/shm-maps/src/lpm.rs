@@ -79,6 +79,7 @@ impl Map {
         if out.len() != self.value_size as usize {
             return Err(Errno::EINVAL);
         }
+        let _rs = crate::epoch::enter(&self.shared);
         let idx = self.lpm_match(key).ok_or(Errno::ENOENT)?;
         self.copy_value_out(idx, out);
         Ok(())

@@ -65,7 +65,7 @@ pub(crate) struct MapHeader {
     pub name: [u8; 16],
     /// Hash: bucket count (power of two). Stack trace: bucket count.
     pub n_buckets: u32,
-    /// Hash: element pool size (max_entries + quarantine slack).
+    /// Hash: element pool size (max_entries + spare elements).
     pub pool_size: u32,
     /// Bytes per element (hash) or per slot (array, queue, stack trace).
     pub elem_size: u32,
@@ -74,15 +74,14 @@ pub(crate) struct MapHeader {
     pub buckets_off: u64,
     pub elems_off: u64,
     pub file_len: u64,
-    /// Hash: frees an element must wait behind before reuse.
-    pub quarantine: u32,
+    /// Hash: spare elements beyond max_entries (freed elements wait there
+    /// until no reader can hold them).
+    pub spare: u32,
     pub _reserved: u32,
     /// Hash: live element count.
     pub count: PaddedU32,
     /// Hash: where the next free-element search starts.
     pub alloc_cursor: PaddedU32,
-    /// Hash: number of frees so far (quarantine clock).
-    pub free_seq: PaddedU32,
     /// Map-wide lock (queue/stack/bloom writers).
     pub lock: PaddedU32,
     pub queue: QueueState,
@@ -90,6 +89,8 @@ pub(crate) struct MapHeader {
     pub lru_hand: PaddedU32,
     /// LPM_TRIE: bit `n` set once a prefix of length `n` was inserted.
     pub lpm_lens: [std::sync::atomic::AtomicU64; 5],
+    /// Locks taken over from dead holders (statistics).
+    pub lock_breaks: PaddedU32,
 }
 
 const _: () = assert!(std::mem::size_of::<MapHeader>() <= HEADER_PAGE);
@@ -269,7 +270,7 @@ struct Geometry {
     buckets_off: usize,
     elems_off: usize,
     file_len: usize,
-    quarantine: u32,
+    spare: u32,
 }
 
 fn geometry(spec: &MapSpec, ncpus: u32) -> Option<Geometry> {
@@ -277,15 +278,15 @@ fn geometry(spec: &MapSpec, ncpus: u32) -> Option<Geometry> {
     let stride = round_up8(spec.value_size as usize);
     let max = spec.max_entries as usize;
     let page = sys::page_size();
-    let mut g = Geometry { n_buckets: 0, pool_size: 0, elem_size: 0, buckets_off: HEADER_PAGE, elems_off: HEADER_PAGE, file_len: 0, quarantine: 0 };
+    let mut g = Geometry { n_buckets: 0, pool_size: 0, elem_size: 0, buckets_off: HEADER_PAGE, elems_off: HEADER_PAGE, file_len: 0, spare: 0 };
     let data_len: usize = match spec.map_type {
         HASH | PERCPU_HASH | LRU_HASH | LRU_PERCPU_HASH | LPM_TRIE => {
             let percpu = matches!(spec.map_type, PERCPU_HASH | LRU_PERCPU_HASH);
             let key_len = if spec.map_type == LPM_TRIE { spec.key_size as usize } else { spec.key_size as usize };
             let values = if percpu { stride.checked_mul(ncpus as usize)? } else { stride };
             g.elem_size = crate::hash::ELEM_HEADER + round_up8(key_len) + values;
-            g.quarantine = crate::hash::quarantine_for(spec.max_entries);
-            g.pool_size = u32::try_from(max.checked_add(2 * g.quarantine as usize)?).ok()?;
+            g.spare = crate::hash::spare_for(spec.max_entries);
+            g.pool_size = u32::try_from(max.checked_add(g.spare as usize)?).ok()?;
             g.n_buckets = u32::try_from(max.checked_next_power_of_two()?).ok()?.max(2);
             let buckets_len = round_up(g.n_buckets as usize * crate::hash::BUCKET_SIZE, page);
             g.elems_off = HEADER_PAGE + buckets_len;
@@ -425,7 +426,7 @@ impl Registry {
         h.buckets_off = g.buckets_off as u64;
         h.elems_off = g.elems_off as u64;
         h.file_len = g.file_len as u64;
-        h.quarantine = g.quarantine;
+        h.spare = g.spare;
         let map = Map::from_mapping(mapping, sh.clone(), &fd).map_err(cleanup)?;
         map.init_data();
         fs::rename(&tmp, &dst).map_err(|e| cleanup(Error::io(&dst, "publish", e)))?;
@@ -619,10 +620,24 @@ impl Map {
         if holder != 0 && !self.shared.owner_alive(holder) {
             // Queue/stack critical sections need no repair (see queue.rs).
             if word.compare_exchange(holder, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                self.header().lock_breaks.0.fetch_add(1, Ordering::Relaxed);
                 n += 1;
             }
         }
         n
+    }
+
+    /// How many locks of this map were taken over from dead processes
+    /// (by waiters or [`Map::recover`]) since creation.
+    pub fn lock_breaks(&self) -> u32 {
+        self.header().lock_breaks.0.load(Ordering::Relaxed)
+    }
+
+    /// Enters a read section on this map's registry (see
+    /// [`Registry::read_section`]).
+    #[inline]
+    pub fn read_section(&self) -> crate::epoch::ReadGuard {
+        crate::epoch::enter(&self.shared)
     }
 
     /// The registry this map belongs to.

@@ -23,6 +23,12 @@ impl Map {
         unsafe { self.elems.add(i as usize * self.elem_size) }
     }
 
+    fn note_broken(&self, g: &lock::LockGuard<'_>) {
+        if g.broken {
+            self.header().lock_breaks.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Push (`BPF_EXIST` overwrites the oldest element when full).
     pub(crate) fn queue_push(&self, value: &[u8], flags: u64) -> Result<(), Errno> {
         if flags & !BPF_EXIST != 0 {
@@ -30,7 +36,8 @@ impl Map {
         }
         let size = self.pool_size;
         let q = &self.header().queue;
-        let _g = lock::lock(&self.header().lock.0, &self.shared);
+        let g = lock::lock(&self.header().lock.0, &self.shared);
+        self.note_broken(&g);
         let head = q.head.load(Ordering::Relaxed) % size;
         let mut tail = q.tail.load(Ordering::Relaxed) % size;
         let next = if head + 1 == size { 0 } else { head + 1 };
@@ -53,7 +60,8 @@ impl Map {
         }
         let size = self.pool_size;
         let q = &self.header().queue;
-        let _g = lock::lock(&self.header().lock.0, &self.shared);
+        let g = lock::lock(&self.header().lock.0, &self.shared);
+        self.note_broken(&g);
         let head = q.head.load(Ordering::Relaxed) % size;
         let tail = q.tail.load(Ordering::Relaxed) % size;
         if head == tail {

@@ -55,9 +55,19 @@ struct RegistryHeader {
     next_id: PaddedU32,
     /// Bumped (and futex-woken) on every registry change.
     generation: PaddedU32,
+    /// Element reclamation epochs (see `epoch`).
+    epoch: crate::epoch::EpochState,
 }
 
-const REGISTRY_FILE_SIZE: usize = 4096;
+/// Header page, then the reader slots.
+const REGISTRY_HEADER_PAGE: usize = 4096;
+const REGISTRY_FILE_SIZE: usize = REGISTRY_HEADER_PAGE + crate::epoch::READER_SLOTS * crate::epoch::SLOT_SIZE;
+const _: () = assert!(std::mem::size_of::<RegistryHeader>() <= REGISTRY_HEADER_PAGE);
+
+/// Current fork generation of this process (changes in a forked child).
+pub(crate) fn fork_epoch() -> u32 {
+    FORK_EPOCH.load(Ordering::Relaxed)
+}
 
 /// Incremented in the child after `fork()`: a child is a new participant and
 /// must not act under its parent's owner id (a SIGKILLed child holding a map
@@ -93,6 +103,20 @@ impl Shared {
         // SAFETY: the mapping is REGISTRY_FILE_SIZE bytes, validated at open,
         // and the header is only accessed through atomics after creation.
         unsafe { &*(self.header.base() as *const RegistryHeader) }
+    }
+
+    #[inline(always)]
+    pub(crate) fn epoch_state(&self) -> &crate::epoch::EpochState {
+        &self.header().epoch
+    }
+
+    #[inline(always)]
+    pub(crate) fn reader_slot(&self, i: usize) -> &crate::epoch::ReaderSlot {
+        assert!(i < crate::epoch::READER_SLOTS);
+        // SAFETY: slot i lies inside the REGISTRY_FILE_SIZE mapping, 64-aligned.
+        unsafe {
+            &*(self.header.base().add(REGISTRY_HEADER_PAGE + i * crate::epoch::SLOT_SIZE) as *const crate::epoch::ReaderSlot)
+        }
     }
 
     /// This process's owner id (registers on first use and after fork).
@@ -483,6 +507,16 @@ impl Registry {
         g.load(Ordering::SeqCst)
     }
 
+    /// Enters a read section for the calling thread: hash-map element memory
+    /// the thread can reach is not reused by any process until the guard
+    /// drops. The agent takes one around every program run (so values a
+    /// program holds stay its key's); syscall-view operations take their
+    /// own. Costs one store and one fence; nested sections are free.
+    #[inline]
+    pub fn read_section(&self) -> crate::epoch::ReadGuard {
+        crate::epoch::enter(&self.shared)
+    }
+
     /// Bumps the generation and wakes every waiter (done automatically by
     /// every create/remove/enable call).
     pub fn bump_generation(&self) {
@@ -762,6 +796,7 @@ fn create_registry_file(dir: &Path, path: &Path, mode: u32) -> Result<(), Error>
         h.header_size = std::mem::size_of::<RegistryHeader>() as u32;
         h.next_id.0.store(1, Ordering::Relaxed);
         h.generation.0.store(1, Ordering::Relaxed);
+        h.epoch.epoch.store(1, Ordering::Relaxed);
         Ok(())
     })();
     if let Err(e) = init {

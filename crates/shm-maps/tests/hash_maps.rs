@@ -192,19 +192,94 @@ fn lru_percpu_hash_works() {
 }
 
 #[test]
-fn deleted_values_are_not_reused_immediately() {
-    let t = TempRegistry::new("quarantine");
+fn deleted_values_are_not_reused_while_a_reader_may_hold_them() {
+    let t = TempRegistry::new("reclaim");
     let m = t.map(HASH, 8, 8, 64);
     m.update(&k64(1), &k64(1), BPF_ANY).unwrap();
-    // SAFETY: buffers sized for key/value.
+    let guard = m.read_section();
+    // SAFETY: key buffer of key_size bytes.
     let p = unsafe { m.prog_lookup(k64(1).as_ptr()) };
-    m.delete(&k64(1)).unwrap();
-    // Churn fewer than the quarantine length (≥ 16): the old slot must not
-    // be handed to another key.
-    for k in 100..110u64 {
+    // Another thread (any process would do) deletes it and churns until
+    // every reusable element is used up: the held element must never be
+    // handed to another key.
+    let reg = t.reg.clone();
+    let id = m.id();
+    let addr = p as usize;
+    let inserted = std::thread::spawn(move || {
+        let m = reg.open_map(id).unwrap();
+        m.delete(&k64(1)).unwrap();
+        let mut n = 0;
+        for k in 100..10_000u64 {
+            // The program view fails at once when only held elements are
+            // free (the syscall view would wait up to a second for readers).
+            // SAFETY: key/value buffers of key_size/value_size bytes.
+            match shm_maps::from_ret(unsafe { m.prog_update(k64(k).as_ptr(), k64(k).as_ptr(), BPF_ANY) }) {
+                Ok(()) => {
+                    let _rs = m.read_section();
+                    // SAFETY: key buffer of key_size bytes.
+                    assert_ne!(unsafe { m.prog_lookup(k64(k).as_ptr()) } as usize, addr, "held element reused");
+                    m.delete(&k64(k)).unwrap();
+                    n += 1;
+                }
+                Err(e) => {
+                    assert_eq!(e, Errno::E2BIG);
+                    break;
+                }
+            }
+        }
+        n
+    })
+    .join()
+    .unwrap();
+    assert!(inserted >= 16, "the spare pool absorbs deletions under a reader");
+    // SAFETY: p stays inside the mapping; no other key may own it now.
+    assert_eq!(unsafe { *(p as *const u64) }, 1, "value memory was reused under a reader");
+    drop(guard);
+    // Without readers, freed elements are reused: the pool (64 + 16 spare)
+    // supports any amount of churn.
+    for k in 2000..3000u64 {
         m.update(&k64(k), &k64(k), BPF_ANY).unwrap();
-        // SAFETY: as above.
-        assert_ne!(unsafe { m.prog_lookup(k64(k).as_ptr()) }, p);
         m.delete(&k64(k)).unwrap();
+    }
+    let stats = m.verify().unwrap().unwrap();
+    assert_eq!(stats.reachable, 0);
+}
+
+#[test]
+fn churn_with_a_long_reader_fails_softly_then_recovers() {
+    let t = TempRegistry::new("reclaim-full");
+    let m = t.map(HASH, 8, 8, 16);
+    let guard = m.read_section();
+    let reg = t.reg.clone();
+    let id = m.id();
+    // While a reader is active, freed elements pile up in the spare pool;
+    // once it is exhausted inserts fail with E2BIG instead of reusing memory.
+    let failures = std::thread::spawn(move || {
+        let m = reg.open_map(id).unwrap();
+        let mut failures = 0;
+        for k in 0..200u64 {
+            // SAFETY: key/value buffers of key_size/value_size bytes.
+            match shm_maps::from_ret(unsafe { m.prog_update(k64(k).as_ptr(), k64(k).as_ptr(), BPF_ANY) }) {
+                Ok(()) => m.delete(&k64(k)).unwrap(),
+                Err(e) => {
+                    assert_eq!(e, Errno::E2BIG);
+                    failures += 1;
+                }
+            }
+        }
+        failures
+    })
+    .join()
+    .unwrap();
+    assert!(failures > 0);
+    // The syscall view waits for the reader instead of failing.
+    let reg = t.reg.clone();
+    let waiter = std::thread::spawn(move || reg.open_map(id).unwrap().update(&k64(500), &k64(1), BPF_ANY));
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    drop(guard);
+    waiter.join().unwrap().expect("insert succeeds once the reader is gone");
+    m.delete(&k64(500)).unwrap();
+    for k in 0..16u64 {
+        m.update(&k64(k), &k64(k), BPF_ANY).unwrap();
     }
 }

@@ -48,8 +48,12 @@ fn worker(reg: &Registry, ids: [u32; 4], proc_no: usize, thread_no: usize) {
         x ^= x >> 7;
         x ^= x << 17;
         let key = x % COUNTERS;
-        bump(&hash, key);
-        bump(&pcpu, key);
+        {
+            // As the agent does around a program run.
+            let _section = hash.read_section();
+            bump(&hash, key);
+            bump(&pcpu, key);
+        }
         // SAFETY: array value pointers are 8-aligned u64s.
         unsafe {
             let p = array.prog_lookup((key as u32).to_ne_bytes().as_ptr());

@@ -1,0 +1,207 @@
+//! Cross-process epoch-based reclamation: when may a deleted hash element's
+//! memory be reused?
+//!
+//! A program may keep a value pointer from `bpf_map_lookup_elem` for the rest
+//! of its run and update it with atomics, so an element deleted meanwhile
+//! must not be handed to another key until no running program can still
+//! hold it. Readers announce themselves in **reader slots** in the registry
+//! file (shared by every participant):
+//!
+//! - [`ReadGuard`] (from `Registry::read_section`, taken by the agent around
+//!   each program run, and internally by every syscall-view hash operation)
+//!   stores the current global epoch in the calling thread's slot and issues
+//!   one full fence; dropping it clears the slot. Nested guards are free.
+//! - Freeing an element stamps it with `epoch.fetch_add(1)`: every reader
+//!   that starts afterwards sees a larger epoch and cannot reach the
+//!   (already unlinked) element.
+//! - An allocator may reuse an element stamped `e` only if `e < safe_below`,
+//!   where `safe_below = min(global epoch, every active slot's epoch)` is
+//!   recomputed by scanning the slots when no reusable element is known.
+//!
+//! A slot left active by a process that died (SIGKILL mid-program) is
+//! cleared once its owner is seen dead, so it cannot block reuse forever.
+//! The slot table is fixed-size ([`READER_SLOTS`]); a thread that finds no
+//! free slot runs unprotected after a one-time warning on stderr (the
+//! kernel's preallocated maps give no protection at all).
+
+use std::cell::RefCell;
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::registry::Shared;
+
+/// Number of reader slots in the registry file.
+pub const READER_SLOTS: usize = 1024;
+pub(crate) const SLOT_SIZE: usize = 64;
+
+/// One thread's announcement.
+#[repr(C, align(64))]
+pub(crate) struct ReaderSlot {
+    /// 0 = not reading; else the global epoch when the section began.
+    pub epoch: AtomicU64,
+    /// Registry owner id of the process that claimed the slot (0 = free).
+    pub owner: AtomicU32,
+    /// Kernel thread id of the claiming thread (diagnostics).
+    pub tid: AtomicU32,
+}
+
+/// Epoch state in the registry header.
+#[repr(C, align(64))]
+pub(crate) struct EpochState {
+    /// Global epoch; starts at 1, bumped by every element free.
+    pub epoch: AtomicU64,
+    /// Cached `safe_below` (monotonic).
+    pub safe_below: AtomicU64,
+    /// One past the highest slot index ever claimed (bounds scans).
+    pub slots_used: AtomicU32,
+}
+
+struct ThreadReader {
+    shared: Arc<Shared>,
+    slot: *const ReaderSlot,
+    depth: u32,
+    fork_epoch: u32,
+}
+
+impl Drop for ThreadReader {
+    fn drop(&mut self) {
+        if !self.slot.is_null() && self.fork_epoch == crate::registry::fork_epoch() {
+            // SAFETY: the slot lies in the registry mapping kept alive by
+            // `shared`; we claimed it, so we release it.
+            let s = unsafe { &*self.slot };
+            s.epoch.store(0, Ordering::Release);
+            s.owner.store(0, Ordering::Release);
+        }
+    }
+}
+
+thread_local! {
+    /// This thread's readers, one per registry it used (usually one).
+    static READERS: RefCell<Vec<ThreadReader>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An active read section; element memory seen inside it is not reused
+/// until it ends. Not `Send`: it belongs to the thread's slot.
+pub struct ReadGuard {
+    shared: *const Shared,
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl Drop for ReadGuard {
+    #[inline]
+    fn drop(&mut self) {
+        let shared = self.shared;
+        let _ = READERS.try_with(|r| {
+            let mut r = r.borrow_mut();
+            if let Some(t) = r.iter_mut().find(|t| Arc::as_ptr(&t.shared) == shared) {
+                t.depth -= 1;
+                if t.depth == 0 && !t.slot.is_null() {
+                    // SAFETY: slot inside the registry mapping kept alive by t.shared.
+                    unsafe { &*t.slot }.epoch.store(0, Ordering::Release);
+                }
+            }
+        });
+    }
+}
+
+/// Enters a read section on `shared`'s registry for the calling thread.
+#[inline]
+pub(crate) fn enter(shared: &Arc<Shared>) -> ReadGuard {
+    let ptr = Arc::as_ptr(shared);
+    let entered = READERS.try_with(|r| {
+        let mut r = r.borrow_mut();
+        let fe = crate::registry::fork_epoch();
+        let idx = match r.iter().position(|t| Arc::as_ptr(&t.shared) == ptr) {
+            Some(i) if r[i].fork_epoch == fe => i,
+            Some(i) => {
+                // Forked child: the inherited slot is the parent's; take our own.
+                r[i].slot = claim_slot(shared);
+                r[i].fork_epoch = fe;
+                r[i].depth = 0;
+                i
+            }
+            None => {
+                r.push(ThreadReader { shared: shared.clone(), slot: claim_slot(shared), depth: 0, fork_epoch: fe });
+                r.len() - 1
+            }
+        };
+        let t = &mut r[idx];
+        if t.depth == 0 && !t.slot.is_null() {
+            let e = shared.epoch_state().epoch.load(Ordering::SeqCst);
+            // SAFETY: slot inside the registry mapping kept alive by t.shared.
+            unsafe { &*t.slot }.epoch.store(e, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+        }
+        t.depth += 1;
+    });
+    ReadGuard { shared: if entered.is_ok() { ptr } else { std::ptr::null() }, _not_send: std::marker::PhantomData }
+}
+
+#[cold]
+fn claim_slot(shared: &Shared) -> *const ReaderSlot {
+    let owner = shared.owner_id();
+    let st = shared.epoch_state();
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) } as u32;
+    for pass in 0..2 {
+        for i in 0..READER_SLOTS {
+            let s = shared.reader_slot(i);
+            let cur = s.owner.load(Ordering::Acquire);
+            let free = cur == 0 || (pass == 1 && !shared.owner_alive(cur));
+            if free && s.owner.compare_exchange(cur, owner, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                s.epoch.store(0, Ordering::Release);
+                s.tid.store(tid, Ordering::Relaxed);
+                st.slots_used.fetch_max(i as u32 + 1, Ordering::AcqRel);
+                return s;
+            }
+        }
+    }
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        eprintln!("userbpf: all {READER_SLOTS} map reader slots are taken; this thread reads maps without reuse protection")
+    });
+    std::ptr::null()
+}
+
+/// Stamps a freed element: returns the epoch it was freed in.
+#[inline]
+pub(crate) fn retire_stamp(shared: &Shared) -> u64 {
+    shared.epoch_state().epoch.fetch_add(1, Ordering::SeqCst)
+}
+
+/// Elements stamped below the returned value may be reused (cached value).
+#[inline]
+pub(crate) fn safe_below(shared: &Shared) -> u64 {
+    shared.epoch_state().safe_below.load(Ordering::Acquire)
+}
+
+/// Rescans the reader slots and raises `safe_below`. With `check_dead`,
+/// slots of dead processes that block progress are cleared.
+#[cold]
+pub(crate) fn recompute_safe_below(shared: &Shared, check_dead: bool) -> u64 {
+    let st = shared.epoch_state();
+    let g = st.epoch.load(Ordering::SeqCst);
+    fence(Ordering::SeqCst);
+    let mut min = g;
+    let used = (st.slots_used.load(Ordering::Acquire) as usize).min(READER_SLOTS);
+    for i in 0..used {
+        let s = shared.reader_slot(i);
+        let e = s.epoch.load(Ordering::SeqCst);
+        if e == 0 || e >= min {
+            continue;
+        }
+        if check_dead {
+            let owner = s.owner.load(Ordering::Acquire);
+            if !shared.owner_alive(owner) {
+                // The process died inside a section: nobody reads through it.
+                if s.epoch.compare_exchange(e, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                    let _ = s.owner.compare_exchange(owner, 0, Ordering::AcqRel, Ordering::Relaxed);
+                }
+                continue;
+            }
+        }
+        min = e;
+    }
+    st.safe_below.fetch_max(min, Ordering::AcqRel);
+    st.safe_below.load(Ordering::Acquire)
+}
