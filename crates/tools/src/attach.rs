@@ -15,6 +15,11 @@ use std::time::Duration;
 /// the number of probes removed or a negative errno.
 pub const AGENT_DETACH_SYMBOL: &str = "userbpf_agent_detach";
 
+/// The agent's optional exported function that undoes [`AGENT_DETACH_SYMBOL`]
+/// (`int userbpf_agent_reattach(void)`, returning the number of probes
+/// attached or a negative errno); `attach` calls it when the agent is already loaded.
+pub const AGENT_REATTACH_SYMBOL: &str = "userbpf_agent_reattach";
+
 const RTLD_NOW: u64 = 0x2;
 /// glibc's private flag `__libc_dlopen_mode` needs to behave like `dlopen`.
 const RTLD_DLOPEN: u64 = 0x8000_0000;
@@ -42,6 +47,9 @@ struct AttachOutcome {
     thread: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     safe_point_attempts: Option<u32>,
+    /// Already loaded agent: probes it re-attached through `userbpf_agent_reattach`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    probes_reattached: Option<u64>,
 }
 
 fn millis(d: Duration) -> f64 {
@@ -94,23 +102,15 @@ pub fn attach(options: &AttachOptions) -> CliResult {
     let maps = procfs::read_maps(pid)
         .map_err(|e| CliError::new(format!("cannot read /proc/{pid}/maps: {}", os_error_text(&e))))?;
 
-    if maps.iter().any(|m| m.file() == Some(library_text.as_str())) {
-        let outcome = AttachOutcome {
-            pid,
-            command: command.clone(),
-            library: library_text.clone(),
-            already_loaded: true,
-            pause_ms: None,
-            call_ms: None,
-            thread: None,
-            safe_point_attempts: None,
-        };
-        if options.json {
-            print_json(&outcome);
-        } else {
-            println!("process {pid} ({command}) already has {library_text} loaded; nothing to do");
-        }
-        return Ok(exit::OK);
+    // The library itself, or (when loading the agent) any libagent.so: two
+    // agents in one process would attach every probe twice.
+    let loaded = maps.iter().find(|m| {
+        m.offset == 0
+            && (m.file() == Some(library_text.as_str())
+                || (options.library.is_none() && m.file_name() == Some(Library::Agent.file_name())))
+    });
+    if let Some(loaded) = loaded {
+        return already_loaded(options, &command, loaded);
     }
     if !procfs::path_in_process_root(pid, &library_text).exists() {
         return Err(CliError::with_code(
@@ -158,6 +158,7 @@ pub fn attach(options: &AttachOptions) -> CliResult {
         call_ms: Some(millis(report.call_time)),
         thread: Some(report.tid),
         safe_point_attempts: Some(report.attempts),
+        probes_reattached: None,
     };
     if options.json {
         print_json(&outcome);
@@ -168,6 +169,56 @@ pub fn attach(options: &AttachOptions) -> CliResult {
             millis(report.paused),
             millis(report.call_time)
         );
+    }
+    Ok(exit::OK)
+}
+
+/// `attach` on a process that already has the library: re-enable the agent's
+/// probes if it was detached (and can be re-attached), else nothing to do.
+fn already_loaded(options: &AttachOptions, command: &str, loaded: &procfs::Mapping) -> CliResult {
+    let pid = options.pid;
+    let path = loaded.file().unwrap_or(&loaded.path).to_string();
+    let reattach = match elfsym::resolve_in_process(pid, loaded, &[AGENT_REATTACH_SYMBOL]) {
+        Ok((_, addr)) => Some(addr),
+        Err(SymbolError::Missing) => None,
+        Err(SymbolError::Read(e)) => return Err(CliError::new(format!("cannot read {path}: {}", os_error_text(&e)))),
+        Err(SymbolError::Parse(why)) => return Err(CliError::new(format!("cannot read symbols of {path}: {why}"))),
+    };
+    let mut outcome = AttachOutcome {
+        pid,
+        command: command.to_string(),
+        library: path.clone(),
+        already_loaded: true,
+        pause_ms: None,
+        call_ms: None,
+        thread: None,
+        safe_point_attempts: None,
+        probes_reattached: None,
+    };
+    if let Some(reattach) = reattach {
+        let mut thread = StoppedThread::stop(pid, options.timeout)?;
+        let result = thread.call(reattach, &[], |_| vec![], options.timeout, AGENT_REATTACH_SYMBOL)? as i32;
+        let report = thread.resume()?;
+        crate::ptrace::release_held_signals();
+        if result < 0 {
+            let err = std::io::Error::from_raw_os_error(-result);
+            return Err(CliError::new(format!("the agent in process {pid} could not re-attach its probes: {}", os_error_text(&err))));
+        }
+        outcome.probes_reattached = Some(result as u64);
+        outcome.pause_ms = Some(millis(report.paused));
+        outcome.call_ms = Some(millis(report.call_time));
+        outcome.thread = Some(report.tid);
+        outcome.safe_point_attempts = Some(report.attempts);
+    }
+    if options.json {
+        print_json(&outcome);
+    } else if let Some(n) = outcome.probes_reattached {
+        println!(
+            "process {pid} ({command}) already has {path} loaded; its agent re-attached {n} probe(s) (paused {:.2} ms)",
+            outcome.pause_ms.unwrap_or(0.0)
+        );
+    } else {
+        println!("process {pid} ({command}) already has {path} loaded; nothing to do");
     }
     Ok(exit::OK)
 }

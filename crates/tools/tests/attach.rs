@@ -31,11 +31,6 @@ fn attach_and_check(mode: &str) {
     let maps = std::fs::read_to_string(format!("/proc/{}/maps", target.pid)).unwrap();
     assert!(maps.contains(lib.canonicalize().unwrap().to_str().unwrap()), "library mapped in the target");
 
-    // Attaching again is a no-op.
-    let again = run_with_timeout(userbpf().args(["attach", &target.pid.to_string()]).env("USERBPF_LIB_DIR", &scratch.0));
-    assert_eq!(again.status.code(), Some(0));
-    assert!(texts(&again).0.contains("already has"), "{:?}", texts(&again));
-
     // Detach: the agent's detach function runs, the app keeps going.
     let detach = run_with_timeout(userbpf().args(["detach", &target.pid.to_string()]));
     let (stdout, stderr) = texts(&detach);
@@ -45,6 +40,16 @@ fn attach_and_check(mode: &str) {
         std::fs::read_to_string(&marker).unwrap(),
         format!("loaded {pid} 3.0\ndetached {pid} 3.0\n", pid = target.pid)
     );
+
+    // Attaching again re-attaches the loaded agent's probes (no second copy).
+    let again = run_with_timeout(userbpf().args(["attach", &target.pid.to_string()]).env("USERBPF_LIB_DIR", &scratch.0));
+    assert_eq!(again.status.code(), Some(0));
+    assert!(texts(&again).0.contains("already has") && texts(&again).0.contains("re-attached 5 probe(s)"), "{:?}", texts(&again));
+    assert!(std::fs::read_to_string(&marker).unwrap().ends_with(&format!("reattached {} 3.0\n", target.pid)));
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", target.pid)).unwrap();
+    let copies = maps.lines().filter(|l| l.ends_with("/libagent.so") && l.contains(" 00000000 ")).count();
+    assert_eq!(copies, 1, "one copy of the agent");
+
     std::thread::sleep(std::time::Duration::from_millis(50));
     assert!(target.is_running(), "target still running after attach and detach");
     let (code, err) = target.finish();
@@ -120,6 +125,10 @@ fn detach_needs_the_agents_detach_function() {
     let target = Target::start(&target_bin, &scratch, "sleep", &scratch.path("marker"));
     let out = run_with_timeout(userbpf().args(["attach", &target.pid.to_string()]).env("USERBPF_LIB_DIR", &scratch.0));
     assert_eq!(out.status.code(), Some(0), "{:?}", texts(&out));
+    // Attaching again: loaded already, and no re-attach function to call.
+    let again = run_with_timeout(userbpf().args(["attach", &target.pid.to_string()]).env("USERBPF_LIB_DIR", &scratch.0));
+    assert_eq!(again.status.code(), Some(0));
+    assert!(texts(&again).0.contains("already has") && texts(&again).0.ends_with("nothing to do\n"), "{:?}", texts(&again));
     let out = run_with_timeout(userbpf().args(["detach", &target.pid.to_string()]));
     assert_eq!(out.status.code(), Some(3));
     assert!(texts(&out).1.contains("does not export userbpf_agent_detach"), "{:?}", texts(&out));
