@@ -60,6 +60,11 @@ fn check_encoding(insns: &[Insn]) -> Result<(), Reject> {
         let class = i.class();
         let op = i.opc & 0xf0;
         let src_x = i.opc & BPF_X != 0;
+        // Checked on every instruction, reachable by the analysis or not (the
+        // VM refuses such programs outright).
+        if i.dst == 10 && matches!(class, BPF_ALU | BPF_ALU64 | BPF_LDX | BPF_LD) {
+            return Err(Reject::acces(pc, "frame pointer is read only".into()));
+        }
         let bad = |what: &str| Err(rej(pc, format!("{what} uses reserved fields")));
         match class {
             BPF_ALU | BPF_ALU64 => {
