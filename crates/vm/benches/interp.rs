@@ -1,6 +1,7 @@
 //! Interpreter speed in eBPF instructions per second on a prime-counting
 //! loop (trial division, primes below 2000), in the fast unchecked mode and
-//! in the checked mode (bounds-checked memory + instruction budget).
+//! in the checked mode (bounds-checked memory + instruction budget), with
+//! rbpf 0.4's interpreter on the same bytecode as a reference point.
 //!
 //! Run: `cargo bench -p vm --bench interp`. Criterion reports the throughput
 //! in "elem/s", which here is executed instructions per second.
@@ -81,6 +82,14 @@ fn bench(c: &mut Criterion) {
             // SAFETY: checked mode.
             let r0 = unsafe { interp::run(black_box(&prog), &helpers, std::ptr::null_mut(), env, &checked) };
             assert_eq!(r0, Ok(PRIMES_BELOW_2000));
+        })
+    });
+    let bytecode: Vec<u8> = insns.iter().flat_map(|i| i.to_u64().to_le_bytes()).collect();
+    let rbpf_vm = rbpf::EbpfVmNoData::new(Some(&bytecode)).expect("rbpf accepts the program");
+    group.bench_function("rbpf_0.4_interpreter", |b| {
+        b.iter(|| {
+            let r0 = black_box(&rbpf_vm).execute_program();
+            assert_eq!(r0.ok(), Some(PRIMES_BELOW_2000));
         })
     });
     group.finish();
