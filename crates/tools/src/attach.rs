@@ -75,8 +75,13 @@ fn libc_function(pid: i32, maps: &[procfs::Mapping], names: &[&'static str]) -> 
                 exit::ENVIRONMENT,
                 format!("the C library of process {pid} ({}) exports no {what}", libc_map.path),
             ),
+            SymbolError::Mismatch(why) => mismatch_error(why),
         }
     })
+}
+
+fn mismatch_error(why: String) -> CliError {
+    CliError::with_code(exit::ENVIRONMENT, why).hint("restart the app (then `userbpf run` can preload the agent)")
 }
 
 fn print_json<T: serde::Serialize>(value: &T) {
@@ -183,6 +188,7 @@ fn already_loaded(options: &AttachOptions, command: &str, loaded: &procfs::Mappi
         Err(SymbolError::Missing) => None,
         Err(SymbolError::Read(e)) => return Err(CliError::new(format!("cannot read {path}: {}", os_error_text(&e)))),
         Err(SymbolError::Parse(why)) => return Err(CliError::new(format!("cannot read symbols of {path}: {why}"))),
+        Err(SymbolError::Mismatch(why)) => return Err(mismatch_error(why)),
     };
     let mut outcome = AttachOutcome {
         pid,
@@ -280,6 +286,7 @@ pub fn detach(options: &DetachOptions) -> CliResult {
             return Err(CliError::new(format!("cannot read {}: {}", agent.path, os_error_text(&e))))
         }
         Err(SymbolError::Parse(why)) => return Err(CliError::new(format!("cannot read symbols of {}: {why}", agent.path))),
+        Err(SymbolError::Mismatch(why)) => return Err(mismatch_error(why)),
     };
     if !options.json {
         eprintln!("userbpf: detaching from process {pid} ({command}): asking its agent to remove every probe…");

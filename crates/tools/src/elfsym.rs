@@ -32,16 +32,31 @@ pub enum SymbolError {
     Parse(String),
     /// None of the names asked for is a defined function in the object.
     Missing,
+    /// The process's copy of the object is not the file on disk (replaced
+    /// since the process mapped it, e.g. by a package upgrade).
+    Mismatch(String),
 }
 
-/// Resolves the first of `names` that `elf_bytes` defines as a function, returning
-/// `(name, absolute address in the process)` given the mapping of the object's
-/// offset-0 segment at `first_mapping_start`.
+/// Bytes of a function's code compared between the file and the process
+/// before calling it.
+const CODE_CHECK_LEN: usize = 16;
+
+/// A function found in an object: its address in the process and the first
+/// bytes of its code according to the file.
+#[derive(Clone, Debug)]
+pub struct ResolvedSymbol<'n> {
+    pub name: &'n str,
+    pub address: u64,
+    pub code: Vec<u8>,
+}
+
+/// Resolves the first of `names` that `elf_bytes` defines as a function, given
+/// the mapping of the object's offset-0 segment at `first_mapping_start`.
 pub fn resolve_symbol<'n>(
     elf_bytes: &[u8],
     first_mapping_start: u64,
     names: &[&'n str],
-) -> Result<(&'n str, u64), SymbolError> {
+) -> Result<ResolvedSymbol<'n>, SymbolError> {
     let elf = Elf::parse(elf_bytes).map_err(|e| SymbolError::Parse(e.to_string()))?;
     let first_load_vaddr = elf
         .program_headers
@@ -63,7 +78,17 @@ pub fn resolve_symbol<'n>(
                 // Calling an ifunc resolver instead of the function would be wrong.
                 return Err(SymbolError::Parse(format!("{wanted} is an indirect function (ifunc)")));
             }
-            return Ok((wanted, load_bias.wrapping_add(sym.st_value)));
+            let segment = elf
+                .program_headers
+                .iter()
+                .find(|ph| ph.p_type == PT_LOAD && ph.vm_range().contains(&(sym.st_value as usize)))
+                .ok_or_else(|| SymbolError::Parse(format!("{wanted} lies in no loadable segment")))?;
+            let file_offset = (sym.st_value - segment.p_vaddr + segment.p_offset) as usize;
+            let code = elf_bytes
+                .get(file_offset..file_offset + CODE_CHECK_LEN)
+                .ok_or_else(|| SymbolError::Parse(format!("{wanted} lies outside the file")))?
+                .to_vec();
+            return Ok(ResolvedSymbol { name: wanted, address: load_bias.wrapping_add(sym.st_value), code });
         }
     }
     Err(SymbolError::Missing)
@@ -71,15 +96,23 @@ pub fn resolve_symbol<'n>(
 
 /// Reads the object mapped at `mapping` in process `pid` (through the
 /// process's root, so objects of another mount namespace resolve too) and
-/// resolves the first of `names` it defines.
-pub fn resolve_in_process<'n>(
-    pid: i32,
-    mapping: &Mapping,
-    names: &[&'n str],
-) -> Result<(&'n str, u64), SymbolError> {
+/// resolves the first of `names` it defines, returning `(name, address)`.
+///
+/// The function's first bytes in the process must equal those in the file:
+/// calling an address computed from a different build of the library (one
+/// upgraded on disk after the process mapped it) would crash the process.
+pub fn resolve_in_process<'n>(pid: i32, mapping: &Mapping, names: &[&'n str]) -> Result<(&'n str, u64), SymbolError> {
     let file = mapping.file().ok_or(SymbolError::Missing)?;
     let bytes = std::fs::read(crate::procfs::path_in_process_root(pid, file)).map_err(SymbolError::Read)?;
-    resolve_symbol(&bytes, mapping.start, names)
+    let symbol = resolve_symbol(&bytes, mapping.start, names)?;
+    let in_memory = crate::ptrace::read_memory(pid, symbol.address, symbol.code.len()).map_err(SymbolError::Read)?;
+    if in_memory != symbol.code {
+        return Err(SymbolError::Mismatch(format!(
+            "the code of {} in process {pid} differs from {file} on disk (the file was replaced after the process loaded it?)",
+            symbol.name
+        )));
+    }
+    Ok((symbol.name, symbol.address))
 }
 
 #[cfg(test)]
@@ -102,6 +135,22 @@ mod tests {
         assert_eq!(addr, dlopen as *const () as usize as u64);
         let (_, getpid_addr) = resolve_in_process(me, libc_map, &["getpid"]).unwrap();
         assert_eq!(getpid_addr, libc::getpid as *const () as usize as u64);
+    }
+
+    #[test]
+    fn a_different_build_on_disk_is_detected() {
+        let me = std::process::id() as i32;
+        let maps = read_maps(me).unwrap();
+        let libc_map = find_object(&maps, is_libc).unwrap();
+        let bytes = std::fs::read(libc_map.file().unwrap()).unwrap();
+        let real = resolve_symbol(&bytes, libc_map.start, &["getpid"]).unwrap();
+        // The same file seen at another base: the code check reads other bytes.
+        let shifted = resolve_symbol(&bytes, libc_map.start + 0x1000, &["getpid"]).unwrap();
+        assert_eq!(shifted.address, real.address + 0x1000);
+        let here = crate::ptrace::read_memory(me, real.address, real.code.len()).unwrap();
+        assert_eq!(here, real.code);
+        let there = crate::ptrace::read_memory(me, shifted.address, shifted.code.len()).unwrap();
+        assert_ne!(there, shifted.code);
     }
 
     #[test]

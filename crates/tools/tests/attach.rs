@@ -135,3 +135,27 @@ fn detach_needs_the_agents_detach_function() {
     let (code, err) = target.finish();
     assert_eq!(code, Some(0), "{err}");
 }
+
+#[test]
+fn a_library_replaced_on_disk_is_not_called_into() {
+    let scratch = Scratch::new("replaced-lib");
+    let target_bin = build_target(&scratch);
+    let lib = build_marker_lib(&scratch, "libagent.so");
+    let marker = scratch.path("marker");
+    let target = Target::start(&target_bin, &scratch, "sleep", &marker);
+    let out = run_with_timeout(userbpf().args(["attach", &target.pid.to_string()]).env("USERBPF_LIB_DIR", &scratch.0));
+    assert_eq!(out.status.code(), Some(0), "{:?}", texts(&out));
+    // Replace the file (new inode, as a package upgrade does) with another build.
+    let other = scratch.path("libagent-other.so");
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/marker_lib.c");
+    let status = std::process::Command::new("cc").args(["-O0", "-shared", "-fPIC", "-o"]).arg(&other).arg(&src).status().unwrap();
+    assert!(status.success());
+    std::fs::rename(&other, &lib).unwrap();
+    let out = run_with_timeout(userbpf().args(["detach", &target.pid.to_string()]));
+    let (_, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("differs from") && stderr.contains("libagent.so on disk"), "{stderr}");
+    assert!(!std::fs::read_to_string(&marker).unwrap().contains("detached"), "nothing was called");
+    let (code, err) = target.finish();
+    assert_eq!(code, Some(0), "{err}");
+}
