@@ -12,8 +12,10 @@
 //! - helper 12 (`bpf_tail_call`) is handled here: it replaces the running
 //!   program through the embedder's [`TailCallResolver`], at most
 //!   [`MAX_TAIL_CALLS`] times per run; a failed tail call falls through with
-//!   r0 unchanged.
-//! - `callx` (`call %reg`) calls the helper whose id is in the register.
+//!   r0 unchanged;
+//! - `callx` (`call %reg`) calls the helper whose id is in the register;
+//! - atomics are real `SeqCst` atomics (maps live in shared memory); a
+//!   misaligned one stops the run with [`RunError::MisalignedAtomic`].
 //!
 //! Two modes, chosen per run by [`RunOptions`]: *unchecked* (the default:
 //! the program is trusted, e.g. verified, and memory accesses are plain
@@ -735,7 +737,6 @@ mod tests {
 
     #[test]
     fn atomics() {
-        let init = "stdw [%r10-8], 10\nmov %r1, 3\n";
         check_table(&[
             ("stdw [%r10-8], 10\nmov %r1, 3\nlock add [%r10-8], %r1\nldxdw %r0, [%r10-8]", 13),
             ("stdw [%r10-8], 10\nmov %r1, 3\nlock fetch add [%r10-8], %r1\nmov %r0, %r1", 10),
@@ -750,7 +751,6 @@ mod tests {
             ("stdw [%r10-8], -1\nmov %r1, 1\nlock fetch add32 [%r10-8], %r1\nmov %r0, %r1", 0xffff_ffff),
             ("stdw [%r10-8], 5\nmov %r0, -1\nmov32 %r0, 5\nmov %r1, 7\nlock cmpxchg32 [%r10-8], %r1\nldxdw %r0, [%r10-8]", 7),
         ]);
-        let _ = init;
     }
 
     #[test]
