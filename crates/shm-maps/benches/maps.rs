@@ -1,1 +1,291 @@
-fn main(){}
+//! Map operation benchmarks (program view, as helpers call them), one thread
+//! and contended, plus perf ring / ring buffer throughput.
+//!
+//! Run: `cargo bench -p shm-maps --bench maps`. Figures are recorded in
+//! docs/bench/shm-maps.md.
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use shm_maps::{map_type::*, update_flags::*, Map, MapSpec, PerfRecord, Registry, RegistryOptions};
+
+struct Bench {
+    dir: PathBuf,
+    reg: Registry,
+}
+
+impl Bench {
+    fn new() -> Bench {
+        let dir = PathBuf::from(format!("/dev/shm/userbpf-bench-{}", std::process::id()));
+        let reg = Registry::open_with(&dir, &RegistryOptions::default()).unwrap();
+        Bench { dir, reg }
+    }
+    fn map(&self, map_type: u32, key_size: u32, value_size: u32, max_entries: u32) -> Map {
+        self.reg.create_map(&MapSpec { map_type, key_size, value_size, max_entries, ..Default::default() }).unwrap()
+    }
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// 4,096-entry map with 8-byte keys, half full (keys 0, 2, 4, ...).
+fn half_full(b: &Bench, map_type: u32) -> Map {
+    let m = b.map(map_type, 8, 8, 4096);
+    for k in 0..2048u64 {
+        let key = (k * 2).to_ne_bytes();
+        // SAFETY: 8-byte key and value buffers.
+        assert_eq!(unsafe { m.prog_update(key.as_ptr(), 1u64.to_ne_bytes().as_ptr(), BPF_ANY) }, 0);
+    }
+    m
+}
+
+fn keys() -> Vec<[u8; 8]> {
+    // Present keys in a scattered order, so lookups do not walk memory linearly.
+    (0..2048u64).map(|i| ((i * 1031) % 2048 * 2).to_ne_bytes()).collect()
+}
+
+fn single_thread(c: &mut Criterion) {
+    let b = Bench::new();
+    let hash = half_full(&b, HASH);
+    let pcpu = half_full(&b, PERCPU_HASH);
+    let array = b.map(ARRAY, 4, 8, 4096);
+    let keys = keys();
+    let mut g = c.benchmark_group("1-thread");
+    g.bench_function("hash_lookup", |bn| {
+        let mut i = 0;
+        bn.iter(|| {
+            i = (i + 1) & 2047;
+            // SAFETY: 8-byte key.
+            black_box(unsafe { hash.prog_lookup(keys[i].as_ptr()) })
+        })
+    });
+    g.bench_function("hash_lookup_miss", |bn| {
+        let mut i = 0u64;
+        bn.iter(|| {
+            i = (i + 2) & 8191;
+            let k = (i | 1).to_ne_bytes();
+            // SAFETY: 8-byte key.
+            black_box(unsafe { hash.prog_lookup(k.as_ptr()) })
+        })
+    });
+    g.bench_function("hash_update_existing", |bn| {
+        let mut i = 0;
+        let v = 7u64.to_ne_bytes();
+        bn.iter(|| {
+            i = (i + 1) & 2047;
+            // SAFETY: 8-byte key and value.
+            black_box(unsafe { hash.prog_update(keys[i].as_ptr(), v.as_ptr(), BPF_ANY) })
+        })
+    });
+    g.bench_function("hash_lookup_atomic_add", |bn| {
+        let mut i = 0;
+        bn.iter(|| {
+            i = (i + 1) & 2047;
+            // SAFETY: 8-byte key; values are 8-aligned u64s.
+            unsafe {
+                let p = hash.prog_lookup(keys[i].as_ptr()) as *mut u64;
+                AtomicU64::from_ptr(p).fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    });
+    g.bench_function("percpu_hash_update_existing", |bn| {
+        let mut i = 0;
+        let v = 7u64.to_ne_bytes();
+        bn.iter(|| {
+            i = (i + 1) & 2047;
+            // SAFETY: 8-byte key and value.
+            black_box(unsafe { pcpu.prog_update(keys[i].as_ptr(), v.as_ptr(), BPF_ANY) })
+        })
+    });
+    g.bench_function("percpu_hash_lookup", |bn| {
+        let mut i = 0;
+        bn.iter(|| {
+            i = (i + 1) & 2047;
+            // SAFETY: 8-byte key.
+            black_box(unsafe { pcpu.prog_lookup(keys[i].as_ptr()) })
+        })
+    });
+    g.bench_function("hash_insert_delete", |bn| {
+        let mut k = 1u64;
+        let v = 7u64.to_ne_bytes();
+        bn.iter(|| {
+            k = (k + 2) & 8191 | 1;
+            let key = k.to_ne_bytes();
+            // SAFETY: 8-byte key and value.
+            unsafe {
+                black_box(hash.prog_update(key.as_ptr(), v.as_ptr(), BPF_NOEXIST));
+                black_box(hash.prog_delete(key.as_ptr()));
+            }
+        })
+    });
+    g.bench_function("array_lookup", |bn| {
+        let mut i = 0u32;
+        bn.iter(|| {
+            i = (i + 1) & 4095;
+            let k = i.to_ne_bytes();
+            // SAFETY: 4-byte key.
+            black_box(unsafe { array.prog_lookup(black_box(k.as_ptr())) })
+        })
+    });
+    g.bench_function("read_section_enter_exit", |bn| bn.iter(|| black_box(hash.read_section())));
+    g.bench_function("cpu_current", |bn| bn.iter(|| black_box(shm_maps::cpu::current())));
+    g.finish();
+}
+
+/// Runs `op(thread, iteration)` on `threads` threads; returns the mean
+/// wall time per operation per thread.
+fn contended(threads: usize, iters: u64, op: impl Fn(usize, u64) + Sync) -> Duration {
+    let barrier = Barrier::new(threads);
+    let total = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..threads)
+            .map(|t| {
+                let (barrier, op) = (&barrier, &op);
+                s.spawn(move || {
+                    barrier.wait();
+                    let start = Instant::now();
+                    for i in 0..iters {
+                        op(t, i);
+                    }
+                    start.elapsed()
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).max().unwrap()
+    });
+    total
+}
+
+fn two_threads(c: &mut Criterion) {
+    let b = Bench::new();
+    let hash = half_full(&b, HASH);
+    let pcpu = half_full(&b, PERCPU_HASH);
+    let keys = keys();
+    let v = 7u64.to_ne_bytes();
+    let mut g = c.benchmark_group("2-threads");
+    g.bench_function("hash_lookup", |bn| {
+        bn.iter_custom(|iters| {
+            contended(2, iters, |t, i| {
+                // SAFETY: 8-byte key.
+                black_box(unsafe { hash.prog_lookup(keys[((i as usize) + t * 1024) & 2047].as_ptr()) });
+            })
+        })
+    });
+    g.bench_function("hash_update_existing_same_keys", |bn| {
+        bn.iter_custom(|iters| {
+            contended(2, iters, |_, i| {
+                // SAFETY: 8-byte key and value.
+                black_box(unsafe { hash.prog_update(keys[(i as usize) & 63].as_ptr(), v.as_ptr(), BPF_ANY) });
+            })
+        })
+    });
+    g.bench_function("hash_lookup_atomic_add_same_key", |bn| {
+        bn.iter_custom(|iters| {
+            contended(2, iters, |_, _| {
+                // SAFETY: 8-byte key; values are 8-aligned u64s.
+                unsafe {
+                    let p = hash.prog_lookup(keys[0].as_ptr()) as *mut u64;
+                    AtomicU64::from_ptr(p).fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+    });
+    g.bench_function("percpu_hash_update_existing", |bn| {
+        bn.iter_custom(|iters| {
+            contended(2, iters, |t, i| {
+                // SAFETY: 8-byte key and value.
+                black_box(unsafe { pcpu.prog_update(keys[((i as usize) + t * 1024) & 2047].as_ptr(), v.as_ptr(), BPF_ANY) });
+            })
+        })
+    });
+    g.finish();
+}
+
+/// One producer, one consumer thread, 64-byte events.
+fn rings(c: &mut Criterion) {
+    let b = Bench::new();
+    let mut g = c.benchmark_group("rings");
+    g.throughput(Throughput::Elements(1));
+    let ring = Arc::new(b.reg.create_perf_ring(64).unwrap());
+    let perf_array = b.map(PERF_EVENT_ARRAY, 4, 4, 1);
+    perf_array.update(&0u32.to_ne_bytes(), &ring.id().to_ne_bytes(), BPF_ANY).unwrap();
+    let payload = [0x5au8; 64];
+    g.bench_function("perf_event_output_64B_1p1c", |bn| {
+        bn.iter_custom(|iters| {
+            let stop = Arc::new(AtomicBool::new(false));
+            let consumer = {
+                let (ring, stop) = (ring.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) || ring.readable() {
+                        n += ring.read(|r| {
+                            black_box(matches!(r, PerfRecord::Sample(_)));
+                        }) as u64;
+                    }
+                    n
+                })
+            };
+            let start = Instant::now();
+            let mut sent = 0;
+            while sent < iters {
+                if perf_array.perf_event_output(0, &payload) == 0 {
+                    sent += 1;
+                } else {
+                    std::hint::spin_loop();
+                }
+            }
+            let elapsed = start.elapsed();
+            stop.store(true, Ordering::Relaxed);
+            consumer.join().unwrap();
+            elapsed
+        })
+    });
+    let rb = Arc::new(b.map(RINGBUF, 0, 0, 256 * 1024));
+    g.bench_function("ringbuf_output_64B_1p1c", |bn| {
+        bn.iter_custom(|iters| {
+            let stop = Arc::new(AtomicBool::new(false));
+            let consumer = {
+                let (rb, stop) = (rb.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut n = 0u64;
+                    loop {
+                        let got = rb.ringbuf_consume(|d| {
+                            black_box(d);
+                        });
+                        n += got as u64;
+                        if got == 0 && stop.load(Ordering::Relaxed) {
+                            break n;
+                        }
+                    }
+                })
+            };
+            let start = Instant::now();
+            let mut sent = 0;
+            while sent < iters {
+                if rb.ringbuf_output(&payload, 0) == 0 {
+                    sent += 1;
+                } else {
+                    std::hint::spin_loop();
+                }
+            }
+            let elapsed = start.elapsed();
+            stop.store(true, Ordering::Relaxed);
+            consumer.join().unwrap();
+            elapsed
+        })
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
+    targets = single_thread, two_threads, rings
+}
+criterion_main!(benches);

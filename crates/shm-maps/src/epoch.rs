@@ -128,9 +128,10 @@ pub(crate) fn enter(shared: &Arc<Shared>) -> ReadGuard {
         let t = &mut r[idx];
         if t.depth == 0 && !t.slot.is_null() {
             let e = shared.epoch_state().epoch.load(Ordering::SeqCst);
+            // A SeqCst swap is a full barrier (xchg on x86): the slot is
+            // visible before any map memory is read in the section.
             // SAFETY: slot inside the registry mapping kept alive by t.shared.
-            unsafe { &*t.slot }.epoch.store(e, Ordering::SeqCst);
-            fence(Ordering::SeqCst);
+            unsafe { &*t.slot }.epoch.swap(e, Ordering::SeqCst);
         }
         t.depth += 1;
     });

@@ -75,6 +75,7 @@ pub struct PerfRing {
     id: u32,
     data: *mut u8,
     data_size: u64,
+    stall: sys::Stall,
 }
 
 // SAFETY: shared state is accessed only through atomics and the ring protocol.
@@ -184,7 +185,7 @@ impl PerfRing {
         }
         // SAFETY: off + size ≤ mapping length (checked above).
         let data = unsafe { base.add(off as usize) };
-        Ok(PerfRing { mapping, shared, id, data, data_size: size })
+        Ok(PerfRing { mapping, shared, id, data, data_size: size, stall: sys::Stall::default() })
     }
 
     #[inline(always)]
@@ -348,7 +349,9 @@ impl PerfRing {
             return;
         }
         let ty = self.type_word(head).load(Ordering::Acquire);
-        if ty & INCOMPLETE == 0 || self.shared.owner_alive(ty & !INCOMPLETE) {
+        // A live writer normally commits within nanoseconds: only a record
+        // blocking the head for a while is worth a liveness check.
+        if ty & INCOMPLETE == 0 || !self.stall.stuck_for_long(head) || self.shared.owner_alive(ty & !INCOMPLETE) {
             return;
         }
         let size = self.size_at(head);

@@ -50,6 +50,7 @@ pub(crate) struct RingbufView {
     mapping: Mapping,
     data_size: usize,
     page: usize,
+    stall: sys::Stall,
 }
 
 /// Ring buffers mapped in this process, so `bpf_ringbuf_submit(sample)`
@@ -99,7 +100,7 @@ impl RingbufView {
             .map_err(|e| Error::io("ringbuf", "mmap", e))?;
         // SAFETY: base..base+len is our fresh mapping, unmapped once on drop.
         let mapping = unsafe { Mapping::from_raw(base, len) };
-        let view = Box::new(RingbufView { mapping, data_size, page });
+        let view = Box::new(RingbufView { mapping, data_size, page, stall: sys::Stall::default() });
         let p = &*view as *const RingbufView as *mut RingbufView;
         for slot in VIEWS.iter() {
             if slot.compare_exchange(ptr::null_mut(), p, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
@@ -178,7 +179,7 @@ impl RingbufView {
             if len & BPF_RINGBUF_BUSY_BIT != 0 {
                 // SAFETY: pg_off word right after len.
                 let owner = unsafe { ptr::read_volatile((h as *const AtomicU32 as *const u32).add(1)) };
-                if shared.owner_alive(owner) {
+                if !self.stall.stuck_for_long(pos) || shared.owner_alive(owner) {
                     break;
                 }
                 let done = (len & !BPF_RINGBUF_BUSY_BIT) | BPF_RINGBUF_DISCARD_BIT;

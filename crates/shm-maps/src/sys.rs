@@ -197,3 +197,31 @@ pub fn random_u64() -> u64 {
     }
     v
 }
+
+/// Process-local detector of a shared position that stopped moving: a
+/// consumer or producer blocked behind a record whose writer may have died
+/// calls [`Stall::stuck_for_long`] and only checks the writer's liveness
+/// (syscalls) once the same position was seen blocked for a while.
+#[derive(Default)]
+pub struct Stall {
+    pos: std::sync::atomic::AtomicU64,
+    since_ns: std::sync::atomic::AtomicU64,
+}
+
+impl Stall {
+    /// Time a position must stay blocked before liveness is checked.
+    const PATIENCE_NS: u64 = 1_000_000;
+
+    /// Records that `pos` is blocked now; true once it was blocked for
+    /// longer than the patience.
+    pub fn stuck_for_long(&self, pos: u64) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = monotonic_ns();
+        if self.pos.load(Relaxed) != pos.wrapping_add(1) {
+            self.pos.store(pos.wrapping_add(1), Relaxed);
+            self.since_ns.store(now, Relaxed);
+            return false;
+        }
+        now.saturating_sub(self.since_ns.load(Relaxed)) >= Self::PATIENCE_NS
+    }
+}
