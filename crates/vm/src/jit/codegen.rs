@@ -500,7 +500,8 @@ impl Codegen<'_> {
     }
 
     /// `dst = dst {/,%} d` with the hardware divider; `d` is neither rax nor
-    /// rdx, nonzero, and (signed) not -1. Preserves every other eBPF register.
+    /// rdx, nonzero, and (signed) not -1. Preserves every other eBPF register
+    /// (a 32-bit result is already zero-extended by the 32-bit divide).
     fn emit_div_core(&mut self, w: bool, signed: bool, is_mod: bool, dst: Reg, d: Reg) {
         let a = &mut self.asm;
         if dst != RAX {
@@ -512,12 +513,31 @@ impl Codegen<'_> {
         if dst != RAX {
             a.mov_rr(w, RAX, dst);
         }
+        // 64-bit: when both operands fit in 32 bits (so both are
+        // non-negative), the 32-bit unsigned divide gives the same quotient
+        // and remainder, signed or not, and is faster ("bypass slow
+        // division", as LLVM does for x86). The test leaves edx = 0.
+        let mut to_joined = None;
+        if w {
+            a.mov_rr(true, RDX, RAX);
+            a.alu_rr(alu::OR, true, RDX, d);
+            a.shift_ri(shift::SHR, true, RDX, 32);
+            let to_wide = a.jcc_rel8(cc::NE);
+            a.group3(6, false, d);
+            to_joined = Some(a.jmp_rel8());
+            let wide = a.pos();
+            a.patch_rel8(to_wide, wide);
+        }
         if signed {
             a.cqo(w);
         } else {
             a.alu_rr(alu::XOR, false, RDX, RDX);
         }
         a.group3(if signed { 7 } else { 6 }, w, d);
+        if let Some(j) = to_joined {
+            let joined = a.pos();
+            a.patch_rel8(j, joined);
+        }
         let result = if is_mod { RDX } else { RAX };
         if dst != result {
             a.mov_rr(true, dst, result);

@@ -752,7 +752,11 @@ mod tests {
             let mut d = Decoder::with_ip(64, &a.buf[start..], 0, DecoderOptions::NONE);
             while d.can_decode() {
                 let insn = d.decode();
-                assert_eq!(insn.mnemonic(), iced_x86::Mnemonic::Nop, "padding from {start}");
+                assert_eq!(
+                    insn.mnemonic(),
+                    iced_x86::Mnemonic::Nop,
+                    "padding from {start}"
+                );
             }
         }
         assert_eq!(
