@@ -17,7 +17,8 @@ pub const AGENT_DETACH_SYMBOL: &str = "userbpf_agent_detach";
 
 /// The agent's optional exported function that undoes [`AGENT_DETACH_SYMBOL`]
 /// (`int userbpf_agent_reattach(void)`, returning the number of probes
-/// attached or a negative errno); `attach` calls it when the agent is already loaded.
+/// re-attached — 0 when the agent's watcher re-attaches them itself — or a
+/// negative errno); `attach` calls it when the agent is already loaded.
 pub const AGENT_REATTACH_SYMBOL: &str = "userbpf_agent_reattach";
 
 const RTLD_NOW: u64 = 0x2;
@@ -219,8 +220,9 @@ fn already_loaded(options: &AttachOptions, command: &str, loaded: &procfs::Mappi
     if options.json {
         print_json(&outcome);
     } else if let Some(n) = outcome.probes_reattached {
+        let what = if n > 0 { format!("re-attached {n} probe(s)") } else { "resumed attaching the registry's probes".to_string() };
         println!(
-            "process {pid} ({command}) already has {path} loaded; its agent re-attached {n} probe(s) (paused {:.2} ms)",
+            "process {pid} ({command}) already has {path} loaded; its agent {what} (paused {:.2} ms)",
             outcome.pause_ms.unwrap_or(0.0)
         );
     } else {
