@@ -1,17 +1,54 @@
 //! Programs the loader runs itself: `BEGIN`/`END` (`BPF_PROG_TEST_RUN` of
-//! raw-tracepoint programs) and `interval:`/`profile:` ([`crate::timer`]).
+//! raw-tracepoint programs) and `interval:`/`profile:` ([`crate::timer`]),
+//! through the `runtime` crate shared with the agent (same helpers, same
+//! JIT), so output and map updates behave exactly as in a traced app.
 //!
-//! INTEGRATION POINT (temporary): they run through the `runtime` crate's
-//! `LoadedProgram`, which has not been committed yet; until then running a
-//! program in the loader fails with ENOTSUPP and says so.
+//! Runnable programs are built once per registry program and cached until
+//! the program is released ([`forget`]).
 
-/// Size of the zeroed context a raw-tracepoint test run receives.
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, Once};
+
+use runtime::program::LoadedProgram;
+
+/// Size of the zeroed context a raw-tracepoint test run receives
+/// (`struct bpf_raw_tracepoint_args` with 12 arguments).
 pub const RAW_TP_CTX_SIZE: usize = 12 * 8;
 
-pub fn run_program(_prog_id: u32, _ctx: *mut u8) -> Result<u64, i32> {
-    crate::report::unsupported("running programs in the loader (BEGIN/END, interval:)", "the runtime crate's program API is not available yet");
-    Err(crate::abi::ENOTSUPP)
+static CACHE: Mutex<BTreeMap<u32, Arc<LoadedProgram>>> = Mutex::new(BTreeMap::new());
+
+fn loaded(prog_id: u32) -> Result<Arc<LoadedProgram>, i32> {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        if let Err(e) = runtime::init_process() {
+            crate::report::line(&format!("userbpf: cannot prepare the loader to run programs: {e}"));
+        }
+    });
+    if let Some(p) = CACHE.lock().map_err(|_| libc::EIO)?.get(&prog_id) {
+        return Ok(p.clone());
+    }
+    let reg = crate::backend::registry()?;
+    let prog = LoadedProgram::from_registry(reg, prog_id).map_err(|e| {
+        crate::report::line(&format!("userbpf: cannot run program {prog_id} in the loader: {e}"));
+        libc::EINVAL
+    })?;
+    let prog = Arc::new(prog);
+    CACHE.lock().map_err(|_| libc::EIO)?.insert(prog_id, prog.clone());
+    Ok(prog)
+}
+
+/// Run registry program `prog_id` once with `r1 = ctx`; returns r0.
+pub fn run_program(prog_id: u32, ctx: *mut u8) -> Result<u64, i32> {
+    let prog = loaded(prog_id)?;
+    // SAFETY: the program passed the verifier for its type at load, and
+    // callers pass a zeroed context of that type's size (raw tracepoint
+    // args for test runs, bpf_perf_event_data for timers).
+    Ok(unsafe { prog.run_detached(ctx) })
 }
 
 /// Drop the runnable copy of a program being released.
-pub fn forget(_prog_id: u32) {}
+pub fn forget(prog_id: u32) {
+    if let Ok(mut c) = CACHE.lock() {
+        c.remove(&prog_id);
+    }
+}

@@ -25,6 +25,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The user the loader and the targets run as when the tests run as root.
@@ -208,11 +209,43 @@ impl World {
         Proc::spawn(cmd, "bpftrace")
     }
 
+    /// Start bpftrace (with the syscall server) on a script file.
+    pub fn spawn_bpftrace_file(&self, script: &str, extra: &[String]) -> Result<Proc, SetupError> {
+        let mut cmd = self.command(BPFTRACE, &self.server);
+        cmd.arg(script).args(extra);
+        Proc::spawn(cmd, "bpftrace")
+    }
+
     /// Start the sample app with the agent.
     pub fn spawn_app(&self, args: &[&str]) -> Result<Proc, SetupError> {
-        let mut cmd = self.command(&self.app.to_string_lossy(), &self.agent);
+        self.spawn_with_agent(&self.app.to_string_lossy(), args, None)
+    }
+
+    /// Start any program with the agent, optionally feeding `stdin`.
+    pub fn spawn_with_agent(&self, program: &str, args: &[&str], stdin: Option<&[u8]>) -> Result<Proc, SetupError> {
+        let mut cmd = self.command(program, &self.agent);
         cmd.args(args);
-        Proc::spawn(cmd, "sample app")
+        if stdin.is_some() {
+            cmd.stdin(Stdio::piped());
+        }
+        let mut p = Proc::spawn(cmd, "traced program")?;
+        if let (Some(data), Some(mut pipe)) = (stdin, p.child.stdin.take()) {
+            use std::io::Write;
+            pipe.write_all(data).map_err(|e| SetupError(format!("write stdin: {e}")))?;
+        }
+        Ok(p)
+    }
+
+    /// Compile `apps/<name>.c` into the world (world-readable executable).
+    pub fn compile_app(&self, name: &str) -> Result<PathBuf, SetupError> {
+        let out = self.dir.join(name);
+        run_ok(
+            Command::new("gcc").args(["-O1", "-g", "-o"]).arg(&out).arg(apps_dir().join(format!("{name}.c"))),
+            &format!("gcc {name}"),
+        )?;
+        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| SetupError(format!("chmod {}: {e}", out.display())))?;
+        Ok(out)
     }
 
     /// Run bpftrace with `-c "{APP} args…"` to completion.
@@ -234,11 +267,13 @@ impl Drop for World {
 }
 
 /// A running process (its own process group), killed with its group on drop.
+/// Its stdout and stderr are collected while it runs, so a test can wait for
+/// a line (e.g. bpftrace's "Attaching") before acting.
 pub struct Proc {
     child: Child,
     what: &'static str,
-    stdout: Option<std::thread::JoinHandle<String>>,
-    stderr: Option<std::thread::JoinHandle<String>>,
+    stdout: Stream,
+    stderr: Stream,
 }
 
 /// What a finished (or killed) process printed.
@@ -251,19 +286,47 @@ pub struct Output {
     pub timed_out: bool,
 }
 
-fn drain(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = r.read_to_end(&mut buf);
-        String::from_utf8_lossy(&buf).into_owned()
-    })
+/// A pipe drained by a thread into a shared buffer.
+struct Stream {
+    buf: Arc<Mutex<Vec<u8>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Stream {
+    fn new(r: Option<impl Read + Send + 'static>) -> Stream {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let reader = r.map(|mut r| {
+            let buf = buf.clone();
+            std::thread::spawn(move || {
+                let mut chunk = [0u8; 4096];
+                while let Ok(n) = r.read(&mut chunk) {
+                    if n == 0 {
+                        break;
+                    }
+                    buf.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(&chunk[..n]);
+                }
+            })
+        });
+        Stream { buf, reader }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.buf.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+
+    fn finish(&mut self) -> String {
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        self.text()
+    }
 }
 
 impl Proc {
     fn spawn(mut cmd: Command, what: &'static str) -> Result<Proc, SetupError> {
         let mut child = cmd.spawn().map_err(|e| SetupError(format!("spawn {what}: {e}")))?;
-        let stdout = child.stdout.take().map(drain);
-        let stderr = child.stderr.take().map(drain);
+        let stdout = Stream::new(child.stdout.take());
+        let stderr = Stream::new(child.stderr.take());
         Ok(Proc { child, what, stdout, stderr })
     }
 
@@ -275,6 +338,31 @@ impl Proc {
     pub fn signal(&self, sig: i32) {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// Stdout so far.
+    pub fn stdout_now(&self) -> String {
+        self.stdout.text()
+    }
+
+    /// Stderr so far.
+    pub fn stderr_now(&self) -> String {
+        self.stderr.text()
+    }
+
+    /// Wait until stdout contains `needle`; false on timeout or exit.
+    pub fn wait_for_stdout(&mut self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.stdout.text().contains(needle) {
+                return true;
+            }
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return self.stdout.finish().contains(needle);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
     }
 
     fn kill_group(&self) {
@@ -301,8 +389,8 @@ impl Proc {
         };
         // Leftovers of the group (e.g. a -c child) must not outlive the test.
         self.kill_group();
-        let stdout = self.stdout.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default();
-        let stderr = self.stderr.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default();
+        let stdout = self.stdout.finish();
+        let stderr = self.stderr.finish();
         Output { stdout, stderr, status, timed_out }
     }
 }
@@ -347,6 +435,35 @@ pub fn normalize(text: &str, dir: Option<&Path>, uid: u32) -> String {
     out
 }
 
+/// Make the per-event lines of bpftrace's shipped tools comparable: a line
+/// starting with a `time("%H:%M:%S")` stamp has its time and pid columns
+/// (and the `volatile` column indexes given, e.g. a latency) replaced by
+/// placeholders, and its whitespace collapsed.
+pub fn normalize_tool_output(text: &str, volatile: &[usize]) -> String {
+    let is_time = |t: &str| {
+        let b = t.as_bytes();
+        b.len() == 8 && b[2] == b':' && b[5] == b':' && t.chars().filter(|c| c.is_ascii_digit()).count() == 6
+    };
+    text.split_inclusive('\n')
+        .map(|line| {
+            let tokens: Vec<&str> = line.split_whitespace().collect();
+            if tokens.first().is_some_and(|t| is_time(t)) && tokens.len() >= 2 {
+                let mut out: Vec<String> = tokens.iter().map(|t| t.to_string()).collect();
+                out[0] = "TIME".into();
+                out[1] = "PID".into();
+                for &i in volatile {
+                    if i < out.len() {
+                        out[i] = "X".into();
+                    }
+                }
+                format!("{}\n", out.join(" "))
+            } else {
+                line.to_string()
+            }
+        })
+        .collect()
+}
+
 /// `(map name, value)` of a `@name[key]: value` line.
 fn tie_key(line: &str) -> Option<(&str, &str)> {
     let rest = line.strip_prefix('@')?;
@@ -380,6 +497,12 @@ mod tests {
         let want = "@[0]: 1\n@[3]: 1\n@[9]: 2\nuprobe:{DIR}/sample:f uid=65534\n";
         assert_eq!(normalize(text, Some(dir), 7), want);
         assert_eq!(normalize("uid=7\n", None, 7), "uid={UID}\n");
+    }
+
+    #[test]
+    fn tool_lines_lose_time_pid_and_volatile_columns() {
+        let text = "TIME      PID    COMM\n10:15:51  1636   resolver              2 localhost\n\n";
+        assert_eq!(normalize_tool_output(text, &[3]), "TIME      PID    COMM\nTIME PID resolver X localhost\n\n");
     }
 
     #[test]
