@@ -246,7 +246,34 @@ fn rings(c: &mut Criterion) {
             elapsed
         })
     });
+    g.bench_function("perf_event_output_64B_same_thread", |bn| {
+        // Producer cost alone: the same thread drains every 1,000 events.
+        let mut n = 0u32;
+        bn.iter(|| {
+            black_box(perf_array.perf_event_output(0, &payload));
+            n += 1;
+            if n == 1000 {
+                n = 0;
+                ring.read(|r| {
+                    black_box(r);
+                });
+            }
+        })
+    });
     let rb = Arc::new(b.map(RINGBUF, 0, 0, 256 * 1024));
+    g.bench_function("ringbuf_output_64B_same_thread", |bn| {
+        let mut n = 0u32;
+        bn.iter(|| {
+            black_box(rb.ringbuf_output(&payload, 0));
+            n += 1;
+            if n == 1000 {
+                n = 0;
+                rb.ringbuf_consume(|d| {
+                    black_box(d);
+                });
+            }
+        })
+    });
     g.bench_function("ringbuf_output_64B_1p1c", |bn| {
         bn.iter_custom(|iters| {
             let stop = Arc::new(AtomicBool::new(false));

@@ -63,14 +63,11 @@ impl Map {
             return Err(Errno::ENOENT);
         }
         let slot = self.array_slot(idx);
-        let vs = self.value_size as usize;
-        let slots = if self.percpu { self.ncpus as usize } else { 1 };
-        for cpu in 0..slots {
-            let off = cpu * self.value_stride;
-            // SAFETY: out holds slots * stride (or value_size) bytes; the slot
-            // holds `slots` values of stride bytes.
-            unsafe { ptr::copy_nonoverlapping(slot.add(off), out.as_mut_ptr().add(off), vs) };
-        }
+        // Per-CPU values are copied in whole 8-byte strides, padding
+        // included (the kernel's copy_map_value_long).
+        let len = if self.percpu { self.value_stride * self.ncpus as usize } else { self.value_size as usize };
+        // SAFETY: out holds `len` bytes (checked above); so does the slot.
+        unsafe { ptr::copy_nonoverlapping(slot, out.as_mut_ptr(), len) };
         Ok(())
     }
 
@@ -92,13 +89,9 @@ impl Map {
         self.check_value(value)?;
         self.array_check_flags(idx, flags)?;
         let slot = self.array_slot(idx);
-        let vs = self.value_size as usize;
-        let slots = if self.percpu { self.ncpus as usize } else { 1 };
-        for cpu in 0..slots {
-            let off = cpu * self.value_stride;
-            // SAFETY: sizes checked above.
-            unsafe { ptr::copy_nonoverlapping(value.as_ptr().add(off), slot.add(off), vs) };
-        }
+        let len = if self.percpu { self.value_stride * self.ncpus as usize } else { self.value_size as usize };
+        // SAFETY: value holds `len` bytes (checked above); so does the slot.
+        unsafe { ptr::copy_nonoverlapping(value.as_ptr(), slot, len) };
         Ok(())
     }
 

@@ -300,9 +300,11 @@ impl Map {
         if self.percpu {
             for cpu in 0..self.ncpus as usize {
                 let off = cpu * self.value_stride;
+                // Like the kernel (copy_map_value_long), each CPU's slot is
+                // copied with its padding up to the 8-byte stride.
                 // SAFETY: out holds ncpus * stride bytes; the element holds
                 // ncpus slots of stride bytes.
-                unsafe { ptr::copy_nonoverlapping(v.add(off), out.as_mut_ptr().add(off), self.value_size as usize) };
+                unsafe { ptr::copy_nonoverlapping(v.add(off), out.as_mut_ptr().add(off), self.value_stride) };
             }
         } else {
             // SAFETY: out holds value_size bytes (checked by callers).
@@ -327,10 +329,8 @@ impl Map {
             }
             match src {
                 ValueSrc::AllCpus => {
-                    for cpu in 0..self.ncpus as usize {
-                        let off = cpu * self.value_stride;
-                        ptr::copy_nonoverlapping(value.add(off), v.add(off), vs);
-                    }
+                    // Whole strides, padding included, as the kernel does.
+                    ptr::copy_nonoverlapping(value, v, self.value_stride * self.ncpus as usize);
                 }
                 ValueSrc::ThisCpu => {
                     let slot = self.cpu_slot();

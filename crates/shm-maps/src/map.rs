@@ -728,7 +728,8 @@ impl Map {
             Kind::Array => Err(Errno::EINVAL),
             Kind::IdArray => self.id_array_delete(key),
             Kind::StackTrace => self.stack_trace_delete(key),
-            Kind::Queue | Kind::Stack | Kind::Bloom => Err(Errno::EINVAL),
+            Kind::Queue | Kind::Stack => Err(Errno::EINVAL),
+            Kind::Bloom => Err(Errno::EOPNOTSUPP),
             Kind::LpmTrie => self.lpm_delete(key),
             Kind::Ringbuf => Err(Errno::ENOTSUPP),
         }
@@ -748,7 +749,8 @@ impl Map {
             Kind::Array | Kind::IdArray => self.array_get_next_key(key, next),
             Kind::StackTrace => self.stack_trace_get_next_key(key, next),
             Kind::LpmTrie => self.lpm_get_next_key(key, next),
-            Kind::Queue | Kind::Stack | Kind::Bloom => Err(Errno::EINVAL),
+            Kind::Queue | Kind::Stack => Err(Errno::EINVAL),
+            Kind::Bloom => Err(Errno::EOPNOTSUPP),
             Kind::Ringbuf => Err(Errno::ENOTSUPP),
         }
     }
