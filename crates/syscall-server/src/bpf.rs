@@ -284,6 +284,18 @@ fn prog_load(a: &Attr) -> Result<c_long, i32> {
     })?;
     let fd = fd.into_raw_fd();
     let id = prog.id;
+    // Verified is not enough: the runtime must be able to run it, or the
+    // loader would attach a probe that silently never fires.
+    if let Err(why) = crate::loader_run::preflight(id) {
+        // The runtime names the program by its (fresh) id: key on the rest.
+        let reason = why.strip_prefix(&format!("program {id}: ")).unwrap_or(&why);
+        let msg = format!("userbpf: program {name:?} cannot run: {reason}\n");
+        report::once(&format!("cannot run {name}: {reason}"), msg.trim_end());
+        log.write(&msg);
+        // SAFETY: fd is ours, not handed out; dropping `prog` removes the record.
+        unsafe { crate::real::close(fd) };
+        return Err(libc::EINVAL);
+    }
     register(fd, Object::Prog(ProgObject { prog, id, prog_type, name, insn_count: insn_cnt, map_ids }))
 }
 

@@ -116,8 +116,8 @@ unsafe fn sys_path<'a>(path: *const c_char) -> Option<&'a str> {
 }
 
 /// Answer an open of a sysfs path: `Some(fd or -1)` if ours.
-fn open_synthesized(path: &str) -> Option<c_int> {
-    enter(|| match sysfs::answer(path) {
+fn open_synthesized(path: &str, flags: c_int) -> Option<c_int> {
+    enter(|| match sysfs::answer_open(path, flags) {
         FileAnswer::PassThrough => None,
         FileAnswer::Synthesized(content) => Some(match sysfs::memfd_with(c"userbpf-sysfs", &content) {
             Ok(fd) => fd,
@@ -136,7 +136,7 @@ macro_rules! interpose_open {
         pub unsafe extern "C" fn $name(path: *const c_char, flags: c_int, mode: c_uint) -> c_int {
             // SAFETY: caller's path.
             if let Some(p) = unsafe { sys_path(path) } {
-                if let Some(fd) = open_synthesized(p) {
+                if let Some(fd) = open_synthesized(p, flags) {
                     return fd;
                 }
             }
@@ -156,7 +156,7 @@ macro_rules! interpose_openat {
         pub unsafe extern "C" fn $name(dirfd: c_int, path: *const c_char, flags: c_int, mode: c_uint) -> c_int {
             // SAFETY: caller's path (absolute paths ignore dirfd).
             if let Some(p) = unsafe { sys_path(path) } {
-                if let Some(fd) = open_synthesized(p) {
+                if let Some(fd) = open_synthesized(p, flags) {
                     return fd;
                 }
             }
@@ -168,6 +168,24 @@ macro_rules! interpose_openat {
 interpose_openat!(openat);
 interpose_openat!(openat64);
 
+/// Open flags equivalent to an `fopen` mode string's access mode.
+///
+/// # Safety
+/// `mode` is null or a NUL-terminated string.
+unsafe fn fopen_flags(mode: *const c_char) -> c_int {
+    if mode.is_null() {
+        return libc::O_RDONLY;
+    }
+    // SAFETY: caller contract.
+    let m = unsafe { CStr::from_ptr(mode) }.to_bytes();
+    match (m.first(), m.contains(&b'+')) {
+        (Some(b'r'), false) => libc::O_RDONLY,
+        (Some(b'r'), true) => libc::O_RDWR,
+        (_, false) => libc::O_WRONLY,
+        (_, true) => libc::O_RDWR,
+    }
+}
+
 macro_rules! interpose_fopen {
     ($name:ident) => {
         /// # Safety
@@ -176,7 +194,7 @@ macro_rules! interpose_fopen {
         pub unsafe extern "C" fn $name(path: *const c_char, mode: *const c_char) -> *mut libc::FILE {
             // SAFETY: caller's path.
             if let Some(p) = unsafe { sys_path(path) } {
-                if let Some(fd) = open_synthesized(p) {
+                if let Some(fd) = open_synthesized(p, unsafe { fopen_flags(mode) }) {
                     if fd < 0 {
                         return std::ptr::null_mut();
                     }

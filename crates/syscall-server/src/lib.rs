@@ -31,6 +31,7 @@ pub mod verify;
 
 /// Runs when the loader maps the library (before its `main`).
 extern "C" fn on_load() {
+    report::save_stderr();
     child_env::rewrite_ld_preload();
 }
 

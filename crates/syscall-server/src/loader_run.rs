@@ -18,12 +18,7 @@ pub const RAW_TP_CTX_SIZE: usize = 12 * 8;
 static CACHE: Mutex<BTreeMap<u32, Arc<LoadedProgram>>> = Mutex::new(BTreeMap::new());
 
 fn loaded(prog_id: u32) -> Result<Arc<LoadedProgram>, i32> {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        if let Err(e) = runtime::init_process() {
-            crate::report::line(&format!("userbpf: cannot prepare the loader to run programs: {e}"));
-        }
-    });
+    runtime_init();
     if let Some(p) = CACHE.lock().map_err(|_| libc::EIO)?.get(&prog_id) {
         return Ok(p.clone());
     }
@@ -35,6 +30,29 @@ fn loaded(prog_id: u32) -> Result<Arc<LoadedProgram>, i32> {
     let prog = Arc::new(prog);
     CACHE.lock().map_err(|_| libc::EIO)?.insert(prog_id, prog.clone());
     Ok(prog)
+}
+
+/// Make program `prog_id` runnable now (bind maps, JIT), so a program the
+/// runtime cannot run (e.g. it calls a helper userbpf does not implement
+/// yet) fails at `BPF_PROG_LOAD` with a message, not silently in the
+/// traced apps. The result is cached for test runs and timers.
+pub fn preflight(prog_id: u32) -> Result<(), String> {
+    runtime_init();
+    let reg = crate::backend::registry().map_err(|e| format!("registry unavailable (errno {e})"))?;
+    let prog = LoadedProgram::from_registry(reg, prog_id).map_err(|e| e.to_string())?;
+    if let Ok(mut c) = CACHE.lock() {
+        c.insert(prog_id, Arc::new(prog));
+    }
+    Ok(())
+}
+
+fn runtime_init() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        if let Err(e) = runtime::init_process() {
+            crate::report::line(&format!("userbpf: cannot prepare the loader to run programs: {e}"));
+        }
+    });
 }
 
 /// Run registry program `prog_id` once with `r1 = ctx`; returns r0.

@@ -23,7 +23,22 @@ pub fn is_tracing_dir(path: &str) -> bool {
     TRACING_DIRS.iter().any(|d| path == *d || path.strip_suffix('/') == Some(d))
 }
 
-/// Decide how to answer an open of `path`.
+/// Decide how to answer an open of `path` with open `flags`.
+pub fn answer_open(path: &str, flags: i32) -> FileAnswer {
+    let writing = flags & libc::O_ACCMODE != libc::O_RDONLY;
+    if writing && tracing_rest(path).is_some_and(|r| r == "kprobe_events" || r == "uprobe_events") {
+        // bcc's fallback when the PMU is missing: create a tracefs probe.
+        if tracing_rest(path) == Some("kprobe_events") {
+            crate::report::unsupported("kernel probes (kprobe:/kretprobe:)", "userbpf has no kernel probes, it traces user space only");
+        } else {
+            crate::report::unsupported("tracefs uprobe_events", "userbpf attaches uprobes through perf_event_open only");
+        }
+        return FileAnswer::Missing(libc::ENOENT);
+    }
+    answer(path)
+}
+
+/// Decide how to answer a read of `path`.
 pub fn answer(path: &str) -> FileAnswer {
     match path {
         "/sys/bus/event_source/devices/uprobe/type" => {
@@ -41,8 +56,13 @@ pub fn answer(path: &str) -> FileAnswer {
     }
 }
 
+/// The part of `path` below a tracefs mount point.
+fn tracing_rest(path: &str) -> Option<&str> {
+    TRACING_DIRS.iter().find_map(|d| path.strip_prefix(d)?.strip_prefix('/'))
+}
+
 fn tracing_file(path: &str) -> FileAnswer {
-    let Some(rest) = TRACING_DIRS.iter().find_map(|d| path.strip_prefix(d)?.strip_prefix('/')) else {
+    let Some(rest) = tracing_rest(path) else {
         return FileAnswer::PassThrough;
     };
     match rest {
@@ -51,6 +71,10 @@ fn tracing_file(path: &str) -> FileAnswer {
         // userbpf never creates tracefs probe events; loaders read these to
         // clean up stale entries.
         "uprobe_events" | "kprobe_events" => FileAnswer::Synthesized(Vec::new()),
+        _ if rest.starts_with("events/kprobes/") => {
+            crate::report::unsupported("kernel probes (kprobe:/kretprobe:)", "userbpf has no kernel probes, it traces user space only");
+            FileAnswer::Missing(libc::ENOENT)
+        }
         _ if rest.starts_with("events/") => {
             crate::report::unsupported("kernel tracepoints (tracepoint:)", "userbpf traces user space only");
             FileAnswer::Missing(libc::ENOENT)
@@ -103,5 +127,12 @@ mod tests {
         assert!(matches!(answer("/tmp/app"), FileAnswer::PassThrough));
         assert!(matches!(answer("/sys/kernel/tracingx/uprobe_events"), FileAnswer::PassThrough));
         assert!(matches!(answer("/sys/bus/event_source/devices/kprobe/type"), FileAnswer::Missing(libc::ENOENT)));
+    }
+
+    #[test]
+    fn tracefs_probe_creation_is_refused() {
+        let kprobe_events = "/sys/kernel/debug/tracing/kprobe_events";
+        assert!(matches!(answer_open(kprobe_events, libc::O_WRONLY | libc::O_APPEND), FileAnswer::Missing(libc::ENOENT)));
+        assert!(matches!(answer_open(kprobe_events, libc::O_RDONLY), FileAnswer::Synthesized(_)));
     }
 }

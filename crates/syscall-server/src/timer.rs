@@ -19,6 +19,9 @@ pub struct TimerEvent {
     /// Nanoseconds between runs.
     period: Duration,
     sample_period: u64,
+    /// The CPU the event was opened on (-1: any); the timer thread is
+    /// pinned there so the program's `cpu` is the CPU it was opened for.
+    cpu: i32,
     prog_id: AtomicU32,
     /// The bound program, kept alive while the event exists.
     prog: Mutex<Option<Arc<crate::objects::Object>>>,
@@ -29,7 +32,7 @@ pub struct TimerEvent {
 
 impl TimerEvent {
     /// `sample`: the attr's period in ns, or a frequency in Hz when `freq`.
-    pub fn new(sample: u64, freq: bool, _cpu: i32) -> Result<TimerEvent, i32> {
+    pub fn new(sample: u64, freq: bool, cpu: i32) -> Result<TimerEvent, i32> {
         if sample == 0 {
             return Err(libc::EINVAL);
         }
@@ -37,6 +40,7 @@ impl TimerEvent {
         Ok(TimerEvent {
             period,
             sample_period: sample,
+            cpu,
             prog_id: AtomicU32::new(0),
             prog: Mutex::new(None),
             running: Arc::new(AtomicBool::new(false)),
@@ -71,9 +75,10 @@ impl TimerEvent {
         let running = self.running.clone();
         let period = self.period;
         let sample_period = self.sample_period;
+        let cpu = self.cpu;
         let handle = std::thread::Builder::new()
             .name("userbpf-timer".into())
-            .spawn(move || timer_loop(prog, period, sample_period, &running))
+            .spawn(move || timer_loop(prog, period, sample_period, cpu, &running))
             .map_err(|_| libc::EAGAIN)?;
         *slot = Some(handle);
         Ok(())
@@ -98,8 +103,17 @@ impl Drop for TimerEvent {
     }
 }
 
-fn timer_loop(prog_id: u32, period: Duration, sample_period: u64, running: &AtomicBool) {
+fn timer_loop(prog_id: u32, period: Duration, sample_period: u64, cpu: i32, running: &AtomicBool) {
     crate::interpose::mark_server_thread();
+    if cpu >= 0 && (cpu as usize) < libc::CPU_SETSIZE as usize {
+        // SAFETY: a zeroed cpu_set_t with one bit set, for this thread only.
+        // Failure (CPU offline, cgroup limits) just leaves the thread unpinned.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu as usize, &mut set);
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        }
+    }
     let mut next = Instant::now() + period;
     let mut ctx = [0u8; PERF_EVENT_CTX_SIZE];
     ctx[SAMPLE_PERIOD_OFFSET..SAMPLE_PERIOD_OFFSET + 8].copy_from_slice(&sample_period.to_ne_bytes());

@@ -6,7 +6,7 @@
 //! timestamps or addresses (they are compared: `pid == cpid`, `nsecs > 0`).
 //! `{APP}`/`{LIB}` are the sample executable and library.
 
-/// One `bpftrace -e SCRIPT -c COMMAND` run.
+/// One `bpftrace -e SCRIPT -c COMMAND` run (no `-c` when `command` is empty).
 pub struct Case {
     pub name: &'static str,
     pub script: &'static str,
@@ -19,6 +19,12 @@ pub struct Case {
 }
 
 pub const CASES: &[Case] = &[
+    Case {
+        name: "loader_only",
+        script: r#"BEGIN { printf("begin %s\n", "loader"); @b[1] = 5; } interval:ms:50 { @n++; if (@n == 3) { printf("ticks %d\n", @n); exit(); } } END { printf("end\n"); delete(@b[1]); }"#,
+        command: "",
+        kernel_artefact: None,
+    },
     Case {
         name: "count",
         script: "uprobe:{APP}:add2 { @c = count(); }",

@@ -248,9 +248,9 @@ impl World {
         Ok(out)
     }
 
-    /// Run bpftrace with `-c "{APP} args…"` to completion.
+    /// Run bpftrace with `-c "{APP} args…"` (none if `command` is empty) to completion.
     pub fn bpftrace_c(&self, script: &str, command: &str, timeout: Duration) -> Output {
-        let extra = vec!["-c".to_string(), self.expand(command)];
+        let extra = if command.is_empty() { vec![] } else { vec!["-c".to_string(), self.expand(command)] };
         match self.spawn_bpftrace(script, &extra) {
             Ok(p) => p.wait_timeout(timeout),
             Err(e) => Output { stdout: String::new(), stderr: e.0, status: None, timed_out: false },

@@ -28,14 +28,28 @@ fn check(c: &Case) {
 macro_rules! case_tests {
     ($($name:ident),* $(,)?) => {$(
         #[test]
-        #[ignore = "end-to-end path pending: shm-maps, runtime, verifier and agent integration"]
         fn $name() {
             check(case(stringify!($name)));
         }
     )*};
 }
 
+macro_rules! case_tests_needing_agent {
+    ($($name:ident),* $(,)?) => {$(
+        #[test]
+        #[ignore = "needs the agent (libagent.so), not committed yet"]
+        fn $name() {
+            check(case(stringify!($name)));
+        }
+    )*};
+}
+
+// Programs the loader runs itself (BEGIN, interval:, END): no target app.
 case_tests!(
+    loader_only,
+);
+
+case_tests_needing_agent!(
     count,
     printf_args,
     uretprobe_retval,
@@ -78,11 +92,12 @@ fn kernel_oracle() {
     let only = std::env::var("USERBPF_ORACLE_CASE").ok();
     for c in CASES.iter().filter(|c| only.as_deref().is_none_or(|o| o == c.name)) {
         let world = World::new().expect("setup");
-        let out = std::process::Command::new(tests::BPFTRACE)
-            .arg("-e")
-            .arg(world.expand(c.script))
-            .arg("-c")
-            .arg(world.expand(c.command))
+        let mut cmd = std::process::Command::new(tests::BPFTRACE);
+        cmd.arg("-e").arg(world.expand(c.script));
+        if !c.command.is_empty() {
+            cmd.arg("-c").arg(world.expand(c.command));
+        }
+        let out = cmd
             .current_dir(&world.dir)
             .output()
             .expect("run kernel bpftrace");
