@@ -159,11 +159,13 @@ pub fn parse_hex_bytes(text: &str) -> Result<Vec<u8>, String> {
         .collect()
 }
 
-/// `-- raw`: either `0x`-prefixed 64-bit words (one instruction slot each) or
-/// plain hex bytes, 8 per instruction (little-endian `struct bpf_insn`).
+/// `-- raw`: either `0x`-prefixed 64-bit words (one instruction slot each,
+/// as the reference parser reads them) or plain hex bytes without prefix,
+/// 8 per instruction (little-endian `struct bpf_insn`, as the negative
+/// vectors are written).
 pub fn parse_raw(text: &str) -> Result<Vec<Insn>, String> {
     let tokens: Vec<&str> = text.split_whitespace().collect();
-    if tokens.iter().all(|t| t.starts_with("0x") && t.len() > 4) {
+    if !tokens.is_empty() && tokens.iter().all(|t| t.starts_with("0x")) {
         tokens
             .iter()
             .map(|t| {
@@ -328,6 +330,7 @@ mod tests {
     fn raw_words_and_bytes() {
         let words = parse_raw("0x5566778800000018\n0x1122334400000000\n0x0000000000000095").unwrap();
         assert_eq!(words[0], Insn::new(0x18, 0, 0, 0, 0x55667788));
+        assert_eq!(parse_raw("0x95").unwrap(), vec![Insn::new(0x95, 0, 0, 0, 0)]);
         let bytes = parse_raw("95 00 00 00 00 00 00 00").unwrap();
         assert_eq!(bytes, vec![Insn::new(0x95, 0, 0, 0, 0)]);
         assert!(parse_raw("95 00").is_err());
