@@ -576,14 +576,12 @@ impl Map {
             }
             OP_DELETE => {
                 let idx = bucket.pending_elem.load(Ordering::Acquire);
-                if idx < self.pool_size {
-                    if self.unlink(b, idx) {
-                        dec_count();
-                        self.free_elem(idx);
-                    } else if self.elem(idx).state.load(Ordering::Acquire) == STATE_LIVE {
-                        dec_count();
-                        self.free_elem(idx);
-                    }
+                // Still linked, or unlinked but not yet freed: finish it.
+                if idx < self.pool_size
+                    && (self.unlink(b, idx) || self.elem(idx).state.load(Ordering::Acquire) == STATE_LIVE)
+                {
+                    dec_count();
+                    self.free_elem(idx);
                 }
             }
             _ => {}

@@ -73,6 +73,9 @@
 //! process built from a different version refuses to use it with an error
 //! naming both versions. Shared memory holds ids and offsets only.
 
+// `x % n == 0` instead of `is_multiple_of`: the workspace MSRV is 1.80.
+#![allow(clippy::manual_is_multiple_of)]
+
 mod array;
 mod bloom;
 pub mod cpu;

@@ -85,10 +85,11 @@ fn lock_contended<'a>(word: &'a AtomicU32, shared: &Shared, owner: u32) -> LockG
         last_check = Some(now);
         // Our own owner id in the word means another thread of this process
         // holds it: alive by definition.
-        if cur != owner && !shared.owner_alive(cur) {
-            if word.compare_exchange(cur, owner, Ordering::Acquire, Ordering::Relaxed).is_ok() {
-                return LockGuard { word, broken: true };
-            }
+        if cur != owner
+            && !shared.owner_alive(cur)
+            && word.compare_exchange(cur, owner, Ordering::Acquire, Ordering::Relaxed).is_ok()
+        {
+            return LockGuard { word, broken: true };
         }
     }
 }

@@ -282,7 +282,7 @@ fn geometry(spec: &MapSpec, ncpus: u32) -> Option<Geometry> {
     let data_len: usize = match spec.map_type {
         HASH | PERCPU_HASH | LRU_HASH | LRU_PERCPU_HASH | LPM_TRIE => {
             let percpu = matches!(spec.map_type, PERCPU_HASH | LRU_PERCPU_HASH);
-            let key_len = if spec.map_type == LPM_TRIE { spec.key_size as usize } else { spec.key_size as usize };
+            let key_len = spec.key_size as usize;
             let values = if percpu { stride.checked_mul(ncpus as usize)? } else { stride };
             g.elem_size = crate::hash::ELEM_HEADER + round_up8(key_len) + values;
             g.spare = crate::hash::spare_for(spec.max_entries);

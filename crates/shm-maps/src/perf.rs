@@ -180,7 +180,7 @@ impl PerfRing {
                 (*(base.add(OBJECT_HEADER_OFFSET) as *const ObjectHeader)).id,
             )
         };
-        if !size.is_power_of_two() || off.checked_add(size).is_none_or(|end| end > mapping.len() as u64) {
+        if !size.is_power_of_two() || !matches!(off.checked_add(size), Some(end) if end <= mapping.len() as u64) {
             return Err(Error::kernel(format!("perf ring {id}: inconsistent data_offset/data_size"), Errno::EINVAL));
         }
         // SAFETY: off + size ≤ mapping length (checked above).
@@ -447,7 +447,8 @@ fn drop_if_broken(_guard: &lock::LockGuard<'_>) {}
 pub(crate) struct RingCache {
     slots: Box<[AtomicPtr<CachedRing>]>,
     /// Replaced entries, kept until the map is dropped: another thread may
-    /// still be writing through them.
+    /// still be writing through them. Boxed so their address never changes.
+    #[allow(clippy::vec_box)]
     retired: Mutex<Vec<Box<CachedRing>>>,
 }
 
@@ -508,6 +509,23 @@ impl Map {
             Ok(()) => 0,
             Err(e) => e.as_neg(),
         }
+    }
+
+    /// Opens every perf ring the PERF_EVENT_ARRAY currently references, so
+    /// the first `perf_event_output` per CPU makes no syscall (the agent can
+    /// call this when it attaches a program). Returns how many are cached.
+    pub fn prepare_perf_rings(&self) -> usize {
+        let mut n = 0;
+        for index in 0..self.max_entries {
+            let Some(id) = self.id_at(index) else { continue };
+            let cached = self.perf_cache.as_ref().map(|c| c.slots[index as usize].load(Ordering::Acquire));
+            // SAFETY: non-null cache entries stay alive until the map drops.
+            let hit = cached.is_some_and(|p| !p.is_null() && unsafe { (*p).id } == id);
+            if hit || self.ring_for(index, id).is_some() {
+                n += 1;
+            }
+        }
+        n
     }
 
     /// Slow path: open ring `id` and cache it for `index`.

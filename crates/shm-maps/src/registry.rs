@@ -22,7 +22,7 @@
 //! lock". Objects record their owner id; [`Registry::reap`] removes the
 //! objects of dead owners (run at open and periodically by the agent).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -216,6 +216,19 @@ impl Shared {
         self.dir
             .join(sub)
             .join(format!(".tmp-{}-{id}-{:x}", self.owner_id(), sys::random_u64() as u32))
+    }
+}
+
+impl Drop for Shared {
+    /// The last handle of this process on the registry is gone: withdraw
+    /// the owner file, so our objects count as dead and get reaped — the way
+    /// the kernel frees a loader's objects when its last fd closes. (After
+    /// fork, a child only removes the file it registered itself.)
+    fn drop(&mut self) {
+        let v = *self.owner.get_mut();
+        if v != 0 && (v >> 32) as u32 == FORK_EPOCH.load(Ordering::Relaxed) {
+            let _ = fs::remove_file(self.dir.join("owners").join((v as u32).to_string()));
+        }
     }
 }
 
@@ -677,14 +690,16 @@ impl Registry {
     /// were removed. Safe to call from any participant at any time.
     pub fn reap(&self) -> usize {
         let owners_dir = self.shared.dir.join("owners");
-        let mut dead: HashSet<u32> = HashSet::new();
+        // owner id -> dead?
+        let mut dead: HashMap<u32, bool> = HashMap::new();
         let mut dead_files = Vec::new();
         for entry in fs::read_dir(&owners_dir).into_iter().flatten().flatten() {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
             if let Ok(id) = name.parse::<u32>() {
-                if !self.shared.owner_alive(id) {
-                    dead.insert(id);
+                let is_dead = !self.shared.owner_alive(id);
+                dead.insert(id, is_dead);
+                if is_dead {
                     dead_files.push(entry.path());
                 }
             } else if let Some(rest) = name.strip_prefix(".tmp-") {
@@ -701,7 +716,7 @@ impl Registry {
                 let Some(name) = name.to_str() else { continue };
                 if let Some(rest) = name.strip_prefix(".tmp-") {
                     let creator = rest.split('-').next().and_then(|s| s.parse::<u32>().ok());
-                    if creator.is_some_and(|c| dead.contains(&c) || !self.shared.owner_alive(c)) {
+                    if creator.is_some_and(|c| *dead.entry(c).or_insert_with(|| !self.shared.owner_alive(c))) {
                         let _ = fs::remove_file(entry.path());
                     }
                     continue;
@@ -710,7 +725,10 @@ impl Registry {
                     continue;
                 }
                 if let Some(owner) = read_owner(&entry.path(), header_offset) {
-                    if dead.contains(&owner) && fs::remove_file(entry.path()).is_ok() {
+                    // Owners without an owner file (withdrawn at exit, or
+                    // already reaped) are dead too.
+                    let is_dead = *dead.entry(owner).or_insert_with(|| !self.shared.owner_alive(owner));
+                    if is_dead && fs::remove_file(entry.path()).is_ok() {
                         removed += 1;
                     }
                 }

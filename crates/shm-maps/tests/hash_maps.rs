@@ -142,7 +142,7 @@ fn percpu_hash_value_layout() {
     let mut out = vec![0u8; 8 * ncpus];
     m.lookup(&k64(1), &mut out).unwrap();
     assert_eq!(out, all);
-    assert_eq!(m.lookup(&k64(1), &mut vec![0u8; 4]), Err(Errno::EINVAL), "must pass all CPUs' values");
+    assert_eq!(m.lookup(&k64(1), &mut [0u8; 4]), Err(Errno::EINVAL), "must pass all CPUs' values");
     // Program update of a new key writes this CPU's slot and zeroes the others.
     let key = k64(2);
     // SAFETY: buffers sized for key/value.

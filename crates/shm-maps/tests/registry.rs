@@ -178,6 +178,22 @@ fn dead_owners_objects_are_reaped() {
     assert!(t.reg.progs().is_empty() && t.reg.links().is_empty());
 }
 
+#[test]
+fn dropping_the_last_handle_releases_ownership() {
+    let t = TempRegistry::new("drop-owner");
+    let other = Registry::open_with(&t.dir, &RegistryOptions::default()).unwrap();
+    let owner = other.owner_id();
+    assert!(t.reg.owner_alive(owner));
+    // Both handles of this process share nothing: `other` is its own participant.
+    let m = other.create_map(&shm_maps::MapSpec { map_type: ARRAY, key_size: 4, value_size: 4, max_entries: 1, ..Default::default() }).unwrap();
+    let id = m.id();
+    drop(m);
+    drop(other);
+    assert!(!t.reg.owner_alive(owner));
+    assert_eq!(t.reg.reap(), 1);
+    assert!(matches!(t.reg.open_map(id), Err(Error::NotFound { .. })));
+}
+
 pub fn pipe() -> (i32, i32) {
     let mut fds = [0i32; 2];
     // SAFETY: fds has room for two descriptors.
