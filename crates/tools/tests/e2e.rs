@@ -16,47 +16,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const NOBODY: u32 = 65534;
-const BPFTRACE: &str = "/usr/bin/bpftrace";
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// Why the end-to-end test cannot run here, if it cannot.
-fn missing_prerequisite() -> Option<String> {
-    if !Path::new(BPFTRACE).exists() {
-        return Some(format!("{BPFTRACE} is not installed"));
-    }
-    let dir = Path::new(env!("CARGO_BIN_EXE_userbpf")).parent()?;
-    for lib in ["libagent.so", "libsyscall_server.so"] {
-        if !dir.join(lib).is_file() {
-            return Some(format!("{lib} is not built next to userbpf in {} (cargo build --workspace)", dir.display()));
-        }
-    }
-    None
-}
-
-/// A command run as the test's ordinary user (`nobody` when the tests run as root).
-fn as_user(program: &Path) -> Command {
-    if is_root() {
-        let mut cmd = Command::new("setpriv");
-        cmd.args([format!("--reuid={NOBODY}"), format!("--regid={NOBODY}"), "--clear-groups".into(), "--".into()]).arg(program);
-        cmd
-    } else {
-        Command::new(program)
-    }
-}
-
-fn chown_to_user(path: &Path) {
-    if is_root() {
-        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: chown of a path this test created.
-        assert_eq!(unsafe { libc::chown(c.as_ptr(), NOBODY, NOBODY) }, 0, "chown {}", path.display());
-    }
-}
-
 struct World {
     scratch: Scratch,
     libs: PathBuf,

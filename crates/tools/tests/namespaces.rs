@@ -48,7 +48,14 @@ impl Drop for Contained {
     fn drop(&mut self) {
         // SAFETY: kill on a pid we started (through unshare); SIGKILL of the
         // namespace's init ends the namespace.
-        unsafe { libc::kill(self.host_pid, libc::SIGKILL) };
+        if self.host_pid > 0 {
+            unsafe { libc::kill(self.host_pid, libc::SIGKILL) };
+        } else if let Ok(children) = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", self.unshare.id())) {
+            for pid in children.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+                // SAFETY: as above, the namespace's init started by our unshare.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
         let _ = self.unshare.kill();
         let _ = self.unshare.wait();
     }
@@ -108,4 +115,103 @@ fn attach_says_when_the_library_is_not_visible_inside_the_container() {
     let (_, stderr) = texts(&out);
     assert!(stderr.contains("cannot see") && stderr.contains("hint: make the library visible"), "{stderr}");
     assert!(!marker.exists(), "nothing was loaded");
+}
+
+/// The sidecar layout: the app in one "container" (pid + mount + proc
+/// namespaces), stock bpftrace in another, sharing only the registry
+/// directory, bind-mounted at a different path in each and named by
+/// `USERBPF_DIR`. Probes attach, results come back to the sidecar, and the
+/// script's pid filter uses the app's own pid (as the app sees itself).
+#[test]
+fn bpftrace_sidecar_traces_an_app_in_another_container() {
+    if let Err(why) = can_unshare() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    if let Some(why) = missing_prerequisite() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let scratch = Scratch::new("sidecar");
+    std::fs::set_permissions(&scratch.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let userbpf_bin = scratch.path("bin/userbpf");
+    std::fs::create_dir(scratch.path("bin")).unwrap();
+    let built = std::path::Path::new(env!("CARGO_BIN_EXE_userbpf")).parent().unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_userbpf"), &userbpf_bin).unwrap();
+    for lib in ["libagent.so", "libsyscall_server.so"] {
+        std::fs::copy(built.join(lib), scratch.path(&format!("bin/{lib}"))).unwrap();
+    }
+    let app = scratch.path("traced_app");
+    compile("traced_app.c", &app, &[]);
+    let registry = scratch.path("registry");
+    let run = scratch.path("run");
+    for dir in [&registry, &run] {
+        std::fs::create_dir(dir).unwrap();
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        chown_to_user(dir);
+    }
+    for side in ["app-side", "sidecar"] {
+        std::fs::create_dir(scratch.path(side)).unwrap();
+    }
+    let drop_privileges = format!("setpriv --reuid={NOBODY} --regid={NOBODY} --clear-groups");
+
+    // Container 1: the app, started with the agent by `userbpf run`, pid 2 in its namespace.
+    let app_dir = scratch.path("app-side");
+    let pidfile = run.join("app.pid");
+    let app_script = format!(
+        "mount --bind {reg} {dir} && {drop} env USERBPF_DIR={dir} {userbpf} run {app} {pidfile} & wait",
+        reg = registry.display(),
+        dir = app_dir.display(),
+        drop = drop_privileges,
+        userbpf = userbpf_bin.display(),
+        app = app.display(),
+        pidfile = pidfile.display(),
+    );
+    let app_container = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount", "--mount-proc", "--propagation", "private", "sh", "-c", &app_script])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start the app container");
+    let app_container = Contained { host_pid: 0, unshare: app_container };
+    let app_pid = wait_for_file(&pidfile).trim().to_string();
+    assert_eq!(app_pid, "2", "the app's own pid in its container");
+
+    // Container 2: the sidecar running stock bpftrace through `userbpf bpftrace`.
+    let side_dir = scratch.path("sidecar");
+    let script = format!(
+        "uprobe:{app}:tick /pid == {app_pid}/ {{ @mine = count(); @n = @n + 1; if (@n >= 30) {{ exit(); }} }} \
+         uprobe:{app}:tick /pid != {app_pid}/ {{ @other = count(); }}",
+        app = app.display()
+    );
+    let sidecar_script = format!(
+        "mount --bind {reg} {dir} && exec {drop} env USERBPF_DIR={dir} {userbpf} bpftrace -e \"$0\"",
+        reg = registry.display(),
+        dir = side_dir.display(),
+        drop = drop_privileges,
+        userbpf = userbpf_bin.display(),
+    );
+    let out = run_with_timeout(
+        Command::new("unshare")
+            .args(["--pid", "--fork", "--mount", "--mount-proc", "--propagation", "private", "sh", "-c", &sidecar_script])
+            .arg(&script)
+            .stdin(Stdio::null()),
+    );
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(0), "sidecar bpftrace failed:\n{stdout}\n{stderr}");
+    let mine: u64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("@mine: "))
+        .unwrap_or_else(|| panic!("no @mine in the sidecar's output:\n{stdout}\n{stderr}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(mine >= 30, "{stdout}");
+    // bpftrace prints a never-hit count() as 0 (the kernel does the same).
+    let other = stdout.lines().find_map(|l| l.strip_prefix("@other: ")).map(str::trim);
+    assert!(matches!(other, None | Some("0")), "the pid filter used the app's own pid:\n{stdout}");
+    // Neither container's bind mount leaked to the host.
+    assert_eq!(std::fs::read_dir(&app_dir).unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(&side_dir).unwrap().count(), 0);
+    drop(app_container);
 }

@@ -162,3 +162,47 @@ impl Drop for Target {
 pub fn texts(out: &Output) -> (String, String) {
     (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
+
+// ---- end-to-end prerequisites: real libraries, stock bpftrace, an ordinary user ----
+
+pub const NOBODY: u32 = 65534;
+pub const BPFTRACE: &str = "/usr/bin/bpftrace";
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Why the end-to-end test cannot run here, if it cannot.
+pub fn missing_prerequisite() -> Option<String> {
+    if !Path::new(BPFTRACE).exists() {
+        return Some(format!("{BPFTRACE} is not installed"));
+    }
+    let dir = Path::new(env!("CARGO_BIN_EXE_userbpf")).parent()?;
+    for lib in ["libagent.so", "libsyscall_server.so"] {
+        if !dir.join(lib).is_file() {
+            return Some(format!("{lib} is not built next to userbpf in {} (cargo build --workspace)", dir.display()));
+        }
+    }
+    None
+}
+
+/// A command run as the test's ordinary user (`nobody` when the tests run as root).
+pub fn as_user(program: &Path) -> Command {
+    if is_root() {
+        let mut cmd = Command::new("setpriv");
+        cmd.args([format!("--reuid={NOBODY}"), format!("--regid={NOBODY}"), "--clear-groups".into(), "--".into()]).arg(program);
+        cmd
+    } else {
+        Command::new(program)
+    }
+}
+
+pub fn chown_to_user(path: &Path) {
+    if is_root() {
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: chown of a path this test created.
+        assert_eq!(unsafe { libc::chown(c.as_ptr(), NOBODY, NOBODY) }, 0, "chown {}", path.display());
+    }
+}
+
