@@ -119,8 +119,9 @@ struct Item {
     insns: Vec<Insn>,
     /// Jump or local-call target as an item index (absolute).
     target: Option<Target>,
-    /// Inside a loop body: not a valid target for jumps from outside.
-    in_loop: bool,
+    /// Inside a loop body or a borrowed-base sequence: jumping here from
+    /// outside would skip its set-up.
+    not_a_target: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -134,7 +135,7 @@ fn item(insn: Insn) -> Item {
     Item {
         insns: vec![insn],
         target: None,
-        in_loop: false,
+        not_a_target: false,
     }
 }
 
@@ -145,7 +146,7 @@ fn lddw(dst: u8, value: u64) -> Item {
             Insn::new(0, 0, 0, 0, (value >> 32) as u32 as i32),
         ],
         target: None,
-        in_loop: false,
+        not_a_target: false,
     }
 }
 
@@ -206,7 +207,7 @@ impl Gen<'_> {
         for j in pending_jumps {
             // A target after the jump, outside every loop body.
             let candidates: Vec<usize> = (j + 1..=end)
-                .filter(|&t| t == end || !self.items[t].in_loop)
+                .filter(|&t| t == end || !self.items[t].not_a_target)
                 .collect();
             let t = self.rng.pick(&candidates);
             self.items[j].target = Some(Target::Item(t));
@@ -302,11 +303,62 @@ impl Gen<'_> {
         }
     }
 
+    /// With some probability, copy the access's base pointer into a data
+    /// register first (so every register is exercised as a base, r0 = rax
+    /// included, which the atomics treat specially). Returns the base to use
+    /// and whether it was borrowed; a borrowed base must be cleared with
+    /// [`Gen::release_base`] right after the access.
+    fn maybe_borrow_base(&mut self, base: u8) -> (u8, bool) {
+        if !self.rng.chance(40) {
+            return (base, false);
+        }
+        let temp = self.rng.data_reg();
+        self.push(item(Insn::new(
+            BPF_ALU64 | BPF_MOV | BPF_X,
+            temp,
+            base,
+            0,
+            0,
+        )));
+        (temp, true)
+    }
+
+    fn release_base(&mut self, temp: u8) {
+        let imm = self.rng.imm();
+        let mut clear = item(Insn::new(BPF_ALU64 | BPF_MOV | BPF_K, temp, 0, 0, imm));
+        clear.not_a_target = true;
+        self.push(clear);
+    }
+
+    /// A data register other than `avoid` (a borrowed base must never be
+    /// stored or used as an operand: its value is an address).
+    fn data_reg_except(&mut self, avoid: Option<u8>) -> u8 {
+        loop {
+            let r = self.rng.data_reg();
+            if Some(r) != avoid {
+                return r;
+            }
+        }
+    }
+
+    /// Push the access; when its base was borrowed, protect it from being a
+    /// jump target and clear the base afterwards.
+    fn push_access(&mut self, insn: Insn, borrowed: Option<u8>) {
+        let mut access = item(insn);
+        access.not_a_target = borrowed.is_some();
+        self.push(access);
+        if let Some(temp) = borrowed {
+            self.release_base(temp);
+        }
+    }
+
     fn memory(&mut self) {
         let (size_code, size) = self
             .rng
             .pick(&[(BPF_B, 1), (BPF_H, 2), (BPF_W, 4), (BPF_DW, 8)]);
         let (base, off) = self.address(size, 1);
+        let (base, borrowed) = self.maybe_borrow_base(base);
+        let avoid = borrowed.then_some(base);
         let insn = match self.rng.below(4) {
             0 if size_code != BPF_DW => Insn::new(
                 BPF_LDX | BPF_MEMSX | size_code,
@@ -326,17 +378,19 @@ impl Gen<'_> {
             _ => Insn::new(
                 BPF_STX | BPF_MEM | size_code,
                 base,
-                self.rng.data_reg(),
+                self.data_reg_except(avoid),
                 off,
                 0,
             ),
         };
-        self.push(item(insn));
+        self.push_access(insn, avoid);
     }
 
     fn atomic(&mut self) {
         let (size_code, size) = self.rng.pick(&[(BPF_W, 4), (BPF_DW, 8)]);
         let (base, off) = self.address(size, size);
+        let (base, borrowed) = self.maybe_borrow_base(base);
+        let avoid = borrowed.then_some(base);
         let op = self.rng.pick(&[
             0x00,
             0x01,
@@ -349,14 +403,9 @@ impl Gen<'_> {
             BPF_XCHG,
             BPF_CMPXCHG,
         ]);
-        let src = self.rng.data_reg();
-        self.push(item(Insn::new(
-            BPF_STX | BPF_ATOMIC | size_code,
-            base,
-            src,
-            off,
-            op,
-        )));
+        let src = self.data_reg_except(avoid);
+        let insn = Insn::new(BPF_STX | BPF_ATOMIC | size_code, base, src, off, op);
+        self.push_access(insn, avoid);
     }
 
     fn jump(&mut self) {
@@ -444,7 +493,7 @@ impl Gen<'_> {
                 let insn = self.alu_insn(dst);
                 item(insn)
             };
-            it.in_loop = true;
+            it.not_a_target = true;
             self.push(it);
         }
         let mut dec = item(Insn::new(
@@ -454,11 +503,11 @@ impl Gen<'_> {
             0,
             -1,
         ));
-        dec.in_loop = true;
+        dec.not_a_target = true;
         self.push(dec);
         let mut back = item(Insn::new(BPF_JMP | BPF_JNE | BPF_K, LOOP_COUNTER, 0, 0, 0));
         back.target = Some(Target::Item(body));
-        back.in_loop = true;
+        back.not_a_target = true;
         self.push(back);
     }
 
@@ -662,9 +711,18 @@ fn jit_matches_interpreter_on_random_programs() {
 #[test]
 fn generator_covers_the_instruction_set() {
     let mut seen = std::collections::HashSet::new();
+    let mut bases = std::collections::HashSet::new();
     let mut rng = Rng(DEFAULT_SEED);
     for _ in 0..200 {
         for insn in generate(&mut rng) {
+            match insn.class() {
+                BPF_LDX => bases.insert(("load", insn.src)),
+                BPF_ST | BPF_STX if insn.opc & 0xe0 == BPF_ATOMIC => {
+                    bases.insert(("atomic", insn.dst))
+                }
+                BPF_ST | BPF_STX => bases.insert(("store", insn.dst)),
+                _ => false,
+            };
             let atomic = insn.class() == BPF_STX && insn.opc & 0xe0 == BPF_ATOMIC;
             seen.insert((insn.opc, if atomic { insn.imm } else { 0 }));
         }
@@ -685,6 +743,14 @@ fn generator_covers_the_instruction_set() {
         (CALL, 0),
         (EXIT, 0),
     ];
+    for kind in ["load", "store", "atomic"] {
+        for base in [0u8, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10] {
+            assert!(
+                bases.contains(&(kind, base)),
+                "generator never used r{base} as the base of a {kind}"
+            );
+        }
+    }
     for want in must_see {
         assert!(
             seen.contains(want),
