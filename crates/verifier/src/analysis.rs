@@ -748,7 +748,7 @@ impl<'a> Analyzer<'a> {
         let callee_no = st.frame_no();
         if let Kind::Stack { frame } = r0.kind {
             if frame >= callee_no {
-                return Err(acc(pc, "cannot return stack pointer to the caller".into()));
+                return Err(Reject::inval(Some(pc), "cannot return stack pointer to the caller".into()));
             }
         }
         let callee = st.frames.pop().expect("more than one frame");
@@ -795,7 +795,11 @@ impl<'a> Analyzer<'a> {
 
     fn check_depth(&self, st: &State, pc: usize) -> R<()> {
         if st.frames.len() >= MAX_CALL_FRAMES {
-            return Err(acc(pc, format!("the call stack of {} frames is too deep !", st.frames.len() + 1)));
+            return Err(Reject {
+                errno: E2BIG,
+                pc: Some(pc),
+                message: format!("the call stack of {} frames is too deep !", st.frames.len() + 1),
+            });
         }
         Ok(())
     }
@@ -907,7 +911,7 @@ impl<'a> Analyzer<'a> {
                 ArgKind::ReleaseAllocMem => {
                     let Kind::Mem { .. } = reg.kind else { return Err(type_err("ringbuf_mem")) };
                     if reg.const_off() != Some(0) {
-                        return Err(acc(pc, format!("R{regno} must have zero offset when passed to release func")));
+                        return Err(Reject::inval(Some(pc), format!("R{regno} must have zero offset when passed to release func")));
                     }
                     if !st.refs.iter().any(|r| r.id == reg.id) {
                         return Err(acc(pc, format!("R{regno} reference has not been acquired before")));
@@ -1004,7 +1008,8 @@ impl<'a> Analyzer<'a> {
                     return Ok(());
                 }
                 if o < -(STACK_SIZE as i64) || o + size as i64 > 0 {
-                    return Err(acc(pc, format!("invalid indirect access to stack R{regno} off={o} size={size}")));
+                    let dir = if write { "write to" } else { "read from" };
+                    return Err(Reject::inval(Some(pc), format!("invalid {dir} stack R{regno} off={o} size={size}")));
                 }
                 let fr = &mut st.frames[frame as usize];
                 for k in 0..size as i64 {

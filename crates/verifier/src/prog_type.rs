@@ -64,17 +64,11 @@ impl ProgType {
     }
 
     /// Whether a read of `size` bytes at `off` within the context is allowed
-    /// (the kernel's `is_valid_access` for the type: in bounds, naturally
-    /// aligned; raw tracepoint arguments only as whole u64s).
+    /// (the kernel's `is_valid_access` for the type: in bounds and naturally
+    /// aligned).
     pub fn ctx_read_ok(self, off: i64, size: u32) -> bool {
         let size_i = size as i64;
-        if off < 0 || off + size_i > self.ctx_size() as i64 || off % size_i != 0 {
-            return false;
-        }
-        match self {
-            ProgType::RawTracepoint => size == 8,
-            _ => true,
-        }
+        off >= 0 && off + size_i <= self.ctx_size() as i64 && off % size_i == 0
     }
 
     /// Whether the legacy `BPF_LD_[ABS|IND]` packet loads are allowed.

@@ -140,3 +140,149 @@ fn every_unsafe_program_is_refused_with_the_expected_reason() {
     }
     assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), files.len(), failures.join("\n"));
 }
+
+/// Cases the kernel (as root) accepts on purpose while userbpf refuses them:
+/// userbpf is stricter where the kernel trusts privileged users.
+const KERNEL_ACCEPTS: &[(&str, &str)] = &[
+    ("036-", "root may read uninitialised stack in the kernel; userbpf never allows it (issue rule)"),
+    ("037-", "root may read uninitialised stack in the kernel; userbpf never allows it (issue rule)"),
+    ("038-", "root may read uninitialised stack in the kernel; userbpf never allows it (issue rule)"),
+    ("039-", "root may pass uninitialised stack to helpers in the kernel; userbpf never allows it"),
+    ("040-", "root may pass uninitialised stack to helpers in the kernel; userbpf never allows it"),
+    ("046-", "root may pass uninitialised stack to helpers in the kernel; userbpf never allows it"),
+    ("048-", "root may read uninitialised stack in the kernel; userbpf never allows it"),
+    ("054-", "the kernel lets root access the stack at variable offsets; userbpf requires constant stack offsets"),
+    ("078-", "the kernel lets programs read `struct bpf_map` fields; userbpf maps have no such struct"),
+    ("099-", "socket filter contexts (__sk_buff) are not modelled: userbpf only loads socket filters as feature probes"),
+    ("114-", "the kernel turns a negated pointer into a number for root; userbpf refuses all pointer arithmetic but +/-"),
+    ("141-", "the kernel accepts array deletes and fails them at run time; userbpf refuses them at load"),
+    ("164-", "root may store pointers through atomics in the kernel; userbpf never lets atomics leak pointers"),
+    ("167-", "root may apply atomics to spilled pointers in the kernel; userbpf refuses it"),
+];
+
+mod kernel {
+    //! Minimal `bpf(2)` client for the oracle: create the corpus maps, load a program.
+    use super::*;
+
+    fn bpf(cmd: i64, attr: &mut [u8; 128]) -> Result<i32, i32> {
+        // SAFETY: `attr` is a zero-filled `union bpf_attr`-sized buffer the
+        // kernel reads (and for PROG_LOAD, the pointers in it are live).
+        let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len()) };
+        if r < 0 {
+            Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+        } else {
+            Ok(r as i32)
+        }
+    }
+
+    fn put32(a: &mut [u8; 128], off: usize, v: u32) {
+        a[off..off + 4].copy_from_slice(&v.to_le_bytes());
+    }
+    fn put64(a: &mut [u8; 128], off: usize, v: u64) {
+        a[off..off + 8].copy_from_slice(&v.to_le_bytes());
+    }
+
+    /// Real maps for corpus fds 1..=8; returns corpus fd -> kernel fd.
+    pub fn create_maps() -> Vec<(i32, i32)> {
+        let mut out = Vec::new();
+        for fd in 1..=8 {
+            let d = corpus_map(fd).unwrap();
+            let mut a = [0u8; 128];
+            put32(&mut a, 0, d.map_type);
+            put32(&mut a, 4, d.key_size);
+            put32(&mut a, 8, d.value_size);
+            put32(&mut a, 12, d.max_entries);
+            put32(&mut a, 16, if fd == 6 { 1 << 7 } else { 0 }); // BPF_F_RDONLY_PROG
+            let kfd = bpf(0, &mut a).unwrap_or_else(|e| panic!("BPF_MAP_CREATE for corpus map {fd}: errno {e}"));
+            if fd == 6 {
+                let key = 0u32;
+                let mut u = [0u8; 128];
+                put32(&mut u, 0, kfd as u32);
+                put64(&mut u, 8, &key as *const u32 as u64);
+                put64(&mut u, 16, FROZEN_VALUE.as_ptr() as u64);
+                bpf(2, &mut u).expect("BPF_MAP_UPDATE_ELEM");
+                let mut f = [0u8; 128];
+                put32(&mut f, 0, kfd as u32);
+                bpf(22, &mut f).expect("BPF_MAP_FREEZE");
+            }
+            out.push((fd, kfd));
+        }
+        out
+    }
+
+    /// Load into the kernel: `Ok(())` if accepted, else errno and the log's last line.
+    pub fn load(insns: &[vm::insn::Insn], prog_type: ProgType, fds: &[(i32, i32)]) -> Result<(), (i32, String)> {
+        let mut words: Vec<u64> = Vec::with_capacity(insns.len());
+        for (pc, i) in insns.iter().enumerate() {
+            let mut i = *i;
+            let is_map = i.opc == vm::insn::LDDW && matches!(i.src, 1 | 2) && (pc == 0 || insns[pc - 1].opc != vm::insn::LDDW);
+            if is_map {
+                if let Some((_, k)) = fds.iter().find(|(c, _)| *c == i.imm) {
+                    i.imm = *k;
+                }
+            }
+            words.push(i.to_u64());
+        }
+        let license = b"GPL\0";
+        let mut log = vec![0u8; 1 << 20];
+        let mut a = [0u8; 128];
+        put32(&mut a, 0, prog_type.to_kernel());
+        put32(&mut a, 4, words.len() as u32);
+        put64(&mut a, 8, words.as_ptr() as u64);
+        put64(&mut a, 16, license.as_ptr() as u64);
+        put32(&mut a, 24, 1);
+        put32(&mut a, 28, log.len() as u32);
+        put64(&mut a, 32, log.as_mut_ptr() as u64);
+        match bpf(5, &mut a) {
+            Ok(fd) => {
+                // SAFETY: closing the program fd the kernel just returned.
+                unsafe { libc::close(fd) };
+                Ok(())
+            }
+            Err(e) => {
+                let text = String::from_utf8_lossy(&log[..log.iter().position(|&b| b == 0).unwrap_or(0)]).to_string();
+                let reason = text.lines().rev().find(|l| !l.starts_with("processed ") && !l.trim().is_empty()).unwrap_or("").to_string();
+                Err((e, reason))
+            }
+        }
+    }
+}
+
+#[test]
+fn the_kernel_refuses_the_corpus_too() {
+    if std::env::var("USERBPF_KERNEL_ORACLE").map_or(true, |v| v != "1") {
+        println!("kernel oracle skipped: set USERBPF_KERNEL_ORACLE=1 (as root, with kernel eBPF) to compare verdicts");
+        return;
+    }
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(unsafe { libc::geteuid() }, 0, "USERBPF_KERNEL_ORACLE=1 needs root");
+    let fds = kernel::create_maps();
+    let mut disagreements = Vec::new();
+    let mut agreed = 0;
+    for path in case_files() {
+        let c = parse_case(&path);
+        if c.unprivileged {
+            // The kernel only applies these rules to unprivileged loaders, and
+            // unprivileged BPF is normally disabled outright.
+            println!("{}: skipped (unprivileged rules; the oracle loads as root)", c.file);
+            continue;
+        }
+        let insns = vm::asm::assemble(&c.asm).unwrap();
+        let known = KERNEL_ACCEPTS.iter().find(|(f, _)| c.file.starts_with(f));
+        match (kernel::load(&insns, c.prog_type, &fds), known) {
+            (Err((e, reason)), None) => {
+                agreed += 1;
+                println!("{}: kernel errno {e}: {reason}", c.file);
+            }
+            (Err((e, reason)), Some(_)) => disagreements.push(format!("{}: listed as kernel-accepted but the kernel refused it (errno {e}: {reason})", c.file)),
+            (Ok(()), Some((_, why))) => println!("{}: accepted by the kernel (known: {why})", c.file),
+            (Ok(()), None) => disagreements.push(format!("{}: the kernel ACCEPTS it (we refuse: {})", c.file, c.message)),
+        }
+    }
+    for (_, k) in fds {
+        // SAFETY: closing map fds this test created.
+        unsafe { libc::close(k) };
+    }
+    println!("{agreed} cases refused by both");
+    assert!(disagreements.is_empty(), "{} disagreements:\n{}", disagreements.len(), disagreements.join("\n"));
+}

@@ -94,17 +94,17 @@ case("stack-pointer-arith-oob", "pointer moved out of the frame", "mov %r1, %r10
 case("stack-variable-offset", "stack access at an unknown offset",
      "call bpf_get_prandom_u32\nand %r0, 7\nmov %r1, %r10\nadd %r1, -16\nadd %r1, %r0\nstb [%r1+0], 0\nmov %r0, 0\nexit", "EACCES R1 variable offset stack access prohibited")
 case("helper-stack-oob", "probe_read of 16 bytes into 8 bytes of stack",
-     "mov %r1, %r10\nadd %r1, -8\nmov %r2, 16\nmov %r3, 0\ncall bpf_probe_read_user\nmov %r0, 0\nexit", "EACCES invalid indirect access to stack R1 off=-8 size=16")
+     "mov %r1, %r10\nadd %r1, -8\nmov %r2, 16\nmov %r3, 0\ncall bpf_probe_read_user\nmov %r0, 0\nexit", "EINVAL invalid write to stack R1 off=-8 size=16")
 case("helper-key-past-top", "an 8-byte key at -4 crosses the frame pointer",
-     "stw [%r10-4], 0\nlddw %r1, map_fd(1)\nmov %r2, %r10\nadd %r2, -4\ncall bpf_map_lookup_elem\nmov %r0, 0\nexit", "EACCES invalid indirect access to stack R2 off=-4 size=8")
+     "stw [%r10-4], 0\nlddw %r1, map_fd(1)\nmov %r2, %r10\nadd %r2, -4\ncall bpf_map_lookup_elem\nmov %r0, 0\nexit", "EINVAL invalid read from stack R2 off=-4 size=8")
 case("fp-write-mov", "r10 is read-only", "mov %r10, 0\nmov %r0, 0\nexit", "EACCES frame pointer is read only")
 case("fp-write-add", "r10 cannot be moved", "add %r10, -8\nmov %r0, 0\nexit", "EACCES frame pointer is read only")
 case("fp-write-load", "r10 cannot be loaded", "ldxdw %r10, [%r1+0]\nmov %r0, 0\nexit", "EACCES frame pointer is read only")
 case("fp-write-lddw", "r10 cannot be set by lddw", "lddw %r10, 0x1\nmov %r0, 0\nexit", "EACCES frame pointer is read only")
 case("fp-write-fetch", "an atomic fetch cannot write r10",
-     "mov %r1, 0\nstxdw [%r10-8], %r1\n.insn 0x00000001fff8a0db\nmov %r0, 0\nexit", "EACCES R10 leaks addr into mem")
+     "mov %r1, 0\nstxdw [%r10-8], %r1\n.insn 0x00000001fff8aadb\nmov %r0, 0\nexit", "EACCES R10 leaks addr into mem")
 case("get-stack-buffer-too-small", "get_stack writes 16 bytes into 8",
-     "mov %r2, %r10\nadd %r2, -8\nmov %r3, 16\nmov %r4, 256\ncall bpf_get_stack\nmov %r0, 0\nexit", "EACCES invalid indirect access to stack R2 off=-8 size=16")
+     "mov %r2, %r10\nadd %r2, -8\nmov %r3, 16\nmov %r4, 256\ncall bpf_get_stack\nmov %r0, 0\nexit", "EINVAL invalid write to stack R2 off=-8 size=16")
 
 # ---------------------------------------------------------------- map values
 case("null-map-value", "dereferencing a lookup result without a NULL check", lookup(1) + "ldxdw %r1, [%r0+0]\nmov %r0, 0\nexit", "EACCES R0 invalid mem access 'map_value_or_null'")
@@ -143,7 +143,7 @@ case("readonly-map-helper-write", "a helper cannot write a read-only map either"
 case("ringbuf-unreleased", "a reservation must be submitted or discarded", reserve() + "jeq %r0, 0, out\nstdw [%r0+0], 1\nout:\nmov %r0, 0\nexit", "EINVAL Unreleased reference id=1 alloc_insn=4")
 case("ringbuf-null-deref", "reserve's result must be NULL-checked", reserve() + "stdw [%r0+0], 1\nmov %r0, 0\nexit", "EACCES R0 invalid mem access 'ringbuf_mem_or_null'")
 case("ringbuf-oob", "write past the reserved size", reserve() + "jeq %r0, 0, out\nstdw [%r0+16], 1\nmov %r1, %r0\nmov %r2, 0\ncall bpf_ringbuf_submit\nout:\nmov %r0, 0\nexit", "EACCES invalid access to memory, mem_size=16 off=16 size=8")
-case("ringbuf-submit-moved", "submit must get the reservation's start", reserve() + "jeq %r0, 0, out\nmov %r1, %r0\nadd %r1, 8\nmov %r2, 0\ncall bpf_ringbuf_submit\nout:\nmov %r0, 0\nexit", "EACCES R1 must have zero offset when passed to release func")
+case("ringbuf-submit-moved", "submit must get the reservation's start", reserve() + "jeq %r0, 0, out\nmov %r1, %r0\nadd %r1, 8\nmov %r2, 0\ncall bpf_ringbuf_submit\nout:\nmov %r0, 0\nexit", "EINVAL R1 must have zero offset when passed to release func")
 case("ringbuf-double-submit", "a reservation is released once", reserve() + "jeq %r0, 0, out\nmov %r6, %r0\nmov %r1, %r6\nmov %r2, 0\ncall bpf_ringbuf_submit\nmov %r1, %r6\nmov %r2, 0\ncall bpf_ringbuf_discard\nout:\nmov %r0, 0\nexit", "EACCES R1 type=scalar expected=ringbuf_mem")
 case("ringbuf-use-after-submit", "no access after submit", reserve() + "jeq %r0, 0, out\nmov %r6, %r0\nmov %r1, %r6\nmov %r2, 0\ncall bpf_ringbuf_submit\nstdw [%r6+0], 1\nout:\nmov %r0, 0\nexit", "EACCES R6 invalid mem access 'scalar'")
 case("ringbuf-variable-size", "reserve needs a constant size", "call bpf_get_prandom_u32\nmov %r2, %r0\nand %r2, 64\nlddw %r1, map_fd(4)\nmov %r3, 0\ncall bpf_ringbuf_reserve\nmov %r0, 0\nexit", "EACCES R2 is not a known constant'")
@@ -156,7 +156,7 @@ case("ctx-read-past-end", "pt_regs is 168 bytes", "ldxdw %r0, [%r1+168]\nexit", 
 case("ctx-misaligned", "context reads are naturally aligned", "ldxdw %r0, [%r1+4]\nexit", "EACCES invalid bpf_context access off=4 size=8")
 case("ctx-negative", "no reads before the context", "ldxdw %r0, [%r1-8]\nexit", "EACCES invalid bpf_context access off=-8 size=8")
 case("ctx-modified", "the context pointer may not be moved before a read", "add %r1, 8\nldxdw %r0, [%r1+0]\nexit", "EACCES dereference of modified ctx ptr R1 off=8 disallowed")
-case("raw-tp-narrow-read", "raw tracepoint arguments are read as u64", "ldxw %r0, [%r1+0]\nexit", "EACCES invalid bpf_context access off=0 size=4", typ="raw_tracepoint")
+case("raw-tp-misaligned", "raw tracepoint arguments are read naturally aligned", "ldxw %r0, [%r1+2]\nexit", "EACCES invalid bpf_context access off=2 size=4", typ="raw_tracepoint")
 case("raw-tp-past-end", "12 arguments at most", "ldxdw %r0, [%r1+96]\nexit", "EACCES invalid bpf_context access off=96 size=8", typ="raw_tracepoint")
 case("perf-event-past-end", "bpf_perf_event_data is 184 bytes", "ldxdw %r0, [%r1+184]\nexit", "EACCES invalid bpf_context access off=184 size=8", typ="perf_event")
 case("socket-filter-ctx", "socket filter contexts are not modelled", "ldxw %r0, [%r1+0]\nexit", "EACCES invalid bpf_context access off=0 size=4", typ="socket_filter")
@@ -209,7 +209,7 @@ case("probe-read-negative-size", "a size that may be negative",
      "EACCES R2 min value is negative, either use unsigned or 'var &= const'")
 case("probe-read-size-too-big", "a bounded size still larger than the buffer",
      "call bpf_get_prandom_u32\nmov %r2, %r0\nand %r2, 15\nmov %r1, %r10\nadd %r1, -8\nmov %r3, 0\ncall bpf_probe_read_user\nmov %r0, 0\nexit",
-     "EACCES invalid indirect access to stack R1 off=-8 size=15")
+     "EINVAL invalid write to stack R1 off=-8 size=15")
 case("get-comm-zero-size", "get_current_comm needs a positive size", "mov %r1, %r10\nadd %r1, -16\nmov %r2, 0\ncall bpf_get_current_comm\nmov %r0, 0\nexit", "EACCES R2 invalid zero-sized read")
 case("probe-read-into-small-value", "probe_read of 16 bytes into an 8-byte map value", lookup(1) + "jeq %r0, 0, out\nmov %r1, %r0\nmov %r2, 16\nmov %r3, 0\ncall bpf_probe_read_user\nout:\nmov %r0, 0\nexit", "EACCES invalid access to map value, value_size=8 off=0 size=16")
 case("probe-read-size-pointer", "the size is a number", "mov %r1, %r10\nadd %r1, -8\nmov %r2, %r10\nmov %r3, 0\ncall bpf_probe_read_user\nmov %r0, 0\nexit", "EACCES R2 type=fp expected=scalar")
@@ -219,8 +219,8 @@ case("tail-call-no-ctx", "tail calls pass the context", "mov %r1, 0\nlddw %r2, m
 case("stackid-wrong-map", "get_stackid needs a stack trace map", "lddw %r2, map_fd(1)\nmov %r3, 0\ncall bpf_get_stackid\nmov %r0, 0\nexit", "EINVAL cannot pass map_type 5 into func bpf_get_stackid#27")
 case("delete-from-array", "array elements cannot be deleted", lookup(3).replace("call bpf_map_lookup_elem", "call bpf_map_delete_elem") + "mov %r0, 0\nexit", "EINVAL cannot pass map_type 2 into func bpf_map_delete_elem#3")
 case("push-to-hash", "push needs a queue or stack", "mov %r1, 0\nstxdw [%r10-8], %r1\nlddw %r1, map_fd(7)\nmov %r2, %r10\nadd %r2, -8\nmov %r3, 0\ncall bpf_map_push_elem\nmov %r0, 0\nexit", "EINVAL cannot pass map_type 1 into func bpf_map_push_elem#87")
-case("pop-into-small-buffer", "pop writes value_size bytes", "lddw %r1, map_fd(8)\nmov %r2, %r10\nadd %r2, -4\ncall bpf_map_pop_elem\nmov %r0, 0\nexit", "EACCES invalid indirect access to stack R2 off=-4 size=8")
-case("update-value-too-small", "a 16-byte value from 8 bytes of stack", "mov %r1, 0\nstxw [%r10-4], %r1\nstxdw [%r10-16], %r1\nlddw %r1, map_fd(7)\nmov %r2, %r10\nadd %r2, -4\nmov %r3, %r10\nadd %r3, -8\nmov %r4, 0\ncall bpf_map_update_elem\nmov %r0, 0\nexit", "EACCES invalid indirect access to stack R3 off=-8 size=16")
+case("pop-into-small-buffer", "pop writes value_size bytes", "lddw %r1, map_fd(8)\nmov %r2, %r10\nadd %r2, -4\ncall bpf_map_pop_elem\nmov %r0, 0\nexit", "EINVAL invalid write to stack R2 off=-4 size=8")
+case("update-value-too-small", "a 16-byte value from 8 bytes of stack", "mov %r1, 0\nstxw [%r10-4], %r1\nstxdw [%r10-16], %r1\nlddw %r1, map_fd(7)\nmov %r2, %r10\nadd %r2, -4\nmov %r3, %r10\nadd %r3, -8\nmov %r4, 0\ncall bpf_map_update_elem\nmov %r0, 0\nexit", "EINVAL invalid read from stack R3 off=-8 size=16")
 case("loop-callback-not-func", "bpf_loop's callback must be a function", "mov %r1, 10\nmov %r2, 0\nmov %r3, 0\nmov %r4, 0\ncall bpf_loop\nmov %r0, 0\nexit", "EACCES R2 type=scalar expected=func")
 case("loop-callback-bad-return", "a bpf_loop callback returns 0 or 1", "mov %r1, 10\nlddw %r2, func(cb)\nmov %r3, 0\nmov %r4, 0\ncall bpf_loop\nmov %r0, 0\nexit\ncb:\nmov %r0, 2\nexit", "EACCES At callback return the register R0 has value (0x2; 0x2) should have been in (0x0; 0x1)")
 case("loop-callback-ctx-oob", "the callback reads past the context it was given",
@@ -237,8 +237,8 @@ case("snprintf-null-with-size", "a NULL buffer needs size 0",
 # ---------------------------------------------------------------- calls
 case("recursion", "a function calling itself", "call local f\nmov %r0, 0\nexit\nf:\ncall local f\nmov %r0, 0\nexit", "EINVAL recursive call from insn 3 to 3")
 case("mutual-recursion", "two functions calling each other", "call local f\nmov %r0, 0\nexit\nf:\ncall local g\nexit\ng:\ncall local f\nexit", "EINVAL recursive call from insn 5 to 3")
-case("call-chain-too-deep", "nine nested frames", "\n".join(["call local f1\nexit"] + [f"f{k}:\ncall local f{k+1}\nexit" for k in range(1, 9)] + ["f9:\nmov %r0, 0\nexit"]), "EACCES the call stack of 9 frames is too deep !")
-case("return-own-stack", "a function may not return a pointer to its own stack", "call local f\nldxdw %r0, [%r0+0]\nexit\nf:\nmov %r0, %r10\nadd %r0, -8\nexit", "EACCES cannot return stack pointer to the caller")
+case("call-chain-too-deep", "nine nested frames", "\n".join(["call local f1\nexit"] + [f"f{k}:\ncall local f{k+1}\nexit" for k in range(1, 9)] + ["f9:\nmov %r0, 0\nexit"]), "E2BIG the call stack of 9 frames is too deep !")
+case("return-own-stack", "a function may not return a pointer to its own stack", "call local f\nldxdw %r0, [%r0+0]\nexit\nf:\nmov %r0, %r10\nadd %r0, -8\nexit", "EINVAL cannot return stack pointer to the caller")
 case("dangling-stack-pointer", "a pointer into a returned frame's stack", "mov %r1, %r10\nadd %r1, -8\ncall local f\nldxdw %r2, [%r10-8]\nldxdw %r0, [%r2+0]\nexit\nf:\nmov %r2, %r10\nadd %r2, -16\nstdw [%r2+0], 0\nstxdw [%r1+0], %r2\nmov %r0, 0\nexit", "EACCES R2 invalid mem access 'scalar'")
 case("callee-caller-stack-oob", "a callee writing past the caller's frame through a pointer", "mov %r1, %r10\nadd %r1, -8\ncall local f\nmov %r0, 0\nexit\nf:\nstdw [%r1+8], 0\nmov %r0, 0\nexit", "EACCES invalid write to stack R1 off=0 size=8")
 case("callee-uninit-arg", "arguments not set by the caller are unset in the callee", "call local f\nexit\nf:\nmov %r0, %r2\nexit", "EACCES R2 !read_ok")
