@@ -4,12 +4,18 @@
 //! - breakpoints of sites that use the slow `int3` probe (prologues that
 //!   cannot be relocated): handlers run in the signal handler, then the
 //!   displaced instruction runs out of line (a displaced `call` is emulated);
-//! - the rendezvous: a SIGTRAP queued to every other thread with a magic
-//!   value, whose handler serializes the core (`cpuid`) and moves a thread
+//! - the rendezvous: a real-time signal (`SIGRTMAX - 1`, see
+//!   `rendezvous_signal`) queued to every other thread with a magic value,
+//!   whose handler serializes the core (`cpuid`) and moves a thread
 //!   that was stopped between the displaced instructions of a prologue being
 //!   patched to the same point of their relocated copy;
-//! - every other SIGTRAP goes to the handler the application had installed
-//!   (or gets the default action), so the app's own signal use is unchanged.
+//! - every other SIGTRAP (and every rendezvous-signal that does not carry
+//!   our magic value) goes to the handler the application had installed (or
+//!   gets the default action), so the app's own signal use is unchanged.
+//!
+//! The rendezvous cannot use SIGTRAP itself: standard signals do not queue,
+//! so a queued SIGTRAP pending when a thread hits an `int3` would swallow
+//! the breakpoint's SIGTRAP (and the thread would run on past the `int3`).
 //!
 //! The breakpoint table is a fixed open-addressing array written under the
 //! registry lock and read lock-free; entries are never removed (sites live
@@ -93,37 +99,47 @@ fn lookup_breakpoint(address: usize) -> Option<&'static Site> {
     None
 }
 
-/// The application's SIGTRAP disposition before ours.
-static PREVIOUS_ACTION: Mutex<Option<libc::sigaction>> = Mutex::new(None);
-/// Copy of the previous handler readable from the signal handler.
-static PREVIOUS_HANDLER: AtomicUsize = AtomicUsize::new(libc::SIG_DFL);
-static PREVIOUS_FLAGS: AtomicUsize = AtomicUsize::new(0);
+/// The application's handlers before ours, readable from signal handlers:
+/// index 0 for SIGTRAP, 1 for the rendezvous signal.
+static PREVIOUS_HANDLER: [AtomicUsize; 2] = [AtomicUsize::new(libc::SIG_DFL), AtomicUsize::new(libc::SIG_DFL)];
+static PREVIOUS_FLAGS: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
 
-/// Installs the SIGTRAP handler (again, if the application replaced it since).
+/// The real-time signal used for rendezvous.
+pub(crate) fn rendezvous_signal() -> libc::c_int {
+    libc::SIGRTMAX() - 1
+}
+
+/// Installs our SIGTRAP and rendezvous-signal handlers (again, if the
+/// application replaced them since), remembering the application's.
 pub(crate) fn install() -> Result<()> {
-    let mut previous = PREVIOUS_ACTION.lock().unwrap_or_else(|e| e.into_inner());
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    install_one(0, libc::SIGTRAP, "sigaction(SIGTRAP)")?;
+    install_one(1, rendezvous_signal(), "sigaction(SIGRTMAX-1)")
+}
+
+fn install_one(index: usize, signal: libc::c_int, call: &'static str) -> Result<()> {
     // SAFETY: querying the current disposition into a zeroed struct.
     let mut current: libc::sigaction = unsafe { std::mem::zeroed() };
     // SAFETY: valid pointers.
-    if unsafe { libc::sigaction(libc::SIGTRAP, std::ptr::null(), &mut current) } != 0 {
-        return Err(Error::sys("sigaction(SIGTRAP) query"));
+    if unsafe { libc::sigaction(signal, std::ptr::null(), &mut current) } != 0 {
+        return Err(Error::sys(call));
     }
-    if current.sa_sigaction == on_sigtrap as *const () as usize {
+    if current.sa_sigaction == on_signal as *const () as usize {
         return Ok(());
     }
     // SAFETY: building a sigaction for our handler. SA_NODEFER: a breakpoint
     // hit inside our handler must not find SIGTRAP blocked (the kernel would
     // then reset it to the default action and kill the process).
     let mut ours: libc::sigaction = unsafe { std::mem::zeroed() };
-    ours.sa_sigaction = on_sigtrap as *const () as usize;
+    ours.sa_sigaction = on_signal as *const () as usize;
     ours.sa_flags = libc::SA_SIGINFO | libc::SA_NODEFER | libc::SA_RESTART | libc::SA_ONSTACK;
+    PREVIOUS_FLAGS[index].store(current.sa_flags as usize, Ordering::Relaxed);
+    PREVIOUS_HANDLER[index].store(current.sa_sigaction, Ordering::Release);
     // SAFETY: valid pointers; `ours.sa_mask` is empty (zeroed).
-    if unsafe { libc::sigaction(libc::SIGTRAP, &ours, std::ptr::null_mut()) } != 0 {
-        return Err(Error::sys("sigaction(SIGTRAP) install"));
+    if unsafe { libc::sigaction(signal, &ours, std::ptr::null_mut()) } != 0 {
+        return Err(Error::sys(call));
     }
-    PREVIOUS_FLAGS.store(current.sa_flags as usize, Ordering::Relaxed);
-    PREVIOUS_HANDLER.store(current.sa_sigaction, Ordering::Release);
-    *previous = Some(current);
     Ok(())
 }
 
@@ -153,7 +169,7 @@ impl Interior {
 
 /// Runs the rendezvous handler on every other thread of the process and
 /// waits for all of them. With `interior`, threads stopped inside it are
-/// moved to the relocated copy; threads that block SIGTRAP are instead
+/// moved to the relocated copy; threads that block the signal are instead
 /// checked through `/proc/self/task/*/syscall` (they must be sleeping
 /// outside the interior). Returns how many threads were signalled.
 pub(crate) fn rendezvous(interior: Option<&Interior>) -> Result<usize> {
@@ -170,118 +186,124 @@ pub(crate) fn rendezvous(interior: Option<&Interior>) -> Result<usize> {
 
 fn signal_all_and_wait(generation: u64, interior: Option<&Interior>) -> Result<usize> {
     // SAFETY: trivial libc calls.
-    let (pid, me) = unsafe { (libc::getpid(), libc::gettid()) };
+    let me = unsafe { libc::gettid() };
     let address = interior.map_or(0, |i| i.start);
     let tasks = std::fs::read_dir("/proc/self/task").map_err(|source| Error::Io { path: "/proc/self/task".into(), source })?;
+    let mut unanswered: Vec<libc::pid_t> = tasks
+        .flatten()
+        .filter_map(|t| t.file_name().to_str().and_then(|s| s.parse().ok()))
+        .filter(|&tid| tid != me)
+        .collect();
     let mut sent = 0usize;
-    let mut blocked_threads = Vec::new();
-    for task in tasks.flatten() {
-        let Some(tid) = task.file_name().to_str().and_then(|s| s.parse::<libc::pid_t>().ok()) else { continue };
-        if tid == me {
-            continue;
-        }
-        if thread_blocks_sigtrap(tid) {
-            blocked_threads.push(tid);
-            continue;
-        }
-        // SAFETY: zeroed siginfo filled as rt_tgsigqueueinfo expects for SI_QUEUE.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        info.si_signo = libc::SIGTRAP;
-        info.si_code = libc::SI_QUEUE;
-        // SAFETY: writing the sender fields of the SI_QUEUE union member
-        // (pid at offset 16, uid at 20, value at 24 on x86-64).
-        unsafe {
-            let base = &mut info as *mut libc::siginfo_t as *mut u8;
-            *(base.add(16) as *mut i32) = pid;
-            *(base.add(20) as *mut u32) = libc::getuid();
-            *(base.add(24) as *mut u64) = RENDEZVOUS_MAGIC | (generation & 0xffff_ffff);
-        }
-        // SAFETY: valid siginfo pointer.
-        let r = unsafe { libc::syscall(libc::SYS_rt_tgsigqueueinfo, pid, tid, libc::SIGTRAP, &info) };
-        if r == 0 {
-            sent += 1;
-        }
-    }
     let deadline = Instant::now() + Duration::from_secs(5);
-    while RENDEZVOUS_ACKS.load(Ordering::Acquire) < sent {
+    loop {
+        // A thread either gets the signal, or (while it blocks it) must be
+        // seen asleep outside the interior; blocking is often momentary
+        // (glibc blocks all signals around thread creation, for example).
+        unanswered.retain(|&tid| {
+            if !thread_blocks(tid, rendezvous_signal()) {
+                if send_rendezvous(tid, generation) {
+                    sent += 1;
+                }
+                return false; // answered through the signal, or exited
+            }
+            !sleeping_outside(tid, interior)
+        });
+        let acks = RENDEZVOUS_ACKS.load(Ordering::Acquire);
+        if unanswered.is_empty() && acks >= sent {
+            return Ok(sent);
+        }
         if Instant::now() > deadline {
             return Err(Error::ThreadsNotQuiescent {
                 address,
-                reason: format!(
-                    "{} of {sent} threads did not answer the SIGTRAP rendezvous within 5 s",
-                    sent - RENDEZVOUS_ACKS.load(Ordering::Acquire)
-                ),
+                reason: if unanswered.is_empty() {
+                    format!("{} of {sent} threads did not answer the rendezvous signal within 5 s", sent - acks)
+                } else {
+                    format!(
+                        "threads {unanswered:?} block the rendezvous signal and kept running or stayed inside the patched bytes for 5 s"
+                    )
+                },
             });
         }
-        std::thread::yield_now();
+        if unanswered.is_empty() {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(Duration::from_micros(100));
+        }
     }
-    for tid in blocked_threads {
-        check_sleeping_thread(tid, interior)?;
-    }
-    Ok(sent)
 }
 
-fn thread_blocks_sigtrap(tid: libc::pid_t) -> bool {
+/// Queues the rendezvous signal to `tid`; false if the thread is gone.
+fn send_rendezvous(tid: libc::pid_t, generation: u64) -> bool {
+    // SAFETY: trivial libc calls.
+    let pid = unsafe { libc::getpid() };
+    // SAFETY: zeroed siginfo filled as rt_tgsigqueueinfo expects for SI_QUEUE.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    info.si_signo = rendezvous_signal();
+    info.si_code = libc::SI_QUEUE;
+    // SAFETY: writing the sender fields of the SI_QUEUE union member
+    // (pid at offset 16, uid at 20, value at 24 on x86-64).
+    unsafe {
+        let base = &mut info as *mut libc::siginfo_t as *mut u8;
+        *(base.add(16) as *mut i32) = pid;
+        *(base.add(20) as *mut u32) = libc::getuid();
+        *(base.add(24) as *mut u64) = RENDEZVOUS_MAGIC | (generation & 0xffff_ffff);
+    }
+    // SAFETY: valid siginfo pointer.
+    unsafe { libc::syscall(libc::SYS_rt_tgsigqueueinfo, pid, tid, rendezvous_signal(), &info) == 0 }
+}
+
+fn thread_blocks(tid: libc::pid_t, signal: libc::c_int) -> bool {
     let Ok(status) = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")) else { return false };
     status
         .lines()
         .find_map(|l| l.strip_prefix("SigBlk:"))
         .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
-        .is_some_and(|mask| mask & (1 << (libc::SIGTRAP - 1)) != 0)
+        .is_some_and(|mask| mask & (1 << (signal - 1)) != 0)
 }
 
-/// A thread that blocks SIGTRAP must be asleep with its user instruction
-/// pointer outside the interior (kernel: `/proc/<tid>/syscall`).
-fn check_sleeping_thread(tid: libc::pid_t, interior: Option<&Interior>) -> Result<()> {
-    let address = interior.map_or(0, |i| i.start);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let Ok(text) = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")) else {
-            return Ok(()); // the thread exited
-        };
-        let fields: Vec<&str> = text.split_whitespace().collect();
-        if fields.first() != Some(&"running") {
-            let pc = fields.last().and_then(|pc| usize::from_str_radix(pc.trim_start_matches("0x"), 16).ok());
-            let Some(pc) = pc else {
-                return Err(Error::ThreadsNotQuiescent { address, reason: format!("cannot parse /proc/self/task/{tid}/syscall") });
-            };
-            if interior.is_none_or(|i| i.redirect(pc).is_none()) {
-                // Sleeping threads run no user code until they are woken,
-                // and they enter the kernel serialized: nothing more to do.
-                return Ok(());
-            }
-        }
-        if Instant::now() > deadline {
-            return Err(Error::ThreadsNotQuiescent {
-                address,
-                reason: format!("thread {tid} blocks SIGTRAP and kept running or stayed inside the patched bytes"),
-            });
-        }
-        std::thread::sleep(Duration::from_micros(200));
+/// Whether `tid` is asleep in the kernel with its user instruction pointer
+/// outside the interior (kernel: `/proc/<tid>/syscall` gives the user pc
+/// of a sleeping task, "running" otherwise), or has exited. A sleeping
+/// thread runs no user code until woken and re-enters user mode through
+/// the kernel, which serializes.
+fn sleeping_outside(tid: libc::pid_t, interior: Option<&Interior>) -> bool {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")) else {
+        return true; // the thread exited
+    };
+    let fields: Vec<&str> = text.split_whitespace().collect();
+    if fields.first() == Some(&"running") {
+        return false;
     }
+    let pc = fields.last().and_then(|pc| usize::from_str_radix(pc.trim_start_matches("0x"), 16).ok());
+    pc.is_some_and(|pc| interior.is_none_or(|i| i.redirect(pc).is_none()))
 }
 
-/// The SIGTRAP handler.
-extern "C" fn on_sigtrap(signal: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
+/// Our handler of both signals.
+extern "C" fn on_signal(signal: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
     // SAFETY: the kernel passes valid siginfo and ucontext pointers to an
     // SA_SIGINFO handler.
     let (info_ref, uc) = unsafe { (&*info, &mut *(context as *mut libc::ucontext_t)) };
-    if info_ref.si_code == libc::SI_QUEUE {
+    if signal != libc::SIGTRAP {
+        if info_ref.si_code == libc::SI_QUEUE {
         // SAFETY: reading the SI_QUEUE sender fields (see signal_all_and_wait).
         let (pid, value) = unsafe {
             let base = info as *const u8;
             (*(base.add(16) as *const i32), *(base.add(24) as *const u64))
         };
         // SAFETY: getpid has no preconditions.
-        if pid == unsafe { libc::getpid() } && value & 0xffff_ffff_0000_0000 == RENDEZVOUS_MAGIC {
-            on_rendezvous(value & 0xffff_ffff, uc);
-            return;
+            if pid == unsafe { libc::getpid() } && value & 0xffff_ffff_0000_0000 == RENDEZVOUS_MAGIC {
+                on_rendezvous(value & 0xffff_ffff, uc);
+                return;
+            }
         }
+        chain_to_application(1, signal, info, context);
+        return;
     }
     if info_ref.si_code == libc::SI_KERNEL && handle_breakpoint(uc) {
         return;
     }
-    chain_to_application(signal, info, context);
+    chain_to_application(0, signal, info, context);
 }
 
 fn on_rendezvous(generation: u64, uc: &mut libc::ucontext_t) {
@@ -374,20 +396,20 @@ fn run_breakpoint_probe(site: &'static Site, uc: &mut libc::ucontext_t) {
     }
 }
 
-fn chain_to_application(signal: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
-    let handler = PREVIOUS_HANDLER.load(Ordering::Acquire);
-    let flags = PREVIOUS_FLAGS.load(Ordering::Relaxed) as libc::c_int;
+fn chain_to_application(index: usize, signal: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
+    let handler = PREVIOUS_HANDLER[index].load(Ordering::Acquire);
+    let flags = PREVIOUS_FLAGS[index].load(Ordering::Relaxed) as libc::c_int;
     if handler == libc::SIG_IGN {
         return;
     }
     if handler == libc::SIG_DFL {
-        // Default action of SIGTRAP: terminate with a core dump, exactly as
-        // without us. Restore it and re-raise (SIGTRAP is not blocked inside
-        // our handler thanks to SA_NODEFER).
+        // Default action (terminate, with a core dump for SIGTRAP), exactly
+        // as without us: restore it and re-raise (the signal is not blocked
+        // inside our handler thanks to SA_NODEFER).
         // SAFETY: async-signal-safe libc calls.
         unsafe {
-            libc::signal(libc::SIGTRAP, libc::SIG_DFL);
-            libc::raise(libc::SIGTRAP);
+            libc::signal(signal, libc::SIG_DFL);
+            libc::raise(signal);
         }
         return;
     }
