@@ -140,7 +140,7 @@ pub(crate) fn enter(shared: &Arc<Shared>) -> ReadGuard {
 
 #[cold]
 fn claim_slot(shared: &Shared) -> *const ReaderSlot {
-    let owner = shared.owner_id();
+    let owner = shared.reader_owner_id();
     let st = shared.epoch_state();
     // SAFETY: gettid has no preconditions.
     let tid = unsafe { libc::syscall(libc::SYS_gettid) } as u32;

@@ -101,7 +101,9 @@ pub use layout::{helper_flags, map_flags, map_type, update_flags, LAYOUT_VERSION
 pub use hash::HashStats;
 pub use map::{Map, MapSpec};
 pub use perf::{PerfRecord, PerfRing, PERF_RECORD_LOST, PERF_RECORD_SAMPLE};
-pub use registry::{default_dir, LinkKind, LinkRecord, MapInfo, ProgRecord, Registry, RegistryOptions, ENV_DIR, ENV_SHARED};
+pub use registry::{
+    default_dir, LinkKind, LinkRecord, MapInfo, OwnerInfo, ProgRecord, Registry, RegistryOptions, ENV_DIR, ENV_SHARED,
+};
 pub use ringbuf::{
     ringbuf_discard, ringbuf_submit, BPF_RB_AVAIL_DATA, BPF_RB_CONS_POS, BPF_RB_PROD_POS, BPF_RB_RING_SIZE,
     BPF_RINGBUF_BUSY_BIT, BPF_RINGBUF_DISCARD_BIT, BPF_RINGBUF_HDR_SZ,

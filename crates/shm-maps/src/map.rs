@@ -584,6 +584,23 @@ impl Map {
             self.value_size as usize
         }
     }
+    /// Path of the map file (the server may open it to hand out an fd).
+    pub fn path(&self) -> std::path::PathBuf {
+        self.shared.object_path("maps", self.id)
+    }
+
+    /// Address of element `index`'s value in an ARRAY map (what
+    /// `BPF_PSEUDO_MAP_VALUE` / direct value access resolve to), or `None`
+    /// for other map types or an index out of range. Stable for the
+    /// mapping's lifetime.
+    pub fn array_value_ptr(&self, index: u32) -> Option<*mut u8> {
+        if self.kind != Kind::Array || self.percpu || index >= self.max_entries {
+            return None;
+        }
+        // SAFETY: index < max_entries: inside the data area.
+        Some(unsafe { self.elems.add(index as usize * self.elem_size) })
+    }
+
     /// Number of live elements (hash-family maps; other types: 0).
     pub fn len(&self) -> u32 {
         match self.kind {

@@ -210,6 +210,11 @@ impl PerfRing {
         self.data_size
     }
 
+    /// Path of the ring file (what the server opens for the loader's fd).
+    pub fn path(&self) -> std::path::PathBuf {
+        self.shared.object_path("rings", self.id)
+    }
+
     /// Whole mapping length (header page + data pages), what a loader mmaps.
     pub fn mmap_len(&self) -> usize {
         self.mapping.len()
@@ -511,10 +516,12 @@ impl Map {
         }
     }
 
-    /// Opens every perf ring the PERF_EVENT_ARRAY currently references, so
-    /// the first `perf_event_output` per CPU makes no syscall (the agent can
-    /// call this when it attaches a program). Returns how many are cached.
-    pub fn prepare_perf_rings(&self) -> usize {
+    /// Opens (and caches) every perf ring the PERF_EVENT_ARRAY currently
+    /// references, so `perf_event_output` never opens one on the hot path
+    /// (where `open`/`mmap`/allocation could deadlock inside a probed
+    /// `malloc`). The agent calls it at program load and on every registry
+    /// generation change. Returns how many slots have a cached ring.
+    pub fn refresh_perf_rings(&self) -> usize {
         let mut n = 0;
         for index in 0..self.max_entries {
             let Some(id) = self.id_at(index) else { continue };

@@ -36,6 +36,11 @@ use crate::error::Error;
 use crate::layout::*;
 use crate::sys::{self, Mapping};
 
+/// Reader-slot owner of read-only handles (`open_existing`). It has no
+/// owner file, so a reclaimer that finds such a slot blocking reuse treats
+/// it as dead: inspection tools get best-effort protection only.
+pub(crate) const ANONYMOUS_READER: u32 = u32::MAX;
+
 /// Environment variable overriding the registry directory.
 pub const ENV_DIR: &str = "USERBPF_DIR";
 /// Environment variable: `1` accepts a group-accessible directory (a volume
@@ -92,6 +97,8 @@ pub(crate) struct Shared {
     pub(crate) dir: PathBuf,
     /// Whether files are created group-accessible (`USERBPF_SHARED=1`).
     shared_mode: bool,
+    /// Opened with `open_existing`: no owner registration until a write.
+    read_only: bool,
     header: Mapping,
     /// `(fork epoch << 32) | owner id` of this process; 0 = not registered.
     owner: AtomicU64,
@@ -168,6 +175,15 @@ impl Shared {
         let _ = fd_write_all(&fd, format!("pid {}\n", std::process::id()).as_bytes());
         fs::rename(&tmp, self.dir.join("owners").join(id.to_string()))?;
         Ok((id, fd))
+    }
+
+    /// Owner id for a reader slot: a read-only handle that never wrote
+    /// claims slots as [`ANONYMOUS_READER`] instead of registering.
+    pub(crate) fn reader_owner_id(&self) -> u32 {
+        if self.read_only && self.owner.load(Ordering::Relaxed) == 0 {
+            return ANONYMOUS_READER;
+        }
+        self.owner_id()
     }
 
     /// Whether the process that registered `owner` still runs.
@@ -270,6 +286,17 @@ pub struct MapInfo {
     pub name: String,
 }
 
+/// A registered participant process (see [`Registry::owners`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnerInfo {
+    pub id: u32,
+    /// Pid as the process saw itself (its own PID namespace); -1 if unknown.
+    pub pid: i32,
+    /// Role set with [`Registry::set_role`], empty if none.
+    pub role: String,
+    pub alive: bool,
+}
+
 /// A program record. At creation `id` and `owner` are ignored (assigned).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProgRecord {
@@ -282,8 +309,9 @@ pub struct ProgRecord {
     pub kern_version: u32,
     pub name: String,
     pub license: String,
-    /// Raw `struct bpf_insn` bytes (multiple of 8); map references are
-    /// `lddw` with the *registry map id* as imm (the server translates fds).
+    /// Raw `struct bpf_insn` bytes (multiple of 8). Map references are
+    /// `lddw` with `src_reg = BPF_PSEUDO_MAP_FD` (or `BPF_PSEUDO_MAP_VALUE`)
+    /// and `imm` = the *registry map id* (the server translates fds).
     pub insns: Vec<u8>,
     /// Registry ids of every map the program references.
     pub map_ids: Vec<u32>,
@@ -478,6 +506,7 @@ impl Registry {
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
             shared_mode: opts.shared,
+            read_only: false,
             header,
             owner: AtomicU64::new(0),
             owner_fd: Mutex::new(None),
@@ -486,6 +515,103 @@ impl Registry {
         let reg = Registry { shared };
         reg.reap();
         Ok(reg)
+    }
+
+    /// Opens an existing registry for inspection (`userbpf list`, dumps):
+    /// creates nothing, does not register this process as an owner and does
+    /// not reap. Reads (lookups, iteration, listings) never change the
+    /// directory; a write through this handle registers the process then.
+    /// Fails with [`Error::NotFound`]-style `Io(ENOENT)` when the directory
+    /// or its `registry` file is missing.
+    pub fn open_existing(dir: &Path) -> Result<Registry, Error> {
+        install_fork_hook();
+        let opts = RegistryOptions::from_env();
+        check_dir(dir, &opts)?;
+        let path = dir.join("registry");
+        if !path.exists() {
+            return Err(Error::io(path, "open", io::Error::from_raw_os_error(libc::ENOENT)));
+        }
+        let header = open_registry_file(dir, 0)?;
+        Ok(Registry {
+            shared: Arc::new(Shared {
+                dir: dir.to_path_buf(),
+                shared_mode: opts.shared,
+                read_only: true,
+                header,
+                owner: AtomicU64::new(0),
+                owner_fd: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// Every registered participant process.
+    pub fn owners(&self) -> Vec<OwnerInfo> {
+        let mut v: Vec<OwnerInfo> = fs::read_dir(self.shared.dir.join("owners"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let id: u32 = e.file_name().to_str()?.parse().ok()?;
+                let text = fs::read_to_string(e.path()).unwrap_or_default();
+                let field = |name: &str| {
+                    text.lines().find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+                };
+                Some(OwnerInfo {
+                    id,
+                    pid: field("pid ").and_then(|p| p.parse().ok()).unwrap_or(-1),
+                    role: field("role ").unwrap_or_default(),
+                    alive: self.shared.owner_alive(id),
+                })
+            })
+            .collect();
+        v.sort_by_key(|o| o.id);
+        v
+    }
+
+    /// Records this process's role (e.g. "loader", "agent", "tool") in its
+    /// owner file, for `userbpf list`. Registers the process if needed.
+    pub fn set_role(&self, role: &str) -> Result<(), Error> {
+        let id = self.shared.owner_id();
+        let path = self.shared.dir.join("owners").join(id.to_string());
+        let role: String = role.chars().filter(|c| !c.is_control()).collect();
+        let text = format!("pid {}\nrole {role}\n", std::process::id());
+        let slot = self.shared.owner_fd.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(fd) = slot.as_ref() else {
+            return Err(Error::io(path, "write", io::Error::from_raw_os_error(libc::EBADF)));
+        };
+        // SAFETY: ftruncate on our own owner fd.
+        if unsafe { libc::ftruncate(fd.as_raw_fd(), 0) } != 0 {
+            return Err(Error::io(path, "truncate", io::Error::last_os_error()));
+        }
+        // SAFETY: pwrite of `text` to our own owner fd.
+        let n = unsafe { libc::pwrite(fd.as_raw_fd(), text.as_ptr() as *const _, text.len(), 0) };
+        if n != text.len() as isize {
+            return Err(Error::io(path, "write", io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
+    /// Path of program record `id`.
+    pub fn prog_path(&self, id: u32) -> PathBuf {
+        self.shared.object_path("progs", id)
+    }
+
+    /// Path of attachment record `id`.
+    pub fn link_path(&self, id: u32) -> PathBuf {
+        self.shared.object_path("links", id)
+    }
+
+    /// Rewrites attachment `id` atomically with `change` applied (e.g. to
+    /// set its program at `PERF_EVENT_IOC_SET_BPF`); id and owner are kept.
+    /// Bumps the generation.
+    pub fn update_link(&self, id: u32, change: impl FnOnce(&mut LinkRecord)) -> Result<LinkRecord, Error> {
+        let old = self.link(id)?;
+        let mut rec = old.clone();
+        change(&mut rec);
+        rec.id = old.id;
+        rec.owner = old.owner;
+        self.publish_record("links", id, &encode_link(&rec), true)?;
+        Ok(rec)
     }
 
     /// The registry directory.
@@ -591,7 +717,7 @@ impl Registry {
     }
 
     /// Writes a record file atomically and bumps the generation.
-    fn publish_record(&self, sub: &str, id: u32, bytes: &[u8]) -> Result<(), Error> {
+    fn publish_record(&self, sub: &str, id: u32, bytes: &[u8], replace: bool) -> Result<(), Error> {
         let tmp = self.shared.temp_path(sub, id);
         let dst = self.shared.object_path(sub, id);
         let res = (|| -> io::Result<()> {
@@ -602,7 +728,13 @@ impl Registry {
                 .custom_flags(libc::O_CLOEXEC)
                 .open(&tmp)?;
             f.write_all(bytes)?;
-            fs::rename(&tmp, &dst)
+            if replace {
+                // The record must still exist (not removed meanwhile).
+                fs::metadata(&dst)?;
+                fs::rename(&tmp, &dst)
+            } else {
+                sys::publish_noreplace(&tmp, &dst)
+            }
         })();
         if let Err(e) = res {
             let _ = fs::remove_file(&tmp);
@@ -621,7 +753,7 @@ impl Registry {
         let mut rec = prog.clone();
         rec.id = id;
         rec.owner = self.shared.owner_id();
-        self.publish_record("progs", id, &encode_prog(&rec))?;
+        self.publish_record("progs", id, &encode_prog(&rec), false)?;
         Ok(id)
     }
 
@@ -648,7 +780,7 @@ impl Registry {
         let mut rec = link.clone();
         rec.id = id;
         rec.owner = self.shared.owner_id();
-        self.publish_record("links", id, &encode_link(&rec))?;
+        self.publish_record("links", id, &encode_link(&rec), false)?;
         Ok(id)
     }
 

@@ -94,7 +94,7 @@ fn perf_event_array_output() {
     for (cpu, r) in rings.iter().enumerate() {
         m.update(&k32(cpu as u32), &k32(r.id()), 0).unwrap();
     }
-    assert_eq!(m.prepare_perf_rings(), ncpus as usize);
+    assert_eq!(m.refresh_perf_rings(), ncpus as usize);
     assert_eq!(m.perf_event_output(ncpus as u64, b"x"), -(libc::E2BIG as i64));
     assert_eq!(m.perf_event_output(1 << 40, b"x"), -(libc::EINVAL as i64));
     for i in 0..100u32 {

@@ -200,3 +200,41 @@ pub fn pipe() -> (i32, i32) {
     assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
     (fds[0], fds[1])
 }
+
+#[test]
+fn inspection_handle_changes_nothing() {
+    let t = TempRegistry::new("inspect");
+    let m = t.map(HASH, 8, 8, 4);
+    m.update(&k64(1), &k64(2), 0).unwrap();
+    t.reg.set_role("loader").unwrap();
+    let owners_before = t.reg.owners();
+    let gen = t.reg.generation();
+    let ro = Registry::open_existing(&t.dir).unwrap();
+    let rm = ro.open_map(m.id()).unwrap();
+    let mut out = [0u8; 8];
+    rm.lookup(&k64(1), &mut out).unwrap();
+    let mut next = [0u8; 8];
+    rm.get_next_key(None, &mut next).unwrap();
+    assert_eq!(ro.maps().len(), 1);
+    assert_eq!(t.reg.owners(), owners_before, "no owner registered by reads");
+    assert_eq!(t.reg.generation(), gen);
+    let me = owners_before.iter().find(|o| o.id == t.reg.owner_id()).unwrap();
+    assert_eq!((me.pid, me.role.as_str(), me.alive), (std::process::id() as i32, "loader", true));
+    let missing = unique_dir("missing");
+    assert!(Registry::open_existing(&missing).is_err());
+    assert!(!missing.exists(), "nothing created");
+}
+
+#[test]
+fn links_can_be_updated_atomically() {
+    let t = TempRegistry::new("link-update");
+    let id = t.reg.create_link(&LinkRecord { target_path: "/bin/true".into(), ..Default::default() }).unwrap();
+    let g = t.reg.generation();
+    let rec = t.reg.update_link(id, |l| l.prog_id = 42).unwrap();
+    assert_eq!(rec.prog_id, 42);
+    assert_eq!(t.reg.link(id).unwrap().prog_id, 42);
+    assert_ne!(t.reg.generation(), g);
+    t.reg.remove_link(id).unwrap();
+    assert!(t.reg.update_link(id, |l| l.prog_id = 1).is_err(), "a removed link is not resurrected");
+    assert!(t.reg.links().is_empty());
+}
