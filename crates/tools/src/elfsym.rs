@@ -11,7 +11,7 @@ use goblin::elf::{program_header::PT_LOAD, sym::STT_FUNC, sym::STT_GNU_IFUNC, El
 /// `PT_LOAD` of every shared library produced by a standard linker), minus the
 /// page-aligned virtual address of that segment, which the caller supplies
 /// after reading the file (see [`resolve_symbol`]).
-pub fn find_object<'a>(maps: &'a [Mapping], is_wanted: impl Fn(&str) -> bool) -> Option<&'a Mapping> {
+pub fn find_object(maps: &[Mapping], is_wanted: impl Fn(&str) -> bool) -> Option<&Mapping> {
     maps.iter().find(|m| m.offset == 0 && m.file_name().is_some_and(&is_wanted))
 }
 

@@ -398,7 +398,7 @@ impl StoppedThread {
                     ptrace::cont(tid, signal)
                         .map_err(|e| CliError::new(format!("cannot resume thread {tid}: {}", os_error_text(&e))))?;
                 }
-                Some(Stop::EventStop { .. }) | Some(Stop::OtherEvent { .. }) => {
+                Some(Stop::Interrupt { .. }) | Some(Stop::OtherEvent { .. }) => {
                     ptrace::cont(tid, 0)
                         .map_err(|e| CliError::new(format!("cannot resume thread {tid}: {}", os_error_text(&e))))?;
                 }
@@ -468,7 +468,7 @@ impl Drop for StoppedThread {
 fn wait_for_interrupt(tid: i32, deadline: Instant, pending_signal: &mut i32) -> CliResult<Instant> {
     loop {
         match ptrace::wait_stop(tid, deadline) {
-            Ok(Some(Stop::EventStop { .. })) => return Ok(Instant::now()),
+            Ok(Some(Stop::Interrupt { .. })) => return Ok(Instant::now()),
             Ok(Some(Stop::Signal(signal))) => {
                 // The thread was about to receive a signal: hold it; it is
                 // delivered when we detach. The interrupt stop follows.

@@ -12,7 +12,7 @@ use std::time::Instant;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stop {
     /// A `PTRACE_EVENT_STOP`: the stop asked for by `PTRACE_INTERRUPT`, or a group stop.
-    EventStop { signal: i32 },
+    Interrupt { signal: i32 },
     /// A signal is about to be delivered to the thread (signal-delivery-stop).
     Signal(i32),
     /// Another ptrace event (not requested by us; reported for completeness).
@@ -202,7 +202,7 @@ fn decode_status(status: i32) -> Stop {
         let signal = libc::WSTOPSIG(status);
         match status >> 16 {
             0 => Stop::Signal(signal),
-            libc::PTRACE_EVENT_STOP => Stop::EventStop { signal },
+            libc::PTRACE_EVENT_STOP => Stop::Interrupt { signal },
             event => Stop::OtherEvent { event, signal },
         }
     }
