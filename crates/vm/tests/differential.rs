@@ -23,7 +23,7 @@ use vm::jit::{JitOptions, JitProgram};
 use vm::program::{Helpers, Program};
 
 const DEFAULT_CASES: u64 = 10_000;
-const DEFAULT_SEED: u64 = 0x5eed_0f_b9f_d1ff;
+const DEFAULT_SEED: u64 = 0x0005_eed0_fb9f_d1ff;
 
 /// Data region of the buffer the programs read and write (r1 + 0..).
 const DATA_LEN: i16 = 256;
@@ -529,9 +529,7 @@ impl Gen<'_> {
                     Target::Function(f) => slot_of[self.function_starts[f]],
                 };
                 let rel = to as i64 - slot_of[i] as i64 - 1;
-                if first.opc == CALL {
-                    first.imm = rel as i32;
-                } else if first.opc == JA32 {
+                if first.opc == CALL || first.opc == JA32 {
                     first.imm = rel as i32;
                 } else {
                     first.off = rel as i16;

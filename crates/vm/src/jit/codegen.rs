@@ -324,7 +324,7 @@ impl Codegen<'_> {
                     _ => alu::XOR,
                 };
                 if by_reg {
-                    if op == BPF_XOR && dst == src || op == BPF_SUB && dst == src {
+                    if dst == src && (op == BPF_XOR || op == BPF_SUB) {
                         a.alu_rr(alu::XOR, false, dst, dst);
                     } else {
                         a.alu_rr(x86op, w, dst, src);

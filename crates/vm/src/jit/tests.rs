@@ -53,6 +53,9 @@ fn interp_opts() -> RunOptions<'static> {
     }
 }
 
+/// An engine's result and the memory after the run.
+type Outcome = (Result<u64, RunError>, Vec<u64>);
+
 /// Run with both engines on a copy of `mem`; returns (jit, interp) results
 /// and memories.
 fn both(
@@ -60,10 +63,7 @@ fn both(
     jit: &JitProgram,
     helpers: &Helpers,
     mem: &[u64],
-) -> (
-    (Result<u64, RunError>, Vec<u64>),
-    (Result<u64, RunError>, Vec<u64>),
-) {
+) -> (Outcome, Outcome) {
     let mut jit_mem = mem.to_vec();
     let mut interp_mem = mem.to_vec();
     // SAFETY: the test programs only touch their 8-byte-aligned memory.
