@@ -1,3 +1,241 @@
-//! `libagent.so`, preloaded into traced applications: joins the registry,
-//! attaches programs through the rewriter and runs them in-process.
-//! Not implemented yet: see issue 5.
+//! `libagent.so`, preloaded into traced applications (`LD_PRELOAD`): joins
+//! the userbpf registry, attaches the programs loaders ask for to this
+//! process's functions through the rewriter, and runs them in-process.
+//!
+//! Life cycle:
+//! - **load**: an `.init_array` constructor ([`agent_constructor`]) reads
+//!   the configuration ([`config`]), opens the registry, installs the
+//!   fault handler `probe_read` needs, attaches what is already enabled, and
+//!   starts the watcher thread ([`watcher`]). If the registry is unusable it
+//!   prints one line (unless `USERBPF_QUIET=1`) and stays inert.
+//! - **hits**: the rewriter's trampoline calls [`probes`]' handler, which
+//!   runs the JIT'd program: no allocation, lock or system call.
+//! - **fork**: the child inherits the patched code and probes; a
+//!   `pthread_atfork` child handler resets pid caches and starts a new
+//!   watcher (which also drops probes whose pid filter excludes the child).
+//! - **exec**: `LD_PRELOAD` is inherited, so the new image loads the agent
+//!   afresh.
+//!
+//! Nothing here may crash or alter the application: every entry point from
+//! C catches panics, the watcher thread blocks every signal, and failures
+//! are reported, never raised.
+
+pub mod config;
+pub mod log;
+pub mod probes;
+pub mod signals;
+pub mod watcher;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use shm_maps::Registry;
+
+static STARTED: AtomicBool = AtomicBool::new(false);
+/// Nanoseconds the constructor took (reported with `USERBPF_AGENT_DEBUG`).
+static STARTUP_NANOS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The loader runs `.init_array` entries when the library is loaded.
+#[used]
+#[link_section = ".init_array"]
+static AGENT_CONSTRUCTOR: extern "C" fn() = agent_constructor;
+
+extern "C" fn agent_constructor() {
+    if !loaded_as_shared_library() {
+        // Linked statically (the crate's own tests and benchmarks use the
+        // rlib): the embedder calls `start()` itself, or not at all.
+        return;
+    }
+    if std::panic::catch_unwind(start).is_err() {
+        log::warn("internal error while starting; the agent stays inert");
+    }
+}
+
+/// Whether this code runs from a shared object (`libagent.so`) rather than
+/// linked into an executable.
+fn loaded_as_shared_library() -> bool {
+    // SAFETY: Dl_info is plain data; all-zero is a valid value.
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    // SAFETY: dladdr only inspects the loader's tables; `info` is ours.
+    let found = unsafe { libc::dladdr(agent_constructor as *const () as *const libc::c_void, &mut info) };
+    if found == 0 || info.dli_fname.is_null() {
+        return true;
+    }
+    // SAFETY: dladdr returned a NUL-terminated name owned by the loader.
+    let name = unsafe { std::ffi::CStr::from_ptr(info.dli_fname) }.to_bytes();
+    name.ends_with(b".so") || name.windows(4).any(|w| w == b".so.")
+}
+
+/// Start the agent once per process image. Public so tests and embedders
+/// that link the agent statically can start it explicitly.
+pub fn start() {
+    if STARTED.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let began = Instant::now();
+    let config = config::Config::from_env();
+    log::configure(config.quiet, config.debug);
+    if config.disabled {
+        return;
+    }
+    let registry = match &config.registry_dir {
+        Some(dir) => Registry::open(dir),
+        None => Registry::open_default(),
+    };
+    let registry = match registry {
+        Ok(r) => r,
+        Err(e) => {
+            log::warn(&format!("registry unusable, probes disabled in this process: {e}"));
+            return;
+        }
+    };
+    let registry_opened = began.elapsed();
+    // Only the fault handler here; the slow caches (uid/gid, cgroup) are
+    // filled by the watcher, off the application's start-up path.
+    if let Err(e) = runtime::fault::install() {
+        log::warn(&format!("{e}; probe reads fall back to process_vm_readv"));
+    }
+    open_trace_sink(&registry);
+    {
+        let mut agent = watcher::Agent::new(registry);
+        // Preloaded: attach before `main` so no early call is missed. Loaded
+        // late (`userbpf attach` borrows a stopped app thread to dlopen us):
+        // return at once and let the watcher attach.
+        if preloaded() {
+            agent.reconcile();
+        }
+        *watcher::lock_state() = Some(agent);
+    }
+    let reconciled = began.elapsed();
+    install_fork_handlers();
+    spawn_watcher();
+    let nanos = began.elapsed().as_nanos() as u64;
+    STARTUP_NANOS.store(nanos, Ordering::Relaxed);
+    log::debug(|| {
+        format!(
+            "started in {} µs (registry open {} µs, first reconcile done at {} µs)",
+            nanos / 1000,
+            registry_opened.as_micros(),
+            reconciled.as_micros()
+        )
+    });
+}
+
+/// Whether this library was loaded through `LD_PRELOAD` (at start-up)
+/// rather than `dlopen`ed into a running process.
+fn preloaded() -> bool {
+    std::env::var_os("LD_PRELOAD")
+        .is_some_and(|v| v.to_string_lossy().split([':', ' ']).any(|entry| entry.ends_with("libagent.so")))
+}
+
+/// Remove every probe of this process (patch sites restored) and attach no
+/// new ones until [`userbpf_agent_reattach`]. Returns the number of probes
+/// removed, or a negative errno (`-ENODEV`: the agent is not running here).
+/// Trampolines and JIT code stay mapped: a thread may still be inside them.
+#[no_mangle]
+pub extern "C" fn userbpf_agent_detach() -> i32 {
+    std::panic::catch_unwind(|| {
+        let mut state = watcher::lock_state();
+        match state.as_mut() {
+            Some(agent) => agent.suspend() as i32,
+            None => -libc::ENODEV,
+        }
+    })
+    .unwrap_or(-libc::EIO)
+}
+
+/// Undo [`userbpf_agent_detach`]: the watcher attaches what the registry
+/// asks for again. Returns 0, or `-ENODEV` if the agent is not running.
+#[no_mangle]
+pub extern "C" fn userbpf_agent_reattach() -> i32 {
+    std::panic::catch_unwind(|| {
+        let mut state = watcher::lock_state();
+        match state.as_mut() {
+            Some(agent) => {
+                agent.resume();
+                agent.registry().bump_generation();
+                0
+            }
+            None => -libc::ENODEV,
+        }
+    })
+    .unwrap_or(-libc::EIO)
+}
+
+/// How long the constructor took, in nanoseconds (0 if it did not run).
+pub fn startup_nanos() -> u64 {
+    STARTUP_NANOS.load(Ordering::Relaxed)
+}
+
+/// `bpf_trace_printk` output goes to `<registry>/trace_pipe`.
+fn open_trace_sink(registry: &Registry) {
+    use std::os::unix::ffi::OsStrExt;
+    let path = registry.dir().join("trace_pipe");
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return };
+    // SAFETY: opening a NUL-terminated path.
+    let fd = unsafe {
+        libc::open(c_path.as_ptr(), libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC, 0o600)
+    };
+    if fd >= 0 {
+        runtime::helpers::format::set_trace_sink(fd);
+    }
+}
+
+/// Start the watcher with every signal blocked, so the application's
+/// signals are never delivered to (and handled on) the agent's thread.
+fn spawn_watcher() {
+    // SAFETY: sigset manipulation on locals; the old mask is restored.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let spawned = std::thread::Builder::new().name("userbpf-agent".into()).spawn(|| {
+            if std::panic::catch_unwind(watcher::run).is_err() {
+                log::warn("internal error in the watcher; probes stay as they are");
+            }
+        });
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        if let Err(e) = spawned {
+            log::warn(&format!("cannot start the watcher thread: {e}"));
+        }
+    }
+}
+
+/// The state lock is held across `fork` so the child never inherits it
+/// locked by a thread that does not exist there.
+static mut FORK_GUARD: Option<std::sync::MutexGuard<'static, Option<watcher::Agent>>> = None;
+
+extern "C" fn before_fork() {
+    let guard = watcher::lock_state();
+    // SAFETY: only the forking thread touches FORK_GUARD, between its own
+    // prepare and parent/child handlers.
+    unsafe { *std::ptr::addr_of_mut!(FORK_GUARD) = Some(guard) };
+}
+
+extern "C" fn after_fork_parent() {
+    // SAFETY: as in `before_fork`.
+    unsafe { *std::ptr::addr_of_mut!(FORK_GUARD) = None };
+}
+
+extern "C" fn after_fork_child() {
+    // SAFETY: as in `before_fork`; the child has only this thread.
+    unsafe { *std::ptr::addr_of_mut!(FORK_GUARD) = None };
+    let restarted = std::panic::catch_unwind(|| {
+        runtime::helpers::task::after_fork_child();
+        if watcher::lock_state().is_some() {
+            spawn_watcher();
+        }
+    });
+    if restarted.is_err() {
+        log::warn("internal error restarting the watcher after fork");
+    }
+}
+
+fn install_fork_handlers() {
+    // SAFETY: registering plain extern "C" functions.
+    let rc = unsafe { libc::pthread_atfork(Some(before_fork), Some(after_fork_parent), Some(after_fork_child)) };
+    if rc != 0 {
+        log::warn("cannot register fork handlers; a forked child will not follow probe changes");
+    }
+}

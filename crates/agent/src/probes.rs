@@ -1,0 +1,117 @@
+//! The agent's attached probes: which registry attachments are live in this
+//! process, the per-probe data the trampoline hands back on every hit, and
+//! the hit handler itself.
+//!
+//! Per-hit path ([`on_hit`]): the rewriter calls it with the saved
+//! registers (`struct pt_regs`, kernel layout) and the probe's
+//! [`ProbeSlot`]; it builds a [`RunEnv`] on the stack and runs the JIT'd
+//! program with `ctx = regs`. No allocation, no lock, no system call.
+//!
+//! Lifetime: a slot and its program must outlive every hit in flight.
+//! `rewriter::detach` returns only once no thread runs the handler, so a
+//! detached probe is freed at once; one whose detach failed is kept forever.
+
+use std::ffi::c_void;
+use std::sync::Arc;
+
+use rewriter::PtRegs;
+use runtime::{LoadedProgram, RunEnv};
+
+/// What the trampoline hands back to [`on_hit`]. Immutable while attached.
+#[repr(C)]
+pub struct ProbeSlot {
+    program: *const LoadedProgram,
+    cookie: u64,
+    func_ip: u64,
+    program_id: u32,
+    attachment_id: u32,
+}
+
+// SAFETY: a ProbeSlot is immutable after creation; its program pointer is
+// kept alive by the owning ActiveProbe's Arc, and LoadedProgram is Sync.
+unsafe impl Send for ProbeSlot {}
+unsafe impl Sync for ProbeSlot {}
+
+/// One attachment live in this process.
+pub struct ActiveProbe {
+    pub attachment_id: u32,
+    pub program_id: u32,
+    pub address: usize,
+    probe: rewriter::ProbeId,
+    /// Handed to the trampoline as `data`; owned here so it outlives every hit.
+    _slot: Box<ProbeSlot>,
+    /// Keeps the program (and its JIT code and maps) alive.
+    _program: Arc<LoadedProgram>,
+}
+
+/// The trampoline's callback for every probe the agent attaches.
+///
+/// # Safety
+/// Called by the rewriter with valid saved registers and the `data` pointer
+/// given at attach time (a `ProbeSlot` kept alive past detach).
+unsafe extern "C" fn on_hit(regs: *mut PtRegs, data: *mut c_void) {
+    // SAFETY: `data` is the `ProbeSlot` we registered (see `attach`).
+    let slot = unsafe { &*(data as *const ProbeSlot) };
+    let mut env = RunEnv {
+        cookie: slot.cookie,
+        func_ip: slot.func_ip,
+        program_id: slot.program_id,
+        attachment_id: slot.attachment_id,
+        program: slot.program as *const c_void,
+    };
+    // SAFETY: the program was verified for a pt_regs context, and the slot
+    // keeps it alive; `env` lives on this stack for the whole run.
+    unsafe { (*slot.program).run(regs as *mut u8, &mut env) };
+}
+
+/// Kind of probe to attach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeKind {
+    Entry,
+    Return,
+}
+
+/// Attach `program` at `address` for registry attachment `attachment_id`.
+pub fn attach(
+    kind: ProbeKind,
+    address: usize,
+    attachment_id: u32,
+    cookie: u64,
+    program: Arc<LoadedProgram>,
+) -> Result<ActiveProbe, rewriter::Error> {
+    let slot = Box::new(ProbeSlot {
+        program: Arc::as_ptr(&program),
+        cookie,
+        func_ip: address as u64,
+        program_id: program.id(),
+        attachment_id,
+    });
+    let data = &*slot as *const ProbeSlot as *mut c_void;
+    // SAFETY: `on_hit` only reads `data` as the ProbeSlot, which lives in
+    // the returned ActiveProbe until detach returned (or forever).
+    let probe = unsafe {
+        match kind {
+            ProbeKind::Entry => rewriter::attach_uprobe(address, on_hit, data)?,
+            ProbeKind::Return => rewriter::attach_uretprobe(address, on_hit, data)?,
+        }
+    };
+    Ok(ActiveProbe { attachment_id, program_id: program.id(), address, probe, _slot: slot, _program: program })
+}
+
+/// Detach `probe`. `rewriter::detach` guarantees that, once it returns,
+/// the handler is not running and will not run again on any thread, so the
+/// probe's data is freed at once. If detaching fails the probe may still
+/// fire: it is handed back so the caller keeps it alive.
+pub fn detach(probe: ActiveProbe) -> Result<(), (ActiveProbe, rewriter::Error)> {
+    match rewriter::detach(probe.probe) {
+        Ok(()) => Ok(()),
+        Err(e) => Err((probe, e)),
+    }
+}
+
+impl ActiveProbe {
+    /// The rewriter's id of this probe.
+    pub fn probe_id(&self) -> rewriter::ProbeId {
+        self.probe
+    }
+}

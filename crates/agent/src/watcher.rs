@@ -1,0 +1,261 @@
+//! The watcher: one background thread per process that keeps the probes
+//! attached here equal to what the registry asks for.
+//!
+//! It blocks on the registry's generation futex (woken by every registry
+//! change, so an enable/disable takes effect within microseconds) with a
+//! [`TICK`] timeout. Every wake it reconciles:
+//! - *desired*: enabled uprobe/uretprobe attachments whose owner (the
+//!   loader) is alive, whose pid filter admits this process, and whose target
+//!   file (matched by device and inode) is mapped executable here;
+//! - attach what is desired but not attached, detach what is attached but
+//!   no longer desired (removed, disabled, owner dead, pid filter after fork).
+//!
+//! The timeout bounds the reaction to what does not bump the generation:
+//! a SIGKILLed loader (owner liveness is re-checked every tick, well within
+//! the 1 s budget) and libraries `dlopen`ed later (the loader's object
+//! count, `dlpi_adds`, is compared every tick and the mappings re-read only
+//! when it changed).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use shm_maps::{LinkKind, LinkRecord, Registry};
+
+use crate::log;
+use crate::probes::{self, ActiveProbe, ProbeKind};
+use runtime::LoadedProgram;
+
+/// Longest sleep between reconciliations when nothing changes.
+pub const TICK: Duration = Duration::from_millis(200);
+
+/// Everything the agent owns. Lives behind [`STATE`]; only the watcher
+/// (and `fork` handlers) lock it, never the probe hit path.
+pub struct Agent {
+    registry: Registry,
+    attached: HashMap<u32, ActiveProbe>,
+    programs: HashMap<u32, Arc<LoadedProgram>>,
+    /// Probes whose detach failed (they may still fire) or that
+    /// `userbpf_agent_detach` asked to keep mapped: never freed.
+    retained: Vec<ActiveProbe>,
+    /// Attachments that failed, with the generation they failed at: retried
+    /// only after the registry or the set of loaded objects changes.
+    failed: HashMap<u32, (u32, u64)>,
+    /// `dlpi_adds + dlpi_subs` when the mappings were last read.
+    objects_epoch: u64,
+    mappings: Vec<rewriter::maps::Mapping>,
+    /// Set by `userbpf_agent_detach`: attach nothing until resumed.
+    suspended: bool,
+}
+
+/// The agent state; `None` until started (or when inert).
+pub static STATE: Mutex<Option<Agent>> = Mutex::new(None);
+
+/// Lock the agent state, surviving a poisoned lock (a panic is caught and
+/// reported at the FFI boundary; the state itself stays consistent).
+pub fn lock_state() -> MutexGuard<'static, Option<Agent>> {
+    STATE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Agent {
+    pub fn new(registry: Registry) -> Agent {
+        Agent {
+            registry,
+            attached: HashMap::new(),
+            programs: HashMap::new(),
+            retained: Vec::new(),
+            failed: HashMap::new(),
+            objects_epoch: u64::MAX,
+            mappings: Vec::new(),
+            suspended: false,
+        }
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Number of probes attached now (for tests and status).
+    pub fn attached_count(&self) -> usize {
+        self.attached.len()
+    }
+
+    /// Bring the attached probes in line with the registry.
+    pub fn reconcile(&mut self) {
+        let generation = self.registry.generation();
+        let links: Vec<LinkRecord> = self
+            .registry
+            .links()
+            .into_iter()
+            .filter(|l| matches!(l.kind, LinkKind::Uprobe | LinkKind::Uretprobe))
+            .collect();
+        if self.suspended || (links.is_empty() && self.attached.is_empty()) {
+            return;
+        }
+        let objects_epoch = loaded_objects_epoch();
+        if objects_epoch != self.objects_epoch {
+            match rewriter::maps::read_self_maps() {
+                Ok(m) => {
+                    self.mappings = m;
+                    self.objects_epoch = objects_epoch;
+                }
+                Err(e) => log::warn(&format!("cannot read this process's mappings: {e}")),
+            }
+        }
+        // SAFETY: getpid has no preconditions.
+        let pid = unsafe { libc::getpid() };
+        let mut alive_owners: HashMap<u32, bool> = HashMap::new();
+        let mut desired: HashSet<u32> = HashSet::new();
+        for link in &links {
+            let owner_alive =
+                *alive_owners.entry(link.owner).or_insert_with(|| self.registry.owner_alive(link.owner));
+            if !link.enabled || !owner_alive || (link.pid >= 0 && link.pid != pid) {
+                continue;
+            }
+            let Some(address) = self.address_of(link) else { continue };
+            desired.insert(link.id);
+            if self.attached.contains_key(&link.id) {
+                continue;
+            }
+            if let Some(&(at_generation, at_objects)) = self.failed.get(&link.id) {
+                if at_generation == generation && at_objects == self.objects_epoch {
+                    continue;
+                }
+            }
+            let began = std::time::Instant::now();
+            match self.attach(link, address) {
+                Ok(probe) => {
+                    log::debug(|| {
+                        format!(
+                            "attached link {} (prog {}) at {address:#x} in {} µs",
+                            link.id,
+                            link.prog_id,
+                            began.elapsed().as_micros()
+                        )
+                    });
+                    self.failed.remove(&link.id);
+                    self.attached.insert(link.id, probe);
+                }
+                Err(message) => {
+                    log::warn(&format!(
+                        "cannot attach probe {} on {}+{:#x}: {message}",
+                        link.id, link.target_path, link.file_offset
+                    ));
+                    self.failed.insert(link.id, (generation, self.objects_epoch));
+                }
+            }
+        }
+        let stale: Vec<u32> = self.attached.keys().copied().filter(|id| !desired.contains(id)).collect();
+        for id in stale {
+            if let Some(probe) = self.attached.remove(&id) {
+                log::debug(|| format!("detaching link {id}"));
+                if let Err((probe, e)) = probes::detach(probe) {
+                    log::warn(&format!("cannot detach probe {id}: {e}"));
+                    self.retained.push(probe);
+                }
+            }
+        }
+        // Programs no attached probe uses any more are dropped (retained
+        // probes hold their own reference).
+        let in_use: HashSet<u32> = self.attached.values().map(|p| p.program_id).collect();
+        self.programs.retain(|id, _| in_use.contains(id));
+        self.failed.retain(|id, _| links.iter().any(|l| l.id == *id));
+    }
+
+    /// Where the attachment's target lies in this process, if its file is mapped.
+    fn address_of(&self, link: &LinkRecord) -> Option<usize> {
+        self.mappings
+            .iter()
+            .filter(|m| m.executable && m.dev == link.dev && m.inode == link.inode)
+            .find(|m| link.file_offset >= m.offset && link.file_offset < m.offset + (m.end - m.start) as u64)
+            .map(|m| m.start + (link.file_offset - m.offset) as usize)
+    }
+
+    fn attach(&mut self, link: &LinkRecord, address: usize) -> Result<ActiveProbe, String> {
+        let began = std::time::Instant::now();
+        let program = match self.programs.get(&link.prog_id) {
+            Some(p) => p.clone(),
+            None => {
+                let p = Arc::new(
+                    LoadedProgram::from_registry(&self.registry, link.prog_id)
+                        .map_err(|e| format!("program {}: {e}", link.prog_id))?,
+                );
+                self.programs.insert(link.prog_id, p.clone());
+                p
+            }
+        };
+        log::debug(|| format!("program {} ready in {} µs", link.prog_id, began.elapsed().as_micros()));
+        let kind = if link.kind == LinkKind::Uretprobe { ProbeKind::Return } else { ProbeKind::Entry };
+        probes::attach(kind, address, link.id, link.cookie, program).map_err(|e| e.to_string())
+    }
+
+    /// Detach everything and attach nothing more until [`Agent::resume`].
+    /// The detached probes' code and data are kept forever (a stopped
+    /// thread may still be inside them). Returns how many were removed.
+    pub fn suspend(&mut self) -> usize {
+        self.suspended = true;
+        let mut removed = 0;
+        for (id, probe) in self.attached.drain() {
+            match rewriter::detach(probe.probe_id()) {
+                Ok(()) => removed += 1,
+                Err(e) => log::warn(&format!("cannot detach probe {id}: {e}")),
+            }
+            self.retained.push(probe);
+        }
+        self.programs.clear();
+        removed
+    }
+
+    pub fn resume(&mut self) {
+        self.suspended = false;
+        self.failed.clear();
+    }
+}
+
+/// A number that changes whenever a shared object is loaded or unloaded
+/// (`dlpi_adds + dlpi_subs` from `dl_iterate_phdr`).
+fn loaded_objects_epoch() -> u64 {
+    unsafe extern "C" fn first(info: *mut libc::dl_phdr_info, _size: usize, data: *mut libc::c_void) -> libc::c_int {
+        // SAFETY: the loader passes a valid info; `data` is our u64.
+        unsafe { *(data as *mut u64) = (*info).dlpi_adds.wrapping_add((*info).dlpi_subs) };
+        1
+    }
+    let mut epoch = 0u64;
+    // SAFETY: the callback only reads the info and writes our local.
+    unsafe { libc::dl_iterate_phdr(Some(first), &mut epoch as *mut u64 as *mut libc::c_void) };
+    epoch
+}
+
+/// Do now, on the watcher thread, the slow one-time set-up of live
+/// patching: registering the process for expedited `membarrier` costs
+/// ~8 ms per command (the kernel waits for an RCU grace period). The
+/// rewriter registers lazily on its first attach; registration is per
+/// process and idempotent, so doing it here first keeps that cost off the
+/// first enable's latency. (To be replaced by `rewriter::prepare()`, see
+/// docs/requests/rewriter.md.)
+fn prepare_patching() {
+    const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_long = 1 << 4;
+    const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE: libc::c_long = 1 << 6;
+    for cmd in [MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED] {
+        // SAFETY: membarrier takes no pointers; failure (old kernel,
+        // seccomp) only means the rewriter falls back to its own path.
+        unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0, 0) };
+    }
+}
+
+/// The watcher thread's body: reconcile, sleep on the generation futex, repeat.
+pub fn run() {
+    prepare_patching();
+    loop {
+        let registry = {
+            let mut guard = lock_state();
+            let Some(agent) = guard.as_mut() else { return };
+            let seen_generation = agent.registry.generation();
+            runtime::helpers::task::refresh_slow_caches();
+            agent.reconcile();
+            (agent.registry.clone(), seen_generation)
+        };
+        let (registry, seen_generation) = registry;
+        registry.wait_generation_change(seen_generation, Some(TICK));
+    }
+}

@@ -1,0 +1,63 @@
+/* A small traced application for the agent's integration tests.
+ *
+ *   target count N      call target_func N times, print "done", exit 0
+ *   target loop         call target_func every millisecond until killed
+ *   target fork N       fork; the child calls target_func N times; the parent
+ *                       waits for it, then prints "done"
+ *   target badptr       call target_ptr with a bad and a good pointer
+ *   target exec N       exec itself as "target count N"
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/wait.h>
+
+__attribute__((noinline)) long target_func(long x) {
+    __asm__ volatile("" ::: "memory");
+    return x * 2 + 1;
+}
+
+__attribute__((noinline)) long target_ptr(const char *p) {
+    __asm__ volatile("" ::: "memory");
+    return p != 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) return 2;
+    long sum = 0;
+    if (!strcmp(argv[1], "count") && argc == 3) {
+        long n = atol(argv[2]);
+        for (long i = 0; i < n; i++) sum += target_func(i);
+    } else if (!strcmp(argv[1], "loop")) {
+        printf("ready\n");
+        fflush(stdout);
+        for (long i = 0;; i++) {
+            sum += target_func(i);
+            usleep(1000);
+        }
+    } else if (!strcmp(argv[1], "fork") && argc == 3) {
+        long n = atol(argv[2]);
+        pid_t child = fork();
+        if (child < 0) return 3;
+        if (child == 0) {
+            for (long i = 0; i < n; i++) sum += target_func(i);
+            _exit(sum == 0 ? 4 : 0);
+        }
+        int status = 0;
+        waitpid(child, &status, 0);
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return 5;
+    } else if (!strcmp(argv[1], "badptr")) {
+        sum += target_ptr((const char *)0x10);
+        sum += target_ptr((const char *)~0UL);
+        sum += target_ptr("hello");
+    } else if (!strcmp(argv[1], "exec") && argc == 3) {
+        char *args[] = {argv[0], "count", argv[2], 0};
+        execv("/proc/self/exe", args);
+        return 6;
+    } else {
+        return 2;
+    }
+    printf("done %ld\n", sum);
+    return 0;
+}

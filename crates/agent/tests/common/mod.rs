@@ -1,0 +1,230 @@
+//! Shared fixtures of the agent's integration tests: a temporary registry,
+//! the C target application (compiled once per test binary), the built
+//! `libagent.so`, and registry objects created directly through shm-maps
+//! the way the syscall server would create them.
+
+#![allow(dead_code)]
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use shm_maps::{map_type, LinkKind, LinkRecord, Map, MapSpec, ProgRecord, Registry};
+
+/// `BPF_PROG_TYPE_KPROBE` (uprobes are kprobe programs).
+pub const PROG_TYPE_KPROBE: u32 = 2;
+
+/// A registry in a fresh private directory, removed on drop.
+pub struct TestRegistry {
+    pub dir: PathBuf,
+    pub registry: Registry,
+}
+
+impl TestRegistry {
+    pub fn new(name: &str) -> TestRegistry {
+        let dir = std::env::temp_dir().join(format!("userbpf-agent-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let registry = Registry::open(&dir).expect("open test registry");
+        TestRegistry { dir, registry }
+    }
+}
+
+impl Drop for TestRegistry {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn target_dir() -> PathBuf {
+    // The test binary lives in <target>/<profile>/deps/.
+    let exe = std::env::current_exe().expect("current_exe");
+    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+}
+
+/// The `libagent.so` cargo built alongside this test: `deps/` holds the
+/// one `cargo test` just built; the uplifted copy may be older (it is only
+/// refreshed by `cargo build`), so the newer of the two wins.
+pub fn agent_library() -> PathBuf {
+    let dir = target_dir();
+    [dir.join("deps").join("libagent.so"), dir.join("libagent.so")]
+        .into_iter()
+        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+        .max()
+        .map(|(_, p)| p)
+        .unwrap_or_else(|| panic!("libagent.so not found under {} (build the agent crate first)", dir.display()))
+}
+
+/// The compiled target application.
+pub fn target_app() -> &'static Path {
+    static APP: OnceLock<PathBuf> = OnceLock::new();
+    APP.get_or_init(|| {
+        if let Some(app) = std::env::var_os("USERBPF_AGENT_TEST_APP") {
+            return PathBuf::from(app); // a helper process of a test reuses its app
+        }
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps/target.c");
+        let out = target_dir().join(format!("agent-test-target-{}", std::process::id()));
+        let status = Command::new("cc")
+            .args(["-O1", "-g", "-fno-omit-frame-pointer", "-o"])
+            .arg(&out)
+            .arg(&source)
+            .status()
+            .expect("run cc (a C compiler is needed for the agent tests)");
+        assert!(status.success(), "compiling {} failed", source.display());
+        out
+    })
+}
+
+/// The target app as a command with the agent preloaded on `registry`.
+pub fn app_command(registry: &TestRegistry, args: &[&str]) -> Command {
+    let mut cmd = Command::new(target_app());
+    cmd.args(args)
+        .env("LD_PRELOAD", agent_library())
+        .env("USERBPF_DIR", &registry.dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Run the app to completion; asserts it exited normally and printed `done`.
+pub fn run_app(registry: &TestRegistry, args: &[&str]) -> String {
+    let out = app_command(registry, args).output().expect("run target app");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "app {args:?} failed: {:?}\nstdout: {stdout}\nstderr: {stderr}", out.status);
+    assert!(stdout.starts_with("done"), "app {args:?} output: {stdout}\nstderr: {stderr}");
+    stderr
+}
+
+/// A spawned long-running app (killed on drop).
+pub struct RunningApp(pub Child);
+
+impl RunningApp {
+    pub fn start(registry: &TestRegistry, args: &[&str]) -> RunningApp {
+        use std::io::BufRead;
+        // stderr inherited: the agent's messages show up in the test output.
+        let mut child = app_command(registry, args).stderr(Stdio::inherit()).spawn().expect("spawn app");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready");
+        RunningApp(child)
+    }
+}
+
+impl Drop for RunningApp {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// File offset of `symbol` in the target app.
+pub fn symbol_offset(symbol: &str) -> u64 {
+    rewriter::elf::resolve_symbol(target_app(), symbol).expect("resolve symbol")
+}
+
+/// A PERCPU_HASH map like bpftrace's `@c` (key 8, value 8).
+pub fn count_map(registry: &Registry) -> Map {
+    registry
+        .create_map(&MapSpec {
+            map_type: map_type::PERCPU_HASH,
+            key_size: 8,
+            value_size: 8,
+            max_entries: 4096,
+            name: "c".into(),
+            ..Default::default()
+        })
+        .expect("create map")
+}
+
+/// Store a program assembled from `text` (`map_fd(N)` = registry map id).
+pub fn store_program(registry: &Registry, name: &str, text: &str, map_ids: &[u32]) -> u32 {
+    let insns = vm::asm::assemble(text).expect("assemble");
+    let bytes: Vec<u8> = insns.iter().flat_map(|i| i.to_u64().to_le_bytes()).collect();
+    registry
+        .create_prog(&ProgRecord {
+            prog_type: PROG_TYPE_KPROBE,
+            name: name.into(),
+            license: "GPL".into(),
+            insns: bytes,
+            map_ids: map_ids.to_vec(),
+            ..Default::default()
+        })
+        .expect("store program")
+}
+
+/// bpftrace's `@c = count()` with a constant key 0.
+pub fn count_program(registry: &Registry, map: &Map) -> u32 {
+    let m = map.id();
+    let text = format!(
+        "
+        mov %r1, 0
+        stxdw [%r10-8], %r1
+        lddw %r1, map_fd({m})
+        mov %r2, %r10
+        add %r2, -8
+        call bpf_map_lookup_elem
+        jeq %r0, 0, init
+        ldxdw %r1, [%r0]
+        add %r1, 1
+        stxdw [%r0], %r1
+        ja out
+        init:
+        mov %r1, 1
+        stxdw [%r10-16], %r1
+        lddw %r1, map_fd({m})
+        mov %r2, %r10
+        add %r2, -8
+        mov %r3, %r10
+        add %r3, -16
+        mov %r4, 0
+        call bpf_map_update_elem
+        out:
+        mov %r0, 0
+        exit
+        "
+    );
+    store_program(registry, "count", &text, &[m])
+}
+
+/// Create an uprobe attachment on `symbol` of the target app.
+pub fn attach(registry: &Registry, prog_id: u32, symbol: &str, kind: LinkKind, enabled: bool) -> u32 {
+    let app = target_app();
+    let meta = std::fs::metadata(app).unwrap();
+    registry
+        .create_link(&LinkRecord {
+            kind,
+            prog_id,
+            enabled,
+            pid: -1,
+            target_path: app.display().to_string(),
+            file_offset: symbol_offset(symbol),
+            dev: meta.dev(),
+            inode: meta.ino(),
+            ..Default::default()
+        })
+        .expect("create link")
+}
+
+/// Sum of a per-CPU u64 value under `key` (0 if absent).
+pub fn percpu_sum(map: &Map, key: u64) -> u64 {
+    let mut out = vec![0u8; map.syscall_value_size()];
+    match map.lookup(&key.to_le_bytes(), &mut out) {
+        Ok(()) => out.chunks(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).sum(),
+        Err(_) => 0,
+    }
+}
+
+/// Poll `condition` every millisecond for up to `limit`; returns the time
+/// it took to become true, or `None`.
+pub fn wait_for(limit: Duration, mut condition: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if condition() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    None
+}
