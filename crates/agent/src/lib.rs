@@ -144,8 +144,9 @@ pub extern "C" fn userbpf_agent_detach() -> i32 {
     .unwrap_or(-libc::EIO)
 }
 
-/// Undo [`userbpf_agent_detach`]: the watcher attaches what the registry
-/// asks for again. Returns 0, or `-ENODEV` if the agent is not running.
+/// Undo [`userbpf_agent_detach`]: attach every matching registry link
+/// again, now. Returns how many probes are attached, or `-ENODEV` if the
+/// agent is not running.
 #[no_mangle]
 pub extern "C" fn userbpf_agent_reattach() -> i32 {
     std::panic::catch_unwind(|| {
@@ -153,8 +154,8 @@ pub extern "C" fn userbpf_agent_reattach() -> i32 {
         match state.as_mut() {
             Some(agent) => {
                 agent.resume();
-                agent.registry().bump_generation();
-                0
+                agent.reconcile();
+                agent.attached_count() as i32
             }
             None => -libc::ENODEV,
         }

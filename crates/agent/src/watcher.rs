@@ -253,6 +253,8 @@ pub fn run() {
             let seen_generation = agent.registry.generation();
             runtime::helpers::task::refresh_slow_caches();
             agent.reconcile();
+            // A loader may have filled PERF_EVENT_ARRAY slots since.
+            runtime::maps::refresh_perf_rings();
             (agent.registry.clone(), seen_generation)
         };
         let (registry, seen_generation) = registry;

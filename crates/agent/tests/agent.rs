@@ -100,6 +100,67 @@ fn forked_children_keep_their_probes() {
 }
 
 #[test]
+fn detach_and_reattach_entry_points() {
+    let reg = TestRegistry::new("detach");
+    let map = count_map(&reg.registry);
+    let prog = count_program(&reg.registry, &map);
+    attach(&reg.registry, prog, "target_func", LinkKind::Uprobe, true);
+    run_app(&reg, &["detach", "40"]);
+    // Counted before the detach and after the reattach, not in between.
+    assert_eq!(percpu_sum(&map, 0), 80);
+}
+
+#[test]
+fn perf_event_output_reaches_the_loaders_ring() {
+    let reg = TestRegistry::new("perf");
+    let ncpus = shm_maps::cpu::nr_possible();
+    let events = reg
+        .registry
+        .create_map(&shm_maps::MapSpec {
+            map_type: shm_maps::map_type::PERF_EVENT_ARRAY,
+            key_size: 4,
+            value_size: 4,
+            max_entries: ncpus,
+            name: "printf".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    let rings: Vec<shm_maps::PerfRing> = (0..ncpus).map(|_| reg.registry.create_perf_ring(8).unwrap()).collect();
+    for (cpu, ring) in rings.iter().enumerate() {
+        events.update(&(cpu as u32).to_le_bytes(), &ring.id().to_le_bytes(), 0).unwrap();
+    }
+    let e = events.id();
+    // Send { arg0 } to the current CPU's ring.
+    let text = format!(
+        "
+        ldxdw %r6, [%r1+112]
+        stxdw [%r10-8], %r6
+        mov %r4, %r10
+        add %r4, -8
+        lddw %r2, map_fd({e})
+        lddw %r3, 0xffffffff
+        mov %r5, 8
+        call bpf_perf_event_output
+        mov %r0, 0
+        exit
+        "
+    );
+    let prog = store_program(&reg.registry, "printf", &text, &[e]);
+    attach(&reg.registry, prog, "target_func", LinkKind::Uprobe, true);
+    run_app(&reg, &["count", "20"]);
+    let mut seen = Vec::new();
+    for ring in &rings {
+        ring.read(|record| {
+            if let shm_maps::PerfRecord::Sample(raw) = record {
+                seen.push(u64::from_le_bytes(raw[..8].try_into().unwrap()));
+            }
+        });
+    }
+    seen.sort();
+    assert_eq!(seen, (0..20).collect::<Vec<u64>>());
+}
+
+#[test]
 fn exec_loads_the_agent_again() {
     let reg = TestRegistry::new("exec");
     let map = count_map(&reg.registry);

@@ -32,12 +32,7 @@ impl DirectValue for Map {
         if offset >= self.value_size() {
             return Err(format!("value offset {offset} beyond map {}'s value size {}", self.id(), self.value_size()));
         }
-        let index0 = 0u32;
-        // SAFETY: the key is 4 readable bytes (array keys are u32).
-        let value = unsafe { self.prog_lookup(&index0 as *const u32 as *const u8) };
-        if value.is_null() {
-            return Err(format!("map {} has no element 0", self.id()));
-        }
+        let value = self.array_value_ptr(0).ok_or_else(|| format!("map {} has no element 0", self.id()))?;
         Ok(value as u64 + offset as u64)
     }
 }
@@ -58,8 +53,24 @@ pub fn bind(registry: &Registry, id: u32) -> Result<Arc<MapHandle>, String> {
             "map {id} is a PROG_ARRAY: tail calls are not supported by the userbpf runtime yet"
         ));
     }
+    if map.map_type() == map_type::PERF_EVENT_ARRAY {
+        map.refresh_perf_rings();
+    }
     let handle = Arc::new(map);
     table.retain(|_, weak| weak.strong_count() > 0);
     table.insert(id, Arc::downgrade(&handle));
     Ok(handle)
+}
+
+/// Open and cache, now, every perf ring the bound PERF_EVENT_ARRAY maps
+/// reference, so `bpf_perf_event_output` never opens one on the hot path
+/// (`open`/`mmap`/allocation inside a probed `malloc` could deadlock). Call
+/// it off the hot path whenever the registry changes (the agent's watcher
+/// does, every wake). Returns how many ring slots are cached.
+pub fn refresh_perf_rings() -> usize {
+    let live: Vec<Arc<MapHandle>> = {
+        let table = HANDLES.lock().unwrap_or_else(|e| e.into_inner());
+        table.iter().flat_map(|t| t.values()).filter_map(Weak::upgrade).collect()
+    };
+    live.iter().filter(|m| m.map_type() == map_type::PERF_EVENT_ARRAY).map(|m| m.refresh_perf_rings()).sum()
 }

@@ -173,6 +173,10 @@ impl LoadedProgram {
     /// if set, must be this program.
     #[inline]
     pub unsafe fn run(&self, ctx: *mut u8, env: &mut RunEnv) -> u64 {
+        // Hash elements this run can reach are not reused by any process
+        // until the section ends (shm-maps' epoch reclamation): a program
+        // may keep a value pointer for the whole run.
+        let _section = self._maps.first().map(|m| m.read_section());
         let env_ptr = env as *mut RunEnv as *mut c_void;
         match &self.engine {
             // SAFETY: forwarded from this function's contract.

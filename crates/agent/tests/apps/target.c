@@ -6,7 +6,11 @@
  *                       waits for it, then prints "done"
  *   target badptr       call target_ptr with a bad and a good pointer
  *   target exec N       exec itself as "target count N"
+ *   target detach N     N calls, userbpf_agent_detach(), N calls,
+ *                       userbpf_agent_reattach(), N calls
  */
+#define _GNU_SOURCE
+#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +55,16 @@ int main(int argc, char **argv) {
         sum += target_ptr((const char *)0x10);
         sum += target_ptr((const char *)~0UL);
         sum += target_ptr("hello");
+    } else if (!strcmp(argv[1], "detach") && argc == 3) {
+        long n = atol(argv[2]);
+        int (*detach)(void) = (int (*)(void))dlsym(RTLD_DEFAULT, "userbpf_agent_detach");
+        int (*reattach)(void) = (int (*)(void))dlsym(RTLD_DEFAULT, "userbpf_agent_reattach");
+        if (!detach || !reattach) return 7;
+        for (long i = 0; i < n; i++) sum += target_func(i);
+        if (detach() != 1) return 8;
+        for (long i = 0; i < n; i++) sum += target_func(i);
+        if (reattach() != 1) return 9;
+        for (long i = 0; i < n; i++) sum += target_func(i);
     } else if (!strcmp(argv[1], "exec") && argc == 3) {
         char *args[] = {argv[0], "count", argv[2], 0};
         execv("/proc/self/exe", args);
