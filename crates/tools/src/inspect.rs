@@ -10,16 +10,18 @@ use crate::error::{exit, CliError, CliResult};
 use crate::locate::Library;
 use crate::procfs::{self, Mapping};
 use serde::Serialize;
-use shm_maps::{map_type, Errno, LinkKind, LinkRecord, MapInfo, ProgRecord, Registry, RegistryOptions};
+use shm_maps::{map_type, Errno, LinkKind, LinkRecord, MapInfo, OwnerInfo, ProgRecord, Registry};
+use std::collections::HashMap;
 use std::path::PathBuf;
 
-/// Opens the registry for reading; `None` when it does not exist yet.
+/// Opens the registry read-only (nothing created, no owner registered, no
+/// reaping); `None` when it does not exist yet.
 fn open_registry() -> CliResult<(PathBuf, Option<Registry>)> {
     let dir = shm_maps::default_dir();
     if !dir.join("registry").exists() {
         return Ok((dir, None));
     }
-    let registry = Registry::open_with(&dir, &RegistryOptions::from_env()).map_err(|e| {
+    let registry = Registry::open_existing(&dir).map_err(|e| {
         let hint = match &e {
             shm_maps::Error::UnsafeDir { .. } => "`userbpf doctor` checks the directory",
             _ => "`userbpf doctor` checks the registry directory; USERBPF_DIR selects another one",
@@ -114,12 +116,26 @@ struct ProcessRow {
     role: &'static str,
 }
 
+/// A process registered in the registry (loaders and agents register when
+/// they open it); objects name their creator by owner id.
+#[derive(Serialize)]
+struct OwnerRow {
+    id: u32,
+    /// Pid as the process saw itself (its own pid namespace); null if unknown.
+    pid: Option<i32>,
+    /// `loader`, `agent`, … as the process declared it; null if it did not.
+    role: Option<String>,
+    alive: bool,
+}
+
 #[derive(Serialize)]
 struct Listing {
     registry: String,
     maps: Vec<MapRow>,
     programs: Vec<ProgRow>,
     attachments: Vec<LinkRow>,
+    owners: Vec<OwnerRow>,
+    /// Processes visible from here with a userbpf library mapped.
     processes: Vec<ProcessRow>,
 }
 
@@ -160,9 +176,9 @@ fn link_applies_to(link: &LinkRecord, pid: i32, maps: &[Mapping]) -> bool {
 fn build_listing(dir: PathBuf, registry: Option<&Registry>) -> Listing {
     let processes = userbpf_processes();
     let alive = |owner: u32| registry.is_some_and(|r| r.owner_alive(owner));
-    let (maps, progs, links) = match registry {
-        Some(r) => (r.maps(), r.progs(), r.links()),
-        None => (Vec::new(), Vec::new(), Vec::new()),
+    let (maps, progs, links, owners) = match registry {
+        Some(r) => (r.maps(), r.progs(), r.links(), r.owners()),
+        None => (Vec::new(), Vec::new(), Vec::new(), Vec::new()),
     };
     let maps = maps
         .into_iter()
@@ -218,11 +234,21 @@ fn build_listing(dir: PathBuf, registry: Option<&Registry>) -> Listing {
                 .collect(),
         })
         .collect();
+    let owners = owners
+        .into_iter()
+        .map(|o: OwnerInfo| OwnerRow {
+            id: o.id,
+            pid: (o.pid >= 0).then_some(o.pid),
+            role: (!o.role.is_empty()).then(|| o.role.clone()),
+            alive: o.alive,
+        })
+        .collect();
     Listing {
         registry: dir.display().to_string(),
         maps,
         programs,
         attachments,
+        owners,
         processes: processes.into_iter().map(|(p, _)| p).collect(),
     }
 }
@@ -251,12 +277,25 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-fn owner_text(owner: u32, alive: bool) -> String {
-    if alive {
-        owner.to_string()
-    } else {
-        format!("{owner} (gone)")
+/// How an object's owner is shown: its id, and the pid/role it registered.
+fn owner_text(owner: u32, alive: bool, owners: &HashMap<u32, &OwnerRow>) -> String {
+    let mut text = owner.to_string();
+    if let Some(row) = owners.get(&owner) {
+        let mut about = Vec::new();
+        if let Some(pid) = row.pid {
+            about.push(format!("pid {pid}"));
+        }
+        if let Some(role) = &row.role {
+            about.push(role.clone());
+        }
+        if !about.is_empty() {
+            text.push_str(&format!(" ({})", about.join(" ")));
+        }
     }
+    if !alive {
+        text.push_str(" gone");
+    }
+    text
 }
 
 /// `userbpf list`.
@@ -268,6 +307,7 @@ pub fn list(json: bool) -> CliResult {
         return Ok(exit::OK);
     }
     println!("registry {}{}", listing.registry, if registry.is_none() { " (not created yet)" } else { "" });
+    let owners: HashMap<u32, &OwnerRow> = listing.owners.iter().map(|o| (o.id, o)).collect();
     println!("\nmaps: {}", listing.maps.len());
     if !listing.maps.is_empty() {
         let rows: Vec<Vec<String>> = listing
@@ -279,7 +319,7 @@ pub fn list(json: bool) -> CliResult {
                     m.map_type.to_string(),
                     format!("{}/{}", m.key_size, m.value_size),
                     m.entries.map_or(format!("-/{}", m.max_entries), |n| format!("{n}/{}", m.max_entries)),
-                    owner_text(m.owner, m.owner_alive),
+                    owner_text(m.owner, m.owner_alive, &owners),
                     m.name.clone(),
                 ]
             })
@@ -298,7 +338,7 @@ pub fn list(json: bool) -> CliResult {
                     p.prog_type.clone(),
                     p.instructions.to_string(),
                     if maps.is_empty() { "-".into() } else { maps.join(",") },
-                    owner_text(p.owner, p.owner_alive),
+                    owner_text(p.owner, p.owner_alive, &owners),
                     p.name.clone(),
                 ]
             })
@@ -319,14 +359,30 @@ pub fn list(json: bool) -> CliResult {
                     if l.enabled { "yes".into() } else { "no".into() },
                     l.pid_filter.map_or("any".into(), |p| p.to_string()),
                     if pids.is_empty() { "-".into() } else { pids.join(",") },
-                    owner_text(l.owner, l.owner_alive),
+                    owner_text(l.owner, l.owner_alive, &owners),
                     l.target.clone(),
                 ]
             })
             .collect();
         print_table(&["ID", "KIND", "PROG", "ENABLED", "PID", "IN", "OWNER", "TARGET"], &rows);
     }
-    println!("\nprocesses: {}", listing.processes.len());
+    println!("\nregistered processes: {}", listing.owners.len());
+    if !listing.owners.is_empty() {
+        let rows: Vec<Vec<String>> = listing
+            .owners
+            .iter()
+            .map(|o| {
+                vec![
+                    o.id.to_string(),
+                    o.pid.map_or("?".into(), |p| p.to_string()),
+                    o.role.clone().unwrap_or_else(|| "-".into()),
+                    if o.alive { "yes".into() } else { "no".into() },
+                ]
+            })
+            .collect();
+        print_table(&["OWNER", "PID", "ROLE", "ALIVE"], &rows);
+    }
+    println!("\nprocesses with userbpf libraries (pids as seen here): {}", listing.processes.len());
     if !listing.processes.is_empty() {
         let rows: Vec<Vec<String>> =
             listing.processes.iter().map(|p| vec![p.pid.to_string(), p.role.to_string(), p.command.clone()]).collect();

@@ -118,11 +118,19 @@ fn list_shows_maps_programs_attachments_and_processes() {
     assert_eq!(link["kind"], "uprobe");
     assert!(link["target"].as_str().unwrap().ends_with("/target:0x1139"));
     assert_eq!(link["processes"], serde_json::json!([f.target.pid]), "the app maps the probed file");
+    let me = std::process::id() as i64;
+    let owners = v["owners"].as_array().unwrap();
+    let creator = owners.iter().find(|o| o["id"] == counts["owner"]).expect("the maps' owner is listed");
+    assert_eq!((creator["pid"].as_i64(), creator["alive"].as_bool()), (Some(me), Some(true)));
     let procs = v["processes"].as_array().unwrap();
     assert!(procs.iter().any(|p| p["pid"] == f.target.pid && p["role"] == "agent"), "{procs:?}");
 
+    let owner_files = || std::fs::read_dir(f.dir.join("owners")).unwrap().count();
+    let before = owner_files();
     let out = run_with_timeout(userbpf().arg("list").env("USERBPF_DIR", &f.dir));
+    assert_eq!(owner_files(), before, "listing registers nothing");
     let (stdout, _) = texts(&out);
+    assert!(stdout.contains(&format!("(pid {me})")), "{stdout}");
     assert!(stdout.contains("maps: 3") && stdout.contains("programs: 1") && stdout.contains("attachments: 1"), "{stdout}");
     assert!(stdout.contains("AT_counts") && stdout.contains("uprobe_f"), "{stdout}");
 }
