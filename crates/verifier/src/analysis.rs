@@ -534,7 +534,7 @@ impl<'a> Analyzer<'a> {
                     Some(o) => o as i64,
                     None => return Err(acc(pc, format!("R{base} variable offset stack access prohibited"))),
                 };
-                if o < -(STACK_SIZE as i64) || o + size as i64 > 0 {
+                if o < -(STACK_SIZE as i64) || o.saturating_add(size as i64) > 0 {
                     let dir = if write.is_some() { "write to" } else { "read from" };
                     return Err(acc(pc, format!("invalid {dir} stack R{base} off={o} size={size}")));
                 }
@@ -1007,7 +1007,7 @@ impl<'a> Analyzer<'a> {
                 if size == 0 {
                     return Ok(());
                 }
-                if o < -(STACK_SIZE as i64) || o + size as i64 > 0 {
+                if o < -(STACK_SIZE as i64) || o.saturating_add(size as i64) > 0 {
                     let dir = if write { "write to" } else { "read from" };
                     return Err(Reject::inval(Some(pc), format!("invalid {dir} stack R{regno} off={o} size={size}")));
                 }

@@ -1,14 +1,15 @@
 //! Bounded fuzzing run for CI: generated and mutated programs; everything
 //! the verifier accepts must run in the VM's checked interpreter without an
 //! access outside its regions (see `fuzz_support`). Size with
-//! `USERBPF_FUZZ_PROGRAMS` (default 20000) and `USERBPF_FUZZ_SEED`; for long
+//! `USERBPF_FUZZ_PROGRAMS` (default 20000 in release builds, 5000 in debug) and `USERBPF_FUZZ_SEED`; for long
 //! local runs use `cargo run --release -p verifier --example fuzz`.
 
 mod fuzz_support;
 
 #[test]
 fn accepted_programs_stay_in_bounds() {
-    let programs = std::env::var("USERBPF_FUZZ_PROGRAMS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    let default = if cfg!(debug_assertions) { 5_000 } else { 20_000 };
+    let programs = std::env::var("USERBPF_FUZZ_PROGRAMS").ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     let seed = std::env::var("USERBPF_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x5eed);
     let mut stats = fuzz_support::Stats::default();
     fuzz_support::session(seed, programs, &mut stats);

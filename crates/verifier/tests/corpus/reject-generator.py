@@ -91,6 +91,8 @@ case("stack-read-below", "read 1 byte below the frame", "ldxb %r0, [%r10-513]\ne
 case("stack-write-above", "write at the frame pointer itself", "mov %r1, 0\nstxdw [%r10+0], %r1\nmov %r0, 0\nexit", "EACCES invalid write to stack R10 off=0 size=8")
 case("stack-write-straddles-top", "a 4-byte write at -2 crosses the frame pointer", "mov %r1, 0\nstxw [%r10-2], %r1\nmov %r0, 0\nexit", "EACCES invalid write to stack R10 off=-2 size=4")
 case("stack-pointer-arith-oob", "pointer moved out of the frame", "mov %r1, %r10\nadd %r1, -600\nstdw [%r1+0], 0\nmov %r0, 0\nexit", "EACCES invalid write to stack R1 off=-600 size=8")
+case("stack-pointer-huge-offset", "a stack pointer moved by a huge constant", "mov %r1, %r10\nlddw %r2, 0x7ffffffffffffff0\nadd %r1, %r2\nstdw [%r1+0], 0\nmov %r0, 0\nexit", "EACCES invalid write to stack R1 off=9223372036854775792 size=8")
+case("helper-stack-huge-offset", "a helper buffer moved by a huge constant", "mov %r1, %r10\nlddw %r2, 0x7ffffffffffffff0\nadd %r1, %r2\nmov %r2, 16\nmov %r3, 0\ncall bpf_probe_read_user\nmov %r0, 0\nexit", "EINVAL invalid write to stack R1 off=9223372036854775792 size=16")
 case("stack-variable-offset", "stack access at an unknown offset",
      "call bpf_get_prandom_u32\nand %r0, 7\nmov %r1, %r10\nadd %r1, -16\nadd %r1, %r0\nstb [%r1+0], 0\nmov %r0, 0\nexit", "EACCES R1 variable offset stack access prohibited")
 case("helper-stack-oob", "probe_read of 16 bytes into 8 bytes of stack",

@@ -515,7 +515,7 @@ fn patch_jumps(rng: &mut Rng, insns: &mut [Insn]) {
     let n = insns.len();
     for pc in 0..n {
         if insns[pc].off == JUMP_PLACEHOLDER && matches!(insns[pc].class(), BPF_JMP | BPF_JMP32) {
-            let room = (n - pc - 2) as u64;
+            let room = n.saturating_sub(pc + 2) as u64;
             insns[pc].off = rng.below(room.min(12) + 1) as i16;
         }
     }
