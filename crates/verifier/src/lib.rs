@@ -166,3 +166,57 @@ fn stats_line(s: &analysis::Stats) -> String {
     )
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vm::insn::{Insn, EXIT};
+
+    fn no_maps(_: PseudoLoad) -> Option<MapDesc> {
+        None
+    }
+
+    #[test]
+    fn disabling_skips_the_safety_analysis_but_not_the_structure() {
+        // Reads an uninitialised register: refused when verifying...
+        let unsafe_prog = [Insn { opc: EXIT, ..Default::default() }];
+        let opts = VerifyOptions { log_level: 1, ..Default::default() };
+        assert!(verify_inner(&unsafe_prog, ProgType::Kprobe, &no_maps, &opts, false).is_err());
+        // ...accepted, and marked as skipped, when verification is disabled.
+        let v = verify_inner(&unsafe_prog, ProgType::Kprobe, &no_maps, &opts, true).unwrap();
+        assert!(v.skipped);
+        assert!(v.log.contains(DISABLE_ENV), "{}", v.log);
+        // A structurally broken program is refused either way.
+        let broken = [Insn { opc: 0xb7, ..Default::default() }];
+        assert_eq!(verify_inner(&broken, ProgType::Kprobe, &no_maps, &opts, true).unwrap_err().errno, EINVAL);
+    }
+
+    #[test]
+    fn log_level_zero_writes_no_log_but_keeps_the_reason() {
+        let prog = [Insn { opc: EXIT, ..Default::default() }];
+        let e = verify_inner(&prog, ProgType::Kprobe, &no_maps, &VerifyOptions::default(), false).unwrap_err();
+        assert_eq!((e.errno, e.insn, e.message.as_str(), e.log.as_str()), (EACCES, Some(0), "R0 !read_ok", ""));
+        assert_eq!(e.to_string(), "verifier rejected the program at insn 0: R0 !read_ok");
+    }
+
+    #[test]
+    fn log_level_one_traces_instructions_like_the_kernel() {
+        let prog = [Insn { opc: 0xb7, imm: 0, ..Default::default() }, Insn { opc: EXIT, ..Default::default() }];
+        let v = verify_inner(&prog, ProgType::Kprobe, &no_maps, &VerifyOptions { log_level: 1, ..Default::default() }, false).unwrap();
+        assert_eq!(
+            v.log,
+            "0: (b7) r0 = 0\n1: (95) exit\nprocessed 2 insns (limit 1000000) max_states_per_insn 1 total_states 1 peak_states 1 mark_read 0\n"
+        );
+    }
+
+    #[test]
+    fn prog_types_round_trip_kernel_numbers() {
+        for n in 0..40 {
+            if let Some(t) = ProgType::from_kernel(n) {
+                assert_eq!(t.to_kernel(), n);
+            }
+        }
+        assert_eq!(ProgType::Kprobe.ctx_size(), 168);
+        assert!(ProgType::from_kernel(6).is_none(), "XDP is not supported");
+    }
+}
