@@ -63,6 +63,9 @@ const OFF_DATA_OFFSET: usize = 1040;
 const OFF_DATA_SIZE: usize = 1048;
 const OFF_LOCK: usize = 128;
 const OFF_RESERVE_HEAD: usize = 136;
+/// Last `data_tail` seen by a writer (under the lock): writers re-read the
+/// consumer's line only when this stale value says the ring is full.
+const OFF_CACHED_TAIL: usize = 144;
 const OFF_LOST: usize = 192;
 const OFF_TOTAL_LOST: usize = 200;
 const OFF_WAITERS: usize = 256;
@@ -295,11 +298,16 @@ impl PerfRing {
         drop_if_broken(&guard);
         let owner = self.shared.owner_id();
         let head = self.u64_at(OFF_RESERVE_HEAD).load(Ordering::Relaxed);
-        let tail = self.u64_at(OFF_DATA_TAIL).load(Ordering::Acquire);
         let lost = self.u64_at(OFF_LOST).load(Ordering::Acquire);
         let lost_size = if lost > 0 { MIN_RECORD } else { 0 };
-        if head.wrapping_add(size + lost_size).wrapping_sub(tail) > self.data_size {
-            return None;
+        let need = head.wrapping_add(size + lost_size);
+        // data_tail only grows, so a stale copy can only understate the room.
+        if need.wrapping_sub(self.u64_at(OFF_CACHED_TAIL).load(Ordering::Relaxed)) > self.data_size {
+            let tail = self.u64_at(OFF_DATA_TAIL).load(Ordering::Acquire);
+            self.u64_at(OFF_CACHED_TAIL).store(tail, Ordering::Relaxed);
+            if need.wrapping_sub(tail) > self.data_size {
+                return None;
+            }
         }
         let mut pos = head;
         let mut lost_pos = None;
@@ -400,9 +408,10 @@ impl PerfRing {
     pub fn read(&self, mut f: impl FnMut(PerfRecord<'_>)) -> usize {
         let head = self.u64_at(OFF_DATA_HEAD).load(Ordering::Acquire);
         let tail_word = self.u64_at(OFF_DATA_TAIL);
-        let mut tail = tail_word.load(Ordering::Acquire);
+        let start = tail_word.load(Ordering::Acquire);
+        let mut tail = start;
         let mut n = 0;
-        let mut buf = Vec::new();
+        let mut wrapped = Vec::new();
         while tail < head {
             let mut hdr = [0u8; 8];
             self.read_at(tail, &mut hdr);
@@ -411,21 +420,32 @@ impl PerfRing {
             if size < 8 {
                 break;
             }
-            buf.resize(size as usize - 8, 0);
-            self.read_at(tail + 8, &mut buf);
+            let body_len = size as usize - 8;
+            let off = ((tail + 8) & (self.data_size - 1)) as usize;
+            let body: &[u8] = if off + body_len <= self.data_size as usize {
+                // SAFETY: the body lies inside the data area and, being
+                // before data_head, is complete and not rewritten until
+                // data_tail passes it (which we do only after `f`).
+                unsafe { std::slice::from_raw_parts(self.data.add(off), body_len) }
+            } else {
+                wrapped.resize(body_len, 0);
+                self.read_at(tail + 8, &mut wrapped);
+                &wrapped
+            };
             match ty {
-                PERF_RECORD_SAMPLE if buf.len() >= 4 => {
-                    let raw = (u32::from_ne_bytes(buf[0..4].try_into().unwrap()) as usize).min(buf.len() - 4);
-                    f(PerfRecord::Sample(&buf[4..4 + raw]))
+                PERF_RECORD_SAMPLE if body.len() >= 4 => {
+                    let raw = (u32::from_ne_bytes(body[0..4].try_into().unwrap()) as usize).min(body.len() - 4);
+                    f(PerfRecord::Sample(&body[4..4 + raw]))
                 }
-                PERF_RECORD_LOST if buf.len() >= 16 => f(PerfRecord::Lost(u64::from_ne_bytes(buf[8..16].try_into().unwrap()))),
-                _ => f(PerfRecord::Other(ty, &buf)),
+                PERF_RECORD_LOST if body.len() >= 16 => f(PerfRecord::Lost(u64::from_ne_bytes(body[8..16].try_into().unwrap()))),
+                _ => f(PerfRecord::Other(ty, body)),
             }
             tail += size;
             n += 1;
         }
-        tail_word.store(tail, Ordering::Release);
-        if n == 0 {
+        if tail != start {
+            tail_word.store(tail, Ordering::Release);
+        } else {
             self.recover_dead_writers();
         }
         n

@@ -42,6 +42,8 @@ pub const BPF_RB_PROD_POS: u64 = 3;
 
 /// Offsets inside the producer page (beyond `producer_pos`).
 const PROD_LOCK: usize = 128;
+/// Last `consumer_pos` seen by a producer (under the lock).
+const PROD_CACHED_CONS: usize = 136;
 const PROD_WAITERS: usize = 192;
 const PROD_WAKE: usize = 196;
 
@@ -149,8 +151,14 @@ impl RingbufView {
         for attempt in 0..2 {
             {
                 let _g = lock::lock(self.prod_u32(PROD_LOCK), shared);
-                let cons = self.consumer_pos().load(Ordering::Acquire);
                 let prod = self.prod_u64(0).load(Ordering::Relaxed);
+                // consumer_pos only grows: re-read the consumer's page only
+                // when the cached value says the ring is full.
+                let mut cons = self.prod_u64(PROD_CACHED_CONS).load(Ordering::Relaxed);
+                if prod + len - cons > self.data_size as u64 {
+                    cons = self.consumer_pos().load(Ordering::Acquire);
+                    self.prod_u64(PROD_CACHED_CONS).store(cons, Ordering::Relaxed);
+                }
                 if prod + len - cons <= self.data_size as u64 {
                     let h = self.hdr(prod);
                     // SAFETY: pg_off word follows len inside the 8-byte header.
