@@ -28,11 +28,10 @@ impl World {
         use std::os::unix::fs::PermissionsExt;
         let scratch = Scratch::new(name);
         std::fs::set_permissions(&scratch.0, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let built = Path::new(env!("CARGO_BIN_EXE_userbpf")).parent().unwrap();
         let libs = scratch.path("lib");
         std::fs::create_dir(&libs).unwrap();
         for lib in ["libagent.so", "libsyscall_server.so"] {
-            std::fs::copy(built.join(lib), libs.join(lib)).unwrap();
+            std::fs::copy(built_library(lib).unwrap(), libs.join(lib)).unwrap();
         }
         let registry = scratch.path("registry");
         std::fs::create_dir(&registry).unwrap();

@@ -137,10 +137,9 @@ fn bpftrace_sidecar_traces_an_app_in_another_container() {
     std::fs::set_permissions(&scratch.0, std::fs::Permissions::from_mode(0o755)).unwrap();
     let userbpf_bin = scratch.path("bin/userbpf");
     std::fs::create_dir(scratch.path("bin")).unwrap();
-    let built = std::path::Path::new(env!("CARGO_BIN_EXE_userbpf")).parent().unwrap();
     std::fs::copy(env!("CARGO_BIN_EXE_userbpf"), &userbpf_bin).unwrap();
     for lib in ["libagent.so", "libsyscall_server.so"] {
-        std::fs::copy(built.join(lib), scratch.path(&format!("bin/{lib}"))).unwrap();
+        std::fs::copy(built_library(lib).unwrap(), scratch.path(&format!("bin/{lib}"))).unwrap();
     }
     let app = scratch.path("traced_app");
     compile("traced_app.c", &app, &[]);

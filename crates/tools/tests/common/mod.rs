@@ -173,15 +173,28 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// A userbpf library built in the same cargo profile as `userbpf`: next to it
+/// (`cargo build` uplifts cdylibs there) or in `deps/` (where `cargo test`
+/// leaves them); the newest if both exist.
+pub fn built_library(name: &str) -> Option<PathBuf> {
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_userbpf")).parent()?;
+    [bin_dir.join(name), bin_dir.join("deps").join(name)]
+        .into_iter()
+        .filter(|p| p.is_file())
+        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
+}
+
 /// Why the end-to-end test cannot run here, if it cannot.
 pub fn missing_prerequisite() -> Option<String> {
     if !Path::new(BPFTRACE).exists() {
         return Some(format!("{BPFTRACE} is not installed"));
     }
-    let dir = Path::new(env!("CARGO_BIN_EXE_userbpf")).parent()?;
     for lib in ["libagent.so", "libsyscall_server.so"] {
-        if !dir.join(lib).is_file() {
-            return Some(format!("{lib} is not built next to userbpf in {} (cargo build --workspace)", dir.display()));
+        if built_library(lib).is_none() {
+            return Some(format!(
+                "{lib} is not built next to userbpf ({}) nor in its deps/ (cargo build --workspace)",
+                Path::new(env!("CARGO_BIN_EXE_userbpf")).parent()?.display()
+            ));
         }
     }
     None
