@@ -137,9 +137,12 @@ fn unsafe_reason(regs: &libc::user_regs_struct, code: &UnsafeCode) -> Option<Str
 
 /// Orders threads by how safe they are to borrow: blocked in an ordinary system
 /// call first, then running, then the rest; the main thread first among equals.
+/// Threads that have exited (a main thread that called `pthread_exit` stays
+/// listed as a zombie while the others run) cannot run anything and are left out.
 fn rank_threads(pid: i32, tids: &[i32]) -> Vec<i32> {
     let mut ranked: Vec<(u8, i32)> = tids
         .iter()
+        .filter(|&&tid| !matches!(procfs::thread_state(pid, tid), Some('Z' | 'X') | None))
         .map(|&tid| {
             let rank = match procfs::thread_activity(pid, tid) {
                 Some(ThreadActivity::InSyscall { nr, .. }) if ALLOCATION_SYSCALLS.contains(&nr) => 3,
@@ -171,7 +174,13 @@ pub fn check_traceable(pid: i32) -> CliResult<()> {
         return Err(CliError::new(format!("process {pid} ({name}) is stopped ({state})"))
             .hint(format!("resume it first (`kill -CONT {pid}`), then attach")));
     }
-    if state.starts_with('Z') || state.starts_with('X') {
+    let live_threads = || {
+        procfs::thread_ids(pid)
+            .unwrap_or_default()
+            .into_iter()
+            .any(|tid| !matches!(procfs::thread_state(pid, tid), Some('Z' | 'X') | None))
+    };
+    if (state.starts_with('Z') || state.starts_with('X')) && !live_threads() {
         return Err(CliError::with_code(exit::NOT_FOUND, format!("process {pid} ({name}) has exited")));
     }
     if let Some(tracer) = procfs::status_field(pid, "TracerPid").ok().flatten() {
@@ -187,7 +196,7 @@ pub fn check_traceable(pid: i32) -> CliResult<()> {
             .hint("a process can have one tracer at a time: detach the debugger or strace first"));
         }
     }
-    let elf_class = std::fs::read(format!("/proc/{pid}/exe")).ok().and_then(|b| b.get(4).copied());
+    let elf_class = std::fs::read(procfs::live_dir(pid).join("exe")).ok().and_then(|b| b.get(4).copied());
     if elf_class == Some(1) {
         return Err(CliError::new(format!("process {pid} ({name}) is a 32-bit program; userbpf supports x86-64 only")));
     }
@@ -240,7 +249,7 @@ impl StoppedThread {
         let maps = procfs::read_maps(pid)
             .map_err(|e| CliError::new(format!("cannot read /proc/{pid}/maps: {}", os_error_text(&e))))?;
         let code = UnsafeCode::of_process(&maps);
-        let mut last_reason = String::new();
+        let mut last_reason = String::from("it has no live thread");
         for tid in rank_threads(pid, &tids).into_iter().take(THREADS_TO_TRY) {
             match Self::stop_thread(pid, tid, &code, timeout)? {
                 Ok(stopped) => return Ok(stopped),

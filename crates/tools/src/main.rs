@@ -162,7 +162,7 @@ struct CommandLine {
 #[derive(Args)]
 struct InjectArgs {
     /// Give up if the injected call has not returned after this many milliseconds.
-    #[arg(long, value_name = "MS", default_value_t = 5000)]
+    #[arg(long, value_name = "MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
     timeout: u64,
     /// Print JSON instead of text.
     #[arg(long)]

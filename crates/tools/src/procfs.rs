@@ -78,9 +78,27 @@ fn parse_maps_line(line: &str) -> Option<Mapping> {
     })
 }
 
+/// The `/proc` directory through which the memory, mappings and root of
+/// process `pid` are read: `/proc/PID`, or `/proc/PID/task/TID` of a live
+/// thread when the main thread has exited (`pthread_exit`: its own entries
+/// then show no memory and no root while the other threads run on).
+pub fn live_dir(pid: i32) -> PathBuf {
+    if !matches!(thread_state(pid, pid), Some('Z' | 'X')) {
+        return PathBuf::from(format!("/proc/{pid}"));
+    }
+    let live = thread_ids(pid)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|&tid| !matches!(thread_state(pid, tid), Some('Z' | 'X') | None));
+    match live {
+        Some(tid) => PathBuf::from(format!("/proc/{pid}/task/{tid}")),
+        None => PathBuf::from(format!("/proc/{pid}")),
+    }
+}
+
 /// The mappings of process `pid`.
 pub fn read_maps(pid: i32) -> io::Result<Vec<Mapping>> {
-    Ok(parse_maps(&std::fs::read_to_string(format!("/proc/{pid}/maps"))?))
+    Ok(parse_maps(&std::fs::read_to_string(live_dir(pid).join("maps"))?))
 }
 
 /// Ids of all threads of process `pid`, the main thread first.
@@ -120,6 +138,14 @@ pub fn parse_syscall_file(text: &str) -> Option<ThreadActivity> {
 /// What thread `tid` of `pid` is doing right now (None if unreadable).
 pub fn thread_activity(pid: i32, tid: i32) -> Option<ThreadActivity> {
     parse_syscall_file(&std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).ok()?)
+}
+
+/// The one-letter scheduler state of thread `tid` of `pid` (`R`, `S`, `D`,
+/// `T`, `t`, `Z`, …), from `/proc/PID/task/TID/stat`.
+pub fn thread_state(pid: i32, tid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
+    // The command name is in parentheses and may contain spaces or ')'.
+    stat.rsplit_once(") ")?.1.chars().next()
 }
 
 /// A `Key:\tvalue` field of `/proc/PID/status`.
@@ -167,7 +193,9 @@ pub fn environment_variable(pid: i32, name: &str) -> io::Result<Option<String>> 
 /// A path as the process `pid` sees it (through its root, which differs in
 /// another mount namespace or chroot).
 pub fn path_in_process_root(pid: i32, path: &str) -> PathBuf {
-    PathBuf::from(format!("/proc/{pid}/root{path}"))
+    let mut root = live_dir(pid).join("root").into_os_string();
+    root.push(path);
+    PathBuf::from(root)
 }
 
 /// The Yama `ptrace_scope` setting, or None when Yama is not in the kernel.
@@ -215,6 +243,9 @@ mod tests {
     #[test]
     fn reads_own_process() {
         let me = std::process::id() as i32;
+        // SAFETY: gettid has no preconditions.
+        let this_thread = unsafe { libc::gettid() };
+        assert_eq!(thread_state(me, this_thread), Some('R'), "the thread reading its own state is running");
         assert!(process_exists(me));
         assert_eq!(thread_ids(me).unwrap()[0], me);
         assert!(read_maps(me).unwrap().iter().any(|m| m.path == "[stack]"));

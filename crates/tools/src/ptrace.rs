@@ -212,14 +212,14 @@ fn decode_status(status: i32) -> Stop {
 /// `/proc/PID/mem` so that it works whatever the page protections.
 pub fn write_memory(pid: i32, addr: u64, bytes: &[u8]) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
-    let mem = std::fs::OpenOptions::new().write(true).open(format!("/proc/{pid}/mem"))?;
+    let mem = std::fs::OpenOptions::new().write(true).open(crate::procfs::live_dir(pid).join("mem"))?;
     mem.write_all_at(bytes, addr)
 }
 
 /// Reads `len` bytes at `addr` in process `pid`.
 pub fn read_memory(pid: i32, addr: u64, len: usize) -> io::Result<Vec<u8>> {
     use std::os::unix::fs::FileExt;
-    let mem = std::fs::File::open(format!("/proc/{pid}/mem"))?;
+    let mem = std::fs::File::open(crate::procfs::live_dir(pid).join("mem"))?;
     let mut bytes = vec![0u8; len];
     mem.read_exact_at(&mut bytes, addr)?;
     Ok(bytes)
@@ -228,7 +228,7 @@ pub fn read_memory(pid: i32, addr: u64, len: usize) -> io::Result<Vec<u8>> {
 /// Reads a NUL-terminated string of at most `max` bytes at `addr` in process `pid`.
 pub fn read_c_string(pid: i32, addr: u64, max: usize) -> io::Result<String> {
     use std::os::unix::fs::FileExt;
-    let mem = std::fs::File::open(format!("/proc/{pid}/mem"))?;
+    let mem = std::fs::File::open(crate::procfs::live_dir(pid).join("mem"))?;
     let mut bytes = vec![0u8; max];
     // A short read is fine: the string may end near the end of its mapping.
     let n = mem.read_at(&mut bytes, addr)?;

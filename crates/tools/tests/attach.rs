@@ -6,6 +6,16 @@
 mod common;
 use common::*;
 
+/// The target's mappings, read through a live thread (a main thread that
+/// exited shows none).
+fn maps_of(pid: i32) -> String {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("maps")).ok())
+        .find(|maps| !maps.is_empty())
+        .unwrap_or_default()
+}
+
 fn attach_and_check(mode: &str) {
     let scratch = Scratch::new(&format!("attach-{mode}"));
     let target_bin = build_target(&scratch);
@@ -28,7 +38,7 @@ fn attach_and_check(mode: &str) {
 
     // The constructor ran inside the target.
     assert_eq!(wait_for_file(&marker), format!("loaded {} 3.0\n", target.pid));
-    let maps = std::fs::read_to_string(format!("/proc/{}/maps", target.pid)).unwrap();
+    let maps = maps_of(target.pid);
     assert!(maps.contains(lib.canonicalize().unwrap().to_str().unwrap()), "library mapped in the target");
 
     // Detach: the agent's detach function runs, the app keeps going.
@@ -46,7 +56,7 @@ fn attach_and_check(mode: &str) {
     assert_eq!(again.status.code(), Some(0));
     assert!(texts(&again).0.contains("already has") && texts(&again).0.contains("re-attached 5 probe(s)"), "{:?}", texts(&again));
     assert!(std::fs::read_to_string(&marker).unwrap().ends_with(&format!("reattached {} 3.0\n", target.pid)));
-    let maps = std::fs::read_to_string(format!("/proc/{}/maps", target.pid)).unwrap();
+    let maps = maps_of(target.pid);
     let copies = maps.lines().filter(|l| l.ends_with("/libagent.so") && l.contains(" 00000000 ")).count();
     assert_eq!(copies, 1, "one copy of the agent");
 
@@ -69,6 +79,11 @@ fn attach_to_a_thread_spinning_in_fp_code() {
 #[test]
 fn attach_to_a_multithreaded_process() {
     attach_and_check("threads");
+}
+
+#[test]
+fn attach_to_a_process_whose_main_thread_exited() {
+    attach_and_check("exitmain");
 }
 
 #[test]

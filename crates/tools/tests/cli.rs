@@ -22,7 +22,7 @@ fn help_lists_every_command_with_examples_and_exit_codes() {
 
 #[test]
 fn usage_errors_exit_2_without_a_panic() {
-    for args in [&["attach"][..], &["attach", "not-a-pid"], &["frobnicate"], &["run"], &["map", "dump"]] {
+    for args in [&["attach"][..], &["attach", "not-a-pid"], &["attach", "--timeout", "0", "1"], &["frobnicate"], &["run"], &["map", "dump"]] {
         let out = run_with_timeout(userbpf().args(args));
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert!(!texts(&out).1.contains("panicked"), "{args:?}");
