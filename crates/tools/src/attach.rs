@@ -92,6 +92,7 @@ fn print_json<T: serde::Serialize>(value: &T) {
 /// `userbpf attach PID`.
 pub fn attach(options: &AttachOptions) -> CliResult {
     let pid = options.pid;
+    check_traceable(pid)?;
     let library = match &options.library {
         Some(path) => path.canonicalize().map_err(|e| {
             CliError::with_code(exit::NOT_FOUND, format!("cannot use library {}: {}", path.display(), os_error_text(&e)))
@@ -103,7 +104,6 @@ pub fn attach(options: &AttachOptions) -> CliResult {
         .filter(|s| !s.contains('\0'))
         .ok_or_else(|| CliError::new(format!("library path {} is not valid UTF-8", library.display())))?
         .to_string();
-    check_traceable(pid)?;
     let command = procfs::command_name(pid);
     let maps = procfs::read_maps(pid)
         .map_err(|e| CliError::new(format!("cannot read /proc/{pid}/maps: {}", os_error_text(&e))))?;

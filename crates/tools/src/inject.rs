@@ -183,6 +183,10 @@ pub fn check_traceable(pid: i32) -> CliResult<()> {
     if (state.starts_with('Z') || state.starts_with('X')) && !live_threads() {
         return Err(CliError::with_code(exit::NOT_FOUND, format!("process {pid} ({name}) has exited")));
     }
+    let has_memory = procfs::status_field(pid, "VmSize").ok().flatten().is_some();
+    if !has_memory && live_threads() && procfs::thread_state(pid, pid).is_some_and(|s| s != 'Z') {
+        return Err(CliError::new(format!("process {pid} ({name}) is a kernel thread; only user-space programs can be traced")));
+    }
     if let Some(tracer) = procfs::status_field(pid, "TracerPid").ok().flatten() {
         if tracer != "0" {
             let tracer_pid: i32 = tracer.parse().unwrap_or(0);

@@ -28,7 +28,7 @@ const AFTER_HELP: &str = "\
 Examples:
   userbpf run -- ./app --port 8080          start an app with the agent
   userbpf bpftrace -e 'uprobe:./app:handle { @calls = count(); }'
-  userbpf load -- /usr/sbin/opensnoop-bpfcc run a bcc tool with the syscall server
+  userbpf load -- bashreadline-bpfcc        run a bcc tool with the syscall server
   userbpf attach 4242                       load the agent into running process 4242
   userbpf list --json                       maps, programs, attachments, processes
   userbpf doctor                            what this machine lacks, and how to fix it
