@@ -26,7 +26,7 @@
 
 use std::cell::RefCell;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use crate::registry::Shared;
 
@@ -56,8 +56,12 @@ pub(crate) struct EpochState {
     pub slots_used: AtomicU32,
 }
 
+/// A thread's slot in one registry. Holds the registry weakly: a thread
+/// must not keep a registry (and its owner file) alive after the process
+/// dropped every handle; the `Weak` also pins the allocation, so `shared`
+/// (used as identity) cannot be reused by another registry meanwhile.
 struct ThreadReader {
-    shared: Arc<Shared>,
+    shared: Weak<Shared>,
     slot: *const ReaderSlot,
     depth: u32,
     fork_epoch: u32,
@@ -65,9 +69,12 @@ struct ThreadReader {
 
 impl Drop for ThreadReader {
     fn drop(&mut self) {
+        // Only if the registry is still mapped (else the slot memory is gone;
+        // its owner id then reads as dead and the slot gets reclaimed).
+        let Some(_alive) = self.shared.upgrade() else { return };
         if !self.slot.is_null() && self.fork_epoch == crate::registry::fork_epoch() {
             // SAFETY: the slot lies in the registry mapping kept alive by
-            // `shared`; we claimed it, so we release it.
+            // `_alive`; we claimed it, so we release it.
             let s = unsafe { &*self.slot };
             s.epoch.store(0, Ordering::Release);
             s.owner.store(0, Ordering::Release);
@@ -81,22 +88,25 @@ thread_local! {
 }
 
 /// An active read section; element memory seen inside it is not reused
-/// until it ends. Not `Send`: it belongs to the thread's slot.
-pub struct ReadGuard {
+/// until it ends. Borrows the registry or map it came from (the slot lives in
+/// its mapping). Not `Send`: it belongs to the thread's slot.
+pub struct ReadGuard<'a> {
     shared: *const Shared,
+    _registry: std::marker::PhantomData<&'a Shared>,
     _not_send: std::marker::PhantomData<*const ()>,
 }
 
-impl Drop for ReadGuard {
+impl Drop for ReadGuard<'_> {
     #[inline]
     fn drop(&mut self) {
         let shared = self.shared;
         let _ = READERS.try_with(|r| {
             let mut r = r.borrow_mut();
-            if let Some(t) = r.iter_mut().find(|t| Arc::as_ptr(&t.shared) == shared) {
+            if let Some(t) = r.iter_mut().find(|t| Weak::as_ptr(&t.shared) == shared) {
                 t.depth -= 1;
                 if t.depth == 0 && !t.slot.is_null() {
-                    // SAFETY: slot inside the registry mapping kept alive by t.shared.
+                    // SAFETY: the slot is inside the registry mapping, alive
+                    // for this guard's lifetime 'a.
                     unsafe { &*t.slot }.epoch.store(0, Ordering::Release);
                 }
             }
@@ -106,12 +116,12 @@ impl Drop for ReadGuard {
 
 /// Enters a read section on `shared`'s registry for the calling thread.
 #[inline]
-pub(crate) fn enter(shared: &Arc<Shared>) -> ReadGuard {
+pub(crate) fn enter(shared: &Arc<Shared>) -> ReadGuard<'_> {
     let ptr = Arc::as_ptr(shared);
     let entered = READERS.try_with(|r| {
         let mut r = r.borrow_mut();
         let fe = crate::registry::fork_epoch();
-        let idx = match r.iter().position(|t| Arc::as_ptr(&t.shared) == ptr) {
+        let idx = match r.iter().position(|t| Weak::as_ptr(&t.shared) == ptr) {
             Some(i) if r[i].fork_epoch == fe => i,
             Some(i) => {
                 // Forked child: the inherited slot is the parent's; take our own.
@@ -121,7 +131,9 @@ pub(crate) fn enter(shared: &Arc<Shared>) -> ReadGuard {
                 i
             }
             None => {
-                r.push(ThreadReader { shared: shared.clone(), slot: claim_slot(shared), depth: 0, fork_epoch: fe });
+                // Forget registries this thread used that are gone.
+                r.retain(|t| t.shared.strong_count() > 0);
+                r.push(ThreadReader { shared: Arc::downgrade(shared), slot: claim_slot(shared), depth: 0, fork_epoch: fe });
                 r.len() - 1
             }
         };
@@ -130,12 +142,16 @@ pub(crate) fn enter(shared: &Arc<Shared>) -> ReadGuard {
             let e = shared.epoch_state().epoch.load(Ordering::SeqCst);
             // A SeqCst swap is a full barrier (xchg on x86): the slot is
             // visible before any map memory is read in the section.
-            // SAFETY: slot inside the registry mapping kept alive by t.shared.
+            // SAFETY: slot inside the registry mapping, alive while `shared` is.
             unsafe { &*t.slot }.epoch.swap(e, Ordering::SeqCst);
         }
         t.depth += 1;
     });
-    ReadGuard { shared: if entered.is_ok() { ptr } else { std::ptr::null() }, _not_send: std::marker::PhantomData }
+    ReadGuard {
+        shared: if entered.is_ok() { ptr } else { std::ptr::null() },
+        _registry: std::marker::PhantomData,
+        _not_send: std::marker::PhantomData,
+    }
 }
 
 #[cold]

@@ -653,7 +653,7 @@ impl Map {
     /// Enters a read section on this map's registry (see
     /// [`Registry::read_section`]).
     #[inline]
-    pub fn read_section(&self) -> crate::epoch::ReadGuard {
+    pub fn read_section(&self) -> crate::epoch::ReadGuard<'_> {
         crate::epoch::enter(&self.shared)
     }
 

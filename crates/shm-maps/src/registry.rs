@@ -652,7 +652,7 @@ impl Registry {
     /// program holds stay its key's); syscall-view operations take their
     /// own. Costs one store and one fence; nested sections are free.
     #[inline]
-    pub fn read_section(&self) -> crate::epoch::ReadGuard {
+    pub fn read_section(&self) -> crate::epoch::ReadGuard<'_> {
         crate::epoch::enter(&self.shared)
     }
 
