@@ -53,6 +53,15 @@ bt ustack 'uprobe:{APP}:add2 { @[ustack] = count(); }' '{APP} 3'
 bt strcmp 'uprobe:{APP}:greet /str(arg0) == "alpha"/ { @hit = count(); }' '{APP} 3'
 bt join_buf 'uretprobe:{LIB}:lib_name { printf("%s\n", str(retval, 8)); @len = hist(arg0); }' '{APP} 3'
 
+# More one-liner shapes (not run end to end, but they must verify).
+bt lat 'uprobe:{APP}:add2 { @start[tid] = nsecs; } uretprobe:{APP}:add2 /@start[tid]/ { @ns = hist(nsecs - @start[tid]); delete(@start[tid]); }' '{APP} 5'
+bt strings 'uprobe:{APP}:greet { @s[str(arg0, 16)] = count(); printf("%s %s\n", str(arg0), comm); }' '{APP} 3'
+bt ternary_math 'uprobe:{APP}:six_args { $x = arg0 * 3 + arg1 / (arg2 + 1) - (arg3 % 7); @m = max($x > 0 ? $x : -$x); @a[arg0 & 3, arg1 >> 2] = sum(arg4 << 1); }' '{APP} 4'
+bt kstack_tp 'tracepoint:syscalls:sys_enter_openat { @[str(args->filename)] = count(); }' '/bin/true'
+bt profile 'profile:hz:99 { @[ustack(3)] = count(); }' '/bin/sleep 0.1'
+bt buf_join 'uretprobe:{LIB}:lib_name { printf("%r\n", buf(retval, 4)); }' '{APP} 2'
+bt if_else_chain 'uprobe:{APP}:add2 { if (arg0 < 2) { @lo = count(); } else if (arg0 < 5) { @mid = count(); } else { @hi = count(); } @c[cpu] = count(); @u = lhist(arg0, 0, 10, 1); }' '{APP} 8'
+
 # libbpf-tools: each loads its whole BPF object (uprobe programs included) at start-up.
 capture libbpf-bashreadline timeout 3 bashreadline
 capture libbpf-funclatency timeout 3 funclatency "$LIB:lib_mul"
