@@ -156,7 +156,7 @@ fn attach_trace_with_stock_bpftrace_inspect_and_detach() {
     let mut last_sigint: Option<Instant> = None;
     while bpftrace.try_wait().unwrap().is_none() {
         assert!(Instant::now() < deadline, "bpftrace did not exit on SIGINT");
-        if last_sigint.map_or(true, |t| t.elapsed() > Duration::from_millis(300)) {
+        if !matches!(last_sigint, Some(t) if t.elapsed() < Duration::from_millis(300)) {
             // SAFETY: signalling a process this test started.
             unsafe { libc::kill(bpftrace.id() as i32, libc::SIGINT) };
             last_sigint = Some(Instant::now());
