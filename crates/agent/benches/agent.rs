@@ -100,10 +100,17 @@ fn probe_hit(c: &mut Criterion) {
         })
         .unwrap();
     std::env::set_var("USERBPF_DIR", &dir);
+    // Not preloaded, so the watcher thread attaches (asynchronously).
     agent::start();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while hits(&map) == 0 {
+        assert!(std::time::Instant::now() < deadline, "the probe never attached: nothing to measure");
+        userbpf_bench_probed(1);
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
     let before = hits(&map);
     userbpf_bench_probed(1);
-    assert_eq!(hits(&map), before + 1, "the probe is not attached: nothing to measure");
+    assert_eq!(hits(&map), before + 1, "one call, one hit");
 
     let mut group = c.benchmark_group("probe_hit");
     group.bench_function("unprobed_call", |b| b.iter(|| userbpf_bench_unprobed(black_box(7))));

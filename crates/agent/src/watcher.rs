@@ -46,6 +46,8 @@ pub struct Agent {
     mappings: Vec<rewriter::maps::Mapping>,
     /// Set by `userbpf_agent_detach`: attach nothing until resumed.
     suspended: bool,
+    /// Whether [`prepare_patching`] ran.
+    patching_prepared: bool,
 }
 
 /// The agent state; `None` until started (or when inert).
@@ -68,6 +70,7 @@ impl Agent {
             objects_epoch: u64::MAX,
             mappings: Vec::new(),
             suspended: false,
+            patching_prepared: false,
         }
     }
 
@@ -91,6 +94,10 @@ impl Agent {
             .collect();
         if self.suspended || (links.is_empty() && self.attached.is_empty()) {
             return;
+        }
+        if !self.patching_prepared {
+            prepare_patching();
+            self.patching_prepared = true;
         }
         let objects_epoch = loaded_objects_epoch();
         if objects_epoch != self.objects_epoch {
@@ -226,13 +233,15 @@ fn loaded_objects_epoch() -> u64 {
     epoch
 }
 
-/// Do now, on the watcher thread, the slow one-time set-up of live
-/// patching: registering the process for expedited `membarrier` costs
-/// ~8 ms per command (the kernel waits for an RCU grace period). The
-/// rewriter registers lazily on its first attach; registration is per
-/// process and idempotent, so doing it here first keeps that cost off the
-/// first enable's latency. (To be replaced by `rewriter::prepare()`, see
-/// docs/requests/rewriter.md.)
+/// Do ahead of the first attach the slow one-time set-up of live patching:
+/// registering the process for expedited `membarrier` costs ~8 ms per
+/// command (the kernel waits for an RCU grace period). The rewriter
+/// registers lazily on its first attach; registration is per process and
+/// idempotent, so doing it as soon as the registry holds any uprobe link
+/// (typically a loader's still-disabled perf event) keeps that cost off the
+/// enable's latency. Not done for processes that never see a link: a thread
+/// inside this syscall delays the process's exit by the same ~8 ms. (To be
+/// replaced by `rewriter::prepare()`, see docs/requests/rewriter.md.)
 fn prepare_patching() {
     const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_long = 1 << 4;
     const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE: libc::c_long = 1 << 6;
@@ -245,7 +254,6 @@ fn prepare_patching() {
 
 /// The watcher thread's body: reconcile, sleep on the generation futex, repeat.
 pub fn run() {
-    prepare_patching();
     loop {
         let registry = {
             let mut guard = lock_state();

@@ -161,6 +161,35 @@ fn perf_event_output_reaches_the_loaders_ring() {
 }
 
 #[test]
+fn libraries_dlopened_later_get_their_probes() {
+    let reg = TestRegistry::new("dlopen");
+    let map = count_map(&reg.registry);
+    let prog = count_program(&reg.registry, &map);
+    let plugin = plugin_library();
+    attach_file(&reg.registry, prog, plugin, "plugin_func", -1);
+    let app = RunningApp::start(&reg, &["dlopen", plugin.to_str().unwrap()]);
+    let took = wait_for(Duration::from_secs(10), || percpu_sum(&map, 0) > 0);
+    println!("probe in the dlopened library fired after {took:?}");
+    assert!(took.is_some(), "probe on a dlopened library never fired");
+    app.finish();
+}
+
+#[test]
+fn pid_filters_are_respected() {
+    let reg = TestRegistry::new("pid");
+    let mine = count_map(&reg.registry);
+    let other = count_map(&reg.registry);
+    let prog_mine = count_program(&reg.registry, &mine);
+    let prog_other = count_program(&reg.registry, &other);
+    let app = RunningApp::start(&reg, &["loop"]);
+    attach_file(&reg.registry, prog_mine, target_app(), "target_func", app.pid());
+    // A pid that is not the app's (ours).
+    attach_file(&reg.registry, prog_other, target_app(), "target_func", std::process::id() as i32);
+    assert!(wait_for(Duration::from_secs(10), || percpu_sum(&mine, 0) > 20).is_some(), "pid-filtered probe never fired");
+    assert_eq!(percpu_sum(&other, 0), 0, "a probe for another pid fired");
+}
+
+#[test]
 fn exec_loads_the_agent_again() {
     let reg = TestRegistry::new("exec");
     let map = count_map(&reg.registry);

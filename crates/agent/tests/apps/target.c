@@ -8,6 +8,8 @@
  *   target exec N       exec itself as "target count N"
  *   target detach N     N calls, userbpf_agent_detach(), N calls,
  *                       userbpf_agent_reattach(), N calls
+ *   target dlopen LIB   print "ready", dlopen LIB, then call its plugin_func
+ *                       every millisecond until stdin closes
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -16,6 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/wait.h>
+#include <fcntl.h>
 
 __attribute__((noinline)) long target_func(long x) {
     __asm__ volatile("" ::: "memory");
@@ -65,6 +68,21 @@ int main(int argc, char **argv) {
         for (long i = 0; i < n; i++) sum += target_func(i);
         if (reattach() != 1) return 9;
         for (long i = 0; i < n; i++) sum += target_func(i);
+    } else if (!strcmp(argv[1], "dlopen") && argc == 3) {
+        printf("ready\n");
+        fflush(stdout);
+        void *lib = dlopen(argv[2], RTLD_NOW);
+        if (!lib) return 10;
+        long (*plugin_func)(long) = (long (*)(long))dlsym(lib, "plugin_func");
+        if (!plugin_func) return 11;
+        int flags = fcntl(0, F_GETFL);
+        fcntl(0, F_SETFL, flags | O_NONBLOCK);
+        char buf[16];
+        for (long i = 0;; i++) {
+            sum += plugin_func(i);
+            if (read(0, buf, sizeof buf) == 0) break;
+            usleep(1000);
+        }
     } else if (!strcmp(argv[1], "exec") && argc == 3) {
         char *args[] = {argv[0], "count", argv[2], 0};
         execv("/proc/self/exe", args);

@@ -104,11 +104,26 @@ impl RunningApp {
     pub fn start(registry: &TestRegistry, args: &[&str]) -> RunningApp {
         use std::io::BufRead;
         // stderr inherited: the agent's messages show up in the test output.
-        let mut child = app_command(registry, args).stderr(Stdio::inherit()).spawn().expect("spawn app");
+        // stdin piped: modes that read it stop when the test closes it.
+        let mut child =
+            app_command(registry, args).stderr(Stdio::inherit()).stdin(Stdio::piped()).spawn().expect("spawn app");
         let mut line = String::new();
         std::io::BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
         assert_eq!(line.trim(), "ready");
         RunningApp(child)
+    }
+}
+
+impl RunningApp {
+    pub fn pid(&self) -> i32 {
+        self.0.id() as i32
+    }
+
+    /// Close the app's stdin and wait for it; asserts a clean exit.
+    pub fn finish(mut self) {
+        drop(self.0.stdin.take());
+        let status = self.0.wait().unwrap();
+        assert!(status.success(), "app exited with {status:?}");
     }
 }
 
@@ -117,6 +132,42 @@ impl Drop for RunningApp {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// The test plugin library (compiled once per test binary).
+pub fn plugin_library() -> &'static Path {
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| {
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps/plugin.c");
+        let out = target_dir().join(format!("agent-test-plugin-{}.so", std::process::id()));
+        let status = Command::new("cc")
+            .args(["-O1", "-g", "-fPIC", "-shared", "-o"])
+            .arg(&out)
+            .arg(&source)
+            .status()
+            .expect("run cc");
+        assert!(status.success(), "compiling {} failed", source.display());
+        out
+    })
+}
+
+/// Create an uprobe attachment on `symbol` of the ELF file `file`, firing
+/// only in process `pid` (-1: every process).
+pub fn attach_file(registry: &Registry, prog_id: u32, file: &Path, symbol: &str, pid: i32) -> u32 {
+    let meta = std::fs::metadata(file).unwrap();
+    registry
+        .create_link(&LinkRecord {
+            kind: LinkKind::Uprobe,
+            prog_id,
+            enabled: true,
+            pid,
+            target_path: file.display().to_string(),
+            file_offset: rewriter::elf::resolve_symbol(file, symbol).expect("resolve symbol"),
+            dev: meta.dev(),
+            inode: meta.ino(),
+            ..Default::default()
+        })
+        .expect("create link")
 }
 
 /// File offset of `symbol` in the target app.
