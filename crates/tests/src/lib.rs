@@ -209,6 +209,14 @@ impl World {
         Proc::spawn(cmd, "bpftrace")
     }
 
+    /// Start bpftrace like [`World::spawn_bpftrace`], leaving its stdout
+    /// for the caller to read ([`Proc::take_stdout`]) with exact timing.
+    pub fn spawn_bpftrace_raw(&self, script: &str, extra: &[String]) -> Result<Proc, SetupError> {
+        let mut cmd = self.command(BPFTRACE, &self.server);
+        cmd.arg("-e").arg(self.expand(script)).args(extra);
+        Proc::spawn_raw(cmd, "bpftrace")
+    }
+
     /// Start bpftrace (with the syscall server) on a script file.
     pub fn spawn_bpftrace_file(&self, script: &str, extra: &[String]) -> Result<Proc, SetupError> {
         let mut cmd = self.command(BPFTRACE, &self.server);
@@ -328,6 +336,19 @@ impl Proc {
         let stdout = Stream::new(child.stdout.take());
         let stderr = Stream::new(child.stderr.take());
         Ok(Proc { child, what, stdout, stderr })
+    }
+
+    /// Like [`Proc::spawn`] but stdout stays in the child handle.
+    fn spawn_raw(mut cmd: Command, what: &'static str) -> Result<Proc, SetupError> {
+        let mut child = cmd.spawn().map_err(|e| SetupError(format!("spawn {what}: {e}")))?;
+        let stdout = Stream::new(None::<std::process::ChildStdout>);
+        let stderr = Stream::new(child.stderr.take());
+        Ok(Proc { child, what, stdout, stderr })
+    }
+
+    /// The stdout pipe of a process started with `spawn_bpftrace_raw`.
+    pub fn take_stdout(&mut self) -> Option<std::process::ChildStdout> {
+        self.child.stdout.take()
     }
 
     pub fn pid(&self) -> u32 {
