@@ -90,9 +90,9 @@ pub fn start() {
         }
     };
     let registry_opened = began.elapsed();
-    // Only the fault handler here; the slow caches (uid/gid, cgroup) are
+    // Fault and fork handlers only; the slow caches (uid/gid, cgroup) are
     // filled by the watcher, off the application's start-up path.
-    if let Err(e) = runtime::fault::install() {
+    if let Err(e) = runtime::init_process() {
         log::warn(&format!("{e}; probe reads fall back to process_vm_readv"));
     }
     open_trace_sink(&registry);
@@ -222,8 +222,8 @@ extern "C" fn after_fork_parent() {
 extern "C" fn after_fork_child() {
     // SAFETY: as in `before_fork`; the child has only this thread.
     unsafe { *std::ptr::addr_of_mut!(FORK_GUARD) = None };
+    // (The runtime's own fork handler resets its pid caches.)
     let restarted = std::panic::catch_unwind(|| {
-        runtime::helpers::task::after_fork_child();
         if watcher::lock_state().is_some() {
             spawn_watcher();
         }

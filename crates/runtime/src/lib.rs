@@ -21,9 +21,10 @@ pub use program::{LoadError, LoadedProgram};
 pub use vm::program::HelperFn;
 
 /// Prepare the process for running programs: install the fault handler
-/// used by `probe_read*` and fill the slow caches (uid/gid, cgroup).
-/// Idempotent; safe to call from several places.
+/// used by `probe_read*` and the fork handler that keeps pid caches right.
+/// Cheap (a few `sigaction`s); the slow caches (uid/gid, cgroup id) fill on
+/// first use or through `helpers::task::refresh_slow_caches`. Idempotent.
 pub fn init_process() -> Result<(), fault::InstallError> {
-    helpers::task::refresh_slow_caches();
+    helpers::task::install_fork_handler();
     fault::install()
 }

@@ -2,7 +2,8 @@
 //! CPU. All answer from caches so the hot path makes no system call:
 //!
 //! - pid/tgid: per-thread cache, invalidated by a fork generation counter
-//!   bumped in the `pthread_atfork` child handler (see [`after_fork_child`]).
+//!   bumped in a `pthread_atfork` child handler ([`after_fork_child`],
+//!   registered by `runtime::init_process`).
 //! - uid/gid and cgroup id: process-wide atomics, refreshed by
 //!   [`refresh_slow_caches`] (the agent's watcher calls it on every wake).
 //! - comm: per-thread cache tagged with a refresh epoch; a thread re-reads
@@ -16,8 +17,8 @@ static FORK_GENERATION: AtomicU64 = AtomicU64::new(1);
 static COMM_EPOCH: AtomicU64 = AtomicU64::new(1);
 /// `gid << 32 | uid`; `u64::MAX` until first refreshed.
 static UID_GID: AtomicU64 = AtomicU64::new(u64::MAX);
-/// 0 until first refreshed (and when the process has no cgroup v2 path).
-static CGROUP_ID: AtomicU64 = AtomicU64::new(0);
+/// `u64::MAX` until first refreshed; 0 when the process has no cgroup v2 path.
+static CGROUP_ID: AtomicU64 = AtomicU64::new(u64::MAX);
 
 const TASK_COMM_LEN: usize = 16;
 
@@ -88,6 +89,11 @@ pub unsafe extern "C" fn get_current_uid_gid(_: u64, _: u64, _: u64, _: u64, _: 
 
 /// `bpf_get_current_cgroup_id()`.
 pub unsafe extern "C" fn get_current_cgroup_id(_: u64, _: u64, _: u64, _: u64, _: u64, _: *mut c_void) -> u64 {
+    let value = CGROUP_ID.load(Ordering::Relaxed);
+    if value != u64::MAX {
+        return value;
+    }
+    refresh_slow_caches();
     CGROUP_ID.load(Ordering::Relaxed)
 }
 
@@ -119,8 +125,8 @@ pub unsafe extern "C" fn get_current_comm(buf: u64, size: u64, _: u64, _: u64, _
     0
 }
 
-/// `bpf_get_smp_processor_id()`: the CPU this thread runs on (glibc reads
-/// it from the rseq area, no system call).
+/// `bpf_get_smp_processor_id()`: the CPU this thread runs on (read from
+/// the thread's rseq area, no system call).
 pub unsafe extern "C" fn get_smp_processor_id(_: u64, _: u64, _: u64, _: u64, _: u64, _: *mut c_void) -> u64 {
     current_cpu() as u64
 }
@@ -129,13 +135,22 @@ pub unsafe extern "C" fn get_smp_processor_id(_: u64, _: u64, _: u64, _: u64, _:
 /// PERF_EVENT_ARRAY).
 #[inline]
 pub fn current_cpu() -> u32 {
-    // SAFETY: sched_getcpu has no preconditions.
-    let cpu = unsafe { libc::sched_getcpu() };
-    if cpu < 0 {
-        0
-    } else {
-        cpu as u32
-    }
+    shm_maps::cpu::current()
+}
+
+/// Register [`after_fork_child`] with `pthread_atfork` (once per process),
+/// so pid/tid caches are right in forked children of any embedder.
+pub(crate) fn install_fork_handler() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        extern "C" fn child() {
+            after_fork_child();
+        }
+        // SAFETY: registering a plain extern "C" function that only
+        // touches atomics. The libraries embedding the runtime are never
+        // unloaded (libagent.so is linked with -z nodelete).
+        unsafe { libc::pthread_atfork(None, None, Some(child)) };
+    });
 }
 
 #[cfg(test)]
