@@ -1,7 +1,9 @@
 //! JIT benchmarks (criterion; `cargo bench -p vm --bench jit`).
 //!
 //! - `code/<program>`: speed of the generated code on three programs — a
-//!   prime-counting loop, a 64 KiB copy loop and a string compare — against
+//!   prime-counting loop, a 64 KiB copy loop and a string compare — plus
+//!   the cost of a call (`return_one`) and of helper calls
+//!   (`helper_calls`: 1,000 calls), against
 //!   the same algorithm in C (`benches/native/programs.c`, compiled here
 //!   with gcc -O2, once as is and once with gcc's loop-to-memcpy and
 //!   vectorizer passes off, the "same algorithm" scalar code), against
@@ -83,6 +85,35 @@ differ:
     exit
 ";
 
+const RETURN_ONE: &str = "
+    mov %r0, 1
+    exit
+";
+
+const HELPER_CALLS: &str = "
+    mov %r6, 0
+    mov %r7, 0
+loop:
+    mov %r1, %r6
+    mov %r2, %r7
+    call 1
+    mov %r7, %r0
+    add %r6, 1
+    jlt %r6, 1000, loop
+    mov %r0, %r7
+    exit
+";
+
+/// Helper 1 for userbpf (C ABI with env) ...
+unsafe extern "C" fn mix_helper(a: u64, b: u64, _: u64, _: u64, _: u64, _: *mut c_void) -> u64 {
+    (a ^ b) + 1
+}
+
+/// ... and the same for rbpf (its helper ABI).
+fn rbpf_mix_helper(a: u64, b: u64, _: u64, _: u64, _: u64) -> u64 {
+    (a ^ b) + 1
+}
+
 type NativeFn = unsafe extern "C" fn(*mut u8) -> u64;
 
 /// The C programs, compiled into a shared object with `flags` and loaded.
@@ -91,6 +122,8 @@ struct Native {
     primes: NativeFn,
     copy: NativeFn,
     compare: NativeFn,
+    return_one: NativeFn,
+    helper_calls: NativeFn,
 }
 
 fn compile_native(out_dir: &Path, name: &str, extra_flags: &[&str]) -> Native {
@@ -126,6 +159,8 @@ fn compile_native(out_dir: &Path, name: &str, extra_flags: &[&str]) -> Native {
         primes: sym("count_primes"),
         copy: sym("copy_64k"),
         compare: sym("string_compare"),
+        return_one: sym("return_one"),
+        helper_calls: sym("helper_calls"),
         _handle: handle,
     }
 }
@@ -171,7 +206,25 @@ fn cases() -> Vec<Case> {
             native: |n| n.compare,
             expected: (-2i64) as u64,
         },
+        Case {
+            name: "return_one",
+            asm: RETURN_ONE,
+            mem: vec![0; 8],
+            native: |n| n.return_one,
+            expected: 1,
+        },
+        Case {
+            name: "helper_calls",
+            asm: HELPER_CALLS,
+            mem: vec![0; 8],
+            native: |n| n.helper_calls,
+            expected: helper_calls_result(),
+        },
     ]
+}
+
+fn helper_calls_result() -> u64 {
+    (0..1000u64).fold(0, |acc, i| (i ^ acc) + 1)
 }
 
 fn out_dir() -> PathBuf {
@@ -188,7 +241,8 @@ fn bench_code(c: &mut Criterion) {
         "o2_scalar",
         &["-fno-tree-vectorize", "-fno-tree-loop-distribute-patterns"],
     );
-    let helpers = Helpers::new();
+    let mut helpers = Helpers::new();
+    helpers.register(1, mix_helper);
     for case in cases() {
         let insns = vm::asm::assemble(case.asm).unwrap();
         let prog = Program::load_plain(&insns).unwrap();
@@ -198,6 +252,7 @@ fn bench_code(c: &mut Criterion) {
             .flat_map(|i| i.to_u64().to_le_bytes())
             .collect();
         let mut rbpf_vm = rbpf::EbpfVmRaw::new(Some(&bytes)).unwrap();
+        rbpf_vm.register_helper(1, rbpf_mix_helper).unwrap();
         rbpf_vm.jit_compile().unwrap();
 
         let mut mem = case.mem.clone();
@@ -291,25 +346,40 @@ fn bench_code(c: &mut Criterion) {
 }
 
 /// Robust comparison on a busy machine: the engines run interleaved, many
-/// rounds, and each keeps its fastest run (noise only ever adds time).
-/// Printed as a table of minimum times and ratios to the gcc -O2 code.
+/// rounds, and each keeps its fastest sample (noise only ever adds time). A
+/// sample is a batch of back-to-back runs lasting a few microseconds, so
+/// short programs are not lost in the clock's resolution. Printed as a table
+/// of minimum times per run and ratios to the gcc -O2 code.
 fn print_min_times(name: &str, engines: &mut [(&str, &mut dyn FnMut() -> u64)]) {
     const ROUNDS: usize = 300;
-    let mut best = vec![Duration::MAX; engines.len()];
+    const SAMPLE: Duration = Duration::from_micros(5);
+    let batch: Vec<u32> = engines
+        .iter_mut()
+        .map(|(_, run)| {
+            let start = std::time::Instant::now();
+            for _ in 0..16 {
+                black_box(run());
+            }
+            let per_run = start.elapsed() / 16;
+            (SAMPLE.as_nanos() / per_run.as_nanos().max(1)).clamp(1, 100_000) as u32
+        })
+        .collect();
+    let mut best = vec![f64::MAX; engines.len()];
     for _ in 0..ROUNDS {
         for (i, (_, run)) in engines.iter_mut().enumerate() {
             let start = std::time::Instant::now();
-            black_box(run());
-            best[i] = best[i].min(start.elapsed());
+            for _ in 0..batch[i] {
+                black_box(run());
+            }
+            best[i] = best[i].min(start.elapsed().as_secs_f64() / batch[i] as f64);
         }
     }
-    let native = best[1].as_secs_f64();
-    let scalar = best[2].as_secs_f64();
+    let native = best[1];
+    let scalar = best[2];
     eprintln!("min-of-{ROUNDS} {name}:");
-    for ((engine, _), t) in engines.iter().zip(&best) {
-        let t = t.as_secs_f64();
+    for ((engine, _), &t) in engines.iter().zip(&best) {
         eprintln!(
-            "  {engine:<22} {:>10.2} us   x{:.2} of gcc -O2   x{:.2} of gcc -O2 scalar",
+            "  {engine:<22} {:>12.4} us   x{:.2} of gcc -O2   x{:.2} of gcc -O2 scalar",
             t * 1e6,
             t / native,
             t / scalar

@@ -50,3 +50,27 @@ uint64_t string_compare(uint8_t *mem)
         b++;
     }
 }
+
+/* Returns 1: the cost of entering and leaving compiled code. */
+uint64_t return_one(uint8_t *mem)
+{
+    (void)mem;
+    return 1;
+}
+
+/* The helper of the helper-call benchmark (kept out of line like a real
+ * helper behind a function pointer). */
+__attribute__((noinline)) uint64_t mix_helper(uint64_t a, uint64_t b)
+{
+    return (a ^ b) + 1;
+}
+
+/* 1,000 calls of mix_helper, each taking the previous result. */
+uint64_t helper_calls(uint8_t *mem)
+{
+    (void)mem;
+    uint64_t acc = 0;
+    for (uint64_t i = 0; i < 1000; i++)
+        acc = mix_helper(i, acc);
+    return acc;
+}

@@ -12,27 +12,29 @@
 //! | x86  | rax | rdi | rsi | rdx | rcx | r8 | rbx | r13 | r14 | r15 | rbp |
 //!
 //! r1..r5 are exactly the System V argument registers, so a helper call is
-//! "load env into r9, call". `r12` points to the run state (below);
-//! `r9`, `r10`, `r11` are scratch.
+//! `mov r9, r12` (env, kept in callee-saved `r12` for the whole run) and a
+//! call. `r9`, `r10`, `r11` are scratch.
 //!
 //! ## Entry and native frame
 //!
 //! Compiled code has the C signature
-//! `fn(r1, r2, r3, r4, r5, env, status: *mut u64) -> r0`: the first five
-//! arguments arrive in the registers that *are* r1..r5. The prologue saves
-//! the callee-saved registers and reserves:
+//! `fn(r1, r2, r3, r4, r5, env, abort: *mut AbortInfo) -> r0`: the first
+//! five arguments arrive in the registers that *are* r1..r5. The prologue
+//! saves the callee-saved registers and reserves, at `S` (= `rsp` in the
+//! prologue), the run state and eight eBPF frames:
 //!
 //! ```text
-//!   [r12 + 0]    env pointer of this run (reloaded into r9 for helpers)
-//!   [r12 + 8]    abort-info pointer (`AbortInfo`), written if the run aborts
-//!   [r12 + 16]   tail calls taken so far (u32)
-//!   [r12 + 32 .. r12 + 80]   r0..r5 saved across a tail call's resolver
-//!   [r12 + 80 .. r12 + 80 + 8*512]   eBPF stacks, frame 0 at the top
+//!   [S + 8]    abort-info pointer, written if the run aborts
+//!   [S + 16]   tail calls taken so far (u32)
+//!   [S + 32 .. S + 80]   r0..r5 saved across a tail call's resolver
+//!   frame d: r10 = S + 4288 - 528 d; stack bytes [r10 - 512, r10);
+//!            [r10] holds S, so the rare paths (tail call, abort, call
+//!            depth check) find the state from any frame
 //! ```
 //!
 //! The body is entered with a native `call`, so every `exit` is a `ret`; a
 //! BPF-to-BPF call checks the depth, saves r6..r10 with pushes, moves r10
-//! down 512 bytes and `call`s the callee. Each push group keeps `rsp`
+//! down one frame, stores `S` there and `call`s the callee. Each push group keeps `rsp`
 //! 16-byte aligned at helper calls. A tail call jumps to the target's body
 //! (at [`TAIL_CALL_ENTRY_OFFSET`]) with the current native and eBPF frames,
 //! so the target's `exit` returns where the caller's would have: the
@@ -48,21 +50,27 @@ use super::{JitError, JitOptions};
 /// eBPF register → x86 register.
 const REG: [Reg; 11] = [RAX, RDI, RSI, RDX, RCX, R8, RBX, R13, R14, R15, RBP];
 
-const STATE_ENV: i32 = 0;
 const STATE_STATUS: i32 = 8;
 const STATE_TAIL_COUNT: i32 = 16;
 const STATE_SAVED_ARGS: i32 = 32;
 const STATE_SIZE: i32 = 80;
-const BPF_STACK_TOTAL: i32 = (STACK_SIZE * MAX_CALL_FRAMES) as i32;
+/// Distance between the r10 of consecutive eBPF frames: 512 bytes of stack
+/// plus 16 bytes holding the state pointer (8) and padding.
+pub(super) const FRAME_STRIDE: i32 = STACK_SIZE as i32 + 16;
 /// Bytes reserved below the saved registers. A multiple of 16: with six
-/// pushes and the return address, `r12 ≡ 8 (mod 16)`, so inside the body
+/// pushes and the return address, `S ≡ 8 (mod 16)`, so inside the body
 /// (entered by `call`) `rsp` is 16-byte aligned.
-const FRAME_SIZE: i32 = STATE_SIZE + BPF_STACK_TOTAL;
+const FRAME_SIZE: i32 = STATE_SIZE + FRAME_STRIDE * MAX_CALL_FRAMES as i32;
 const _: () = assert!(FRAME_SIZE % 16 == 0);
+/// r10 of frame 0, relative to `S`.
+const FRAME0_R10: i32 = FRAME_SIZE - 16;
+/// r10 of the deepest frame allowed (`MAX_CALL_FRAMES - 1`), relative to `S`.
+const DEEPEST_R10: i32 = FRAME0_R10 - (MAX_CALL_FRAMES as i32 - 1) * FRAME_STRIDE;
+const _: () = assert!(DEEPEST_R10 - STACK_SIZE as i32 == STATE_SIZE);
 
 /// Offset from a program's entry to its body, where tail calls enter (every
 /// program compiled by this JIT has the same prologue).
-pub const TAIL_CALL_ENTRY_OFFSET: usize = 165;
+pub const TAIL_CALL_ENTRY_OFFSET: usize = 166;
 
 struct Codegen<'a> {
     asm: Asm,
@@ -173,20 +181,20 @@ pub(super) struct Generated {
 
 impl Codegen<'_> {
     /// Save the callee-saved registers and build the run state; leaves
-    /// `r12` = `rsp` = state and `rbp` = top of frame 0.
+    /// `rsp` = state, `r12` = env and `rbp` = r10 of frame 0.
     fn frame_setup(&mut self) {
         let a = &mut self.asm;
         for r in [RBP, RBX, R12, R13, R14, R15] {
             a.push(r);
         }
         a.alu_ri(alu::SUB, true, x86::RSP, FRAME_SIZE);
-        a.store(Size::B8, x86::RSP, STATE_ENV, R9);
+        a.mov_rr(true, R12, R9);
         // 7th argument: above the frame, six pushes and the return address.
         a.load(Size::B8, R11, x86::RSP, FRAME_SIZE + 7 * 8);
         a.store(Size::B8, x86::RSP, STATE_STATUS, R11);
         a.store_imm(Size::B4, x86::RSP, STATE_TAIL_COUNT, 0);
-        a.mov_rr(true, R12, x86::RSP);
-        a.lea(RBP, R12, FRAME_SIZE);
+        a.lea(RBP, x86::RSP, FRAME0_R10);
+        a.store(Size::B8, RBP, 0, x86::RSP);
     }
 
     /// Program entry (at offset 0), epilogue, function entry (see
@@ -212,12 +220,12 @@ impl Codegen<'_> {
         a.jump_back(None, epilogue);
         // Abort: r9 = kind, rax = pc, r10 = detail (see `AbortInfo`).
         self.abort = a.pos();
-        a.load(Size::B8, R11, R12, STATE_STATUS);
+        a.load(Size::B8, x86::RSP, RBP, 0);
+        a.load(Size::B8, R11, x86::RSP, STATE_STATUS);
         a.store(Size::B8, R11, 0, R9);
         a.store(Size::B8, R11, 8, RAX);
         a.store(Size::B8, R11, 16, R10);
         a.alu_rr(alu::XOR, false, RAX, RAX);
-        a.mov_rr(true, x86::RSP, R12);
         a.jump_back(None, epilogue);
         debug_assert_eq!(a.pos(), TAIL_CALL_ENTRY_OFFSET);
         body_call
@@ -715,7 +723,7 @@ impl Codegen<'_> {
         a.load(Size::B8, R11, R11, 0);
         a.test_rr(true, R11, R11);
         let unknown_missing = a.jcc_rel32(cc::E);
-        a.load(Size::B8, R9, R12, STATE_ENV);
+        a.mov_rr(true, R9, R12);
         a.call_reg(R11);
         to_done.push(a.jmp_rel32());
         let unknown = a.pos();
@@ -751,7 +759,7 @@ impl Codegen<'_> {
                         id: insn.imm as i64,
                     })?;
                 let a = &mut self.asm;
-                a.load(Size::B8, R9, R12, STATE_ENV);
+                a.mov_rr(true, R9, R12);
                 a.mov_ri64(RAX, helper as usize as u64);
                 a.call_reg(RAX);
             }
@@ -759,12 +767,11 @@ impl Codegen<'_> {
                 let target = self.check_target(pc, pc as i64 + 1 + insn.imm as i64)?;
                 let a = &mut self.asm;
                 // Depth check (tail calls can nest calls deeper than
-                // Program::load's static bound): r10 of frame d is
-                // r12 + FRAME_SIZE - d * 512; the deepest frame allowed is
-                // MAX_CALL_FRAMES - 1.
-                let deepest_caller_r10 = FRAME_SIZE - ((MAX_CALL_FRAMES - 1) * STACK_SIZE) as i32;
-                a.lea(R11, R12, deepest_caller_r10);
-                a.alu_rr(alu::CMP, true, RBP, R11);
+                // Program::load's static bound): the caller's frame must be
+                // above the deepest one. r11 = state, kept for the callee.
+                a.load(Size::B8, R11, RBP, 0);
+                a.lea(R10, R11, DEEPEST_R10);
+                a.alu_rr(alu::CMP, true, RBP, R10);
                 let ok = a.jcc_rel8(cc::A);
                 self.emit_abort(ABORT_CALL_DEPTH, pc, None);
                 let a = &mut self.asm;
@@ -774,7 +781,8 @@ impl Codegen<'_> {
                 for r in [RBX, R13, R14, R15, RBP] {
                     a.push(r);
                 }
-                a.alu_ri(alu::SUB, true, RBP, STACK_SIZE as i32);
+                a.alu_ri(alu::SUB, true, RBP, FRAME_STRIDE);
+                a.store(Size::B8, RBP, 0, R11);
                 let at = a.call_rel32();
                 if target <= pc {
                     let native = self.offsets[target] as usize;
@@ -804,39 +812,41 @@ impl Codegen<'_> {
     /// with r0..r5 unchanged, as in the interpreter.
     fn emit_tail_call(&mut self, resolver: TailCallResolver) {
         let a = &mut self.asm;
-        a.alu_mi8(alu::CMP, false, R12, STATE_TAIL_COUNT, MAX_TAIL_CALLS as i8);
+        a.load(Size::B8, R11, RBP, 0);
+        a.alu_mi8(alu::CMP, false, R11, STATE_TAIL_COUNT, MAX_TAIL_CALLS as i8);
         let over_limit = a.jcc_rel8(cc::AE);
         for (i, r) in [RAX, RDI, RSI, RDX, RCX, R8].into_iter().enumerate() {
-            a.store(Size::B8, R12, STATE_SAVED_ARGS + 8 * i as i32, r);
+            a.store(Size::B8, R11, STATE_SAVED_ARGS + 8 * i as i32, r);
         }
         a.mov_rr(true, RDI, RSI);
         a.mov_rr(true, RSI, RDX);
-        a.load(Size::B8, RDX, R12, STATE_ENV);
+        a.mov_rr(true, RDX, R12);
         a.mov_ri64(RAX, resolver as usize as u64);
         a.call_reg(RAX);
+        a.load(Size::B8, R11, RBP, 0);
         a.test_rr(true, RAX, RAX);
         let mut to_fail = vec![a.jcc_rel8(cc::E)];
         let entry_field = std::mem::offset_of!(crate::program::TailTarget, jit_entry) as i32;
-        a.load(Size::B8, R11, RAX, entry_field);
-        a.test_rr(true, R11, R11);
+        a.load(Size::B8, R10, RAX, entry_field);
+        a.test_rr(true, R10, R10);
         to_fail.push(a.jcc_rel8(cc::E));
-        a.alu_mi8(alu::ADD, false, R12, STATE_TAIL_COUNT, 1);
-        a.alu_ri(alu::ADD, true, R11, TAIL_CALL_ENTRY_OFFSET as i32);
+        a.alu_mi8(alu::ADD, false, R11, STATE_TAIL_COUNT, 1);
+        a.alu_ri(alu::ADD, true, R10, TAIL_CALL_ENTRY_OFFSET as i32);
         let to_jump = a.jmp_rel8();
         let fail = a.pos();
         for j in to_fail {
             a.patch_rel8(j, fail);
         }
-        // Failure: restore and fall through (r11 = 0 marks "no jump").
-        a.alu_rr(alu::XOR, false, R11, R11);
+        // Failure: restore and fall through (r10 = 0 marks "no jump").
+        a.alu_rr(alu::XOR, false, R10, R10);
         let restore = a.pos();
         a.patch_rel8(to_jump, restore);
         for (i, r) in [RAX, RDI, RSI, RDX, RCX, R8].into_iter().enumerate() {
-            a.load(Size::B8, r, R12, STATE_SAVED_ARGS + 8 * i as i32);
+            a.load(Size::B8, r, R11, STATE_SAVED_ARGS + 8 * i as i32);
         }
-        a.test_rr(true, R11, R11);
+        a.test_rr(true, R10, R10);
         let no_jump = a.jcc_rel8(cc::E);
-        a.jmp_reg(R11);
+        a.jmp_reg(R10);
         let done = a.pos();
         a.patch_rel8(no_jump, done);
         a.patch_rel8(over_limit, done);
