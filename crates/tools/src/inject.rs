@@ -223,7 +223,7 @@ fn seize_error(pid: i32, err: std::io::Error) -> CliError {
             if euid != 0 && owner.is_some_and(|o| o != euid) {
                 CliError::with_code(exit::ENVIRONMENT, format!("{base}: it belongs to uid {}", owner.unwrap_or(0)))
                     .hint("attach as the user that runs it (or as root)")
-            } else if euid != 0 && procfs::yama_ptrace_scope().is_some_and(|s| s >= 1) {
+            } else if procfs::yama_ptrace_scope().is_some_and(|s| s >= 3 || (s >= 1 && euid != 0)) {
                 let scope = procfs::yama_ptrace_scope().unwrap_or(1);
                 let hint = if scope == 1 {
                     "Yama ptrace_scope is 1: only parents may trace. As root: `echo 0 > /proc/sys/kernel/yama/ptrace_scope`, \

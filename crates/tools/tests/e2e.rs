@@ -87,6 +87,10 @@ fn attach_trace_with_stock_bpftrace_inspect_and_detach() {
         eprintln!("skipped: {why}");
         return;
     }
+    if let Some(scope) = yama_blocks_attach() {
+        eprintln!("skipped: Yama ptrace_scope {scope} forbids attaching here (tests/attach.rs checks the message)");
+        return;
+    }
     let w = World::new("e2e-attach");
     let pidfile = w.scratch.path("run/app.pid");
     // Started directly, not by userbpf: no agent yet.

@@ -158,6 +158,16 @@ impl Drop for Target {
     }
 }
 
+/// Why this user cannot ptrace a process it did not start, if Yama says so
+/// (`ptrace_scope` 1 or 2 for non-root, 3 for everyone). Tests then check
+/// that `attach` explains it instead of attaching.
+pub fn yama_blocks_attach() -> Option<u32> {
+    let scope: u32 = std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope").ok()?.trim().parse().ok()?;
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    (scope >= 3 || (scope >= 1 && !root)).then_some(scope)
+}
+
 /// Text of a command's stdout and stderr.
 pub fn texts(out: &Output) -> (String, String) {
     (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
