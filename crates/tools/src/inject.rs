@@ -225,11 +225,12 @@ fn seize_error(pid: i32, err: std::io::Error) -> CliError {
                     .hint("attach as the user that runs it (or as root)")
             } else if procfs::yama_ptrace_scope().is_some_and(|s| s >= 3 || (s >= 1 && euid != 0)) {
                 let scope = procfs::yama_ptrace_scope().unwrap_or(1);
-                let hint = if scope == 1 {
-                    "Yama ptrace_scope is 1: only parents may trace. As root: `echo 0 > /proc/sys/kernel/yama/ptrace_scope`, \
-                     or start the app with `userbpf run` instead"
-                } else {
-                    "Yama ptrace_scope is 2 or 3: only root (or nobody) may trace; start the app with `userbpf run` instead"
+                let hint = match scope {
+                    1 => "Yama ptrace_scope 1 lets only a parent trace its children. As root: \
+                          `echo 0 > /proc/sys/kernel/yama/ptrace_scope`, or start the app with `userbpf run`",
+                    2 => "Yama ptrace_scope 2 lets only root (CAP_SYS_PTRACE) trace: attach as root, \
+                          or start the app with `userbpf run`",
+                    _ => "Yama ptrace_scope 3 forbids tracing until reboot: start the app with `userbpf run`",
                 };
                 CliError::with_code(exit::ENVIRONMENT, format!("{base} (Yama ptrace_scope = {scope})")).hint(hint)
             } else {
