@@ -85,7 +85,8 @@ pub struct StoppedThread {
     pending_signal: i32,
     /// Original bytes of the stack area the calls used: (lowest address, bytes).
     stack_backup: Option<(u64, Vec<u8>)>,
-    stopped_at: Instant,
+    /// When the last (successful) `PTRACE_INTERRUPT` was sent.
+    interrupted_at: Instant,
     paused_before: Duration,
     call_time: Duration,
     attempts: u32,
@@ -277,13 +278,16 @@ impl StoppedThread {
         }
         let mut paused = Duration::ZERO;
         let mut pending_signal = 0;
-        for attempt in 1..=SAFE_POINT_ATTEMPTS {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            // The pause is counted from here: an upper bound of the thread's stop.
             let interrupted_at = Instant::now();
             if let Err(e) = ptrace::interrupt(tid) {
                 let _ = ptrace::detach(tid, 0);
                 return Err(CliError::new(format!("cannot interrupt thread {tid}: {}", os_error_text(&e))));
             }
-            let stopped_at = wait_for_interrupt(tid, interrupted_at + timeout, &mut pending_signal)?;
+            wait_for_interrupt(tid, interrupted_at + timeout, &mut pending_signal)?;
             let regs = match ptrace::get_regs(tid) {
                 Ok(regs) => regs,
                 Err(e) => {
@@ -311,7 +315,7 @@ impl StoppedThread {
                         fp_state,
                         pending_signal,
                         stack_backup: None,
-                        stopped_at,
+                        interrupted_at,
                         paused_before: paused,
                         call_time: Duration::ZERO,
                         attempts: attempt,
@@ -326,7 +330,7 @@ impl StoppedThread {
                     }
                     let resume = ptrace::cont(tid, pending_signal);
                     pending_signal = 0;
-                    paused += stopped_at.elapsed();
+                    paused += interrupted_at.elapsed();
                     if let Err(e) = resume {
                         let _ = ptrace::detach(tid, 0);
                         return Err(CliError::new(format!("cannot resume thread {tid}: {}", os_error_text(&e))));
@@ -335,7 +339,6 @@ impl StoppedThread {
                 }
             }
         }
-        unreachable!("the loop returns on its last attempt")
     }
 
     /// Calls `function` in the target with `data` copied onto its stack; `args`
@@ -440,7 +443,7 @@ impl StoppedThread {
         })?;
         Ok(PauseReport {
             tid: self.tid,
-            paused: self.paused_before + self.stopped_at.elapsed(),
+            paused: self.paused_before + self.interrupted_at.elapsed(),
             call_time: self.call_time,
             attempts: self.attempts,
         })
@@ -477,17 +480,17 @@ impl Drop for StoppedThread {
     }
 }
 
-/// Waits for the stop asked for by `PTRACE_INTERRUPT`, delivering any signal
-/// that shows up first (remembering the last one if it arrives with the stop).
-fn wait_for_interrupt(tid: i32, deadline: Instant, pending_signal: &mut i32) -> CliResult<Instant> {
+/// Waits for the stop asked for by `PTRACE_INTERRUPT`; a signal-delivery
+/// stop that comes first serves as the stop, its signal held in `pending_signal`.
+fn wait_for_interrupt(tid: i32, deadline: Instant, pending_signal: &mut i32) -> CliResult<()> {
     loop {
         match ptrace::wait_stop(tid, deadline) {
-            Ok(Some(Stop::Interrupt { .. })) => return Ok(Instant::now()),
+            Ok(Some(Stop::Interrupt { .. })) => return Ok(()),
             Ok(Some(Stop::Signal(signal))) => {
                 // The thread was about to receive a signal: hold it; it is
                 // delivered when we detach. The interrupt stop follows.
                 *pending_signal = signal;
-                return Ok(Instant::now());
+                return Ok(());
             }
             Ok(Some(Stop::OtherEvent { .. })) => {
                 let _ = ptrace::cont(tid, 0);
