@@ -431,6 +431,27 @@ fn min_table() {
     rows.push(("cpu::current()", min_ns(rounds, batch, |_| {
         black_box(shm_maps::cpu::current());
     })));
+    let ring = b.reg.create_perf_ring(64).unwrap();
+    let perf_array = b.map(PERF_EVENT_ARRAY, 4, 4, 1);
+    perf_array.update(&0u32.to_ne_bytes(), &ring.id().to_ne_bytes(), BPF_ANY).unwrap();
+    let rbuf = b.map(RINGBUF, 0, 0, 256 * 1024);
+    let payload = [0x5au8; 64];
+    rows.push(("perf_event_output 64 B (+ drain /1000)", min_ns(rounds, batch, |i| {
+        black_box(perf_array.perf_event_output(0, &payload));
+        if i % 1000 == 999 {
+            ring.read(|r| {
+                black_box(r);
+            });
+        }
+    })));
+    rows.push(("ringbuf_output 64 B (+ drain /1000)", min_ns(rounds, batch, |i| {
+        black_box(rbuf.ringbuf_output(&payload, 0));
+        if i % 1000 == 999 {
+            rbuf.ringbuf_consume(|d| {
+                black_box(d);
+            });
+        }
+    })));
     println!("\nmin-of-{rounds} rounds of {batch} calls, ns per call (1 thread):");
     for (name, ns) in &rows {
         println!("  {name:<38} {ns:>7.2}");

@@ -244,20 +244,38 @@ impl PerfRing {
     /// Copies `src` into the ring at absolute position `pos`, wrapping.
     fn write_at(&self, pos: u64, src: &[u8]) {
         let off = (pos & (self.data_size - 1)) as usize;
-        let first = src.len().min(self.data_size as usize - off);
-        // SAFETY: both pieces lie inside the data area; the region belongs to
-        // this writer's reservation.
+        // SAFETY (both branches): the pieces lie inside the data area; the
+        // region belongs to this writer's reservation.
         unsafe {
-            ptr::copy_nonoverlapping(src.as_ptr(), self.data.add(off), first);
-            ptr::copy_nonoverlapping(src.as_ptr().add(first), self.data, src.len() - first);
+            if off + src.len() <= self.data_size as usize {
+                ptr::copy_nonoverlapping(src.as_ptr(), self.data.add(off), src.len());
+            } else {
+                let first = self.data_size as usize - off;
+                ptr::copy_nonoverlapping(src.as_ptr(), self.data.add(off), first);
+                ptr::copy_nonoverlapping(src.as_ptr().add(first), self.data, src.len() - first);
+            }
         }
     }
 
+    /// The 8-byte word at 8-aligned absolute position `pos`.
+    #[inline(always)]
+    fn word(&self, pos: u64) -> *mut u64 {
+        debug_assert_eq!(pos % 8, 0);
+        // SAFETY: 8-aligned positions never straddle the end (data_size is a
+        // multiple of 8), so the masked word lies inside the data area.
+        unsafe { self.data.add((pos & (self.data_size - 1)) as usize) as *mut u64 }
+    }
+
+    /// `struct perf_event_header { u32 type; u16 misc; u16 size; }` as one store.
     fn write_header(&self, pos: u64, ty: u32, size: u64) {
-        let mut h = [0u8; 8];
-        h[0..4].copy_from_slice(&ty.to_ne_bytes());
-        h[6..8].copy_from_slice(&(size as u16).to_ne_bytes());
-        self.write_at(pos, &h);
+        let h = u64::from_ne_bytes({
+            let mut b = [0u8; 8];
+            b[0..4].copy_from_slice(&ty.to_ne_bytes());
+            b[6..8].copy_from_slice(&(size as u16).to_ne_bytes());
+            b
+        });
+        // SAFETY: see `word`; the header belongs to this writer's reservation.
+        unsafe { ptr::write_volatile(self.word(pos), h) };
     }
 
     /// `bpf_perf_event_output` into this ring: one `PERF_RECORD_SAMPLE`
@@ -274,16 +292,18 @@ impl PerfRing {
             self.recover_dead_writers();
             return Err(Errno::ENOSPC);
         };
-        let raw_size = (size - 12) as u32;
-        self.write_at(pos + 8, &raw_size.to_ne_bytes());
-        self.write_at(pos + 12, data);
-        let pad = (size - 12) as usize - data.len();
-        if pad > 0 {
-            self.write_at(pos + 12 + data.len() as u64, &[0u8; 16][..pad.min(16)]);
-            if pad > 16 {
-                self.write_at(pos + 28 + data.len() as u64, &vec![0u8; pad - 16]);
-            }
+        // Zero the padding words first (as the kernel pads with zeros), then
+        // the raw size and the data overwrite whatever part is theirs.
+        let mut w = (pos + 12 + data.len() as u64) & !7;
+        while w < pos + size {
+            // SAFETY: aligned word inside this writer's reservation.
+            unsafe { ptr::write_volatile(self.word(w), 0) };
+            w += 8;
         }
+        let raw_size = (size - 12) as u32;
+        // SAFETY: pos + 8 is 8-aligned: its first half is the raw size field.
+        unsafe { ptr::write_volatile(self.word(pos + 8) as *mut u32, raw_size) };
+        self.write_at(pos + 12, data);
         if let Some(lp) = lost_pos {
             self.type_word(lp).store(PERF_RECORD_LOST, Ordering::Release);
         }
