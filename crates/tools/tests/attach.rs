@@ -89,6 +89,11 @@ fn attach_to_a_multithreaded_process() {
 }
 
 #[test]
+fn attach_while_the_app_receives_signals_every_200us() {
+    attach_and_check("signals");
+}
+
+#[test]
 fn attach_to_a_process_whose_main_thread_exited() {
     attach_and_check("exitmain");
 }
