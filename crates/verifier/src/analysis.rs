@@ -181,16 +181,21 @@ impl<'a> Analyzer<'a> {
     pub fn run(&mut self) -> R<()> {
         let mut entry = State { pc: 0, frames: vec![Frame::new(0, 0, 0)], refs: Vec::new() };
         entry.frames[0].regs[1] = Reg::pointer(Kind::Ctx, 0);
-        let mut work: Vec<(State, Option<u32>)> = vec![(entry, None)];
-        while let Some((mut st, mut cp)) = work.pop() {
-            if work.len() > 0 {
-                self.log.line(2, &format!("from branch to {}:", st.pc));
+        // (state, its latest checkpoint, the instruction it branched off at)
+        let mut work: Vec<(State, Option<u32>, Option<usize>)> = vec![(entry, None, None)];
+        while let Some((mut st, mut cp, from)) = work.pop() {
+            if let Some(from) = from {
+                if self.log.level() >= 1 {
+                    self.log.line(1, &format!("from {from} to {}: {}", st.pc, self.fmt_state(&st)));
+                }
             }
+
             loop {
                 let pc = st.pc;
                 if self.cfg.prune_point[pc] {
                     match self.prune_check(&st, cp)? {
                         Prune::Pruned => {
+                            self.log.line(1, &format!("{pc}: safe"));
                             self.finish_path(cp);
                             break;
                         }
@@ -206,13 +211,19 @@ impl<'a> Analyzer<'a> {
                     });
                 }
                 self.log.insn(self.insns, pc);
-                match self.step(&mut st)? {
+                let stepped = self.step(&mut st);
+                if self.log.level() >= 2 || (stepped.is_err() && self.log.level() >= 1) {
+                    let shown = if stepped.is_err() { "state:" } else { "" };
+                    let line = format!("{shown}{}", self.fmt_state(&st));
+                    self.log.line(1, &line);
+                }
+                match stepped? {
                     Step::Next => {}
                     Step::Fork(other) => {
                         if let Some(c) = cp {
                             self.checkpoints[c as usize].branches += 1;
                         }
-                        work.push((other, cp));
+                        work.push((other, cp, Some(pc)));
                     }
                     Step::Done => {
                         self.finish_path(cp);
@@ -275,6 +286,64 @@ impl<'a> Analyzer<'a> {
         self.stats.peak_states = self.stats.peak_states.max(self.checkpoints.len() as u64);
         self.stats.max_states_per_insn = self.stats.max_states_per_insn.max(self.by_pc[pc].len() as u64);
         Ok(Prune::Continue(Some(idx)))
+    }
+
+    // ---------------------------------------------------------------- log
+
+    fn fmt_reg(&self, r: &Reg) -> String {
+        let v = r.value;
+        let off = match v.as_const() {
+            Some(c) => format!("off={}", c as i64),
+            None => format!("off=[{},{}]", v.smin, v.smax),
+        };
+        let id = if r.id != 0 { format!("id={},", r.id) } else { String::new() };
+        match r.kind {
+            Kind::NotInit => "?".into(),
+            Kind::Scalar => match v.as_const() {
+                Some(c) => format!("{}", c as i64),
+                None if v == Scalar::UNKNOWN => format!("scalar({})", id.trim_end_matches(',')),
+                None => format!("scalar({id}umin={},umax={},smin={},smax={})", v.umin, v.umax, v.smin, v.smax),
+            },
+            Kind::Stack { frame } => match v.as_const() {
+                Some(c) if frame == 0 => format!("fp{}", c as i64),
+                Some(c) => format!("fp[{frame}]{}", c as i64),
+                None => format!("fp[{frame}]({off})"),
+            },
+            Kind::MapPtr { map } => format!("map_ptr(ks={},vs={})", self.maps[map as usize].key_size, self.maps[map as usize].value_size),
+            Kind::MapValue { map } | Kind::MapValueOrNull { map } | Kind::MapKey { map } => {
+                format!("{}({id}{off},ks={},vs={})", r.kind.name(), self.maps[map as usize].key_size, self.maps[map as usize].value_size)
+            }
+            Kind::Mem { size } | Kind::MemOrNull { size } => format!("{}({id}{off},size={size})", r.kind.name()),
+            Kind::Ctx => format!("ctx({off})"),
+            Kind::Func { pc } => format!("func(pc={pc})"),
+        }
+    }
+
+    /// The innermost frame's registers and stack, in the kernel's style
+    /// (`R1=ctx(off=0) R10=fp0 fp-8=mmmmmmmm`).
+    fn fmt_state(&self, st: &State) -> String {
+        let fr = st.cur();
+        let mut parts = Vec::new();
+        for (i, r) in fr.regs.iter().enumerate() {
+            if r.kind != Kind::NotInit {
+                parts.push(format!("R{i}={}", self.fmt_reg(r)));
+            }
+        }
+        for (i, s) in fr.stack.iter().enumerate() {
+            let off = -8 * (i as i64 + 1);
+            match s {
+                Slot::Spill(r) => parts.push(format!("fp{off}={}", self.fmt_reg(r))),
+                Slot::Misc(0) => {}
+                Slot::Misc(m) => {
+                    let bytes: String = (0..8).rev().map(|b| if m & (1 << b) != 0 { 'm' } else { '?' }).collect();
+                    parts.push(format!("fp{off}={bytes}"));
+                }
+            }
+        }
+        if st.frames.len() > 1 {
+            parts.push(format!("(frame {})", st.frames.len() - 1));
+        }
+        parts.join(" ")
     }
 
     // ---------------------------------------------------------------- registers
@@ -407,11 +476,10 @@ impl<'a> Analyzer<'a> {
                         };
                         Reg::scalar(if is64 { v } else { v.low32() })
                     } else if is64 {
-                        if s.kind == Kind::Scalar && !s.value.as_const().is_some() {
-                            if s.id == 0 {
-                                s.id = self.new_id();
-                                Self::set(st, i.src, s);
-                            }
+                        // Link the copies so bounds learnt on one apply to both.
+                        if s.kind == Kind::Scalar && s.value.as_const().is_none() && s.id == 0 {
+                            s.id = self.new_id();
+                            Self::set(st, i.src, s);
                         }
                         s
                     } else if s.kind.is_pointer() {
@@ -549,7 +617,7 @@ impl<'a> Analyzer<'a> {
             }
             Kind::MapValue { map } => {
                 let vs = self.maps[map as usize].value_size;
-                self.check_region(pc, base, off_range, size as u64, vs, "map value", "value_size")?;
+                self.check_region(pc, base, off_range, size as u64, Object::map_value(vs))?;
                 if let Some(bytes) = &self.frozen[map as usize] {
                     if write.is_some() {
                         return Err(acc(pc, format!("write into map forbidden, value_size={vs} off={} size={size}", off_range.smin)));
@@ -567,11 +635,11 @@ impl<'a> Analyzer<'a> {
                     return Err(acc(pc, format!("R{base} cannot write into map_key")));
                 }
                 let ks = self.maps[map as usize].key_size;
-                self.check_region(pc, base, off_range, size as u64, ks, "map key", "key_size")?;
+                self.check_region(pc, base, off_range, size as u64, Object::map_key(ks))?;
                 Ok(unsized_result)
             }
             Kind::Mem { size: ms } => {
-                self.check_region(pc, base, off_range, size as u64, ms, "memory", "mem_size")?;
+                self.check_region(pc, base, off_range, size as u64, Object::mem(ms))?;
                 Ok(unsized_result)
             }
             k => Err(acc(pc, format!("R{base} invalid mem access '{}'", k.name()))),
@@ -579,7 +647,8 @@ impl<'a> Analyzer<'a> {
     }
 
     /// Bounds of an access of `size` bytes at offsets `off` into an object of `limit` bytes.
-    fn check_region(&self, pc: usize, regno: u8, off: Scalar, size: u64, limit: u32, what: &str, lim_name: &str) -> R<()> {
+    fn check_region(&self, pc: usize, regno: u8, off: Scalar, size: u64, object: Object) -> R<()> {
+        let Object { limit, what, lim_name } = object;
         let (lo, hi) = (off.smin, off.smax);
         if lo < 0 && off.as_const().is_none() {
             return Err(acc(
@@ -713,7 +782,6 @@ impl<'a> Analyzer<'a> {
                 taken.pc = target;
                 apply(st, f);
                 st.pc = pc + 1;
-                self.log.line(2, &format!("{pc}: both branches possible"));
                 Ok(Step::Fork(taken))
             }
             (Some(t), None) => {
@@ -1038,15 +1106,35 @@ impl<'a> Analyzer<'a> {
                 if write && self.frozen[map as usize].is_some() {
                     return Err(acc(pc, format!("write into map forbidden, value_size={vs} off={} size={size}", reg.value.smin)));
                 }
-                self.check_region(pc, regno, reg.value, size, vs, "map value", "value_size")
+                self.check_region(pc, regno, reg.value, size, Object::map_value(vs))
             }
             Kind::MapKey { map } if !write => {
                 let ks = self.maps[map as usize].key_size;
-                self.check_region(pc, regno, reg.value, size, ks, "map key", "key_size")
+                self.check_region(pc, regno, reg.value, size, Object::map_key(ks))
             }
-            Kind::Mem { size: ms } => self.check_region(pc, regno, reg.value, size, ms, "memory", "mem_size"),
+            Kind::Mem { size: ms } => self.check_region(pc, regno, reg.value, size, Object::mem(ms)),
             k => Err(acc(pc, format!("R{regno} type={} expected=fp, map_key, map_value, mem", k.name()))),
         }
+    }
+}
+
+/// An object a pointer points into, for bounds checks and their messages.
+#[derive(Clone, Copy)]
+struct Object {
+    limit: u32,
+    what: &'static str,
+    lim_name: &'static str,
+}
+
+impl Object {
+    fn map_value(value_size: u32) -> Object {
+        Object { limit: value_size, what: "map value", lim_name: "value_size" }
+    }
+    fn map_key(key_size: u32) -> Object {
+        Object { limit: key_size, what: "map key", lim_name: "key_size" }
+    }
+    fn mem(size: u32) -> Object {
+        Object { limit: size, what: "memory", lim_name: "mem_size" }
     }
 }
 

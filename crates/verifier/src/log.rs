@@ -24,6 +24,10 @@ impl Log {
         Log { level, text: String::new(), truncated: false }
     }
 
+    pub fn level(&self) -> u32 {
+        self.level
+    }
+
     /// Record that instruction `pc` was processed (log_level >= 1).
     pub fn insn(&mut self, insns: &[Insn], pc: usize) {
         if self.level == 0 || self.truncated {
