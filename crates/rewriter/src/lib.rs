@@ -36,6 +36,14 @@ use probes::Kind;
 use std::ffi::c_void;
 use std::sync::atomic::Ordering;
 
+/// Does now the one-time set-up that the first attach would otherwise do
+/// (installing the signal handlers, registering for `membarrier`, which
+/// costs milliseconds): call it once, off the application's hot path.
+/// Idempotent; callable from any thread.
+pub fn prepare() -> Result<()> {
+    probes::registry()?.as_mut().expect("initialised by registry()").prepare()
+}
+
 /// Runs `handler(regs, data)` every time the function at `address` (a
 /// running address, see [`maps::file_offset_to_address`]) is entered, before
 /// its first instruction; `regs.ip` is `address`, `regs.sp` the entry stack

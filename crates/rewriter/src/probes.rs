@@ -147,10 +147,16 @@ pub(crate) unsafe extern "C" fn dispatch_entry(regs: *mut PtRegs, site: *const S
     let list = site.handlers();
     HandlerList::run(&list.on_entry, regs);
     if !list.on_return.is_empty() {
-        // SAFETY: regs is valid (caller contract).
-        crate::uretprobe::hijack_return(in_probe.slot(), site, unsafe { &*regs });
+        hijack_return(&in_probe, site, regs);
     }
     drop(in_probe);
+}
+
+/// Out of line: keeps `dispatch_entry`'s fast path (uprobes only) small.
+#[inline(never)]
+fn hijack_return(in_probe: &InProbe, site: &'static Site, regs: *mut PtRegs) {
+    // SAFETY: regs is valid (dispatch_entry's contract).
+    crate::uretprobe::hijack_return(in_probe.slot(), site, unsafe { &*regs });
 }
 
 struct Probe {
@@ -191,6 +197,10 @@ pub(crate) fn registry() -> Result<MutexGuard<'static, Option<Registry>>> {
 }
 
 impl Registry {
+    pub(crate) fn prepare(&mut self) -> Result<()> {
+        self.init()
+    }
+
     fn init(&mut self) -> Result<()> {
         signals::install()?;
         if !self.initialized {

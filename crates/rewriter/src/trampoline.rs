@@ -4,10 +4,13 @@
 //! runs at an ABI function-entry point, which is what makes it small:
 //! status flags are dead (only DF matters, and it is clear), the 128-byte
 //! red zone below `rsp` is free, `xmm0-7` may hold arguments and `xmm8-15`
-//! are dead. It:
+//! are dead. Because the status flags carry nothing at a function entry,
+//! `pt_regs.flags` is reported as `0x202` (IF and the reserved bit) instead
+//! of paying for `pushfq` (measured: ~0.8 ns of the ~6 ns per hit); the
+//! breakpoint path reports the real flags. It:
 //!
 //! ```text
-//!   pushfq; push rbp; mov rbp, rsp          ; keep entry flags and sp
+//!   push rbp; mov rbp, rsp                  ; keep the entry sp
 //!   and rsp, -16; sub rsp, FRAME            ; aligned frame: pt_regs + xmm0-7
 //!   mov [rsp+off], reg   (all 15 GPRs)      ; kernel pt_regs layout
 //!   bp, flags, sp (= entry sp), ip (= function address), cs, ss, orig_ax
@@ -15,7 +18,7 @@
 //!   rdi = &pt_regs; rsi = site; call dispatch_entry
 //!   restore xmm0-7, rax, rcx, rdx, rsi, rdi, r8-r11 (argument and scratch
 //!   registers; callee-saved ones were preserved by the call)
-//!   mov rsp, rbp; pop rbp; lea rsp, [rsp+8]  ; (flags are dead: no popfq)
+//!   mov rsp, rbp; pop rbp
 //! original_copy:
 //!   <displaced prologue instructions, relocated>
 //!   jmp function + displaced length
@@ -34,6 +37,8 @@ use iced_x86::code_asm::*;
 const XMM_AREA: i32 = offset::SIZE + 8;
 const FRAME: i32 = XMM_AREA + 8 * 16;
 const _: () = assert!(FRAME % 16 == 0 && XMM_AREA % 16 == 0);
+/// `pt_regs.flags` reported at a trampoline hit: IF | reserved bit 1.
+const ENTRY_FLAGS: i32 = 0x202;
 
 pub(crate) struct EntryTrampoline {
     pub code: Vec<u8>,
@@ -63,7 +68,6 @@ pub(crate) fn build_entry(
 
 fn entry_stub(function_address: usize, site: usize, dispatch: usize) -> Result<CodeAssembler, IcedError> {
     let mut a = CodeAssembler::new(64)?;
-    a.pushfq()?;
     a.push(rbp)?;
     a.mov(rbp, rsp)?;
     a.and(rsp, -16)?;
@@ -89,9 +93,8 @@ fn entry_stub(function_address: usize, site: usize, dispatch: usize) -> Result<C
     }
     a.mov(rax, qword_ptr(rbp))?;
     a.mov(qword_ptr(rsp + offset::BP), rax)?;
-    a.mov(rax, qword_ptr(rbp + 8))?;
-    a.mov(qword_ptr(rsp + offset::FLAGS), rax)?;
-    a.lea(rax, qword_ptr(rbp + 16))?;
+    a.mov(qword_ptr(rsp + offset::FLAGS), ENTRY_FLAGS)?;
+    a.lea(rax, qword_ptr(rbp + 8))?;
     a.mov(qword_ptr(rsp + offset::SP), rax)?;
     a.mov(rax, function_address as u64)?;
     a.mov(qword_ptr(rsp + offset::IP), rax)?;
@@ -114,6 +117,5 @@ fn entry_stub(function_address: usize, site: usize, dispatch: usize) -> Result<C
     }
     a.mov(rsp, rbp)?;
     a.pop(rbp)?;
-    a.lea(rsp, qword_ptr(rsp + 8))?;
     Ok(a)
 }

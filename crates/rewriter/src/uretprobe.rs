@@ -3,12 +3,14 @@
 //! At a probed function's entry (inside the dispatcher, so in probe context)
 //! the return address at `[sp]` is pushed on the thread's shadow stack with
 //! the address of its stack slot, and replaced by `return_trampoline`. When
-//! the function returns there, the trampoline saves the registers into a
+//! the function returns there (rsp = the slot + 8), the trampoline saves
+//! the registers into a
 //! `pt_regs` (`ax` = return value, `ip` = real return address, `sp` = the
 //! stack pointer after the return, as the kernel reports them), finds the
 //! entry whose slot is just below the current sp, drops entries above it
 //! (frames abandoned by `longjmp`), runs the site's return handlers and
-//! returns to the real address.
+//! jumps to the real address through `r11` (dead at a return: caller-saved
+//! and not a return register; `rax`, `rdx`, `xmm0`, `xmm1` are restored).
 //!
 //! C++ exceptions (and thread cancellation, `backtrace`) walk the stack with
 //! the DWARF unwinder, which cannot find CFI for the trampoline. Internal
@@ -82,7 +84,6 @@ fn fatal(message: &[u8]) -> ! {
 #[unsafe(naked)]
 pub(crate) extern "C" fn return_trampoline() {
     core::arch::naked_asm!(
-        "push rax",                 // becomes the real return address
         "push rbp",
         "mov rbp, rsp",
         "and rsp, -16",
@@ -103,11 +104,10 @@ pub(crate) extern "C" fn return_trampoline() {
         "mov [rsp + {r15}], r15",
         "mov rax, [rbp]",
         "mov [rsp + {bp}], rax",
-        "lea rax, [rbp + 16]",
+        "lea rax, [rbp + 8]",
         "mov [rsp + {sp}], rax",
-        "pushfq",
-        "pop rax",
-        "mov [rsp + {flags}], rax",
+        // Status flags are dead at a return (not preserved across calls).
+        "mov qword ptr [rsp + {flags}], 0x202",
         "mov qword ptr [rsp + {cs}], {user_cs}",
         "mov qword ptr [rsp + {ss}], {user_ss}",
         "mov qword ptr [rsp + {orig_ax}], -1",
@@ -115,7 +115,7 @@ pub(crate) extern "C" fn return_trampoline() {
         "movaps [rsp + {xmm} + 16], xmm1",
         "mov rdi, rsp",
         "call {on_return}",
-        "mov [rbp + 8], rax",
+        "mov r11, rax",
         "movaps xmm0, [rsp + {xmm}]",
         "movaps xmm1, [rsp + {xmm} + 16]",
         "mov rax, [rsp + {ax}]",
@@ -126,10 +126,12 @@ pub(crate) extern "C" fn return_trampoline() {
         "mov r8, [rsp + {r8}]",
         "mov r9, [rsp + {r9}]",
         "mov r10, [rsp + {r10}]",
-        "mov r11, [rsp + {r11}]",
         "mov rsp, rbp",
         "pop rbp",
-        "ret",
+        // An indirect jump, not `ret`: the probed function's `ret` already
+        // consumed the return-stack-buffer entry of its call, so jumping
+        // keeps the predictor aligned for the caller's own returns.
+        "jmp r11",
         frame = const 208,
         xmm = const 176,
         ax = const offset::AX,

@@ -51,7 +51,7 @@ fn attach_detach_thousands_of_times_while_threads_call_the_function() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let address = rewriter_torture_target as *const () as usize;
     let stop = AtomicBool::new(false);
-    let rounds = if cfg!(debug_assertions) { 1500 } else { 4000 };
+    let rounds = if cfg!(debug_assertions) { 1000 } else { 3000 };
     /// Stops the workers even if the attaching thread panics.
     struct StopOnDrop<'a>(&'a AtomicBool);
     impl Drop for StopOnDrop<'_> {
