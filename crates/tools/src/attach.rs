@@ -6,6 +6,7 @@ use crate::elfsym::{self, SymbolError};
 use crate::error::{exit, os_error_text, CliError, CliResult};
 use crate::inject::{check_traceable, PauseReport, StoppedThread};
 use crate::locate::{self, Library};
+use crate::output::print_json;
 use crate::procfs;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -85,9 +86,6 @@ fn mismatch_error(why: String) -> CliError {
     CliError::with_code(exit::ENVIRONMENT, why).hint("restart the app (then `userbpf run` can preload the agent)")
 }
 
-fn print_json<T: serde::Serialize>(value: &T) {
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")));
-}
 
 /// `userbpf attach PID`.
 pub fn attach(options: &AttachOptions) -> CliResult {

@@ -8,6 +8,7 @@
 
 use crate::error::{exit, CliError, CliResult};
 use crate::locate::Library;
+use crate::output::{print_json, print_table};
 use crate::procfs::{self, Mapping};
 use serde::Serialize;
 use shm_maps::{map_type, Errno, LinkKind, LinkRecord, MapInfo, OwnerInfo, ProgRecord, Registry};
@@ -250,30 +251,6 @@ fn build_listing(dir: PathBuf, registry: Option<&Registry>) -> Listing {
         attachments,
         owners,
         processes: processes.into_iter().map(|(p, _)| p).collect(),
-    }
-}
-
-fn print_json<T: Serialize>(value: &T) {
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")));
-}
-
-/// Prints rows as a left-aligned table (last column unpadded).
-fn print_table(header: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let last = cells.len() - 1;
-        let text: Vec<String> =
-            cells.iter().enumerate().map(|(i, c)| if i == last { c.to_string() } else { format!("{c:w$}", w = widths[i]) }).collect();
-        println!("  {}", text.join("  ").trim_end());
-    };
-    line(header.to_vec());
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
     }
 }
 

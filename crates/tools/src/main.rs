@@ -14,6 +14,7 @@ mod inject;
 mod inspect;
 mod launch;
 mod locate;
+mod output;
 mod procfs;
 mod ptrace;
 
