@@ -73,3 +73,28 @@ fn missing_library_and_missing_command_fail_with_meaningful_codes() {
     let out = run_with_timeout(userbpf().arg("run").arg(&not_executable).env("USERBPF_LIB_DIR", &scratch.0));
     assert_eq!(out.status.code(), Some(126));
 }
+
+#[test]
+fn libraries_are_found_next_to_the_binary_and_in_the_install_prefix() {
+    let scratch = Scratch::new("install-prefix");
+    // <prefix>/bin/userbpf with <prefix>/lib/userbpf/libagent.so
+    let bin = scratch.path("prefix/bin");
+    let lib = scratch.path("prefix/lib/userbpf");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&lib).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_userbpf"), bin.join("userbpf")).unwrap();
+    compile("marker_lib.c", &lib.join("libagent.so"), &["-shared", "-fPIC"]);
+    let installed = || {
+        let mut cmd = std::process::Command::new(bin.join("userbpf"));
+        cmd.args(["run", "sh", "-c", "echo $LD_PRELOAD"]).env_remove("USERBPF_LIB_DIR").env_remove("LD_PRELOAD");
+        cmd
+    };
+    let out = run_with_timeout(&mut installed());
+    assert_eq!(out.status.code(), Some(0), "{:?}", texts(&out));
+    assert_eq!(texts(&out).0.trim(), lib.join("libagent.so").canonicalize().unwrap().to_str().unwrap());
+
+    // A copy next to the binary wins (the cargo layout).
+    compile("marker_lib.c", &bin.join("libagent.so"), &["-shared", "-fPIC"]);
+    let out = run_with_timeout(&mut installed());
+    assert_eq!(texts(&out).0.trim(), bin.join("libagent.so").canonicalize().unwrap().to_str().unwrap());
+}
