@@ -14,9 +14,12 @@ fn accepted_programs_stay_in_bounds() {
     let mut stats = fuzz_support::Stats::default();
     fuzz_support::session(seed, programs, &mut stats);
     println!(
-        "fuzz: seed {seed}: {} programs, {} accepted, {} checked runs, {} findings",
+        "fuzz: seed {seed}: {} programs, {} accepted ({} with calls, {} with loops, {} with atomics), {} checked runs, {} findings",
         stats.programs,
         stats.accepted,
+        stats.accepted_with_call,
+        stats.accepted_with_loop,
+        stats.accepted_with_atomic,
         stats.runs,
         stats.findings.len()
     );

@@ -325,7 +325,7 @@ fn reg(rng: &mut Rng) -> u8 {
 const JUMP_PLACEHOLDER: i16 = i16::MIN;
 
 fn block(rng: &mut Rng, out: &mut Vec<Insn>) {
-    match rng.below(13) {
+    match rng.below(14) {
         0 | 1 => out.push(ins(BPF_ALU64 | BPF_MOV | BPF_K, reg(rng), 0, 0, imm(rng))),
         2 => {
             let cls = if rng.chance(70) { BPF_ALU64 } else { BPF_ALU };
@@ -378,6 +378,14 @@ fn block(rng: &mut Rng, out: &mut Vec<Insn>) {
             out.push(ins(BPF_JMP | BPF_JLT | BPF_K, 9, 0, -(body_len + 2), n));
         }
         11 => ringbuf_block(rng, out),
+        12 if rng.chance(50) => {
+            // Spill a pointer or number and fill it back, maybe narrowly.
+            let off = -8 * (1 + rng.below(8) as i16);
+            let src = rng.pick(&[0u8, 6, 7, 10]);
+            out.push(ins(BPF_STX | BPF_MEM | BPF_DW, 10, src, off, 0));
+            let size = if rng.chance(80) { BPF_DW } else { rng.pick(SIZES) };
+            out.push(ins(BPF_LDX | BPF_MEM | size, reg(rng), 10, off, 0));
+        }
         _ => {
             // Pointer arithmetic on the frame pointer.
             let r = reg(rng);
@@ -505,9 +513,34 @@ pub fn generate(rng: &mut Rng) -> Vec<Insn> {
     for _ in 0..blocks {
         block(rng, &mut out);
     }
+    // Sometimes call a local function, passing it a stack buffer.
+    let call_at = if rng.chance(25) { Some(out.len()) } else { None };
+    if call_at.is_some() {
+        out.push(ins(BPF_ST | BPF_MEM | BPF_DW, 10, 0, -8, 0));
+        out.push(ins(BPF_ALU64 | BPF_MOV | BPF_X, 1, 10, 0, 0));
+        out.push(ins(BPF_ALU64 | BPF_ADD | BPF_K, 1, 0, 0, -8));
+        out.push(ins(CALL, 0, BPF_PSEUDO_CALL, 0, 0)); // patched below
+    }
     out.push(ins(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, rng.below(3) as i32));
     out.push(ins(EXIT, 0, 0, 0, 0));
     patch_jumps(rng, &mut out);
+    if let Some(at) = call_at {
+        let call_pc = at + 3;
+        let func = out.len();
+        out[call_pc].imm = (func - call_pc - 1) as i32;
+        let mut body = vec![ins(BPF_ALU64 | BPF_MOV | BPF_X, 6, 1, 0, 0)];
+        for _ in 0..1 + rng.below(4) {
+            match rng.below(4) {
+                0 => body.push(ins(BPF_LDX | BPF_MEM | rng.pick(SIZES), 0, 6, -(rng.below(3) as i16) * 8 + if rng.chance(90) { 0 } else { 8 }, 0)),
+                1 => body.push(ins(BPF_ST | BPF_MEM | rng.pick(SIZES), 6, 0, if rng.chance(90) { 0 } else { 8 }, imm(rng))),
+                2 => body.push(ins(BPF_STX | BPF_MEM | BPF_DW, 10, 6, -8, 0)),
+                _ => body.push(ins(BPF_ALU64 | BPF_MOV | BPF_X, 0, 10, 0, 0)),
+            }
+        }
+        body.push(ins(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, 0));
+        body.push(ins(EXIT, 0, 0, 0, 0));
+        out.extend(body);
+    }
     out
 }
 
@@ -569,6 +602,10 @@ pub struct Stats {
     pub programs: u64,
     pub accepted: u64,
     pub runs: u64,
+    /// Accepted programs with a BPF-to-BPF call, a backward jump, an atomic.
+    pub accepted_with_call: u64,
+    pub accepted_with_loop: u64,
+    pub accepted_with_atomic: u64,
     pub findings: Vec<String>,
 }
 
@@ -586,6 +623,10 @@ pub fn check(prog: &[Insn], helpers: &Helpers, rng: &mut Rng, runs: u32, stats: 
         Err(_) => return false,
     };
     stats.accepted += 1;
+    let has = |f: &dyn Fn(&Insn) -> bool| prog.iter().any(f);
+    stats.accepted_with_call += has(&|i| i.opc == CALL && i.src == BPF_PSEUDO_CALL) as u64;
+    stats.accepted_with_loop += has(&|i| matches!(i.class(), BPF_JMP | BPF_JMP32) && i.off < 0) as u64;
+    stats.accepted_with_atomic += has(&|i| i.opc & 0xe7 == (BPF_STX | BPF_ATOMIC)) as u64;
     let mut env = Env::new(rng.next());
     let env_ptr: *mut Env = &mut *env;
     let value_addrs: Vec<u64> = env.values.iter().map(|v| v.as_ptr() as u64).collect();
