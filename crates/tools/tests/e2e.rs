@@ -12,13 +12,16 @@
 
 mod common;
 use common::*;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A scratch install the test user can execute (the cargo target directory
+/// may sit under a home directory `nobody` cannot enter): `bin/userbpf` with
+/// both libraries next to it, a registry, and the app.
 struct World {
     scratch: Scratch,
-    libs: PathBuf,
+    bin: PathBuf,
     registry: PathBuf,
     app: PathBuf,
 }
@@ -28,10 +31,11 @@ impl World {
         use std::os::unix::fs::PermissionsExt;
         let scratch = Scratch::new(name);
         std::fs::set_permissions(&scratch.0, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let libs = scratch.path("lib");
-        std::fs::create_dir(&libs).unwrap();
+        let bin = scratch.path("bin");
+        std::fs::create_dir(&bin).unwrap();
+        std::fs::copy(env!("CARGO_BIN_EXE_userbpf"), bin.join("userbpf")).unwrap();
         for lib in ["libagent.so", "libsyscall_server.so"] {
-            std::fs::copy(built_library(lib).unwrap(), libs.join(lib)).unwrap();
+            std::fs::copy(built_library(lib).unwrap(), bin.join(lib)).unwrap();
         }
         let registry = scratch.path("registry");
         std::fs::create_dir(&registry).unwrap();
@@ -43,12 +47,13 @@ impl World {
         chown_to_user(&run);
         let app = scratch.path("traced_app");
         compile("traced_app.c", &app, &[]);
-        World { scratch, libs, registry, app }
+        World { scratch, bin, registry, app }
     }
 
     fn userbpf(&self, args: &[&str]) -> Command {
-        let mut cmd = as_user(Path::new(env!("CARGO_BIN_EXE_userbpf")));
-        cmd.args(args).env("USERBPF_DIR", &self.registry).env("USERBPF_LIB_DIR", &self.libs).env_remove("LD_PRELOAD");
+        // No USERBPF_LIB_DIR: the libraries are found next to the binary.
+        let mut cmd = as_user(&self.bin.join("userbpf"));
+        cmd.args(args).env("USERBPF_DIR", &self.registry).env_remove("USERBPF_LIB_DIR").env_remove("LD_PRELOAD");
         cmd
     }
 
