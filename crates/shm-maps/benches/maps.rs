@@ -224,9 +224,15 @@ fn rings(c: &mut Criterion) {
                 std::thread::spawn(move || {
                     let mut n = 0u64;
                     while !stop.load(Ordering::Relaxed) || ring.readable() {
-                        n += ring.read(|r| {
+                        let k = ring.read(|r| {
                             black_box(matches!(r, PerfRecord::Sample(_)));
                         }) as u64;
+                        n += k;
+                        if k == 0 {
+                            for _ in 0..64 {
+                                std::hint::spin_loop();
+                            }
+                        }
                     }
                     n
                 })
@@ -286,8 +292,13 @@ fn rings(c: &mut Criterion) {
                             black_box(d);
                         });
                         n += got as u64;
-                        if got == 0 && stop.load(Ordering::Relaxed) {
-                            break n;
+                        if got == 0 {
+                            if stop.load(Ordering::Relaxed) {
+                                break n;
+                            }
+                            for _ in 0..64 {
+                                std::hint::spin_loop();
+                            }
                         }
                     }
                 })
@@ -337,9 +348,17 @@ fn best_perf_rate(b: &Bench, rounds: usize, n: u64) -> f64 {
             std::thread::spawn(move || {
                 let mut got = 0u64;
                 while got < n {
-                    got += ring.read(|r| {
+                    let k = ring.read(|r| {
                         black_box(r);
                     }) as u64;
+                    got += k;
+                    if k == 0 {
+                        // A polling consumer backs off instead of hammering
+                        // the data_head line the producer writes.
+                        for _ in 0..64 {
+                            std::hint::spin_loop();
+                        }
+                    }
                 }
             })
         };
@@ -368,9 +387,15 @@ fn best_ringbuf_rate(b: &Bench, rounds: usize, n: u64) -> f64 {
             std::thread::spawn(move || {
                 let mut got = 0u64;
                 while got < n {
-                    got += rb.ringbuf_consume(|d| {
+                    let k = rb.ringbuf_consume(|d| {
                         black_box(d);
                     }) as u64;
+                    got += k;
+                    if k == 0 {
+                        for _ in 0..64 {
+                            std::hint::spin_loop();
+                        }
+                    }
                 }
             })
         };

@@ -350,8 +350,10 @@ impl PerfRing {
     fn advance_and_wake(&self) {
         let head = self.u64_at(OFF_DATA_HEAD);
         let mut advanced = false;
+        // After our own successful CAS we know data_head without re-reading
+        // it: the line is shared with the consumer, so each re-read may miss.
+        let mut h = head.load(Ordering::Acquire);
         loop {
-            let h = head.load(Ordering::Acquire);
             let r = self.u64_at(OFF_RESERVE_HEAD).load(Ordering::Acquire);
             if h >= r {
                 break;
@@ -364,8 +366,12 @@ impl PerfRing {
             if size < 8 {
                 break;
             }
-            if head.compare_exchange(h, h + size, Ordering::SeqCst, Ordering::Relaxed).is_ok() {
-                advanced = true;
+            match head.compare_exchange(h, h + size, Ordering::SeqCst, Ordering::Acquire) {
+                Ok(_) => {
+                    h += size;
+                    advanced = true;
+                }
+                Err(current) => h = current,
             }
         }
         if advanced && self.u32_at(OFF_WAITERS).load(Ordering::SeqCst) > 0 {
