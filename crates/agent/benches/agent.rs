@@ -22,10 +22,12 @@ pub extern "C" fn userbpf_bench_probed(x: u64) -> u64 {
     black_box(x).wrapping_mul(3) ^ 1
 }
 
+/// Same cost as [`userbpf_bench_probed`] but a different body, so the
+/// compiler cannot merge the two functions into one (probed) address.
 #[no_mangle]
 #[inline(never)]
 pub extern "C" fn userbpf_bench_unprobed(x: u64) -> u64 {
-    black_box(x).wrapping_mul(3) ^ 1
+    black_box(x).wrapping_mul(5) ^ 2
 }
 
 fn count_program(map_id: u32) -> Vec<u8> {
@@ -111,6 +113,8 @@ fn probe_hit(c: &mut Criterion) {
     let before = hits(&map);
     userbpf_bench_probed(1);
     assert_eq!(hits(&map), before + 1, "one call, one hit");
+    userbpf_bench_unprobed(1);
+    assert_eq!(hits(&map), before + 1, "the baseline function is probed too");
 
     // Timed with this thread's CPU clock: the machine these run on is
     // shared, and wall time would count the time other processes run.

@@ -3,7 +3,8 @@
 //!
 //! It blocks on the registry's generation futex (woken by every registry
 //! change, so an enable/disable takes effect within microseconds) with a
-//! [`TICK`] timeout. Every wake it reconciles:
+//! [`TICK`] timeout while any uprobe link exists (none at all: no timeout).
+//! Every wake it reconciles:
 //! - *desired*: enabled uprobe/uretprobe attachments whose owner (the
 //!   loader) is alive, whose pid filter admits this process, and whose target
 //!   file (matched by device and inode) is mapped executable here;
@@ -48,6 +49,8 @@ pub struct Agent {
     suspended: bool,
     /// Whether [`prepare_patching`] ran.
     patching_prepared: bool,
+    /// Whether the last reconcile found any uprobe/uretprobe link.
+    saw_links: bool,
 }
 
 /// The agent state; `None` until started (or when inert).
@@ -71,6 +74,7 @@ impl Agent {
             mappings: Vec::new(),
             suspended: false,
             patching_prepared: false,
+            saw_links: false,
         }
     }
 
@@ -92,6 +96,7 @@ impl Agent {
             .into_iter()
             .filter(|l| matches!(l.kind, LinkKind::Uprobe | LinkKind::Uretprobe))
             .collect();
+        self.saw_links = !links.is_empty();
         if self.suspended || (links.is_empty() && self.attached.is_empty()) {
             return;
         }
@@ -253,19 +258,25 @@ fn prepare_patching() {
 }
 
 /// The watcher thread's body: reconcile, sleep on the generation futex, repeat.
+///
+/// While the registry holds no uprobe link at all the thread sleeps on the
+/// futex without a timeout: nothing but a registry change can give it work,
+/// so an untraced process sees no periodic wake-ups.
 pub fn run() {
     loop {
-        let registry = {
+        let (registry, seen_generation, idle) = {
             let mut guard = lock_state();
             let Some(agent) = guard.as_mut() else { return };
             let seen_generation = agent.registry.generation();
-            runtime::helpers::task::refresh_slow_caches();
             agent.reconcile();
-            // A loader may have filled PERF_EVENT_ARRAY slots since.
-            runtime::maps::refresh_perf_rings();
-            (agent.registry.clone(), seen_generation)
+            let idle = !agent.saw_links && agent.attached.is_empty();
+            if !idle {
+                runtime::helpers::task::refresh_slow_caches();
+                // A loader may have filled PERF_EVENT_ARRAY slots since.
+                runtime::maps::refresh_perf_rings();
+            }
+            (agent.registry.clone(), seen_generation, idle)
         };
-        let (registry, seen_generation) = registry;
-        registry.wait_generation_change(seen_generation, Some(TICK));
+        registry.wait_generation_change(seen_generation, if idle { None } else { Some(TICK) });
     }
 }
