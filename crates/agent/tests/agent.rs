@@ -248,6 +248,44 @@ fn bad_pointers_in_probe_read_return_efault_without_crashing() {
 }
 
 #[test]
+fn an_application_sigsegv_handler_installed_later_neither_breaks_probe_reads_nor_changes() {
+    let reg = TestRegistry::new("sigsegv");
+    let map = count_map(&reg.registry);
+    let m = map.id();
+    // value[arg0] = probe_read_user(&buf, 8, arg0)
+    let text = format!(
+        "
+        ldxdw %r6, [%r1+112]
+        stxdw [%r10-8], %r6
+        mov %r1, %r10
+        add %r1, -24
+        mov %r2, 8
+        mov %r3, %r6
+        call bpf_probe_read_user
+        stxdw [%r10-16], %r0
+        lddw %r1, map_fd({m})
+        mov %r2, %r10
+        add %r2, -8
+        mov %r3, %r10
+        add %r3, -16
+        mov %r4, 0
+        call bpf_map_update_elem
+        mov %r0, 0
+        exit
+        "
+    );
+    let prog = store_program(&reg.registry, "badptr", &text, &[m]);
+    attach(&reg.registry, prog, "target_ptr", LinkKind::Uprobe, true);
+    // The app sees its own handler, the probe's bad read is -EFAULT (not
+    // the app's handler), and the app's real fault reaches its handler.
+    let out = app_command(&reg, &["sigsegv"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{:?} {stdout} {}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout.trim(), "done segv-handled");
+    assert_eq!(percpu_sum(&map, 0x10), (-(libc::EFAULT as i64)) as u64);
+}
+
+#[test]
 fn a_dead_loaders_probes_are_removed() {
     if std::env::var_os("USERBPF_AGENT_TEST_LOADER").is_some() {
         return; // this process is the helper loader below, not the test

@@ -10,6 +10,9 @@
  *                       userbpf_agent_reattach(), N calls
  *   target dlopen LIB   print "ready", dlopen LIB, then call its plugin_func
  *                       every millisecond until stdin closes
+ *   target sigsegv      install a SIGSEGV handler, check sigaction reports
+ *                       it, call target_ptr with a bad pointer, then fault
+ *                       for real: the handler prints "done" and exits 0
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -19,6 +22,7 @@
 #include <unistd.h>
 #include <sys/wait.h>
 #include <fcntl.h>
+#include <signal.h>
 
 __attribute__((noinline)) long target_func(long x) {
     __asm__ volatile("" ::: "memory");
@@ -28,6 +32,13 @@ __attribute__((noinline)) long target_func(long x) {
 __attribute__((noinline)) long target_ptr(const char *p) {
     __asm__ volatile("" ::: "memory");
     return p != 0;
+}
+
+static void on_segv(int sig, siginfo_t *info, void *ctx) {
+    (void)sig; (void)info; (void)ctx;
+    static const char msg[] = "done segv-handled\n";
+    write(1, msg, sizeof msg - 1);
+    _exit(0);
 }
 
 int main(int argc, char **argv) {
@@ -83,6 +94,18 @@ int main(int argc, char **argv) {
             if (read(0, buf, sizeof buf) == 0) break;
             usleep(1000);
         }
+    } else if (!strcmp(argv[1], "sigsegv")) {
+        struct sigaction sa, seen;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_sigaction = on_segv;
+        sa.sa_flags = SA_SIGINFO;
+        if (sigaction(SIGSEGV, &sa, 0)) return 12;
+        if (sigaction(SIGSEGV, 0, &seen)) return 13;
+        if (seen.sa_sigaction != on_segv) return 14;
+        sum += target_ptr((const char *)0x10);
+        fflush(stdout);
+        *(volatile int *)0x8 = 1;
+        return 15;
     } else if (!strcmp(argv[1], "exec") && argc == 3) {
         char *args[] = {argv[0], "count", argv[2], 0};
         execv("/proc/self/exe", args);
