@@ -108,3 +108,39 @@ fn unknown_helper_is_refused_the_way_bpftrace_probes_for() {
     assert_eq!(e.errno, EINVAL);
     assert!(e.message.contains("unknown func "), "{}", e.message);
 }
+
+/// Safe programs that need the verifier's precision: refusing them would break
+/// real bpftrace/libbpf output.
+#[test]
+fn precise_enough_for_safe_idioms() {
+    let lookup3 = "mov %r1, 0\nstxdw [%r10-8], %r1\nlddw %r1, map_fd(3)\nmov %r2, %r10\nadd %r2, -8\ncall bpf_map_lookup_elem\n";
+    let cases = [
+        // A bound learnt on a copy applies to the original (clang emits this).
+        format!("{lookup3}jeq %r0, 0, out\nmov %r6, %r0\ncall bpf_get_prandom_u32\nmov %r1, %r0\njgt %r1, 56, out\nadd %r6, %r0\nldxdw %r2, [%r6+0]\nout:\nmov %r0, 0\nexit"),
+        // A NULL check resolves the spilled copy too.
+        format!("{lookup3}stxdw [%r10-16], %r0\njeq %r0, 0, out\nldxdw %r1, [%r10-16]\nldxdw %r2, [%r1+0]\nout:\nmov %r0, 0\nexit"),
+        // A 32-bit compare bounds a value known to fit in 32 bits.
+        format!("{lookup3}jeq %r0, 0, out\nmov %r6, %r0\ncall bpf_get_prandom_u32\njgt32 %r0, 56, out\nadd %r6, %r0\nldxdw %r2, [%r6+0]\nout:\nmov %r0, 0\nexit"),
+        // Masked and scaled indexes, aligned atomics through them.
+        format!("{lookup3}jeq %r0, 0, out\nmov %r6, %r0\ncall bpf_get_prandom_u32\nand %r0, 7\nlsh %r0, 3\nadd %r6, %r0\nmov %r1, 1\nlock add [%r6+0], %r1\nout:\nmov %r0, 0\nexit"),
+        // A bounded loop filling the stack, then reading it back.
+        "mov %r6, %r10\nadd %r6, -64\nmov %r7, 0\nl:\nstdw [%r6+0], 0\nadd %r6, 8\nadd %r7, 1\njlt %r7, 8, l\nldxdw %r0, [%r10-64]\nexit".to_string(),
+        // Constants read back from the stack keep their value (bpftrace keys).
+        format!("{lookup3}jeq %r0, 0, out\nstdw [%r10-24], 48\nldxdw %r1, [%r10-24]\nadd %r0, %r1\nldxdw %r2, [%r0+0]\nout:\nmov %r0, 0\nexit"),
+        // A ring buffer record reserved, filled, submitted.
+        "lddw %r1, map_fd(4)\nmov %r2, 16\nmov %r3, 0\ncall bpf_ringbuf_reserve\njeq %r0, 0, out\nstdw [%r0+8], 1\nmov %r1, %r0\nmov %r2, 0\ncall bpf_ringbuf_submit\nout:\nmov %r0, 0\nexit".to_string(),
+        // A bpf_loop callback reading its context on the caller's stack.
+        "stdw [%r10-8], 0\nmov %r1, 10\nlddw %r2, func(cb)\nmov %r3, %r10\nadd %r3, -8\nmov %r4, 0\ncall bpf_loop\nmov %r0, 0\nexit\ncb:\nldxdw %r0, [%r2+0]\nstxdw [%r2+0], %r1\nmov %r0, 0\nexit".to_string(),
+    ];
+    let maps = |p: PseudoLoad| match p.imm {
+        3 => Some(MapDesc { map_type: map_type::ARRAY, key_size: 4, value_size: 64, max_entries: 4 }),
+        4 => Some(MapDesc { map_type: map_type::RINGBUF, key_size: 0, value_size: 0, max_entries: 4096 }),
+        _ => None,
+    };
+    for src in &cases {
+        let insns = assemble(src).unwrap();
+        if let Err(e) = verify(&insns, ProgType::Kprobe, &maps, &VerifyOptions { log_level: 1, ..Default::default() }) {
+            panic!("refused a safe program: {e}\n{src}\n{}", e.log);
+        }
+    }
+}

@@ -255,6 +255,32 @@ case("loop-wraparound", "a counter that only stops after wrapping around",
 case("back-edge-unpriv", "unprivileged programs may not loop", "mov %r0, 0\nl:\nadd %r0, 1\njlt %r0, 10, l\nexit", "EINVAL back-edge from insn 2 to 1", unpriv=True)
 case("backward-ja-unpriv", "unprivileged: backward jump", "mov %r0, 0\njeq %r0, 1, out\nl:\nmov %r0, 1\nja l\nout:\nexit", "EINVAL back-edge from insn 3 to 2", unpriv=True)
 
+# ---------------------------------------------------------------- precision traps (must not be proven safe by mistake)
+case("bound-on-stale-copy", "a bound learnt on a copy, once the original moved past the value (the kernel knows r0 = r1 + 60; userbpf forgets the link)",
+     lookup(3) + "jeq %r0, 0, out\nmov %r6, %r0\ncall bpf_get_prandom_u32\nmov %r1, %r0\nadd %r0, 60\njgt %r1, 7, out\nadd %r6, %r0\nldxdw %r2, [%r6+0]\nout:\nmov %r0, 0\nexit",
+     "EACCES R6 unbounded memory access, make sure to bounds check any such access")
+case("jmp32-ignores-upper-bits", "a 32-bit compare says nothing about the upper half",
+     lookup(3) + "jeq %r0, 0, out\nmov %r6, %r0\ncall bpf_ktime_get_ns\njgt32 %r0, 7, out\nadd %r6, %r0\nldxdw %r2, [%r6+0]\nout:\nmov %r0, 0\nexit",
+     "EACCES R6 min value is negative, either use unsigned index or do a if (index >=0) check.")
+case("signed-check-only", "a signed upper bound leaves negative indexes",
+     lookup(3) + "jeq %r0, 0, out\nmov %r6, %r0\ncall bpf_ktime_get_ns\njsgt %r0, 7, out\nadd %r6, %r0\nldxb %r2, [%r6+0]\nout:\nmov %r0, 0\nexit",
+     "EACCES R6 min value is negative, either use unsigned index or do a if (index >=0) check.")
+case("prune-spill-vs-bytes", "a join where one path spilled a constant and the other wrote raw bytes",
+     lookup(3) + "jeq %r0, 0, out\nmov %r6, %r0\ncall bpf_get_prandom_u32\njeq %r0, 0, bytes\nstdw [%r10-16], 0\nja join\nbytes:\nstb [%r10-16], 200\nstb [%r10-15], 1\nsth [%r10-14], 0\nstw [%r10-12], 0\njoin:\nldxdw %r1, [%r10-16]\nadd %r6, %r1\nldxdw %r2, [%r6+0]\nout:\nmov %r0, 0\nexit",
+     "EACCES R6 min value is negative, either use unsigned index or do a if (index >=0) check.")
+case("prune-different-constants", "a join of two constant indexes, one out of bounds",
+     lookup(3) + "jeq %r0, 0, out\nmov %r6, %r0\ncall bpf_get_prandom_u32\nmov %r7, 8\njeq %r0, 0, join\nmov %r7, 64\njoin:\nadd %r6, %r7\nldxdw %r2, [%r6+0]\nout:\nmov %r0, 0\nexit",
+     "EACCES invalid access to map value, value_size=64 off=64 size=8")
+case("loop-walks-off-stack", "a bounded loop whose pointer walks past the frame",
+     "mov %r6, %r10\nadd %r6, -64\nmov %r7, 0\nl:\nstdw [%r6+0], 0\nadd %r6, 8\nadd %r7, 1\njlt %r7, 9, l\nmov %r0, 0\nexit",
+     "EACCES invalid write to stack R6 off=0 size=8")
+case("loop-index-grows", "a loop index used after the loop exceeds the value",
+     lookup(3) + "jeq %r0, 0, out\nmov %r7, 0\nl:\nadd %r7, 8\njlt %r7, 64, l\nadd %r0, %r7\nldxdw %r2, [%r0+0]\nout:\nmov %r0, 0\nexit",
+     "EACCES invalid access to map value, value_size=64 off=64 size=8")
+case("or-null-spill-unchecked", "a lookup result spilled before its check is still unchecked when filled from another lookup",
+     lookup(3) + "stxdw [%r10-16], %r0\n" + lookup(3).replace("mov %r1, 0\nstxdw [%r10-8], %r1\n", "") + "jeq %r0, 0, out\nldxdw %r1, [%r10-16]\nldxdw %r2, [%r1+0]\nout:\nmov %r0, 0\nexit",
+     "EACCES R1 invalid mem access 'map_value_or_null'")
+
 # ---------------------------------------------------------------- atomics
 case("atomic-pointer-src", "an atomic operand is a number", "stdw [%r10-8], 0\nlock add [%r10-8], %r10\nmov %r0, 0\nexit", "EACCES R10 leaks addr into mem")
 case("atomic-on-or-null", "atomic add to an unchecked lookup result", lookup(1) + "mov %r1, 1\nlock add [%r0+0], %r1\nmov %r0, 0\nexit", "EACCES R0 invalid mem access 'map_value_or_null'")
