@@ -171,3 +171,26 @@ fn several_probes_in_any_order_and_float_arguments_survive() {
     assert_eq!(b.hits.load(Ordering::SeqCst), 3);
     assert_eq!(c.hits.load(Ordering::SeqCst), 2);
 }
+
+static APP_SIGTRAPS: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn application_sigtrap_handler(_signal: libc::c_int) {
+    APP_SIGTRAPS.fetch_add(1, Ordering::SeqCst);
+}
+
+#[test]
+fn the_applications_own_sigtrap_handler_still_gets_its_signals() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // The application installs a handler first; then breakpoint probes are used.
+    unsafe { libc::signal(libc::SIGTRAP, application_sigtrap_handler as *const () as libc::sighandler_t) };
+    let seen = Seen::default();
+    let id = unsafe { attach_uprobe(rewriter_test_tiny as *const () as usize, record, data(&seen)) }.unwrap();
+    assert!(matches!(rewriter::mechanism(id).unwrap(), Mechanism::Breakpoint { .. }));
+    let f: extern "C" fn(u64, u64) -> u64 = black_box(rewriter_test_tiny);
+    assert_eq!(f(1, 1), 2);
+    unsafe { libc::raise(libc::SIGTRAP) };
+    assert_eq!(f(2, 2), 4);
+    assert_eq!(APP_SIGTRAPS.load(Ordering::SeqCst), 1, "the app's SIGTRAP went to the app");
+    assert_eq!(seen.hits.load(Ordering::SeqCst), 2, "our breakpoints stayed ours");
+    detach(id).unwrap();
+}

@@ -30,13 +30,16 @@ fn ptr<T>(t: &T) -> *mut c_void {
 #[test]
 fn recursion_and_longjmp_out_of_probed_frames() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(path) = common::build_shared_library("returns.c", "gcc", &["-O0", "-g"]) else { return };
+    let Some(path) = common::build_shared_library("returns.c", "gcc", &["-O0", "-g", "-fcf-protection=full"]) else { return };
     let lib = common::Library::open(&path);
     let fact_address = lib.symbol("rw_fact");
     let jumper_address = lib.symbol("rw_jumper");
     let fact: extern "C" fn(i64) -> i64 = unsafe { std::mem::transmute(fact_address) };
     let run_jump: extern "C" fn(i64) -> i64 = unsafe { std::mem::transmute(lib.symbol("rw_run_jump")) };
 
+    const ENDBR64: [u8; 4] = [0xf3, 0x0f, 0x1e, 0xfa];
+    let first_bytes = |address: usize| unsafe { std::slice::from_raw_parts(address as *const u8, 5).to_vec() };
+    assert_eq!(first_bytes(fact_address)[..4], ENDBR64, "built with -fcf-protection: starts with endbr64");
     let fact_returns = Returns(Mutex::new(Vec::new()));
     let fact_entries = AtomicU64::new(0);
     let jumper_returns = Returns(Mutex::new(Vec::new()));
@@ -44,6 +47,10 @@ fn recursion_and_longjmp_out_of_probed_frames() {
     let e1 = unsafe { attach_uprobe(fact_address, count, ptr(&fact_entries)) }.unwrap();
     let r2 = unsafe { attach_uretprobe(jumper_address, record_return, ptr(&jumper_returns)) }.unwrap();
 
+    // The endbr64 stays in place; the jump goes right after it.
+    assert_eq!(rewriter::mechanism(e1).unwrap(), rewriter::Mechanism::Trampoline);
+    assert_eq!(first_bytes(fact_address)[..4], ENDBR64);
+    assert_eq!(first_bytes(fact_address + 4)[0], 0xe9);
     assert_eq!(fact(5), 120);
     assert_eq!(*fact_returns.0.lock().unwrap(), vec![1, 2, 6, 24, 120]);
     assert_eq!(fact_entries.load(Ordering::SeqCst), 5);
