@@ -22,6 +22,8 @@ pub mod exit {
     pub const NOT_FOUND: i32 = 4;
     /// `doctor` found at least one problem.
     pub const DOCTOR_PROBLEMS: i32 = 5;
+    /// A bug in userbpf (a panic), reported as one line (sysexits' EX_SOFTWARE).
+    pub const INTERNAL: i32 = 70;
     /// The command to run was found but could not be executed (shell convention).
     pub const CANNOT_EXECUTE: i32 = 126;
     /// The command to run was not found (shell convention).

@@ -41,6 +41,7 @@ Environment:
 Exit codes:
   0 success; 1 failure; 2 bad usage; 3 something missing in the environment
   (see `userbpf doctor`); 4 no such process, map or program; 5 doctor found problems;
+  70 internal error (a bug: please report it);
   run/load/bpftrace: the command's own exit status (126 cannot execute, 127 not found).";
 
 #[derive(Parser)]
@@ -197,11 +198,32 @@ fn run(cli: Cli) -> Result<i32, CliError> {
     }
 }
 
+/// A bug must still end as one line, not a backtrace: the hook prints the
+/// panic as an internal error; `main` catches the unwinding (so that a
+/// borrowed thread of a target is restored by `Drop` on the way) and exits
+/// with [`error::exit::INTERNAL`].
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".to_string());
+        let place = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        eprintln!("userbpf: internal error: {message}{place}");
+        eprintln!("hint: this is a bug in userbpf; please report it with the command line that triggered it");
+    }));
+}
+
 fn main() {
+    install_panic_hook();
     let cli = Cli::parse();
-    let code = match run(cli) {
-        Ok(code) => code,
-        Err(err) => {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli)));
+    let code = match outcome {
+        Err(_panic) => error::exit::INTERNAL,
+        Ok(Ok(code)) => code,
+        Ok(Err(err)) => {
             eprintln!("userbpf: {}", err.message);
             if let Some(hint) = &err.hint {
                 eprintln!("hint: {hint}");
