@@ -368,7 +368,8 @@ unsafe fn prog_test_run(a: &Attr, attr_ptr: *mut u8) -> Result<c_long, i32> {
         ctx[..ctx_size].copy_from_slice(&user);
     }
     let start = std::time::Instant::now();
-    let r0 = crate::loader_run::run_program(p.id, ctx.as_mut_ptr())?;
+    // SAFETY: `ctx` is a RAW_TP_CTX_SIZE buffer, the raw-tracepoint context size.
+    let r0 = unsafe { crate::loader_run::run_program(p.id, ctx.as_mut_ptr())? };
     let ns = start.elapsed().as_nanos().min(u32::MAX as u128) as u32;
     // SAFETY: writing result fields inside the caller's attr.
     unsafe {

@@ -54,7 +54,7 @@ fn enter<R>(f: impl FnOnce() -> R) -> Option<R> {
 fn c_result(r: Result<c_long, i32>) -> c_long {
     match r {
         Ok(v) => v,
-        Err(e) => fail(e as i32),
+        Err(e) => fail(e),
     }
 }
 
@@ -241,7 +241,7 @@ pub unsafe extern "C" fn access(path: *const c_char, mode: c_int) -> c_int {
 /// pointer-sized integer, which covers every perf ioctl).
 #[no_mangle]
 pub unsafe extern "C" fn ioctl(fd: c_int, request: c_ulong, arg: *mut c_void) -> c_int {
-    if let Some(r) = enter(|| TABLE.get(fd).map(|obj| crate::perf::ioctl(&obj, request as u64, arg as u64))).flatten() {
+    if let Some(r) = enter(|| TABLE.get(fd).map(|obj| crate::perf::ioctl(&obj, request, arg as u64))).flatten() {
         return match r {
             Ok(v) => v,
             Err(e) => fail(e),

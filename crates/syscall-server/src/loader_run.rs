@@ -56,11 +56,15 @@ fn runtime_init() {
 }
 
 /// Run registry program `prog_id` once with `r1 = ctx`; returns r0.
-pub fn run_program(prog_id: u32, ctx: *mut u8) -> Result<u64, i32> {
+///
+/// # Safety
+/// `ctx` must point to a readable context at least as large as the
+/// program type's (verified) context: raw tracepoint args for test runs,
+/// `bpf_perf_event_data` for timers.
+pub unsafe fn run_program(prog_id: u32, ctx: *mut u8) -> Result<u64, i32> {
     let prog = loaded(prog_id)?;
-    // SAFETY: the program passed the verifier for its type at load, and
-    // callers pass a zeroed context of that type's size (raw tracepoint
-    // args for test runs, bpf_perf_event_data for timers).
+    // SAFETY: the program passed the verifier for its type at load; the
+    // context is the caller's, sized as documented above.
     Ok(unsafe { prog.run_detached(ctx) })
 }
 

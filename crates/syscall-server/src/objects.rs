@@ -175,3 +175,47 @@ fn still_open_elsewhere(key: FileKey) -> bool {
     }
     false
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::timer::TimerEvent;
+
+    fn memfd() -> RawFd {
+        crate::sysfs::memfd_with(c"objects-test", b"").expect("memfd")
+    }
+
+    fn close(fd: RawFd) {
+        // SAFETY: closing a descriptor this test opened.
+        unsafe { crate::real::close(fd) };
+    }
+
+    #[test]
+    fn dup_names_the_same_object_and_keeps_it_alive() {
+        let table = Table { by_file: Mutex::new(BTreeMap::new()) };
+        let fd = memfd();
+        let key = file_key(fd).expect("open fd");
+        table.insert(fd, Object::Timer(TimerEvent::new(1_000_000, false, -1).expect("timer"))).expect("insert");
+        // SAFETY: duplicating our own descriptor.
+        let dup = unsafe { libc::dup(fd) };
+        assert!(matches!(table.get(dup).as_deref(), Some(Object::Timer(_))), "dup must find the object");
+        close(fd);
+        assert!(table.release_if_unreferenced(key).is_none(), "the dup still refers to it");
+        assert!(table.get(dup).is_some());
+        close(dup);
+        assert!(table.release_if_unreferenced(key).is_some(), "last fd closed: released");
+        assert!(table.is_empty());
+    }
+
+    #[test]
+    fn foreign_fds_are_not_objects() {
+        let table = Table { by_file: Mutex::new(BTreeMap::new()) };
+        let ours = memfd();
+        table.insert(ours, Object::Timer(TimerEvent::new(1_000_000, false, -1).expect("timer"))).expect("insert");
+        let other = memfd();
+        assert!(table.get(other).is_none());
+        assert!(table.get(-1).is_none());
+        close(other);
+        close(ours);
+    }
+}

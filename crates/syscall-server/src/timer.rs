@@ -128,7 +128,8 @@ fn timer_loop(prog_id: u32, period: Duration, sample_period: u64, cpu: i32, runn
         if next < now {
             next = now + period; // fell behind (suspended): do not burst
         }
-        if let Err(e) = crate::loader_run::run_program(prog_id, ctx.as_mut_ptr()) {
+        // SAFETY: `ctx` is a full bpf_perf_event_data, the program type's context.
+        if let Err(e) = unsafe { crate::loader_run::run_program(prog_id, ctx.as_mut_ptr()) } {
             crate::report::line(&format!("userbpf: interval/profile program {prog_id} failed to run (errno {e})"));
             return;
         }

@@ -425,6 +425,39 @@ impl Drop for Proc {
     }
 }
 
+/// The first `len` bytes of function `symbol` of the ELF `file`, as on disk
+/// and as currently in the memory of process `pid` (read through
+/// `/proc/PID/mem`, which needs ptrace access: root, or our own child).
+/// Equal means the function is not patched (no probe attached there).
+pub fn function_bytes(pid: u32, file: &Path, symbol: &str, len: usize) -> Result<(Vec<u8>, Vec<u8>), String> {
+    use std::os::unix::fs::FileExt;
+    let off = rewriter::elf::resolve_symbol(file, symbol).map_err(|e| e.to_string())?;
+    let mut on_disk = vec![0u8; len];
+    std::fs::File::open(file)
+        .and_then(|f| f.read_exact_at(&mut on_disk, off))
+        .map_err(|e| format!("{}: {e}", file.display()))?;
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).map_err(|e| format!("maps of {pid}: {e}"))?;
+    let file_str = file.to_string_lossy();
+    let addr = maps
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split_whitespace();
+            let range = f.next()?;
+            let _perms = f.next()?;
+            let map_off = u64::from_str_radix(f.next()?, 16).ok()?;
+            let (_dev, _ino, path) = (f.next()?, f.next()?, f.next()?);
+            let (start, end) = range.split_once('-')?;
+            let (start, end) = (u64::from_str_radix(start, 16).ok()?, u64::from_str_radix(end, 16).ok()?);
+            (path == file_str && map_off <= off && off < map_off + (end - start)).then(|| start + off - map_off)
+        })
+        .ok_or_else(|| format!("{} offset {off:#x} is not mapped in {pid}", file.display()))?;
+    let mut in_memory = vec![0u8; len];
+    std::fs::File::open(format!("/proc/{pid}/mem"))
+        .and_then(|f| f.read_exact_at(&mut in_memory, addr))
+        .map_err(|e| format!("mem of {pid} at {addr:#x}: {e}"))?;
+    Ok((on_disk, in_memory))
+}
+
 /// Make outputs comparable across runs and machines:
 /// - the world directory becomes `{DIR}`, `uid=<run uid>` becomes `uid={UID}`;
 /// - bpftrace prints map entries sorted by value, and entries with equal

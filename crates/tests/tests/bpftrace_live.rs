@@ -60,6 +60,9 @@ fn ctrl_c_prints_maps() {
     bt.signal(libc::SIGINT);
     let out = bt.wait_timeout(STEP_TIMEOUT);
     assert_output(&world, "live_ctrl_c", &out);
+    // Closing the perf event fds removed the attachment: the app's code is
+    // back to the original.
+    assert!(wait_until(STEP_TIMEOUT, || !add2_patched(&world, &app)), "add2 still patched after bpftrace exited");
 }
 
 #[test]
@@ -79,4 +82,42 @@ fn two_loaders_on_one_app_see_only_their_own_maps() {
     let out_b = b.wait_timeout(STEP_TIMEOUT);
     assert_output(&world, "live_concurrent_a", &out_a);
     assert_output(&world, "live_concurrent_b", &out_b);
+}
+
+fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}
+
+/// Whether `add2`'s first bytes in the app's memory differ from the file's.
+fn add2_patched(world: &World, app: &Proc) -> bool {
+    let (disk, mem) = tests::function_bytes(app.pid(), &world.app, "add2", 16).unwrap_or_else(|e| panic!("{e}"));
+    disk != mem
+}
+
+#[test]
+#[ignore = "end-to-end path pending: runtime and agent integration"]
+fn killed_loader_detaches_its_probes() {
+    let world = World::new().unwrap_or_else(|e| panic!("e2e setup: {e}"));
+    let app = running_app(&world);
+    assert!(!add2_patched(&world, &app), "add2 patched before any probe");
+    let mut bt = world
+        .spawn_bpftrace("uprobe:{APP}:add2 { @c = count(); }", &["-p".into(), app.pid().to_string()])
+        .expect("spawn bpftrace");
+    assert!(bt.wait_for_stdout("Attaching", STEP_TIMEOUT), "bpftrace never attached: {}", bt.stderr_now());
+    assert!(wait_until(STEP_TIMEOUT, || add2_patched(&world, &app)), "the agent never patched add2");
+    // SIGKILL: bpftrace closes nothing; the registry's owner liveness must
+    // make the agent take the probe out of the app's code.
+    bt.signal(libc::SIGKILL);
+    let _ = bt.wait_timeout(STEP_TIMEOUT);
+    assert!(
+        wait_until(Duration::from_secs(15), || !add2_patched(&world, &app)),
+        "add2 is still patched after its loader was SIGKILLed"
+    );
 }
