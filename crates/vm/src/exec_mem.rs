@@ -42,6 +42,19 @@ impl ExecMem {
     /// Unused bytes at the end of the last page are filled with `int3` so a
     /// stray jump past the code traps instead of running garbage.
     pub fn new(code: &[u8]) -> io::Result<ExecMem> {
+        ExecMem::with_placement(code, None, |_, _| {})
+    }
+
+    /// Like [`ExecMem::new`], asking the kernel for an address near
+    /// `near` (a hint: the kernel may place the code elsewhere), and letting
+    /// `fixup` adjust the copied code for its final address (e.g. turn
+    /// absolute calls into relative ones) while it is still writable and
+    /// not yet executable.
+    pub fn with_placement(
+        code: &[u8],
+        near: Option<usize>,
+        fixup: impl FnOnce(&mut [u8], usize),
+    ) -> io::Result<ExecMem> {
         if code.is_empty() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -50,14 +63,18 @@ impl ExecMem {
         }
         let page = page_size();
         let mapped_len = code.len().div_ceil(page) * page;
+        let hint = near.map_or(std::ptr::null_mut(), |addr| {
+            (addr & !(page - 1)) as *mut libc::c_void
+        });
         // MAP_POPULATE: one fault-in for the whole region instead of a page
         // fault per page while copying (the dominant cost of compiling a
         // small program under virtualization).
-        // SAFETY: anonymous private mapping with no address hint; the kernel
-        // picks the address; we check for MAP_FAILED below.
+        // SAFETY: anonymous private mapping; the address is only a hint (no
+        // MAP_FIXED), so nothing existing can be replaced; we check for
+        // MAP_FAILED below.
         let ptr = unsafe {
             libc::mmap(
-                std::ptr::null_mut(),
+                hint,
                 mapped_len,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
@@ -77,12 +94,14 @@ impl ExecMem {
         };
         // SAFETY: the region is `mapped_len >= code.len()` bytes, freshly
         // mapped read-write and exclusively ours; `code` cannot overlap it.
-        unsafe {
+        let writable = unsafe {
             std::ptr::copy_nonoverlapping(code.as_ptr(), base.as_ptr(), code.len());
             std::ptr::write_bytes(base.as_ptr().add(code.len()), 0xcc, mapped_len - code.len());
-        }
-        // SAFETY: flips our own mapping from RW to RX; after this no write
-        // through `base` happens.
+            std::slice::from_raw_parts_mut(base.as_ptr(), code.len())
+        };
+        fixup(writable, base.as_ptr() as usize);
+        // SAFETY: flips our own mapping from RW to RX; `writable` is not
+        // used after this point and no other write through `base` happens.
         let rc = unsafe { libc::mprotect(ptr, mapped_len, libc::PROT_READ | libc::PROT_EXEC) };
         if rc != 0 {
             return Err(io::Error::last_os_error());
@@ -159,6 +178,22 @@ mod tests {
             .expect("mapping present");
         let perms = line.split_whitespace().nth(1).unwrap();
         assert!(perms.starts_with("r-x"), "permissions {perms}");
+    }
+
+    #[test]
+    fn fixup_sees_the_final_address_before_protection() {
+        // mov eax, imm32 (patched to the low bits of the address); ret
+        let code = [0xb8, 0, 0, 0, 0, 0xc3];
+        let mut seen = 0;
+        let mem = ExecMem::with_placement(&code, None, |bytes, addr| {
+            bytes[1..5].copy_from_slice(&(addr as u32).to_le_bytes());
+            seen = addr;
+        })
+        .unwrap();
+        assert_eq!(seen, mem.as_ptr() as usize);
+        // SAFETY: a complete C-ABI function.
+        let f: extern "C" fn() -> u32 = unsafe { std::mem::transmute(mem.as_ptr()) };
+        assert_eq!(f(), seen as u32);
     }
 
     #[test]

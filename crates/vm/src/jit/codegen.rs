@@ -86,6 +86,8 @@ struct Codegen<'a> {
     abort: usize,
     /// Position of the function entry (set by the prologue).
     function_entry: usize,
+    /// (position of a call slot, helper address) for every helper call.
+    helper_calls: Vec<(usize, u64)>,
     /// Address and length of the helper table `callx` indexes (u64 function
     /// addresses, 0 = none), owned by the `JitProgram`.
     callx_table: Option<(*const u64, usize)>,
@@ -126,6 +128,7 @@ pub(super) fn generate(
         fixups: Vec::new(),
         abort: 0,
         function_entry: 0,
+        helper_calls: Vec::new(),
         callx_table: callx_table.map(|t| (t.as_ptr(), t.len())),
     };
     let body_call = cg.prologue();
@@ -149,6 +152,7 @@ pub(super) fn generate(
         code: cg.asm.buf,
         offsets: cg.offsets,
         function_entry: cg.function_entry,
+        helper_calls: cg.helper_calls,
     })
 }
 
@@ -177,6 +181,9 @@ pub(super) struct Generated {
     /// Offset of the function entry: same signature as the program entry
     /// plus an 8th argument, the native address of the function to run.
     pub function_entry: usize,
+    /// (offset of a call slot, helper address) of every helper call, to be
+    /// made direct where the final placement allows (`x86::patch_call_slot`).
+    pub helper_calls: Vec<(usize, u64)>,
 }
 
 impl Codegen<'_> {
@@ -760,8 +767,9 @@ impl Codegen<'_> {
                     })?;
                 let a = &mut self.asm;
                 a.mov_rr(true, R9, R12);
-                a.mov_ri64(RAX, helper as usize as u64);
-                a.call_reg(RAX);
+                let target = helper as usize as u64;
+                let at = a.call_slot(target);
+                self.helper_calls.push((at, target));
             }
             BPF_PSEUDO_CALL => {
                 let target = self.check_target(pc, pc as i64 + 1 + insn.imm as i64)?;
@@ -896,6 +904,7 @@ mod tests {
             fixups: Vec::new(),
             abort: 0,
             function_entry: 0,
+            helper_calls: Vec::new(),
             callx_table: None,
         };
         cg.prologue();

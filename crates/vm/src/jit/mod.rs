@@ -78,6 +78,11 @@ impl JitError {
     }
 }
 
+/// How far below a helper the code is requested: past the helper's own
+/// executable image (for a PIE binary or a shared library, typically free
+/// address space), well within a rel32's ±2 GiB.
+const HELPER_PLACEMENT_DISTANCE: usize = 256 << 20;
+
 /// Signature of compiled code: `(r1, r2, r3, r4, r5, env, abort) -> r0`.
 /// `abort` is written when the run stops abnormally (a BPF-to-BPF call
 /// deeper than `MAX_CALL_FRAMES`, reachable only through tail calls, or a
@@ -129,7 +134,19 @@ impl JitProgram {
                     .collect()
             });
         let generated = codegen::generate(prog.insns(), helpers, opts, callx_table.as_deref())?;
-        let code = ExecMem::new(&generated.code).map_err(JitError::ExecMem)?;
+        // Ask for the code within reach of a rel32 from the helpers (just
+        // below the first one's image) so helper calls can be made direct;
+        // where the kernel places it elsewhere they stay absolute.
+        let near = generated
+            .helper_calls
+            .first()
+            .map(|&(_, target)| (target as usize).saturating_sub(HELPER_PLACEMENT_DISTANCE));
+        let code = ExecMem::with_placement(&generated.code, near, |bytes, base| {
+            for &(at, target) in &generated.helper_calls {
+                x86::patch_call_slot(bytes, at, (base + at) as u64, target);
+            }
+        })
+        .map_err(JitError::ExecMem)?;
         // SAFETY: `code` holds a complete function generated for the C ABI
         // signature `EntryFn` (see codegen's prologue/epilogue); it lives as
         // long as `self`.

@@ -255,3 +255,30 @@ fn code_is_mapped_read_execute_and_reports_its_size() {
     assert!(jit.code_size() > TAIL_CALL_ENTRY_OFFSET);
     assert_eq!(jit.entry(), jit.code().as_ptr());
 }
+
+#[test]
+fn helper_calls_become_direct_when_the_code_is_within_reach() {
+    let prog = load("mov %r1, 2\nmov %r2, 0\nmov %r3, 0\nmov %r4, 0\nmov %r5, 0\ncall 7\nexit");
+    let mut helpers = Helpers::new();
+    helpers.register(7, args_and_env);
+    let jit = JitProgram::compile(&prog, &helpers, &JitOptions::default()).unwrap();
+    let helper = args_and_env as usize as i64;
+    let code = jit.code();
+    let direct = code
+        .windows(8)
+        .position(|w| w[..7] == [0x0f, 0x1f, 0x80, 0, 0, 0, 0] && w[7] == 0xe8);
+    let distance = (helper - jit.entry() as i64).abs();
+    if distance < (1 << 31) - (1 << 20) {
+        let at = direct.expect("a helper within rel32 reach is called directly");
+        let rel = i32::from_le_bytes(code[at + 8..at + 12].try_into().unwrap());
+        let after = jit.entry() as i64 + at as i64 + 12;
+        assert_eq!(after + rel as i64, helper);
+    } else {
+        assert!(direct.is_none());
+    }
+    // SAFETY: the program touches no memory.
+    assert_eq!(
+        unsafe { jit.call(std::ptr::null_mut(), std::ptr::null_mut()) },
+        2
+    );
+}
