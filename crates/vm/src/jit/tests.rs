@@ -8,7 +8,7 @@ use std::ffi::c_void;
 use super::*;
 use crate::asm::assemble;
 use crate::interp::{self, RunOptions};
-use crate::program::TailTarget;
+use crate::program::{HelperFn, TailTarget};
 
 /// A prog array for the tests: `lddw` immediates point at one of these.
 struct ProgArray {
@@ -262,7 +262,7 @@ fn helper_calls_become_direct_when_the_code_is_within_reach() {
     let mut helpers = Helpers::new();
     helpers.register(7, args_and_env);
     let jit = JitProgram::compile(&prog, &helpers, &JitOptions::default()).unwrap();
-    let helper = args_and_env as usize as i64;
+    let helper = args_and_env as HelperFn as usize as i64;
     let code = jit.code();
     let direct = code
         .windows(8)
