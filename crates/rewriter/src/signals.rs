@@ -348,7 +348,11 @@ fn set_ip(uc: &mut libc::ucontext_t, ip: usize) {
     uc.uc_mcontext.gregs[libc::REG_RIP as usize] = ip as i64;
 }
 
-const GREG_ORDER: [(usize, fn(&mut PtRegs) -> &mut u64); 16] = [
+/// A `pt_regs` field, by accessor.
+type RegsField = fn(&mut PtRegs) -> &mut u64;
+
+/// Signal-context register index → `pt_regs` field.
+const GREG_ORDER: [(usize, RegsField); 16] = [
     (libc::REG_R15 as usize, |r| &mut r.r15),
     (libc::REG_R14 as usize, |r| &mut r.r14),
     (libc::REG_R13 as usize, |r| &mut r.r13),
