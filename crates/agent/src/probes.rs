@@ -60,8 +60,12 @@ unsafe extern "C" fn on_hit(regs: *mut PtRegs, data: *mut c_void) {
         program: slot.program as *const c_void,
     };
     // SAFETY: the program was verified for a pt_regs context, and the slot
-    // keeps it alive; `env` lives on this stack for the whole run.
-    unsafe { (*slot.program).run(regs as *mut u8, &mut env) };
+    // keeps it alive; `env` lives on this stack for the whole run. A panic
+    // must not unwind into the trampoline (the result is ignored, as the
+    // kernel ignores a uprobe program's return value).
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
+        (*slot.program).run(regs as *mut u8, &mut env)
+    }));
 }
 
 /// Kind of probe to attach.

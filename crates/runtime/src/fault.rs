@@ -341,7 +341,7 @@ mod tests {
             assert_eq!(read_user(dst.as_mut_ptr(), p.add(4096 - 16) as u64, 32), -14);
             assert_eq!(dst, [0u8; 32]);
             // A string ending before the bad page reads fine.
-            std::ptr::copy_nonoverlapping(b"abc\0".as_ptr(), p.add(4096 - 4), 4);
+            std::ptr::copy_nonoverlapping(c"abc".as_ptr() as *const u8, p.add(4096 - 4), 4);
             assert_eq!(read_user_str(dst.as_mut_ptr(), p.add(4096 - 4) as u64, 32), 4);
             assert_eq!(&dst[..4], b"abc\0");
             // One running into it does not.

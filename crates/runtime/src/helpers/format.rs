@@ -297,8 +297,13 @@ pub unsafe extern "C" fn snprintf(dst: u64, dst_size: u64, fmt: u64, data: u64, 
         // SAFETY: the verifier proved fmt a read-only string and data
         // readable for data_len bytes; dst writable for dst_size bytes.
         let fmt = unsafe { constant_string(fmt) }?;
-        let args = unsafe { std::slice::from_raw_parts(data as *const u64, data_len as usize / 8) };
-        let buf = unsafe { std::slice::from_raw_parts_mut(dst as *mut u8, dst_size as usize) };
+        let raw = unsafe { super::guest_bytes(data, data_len) };
+        let mut args = [0u64; MAX_ARGS];
+        for (arg, bytes) in args.iter_mut().zip(raw.chunks_exact(8)) {
+            *arg = u64::from_le_bytes(bytes.try_into().expect("chunks of 8"));
+        }
+        let args = &args[..raw.len() / 8];
+        let buf = unsafe { super::guest_bytes_mut(dst, dst_size) };
         let mut out = Output { buf, len: 0 };
         format(fmt, args, &mut out)?;
         Ok(out.finish())
@@ -399,6 +404,14 @@ mod tests {
     #[test]
     fn truncation_reports_full_length() {
         assert_eq!(snprintf_str("%d", &[123456], 4), (7, "123".into()));
+    }
+
+    #[test]
+    fn null_buffer_and_no_arguments_measure_the_output() {
+        let fmt = b"abc\0";
+        // SAFETY: NULL with size 0 is allowed for both buffers.
+        let r = unsafe { snprintf(0, 0, fmt.as_ptr() as u64, 0, 0, std::ptr::null_mut()) };
+        assert_eq!(r, 4);
     }
 
     #[test]

@@ -56,7 +56,7 @@ pub unsafe extern "C" fn map_peek_elem(m: u64, value: u64, _: u64, _: u64, _: u6
 /// slot chosen by `flags` (`BPF_F_CURRENT_CPU` or an index).
 pub unsafe extern "C" fn perf_event_output(_ctx: u64, m: u64, flags: u64, data: u64, size: u64, _: *mut c_void) -> u64 {
     // SAFETY: the verifier proved `data` readable for `size` bytes.
-    let bytes = unsafe { std::slice::from_raw_parts(data as *const u8, size as usize) };
+    let bytes = unsafe { super::guest_bytes(data, size) };
     // SAFETY: `m` is a map handle baked into the verified program.
     unsafe { map(m).perf_event_output(flags, bytes) as u64 }
 }
@@ -82,7 +82,7 @@ pub unsafe extern "C" fn get_stackid(ctx: u64, m: u64, flags: u64, _: u64, _: u6
 /// `bpf_ringbuf_output(map, data, size, flags)`.
 pub unsafe extern "C" fn ringbuf_output(m: u64, data: u64, size: u64, flags: u64, _: u64, _: *mut c_void) -> u64 {
     // SAFETY: the verifier proved `data` readable for `size` bytes.
-    let bytes = unsafe { std::slice::from_raw_parts(data as *const u8, size as usize) };
+    let bytes = unsafe { super::guest_bytes(data, size) };
     // SAFETY: `m` is a map handle baked into the verified program.
     unsafe { map(m).ringbuf_output(bytes, flags) as u64 }
 }

@@ -26,6 +26,35 @@ use std::ffi::c_void;
 
 use vm::program::{HelperFn, Helpers};
 
+/// The `len` bytes at `ptr` as a slice; empty (never a null-based slice)
+/// when `len` is 0, as programs may pass NULL with a zero size.
+///
+/// # Safety
+/// `ptr` must be readable for `len` bytes when `len > 0`, and stay so for `'a`.
+#[inline]
+pub(crate) unsafe fn guest_bytes<'a>(ptr: u64, len: u64) -> &'a [u8] {
+    if len == 0 || ptr == 0 {
+        &[]
+    } else {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { std::slice::from_raw_parts(ptr as *const u8, len as usize) }
+    }
+}
+
+/// Mutable counterpart of [`guest_bytes`].
+///
+/// # Safety
+/// `ptr` must be writable for `len` bytes when `len > 0`, unaliased for `'a`.
+#[inline]
+pub(crate) unsafe fn guest_bytes_mut<'a>(ptr: u64, len: u64) -> &'a mut [u8] {
+    if len == 0 || ptr == 0 {
+        &mut []
+    } else {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { std::slice::from_raw_parts_mut(ptr as *mut u8, len as usize) }
+    }
+}
+
 /// Helper id of `bpf_tail_call`, which the VM implements itself through the
 /// embedder's `TailCallResolver` rather than a helper function.
 pub const TAIL_CALL: u32 = 12;
