@@ -4,8 +4,6 @@
 //! reservations) the path holds. Also the subsumption test used for state
 //! pruning and loop detection.
 
-use std::collections::HashMap;
-
 use crate::scalar::Scalar;
 
 /// What a register (or spilled stack slot) holds.
@@ -229,11 +227,12 @@ impl State {
     }
 }
 
-/// A consistent renaming of ids between an old and a new state.
+/// A consistent renaming of ids between an old and a new state (a handful
+/// of pairs at most: a linear scan beats hashing, and nothing is allocated
+/// until the first pair).
 #[derive(Default)]
 struct IdMap {
-    old_to_new: HashMap<u32, u32>,
-    new_to_old: HashMap<u32, u32>,
+    pairs: Vec<(u32, u32)>,
 }
 
 impl IdMap {
@@ -244,14 +243,12 @@ impl IdMap {
         if new == 0 {
             return false;
         }
-        match (self.old_to_new.get(&old), self.new_to_old.get(&new)) {
-            (None, None) => {
-                self.old_to_new.insert(old, new);
-                self.new_to_old.insert(new, old);
+        match self.pairs.iter().find(|(o, n)| *o == old || *n == new) {
+            Some(&(o, n)) => o == old && n == new,
+            None => {
+                self.pairs.push((old, new));
                 true
             }
-            (Some(&n), Some(&o)) => n == new && o == old,
-            _ => false,
         }
     }
 }
