@@ -59,6 +59,25 @@ fn attach_pause(c: &mut Criterion) {
     for mode in ["sleep", "spin", "threads", "read"] {
         group.bench_function(mode, |b| b.iter_custom(|iters| (0..iters).map(|_| one_attach(&dir, mode)).sum()));
     }
+    // The real agent, when the workspace's libagent.so is built in this profile.
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_userbpf")).parent().unwrap();
+    let real_agent = [bin_dir.join("libagent.so"), bin_dir.join("deps/libagent.so")].into_iter().find(|p| p.is_file());
+    match real_agent {
+        Some(agent) => {
+            let real_dir = dir.join("real");
+            std::fs::create_dir_all(&real_dir).unwrap();
+            std::fs::copy(&agent, real_dir.join("libagent.so")).unwrap();
+            std::fs::copy(dir.join("target"), real_dir.join("target")).unwrap();
+            let registry = real_dir.join("registry");
+            std::fs::create_dir_all(&registry).unwrap();
+            std::fs::set_permissions(&registry, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+            std::env::set_var("USERBPF_DIR", &registry);
+            group.bench_function("sleep_real_agent", |b| {
+                b.iter_custom(|iters| (0..iters).map(|_| one_attach(&real_dir, "sleep")).sum())
+            });
+        }
+        None => eprintln!("attach_pause/sleep_real_agent skipped: libagent.so is not built in this profile"),
+    }
     group.finish();
     let _ = std::fs::remove_dir_all(&dir);
 }
