@@ -272,8 +272,8 @@ pub fn run() {
             let idle = !agent.saw_links && agent.attached.is_empty();
             if !idle {
                 runtime::helpers::task::refresh_slow_caches();
-                // A loader may have filled PERF_EVENT_ARRAY slots since.
-                runtime::maps::refresh_perf_rings();
+                // A loader may have filled PERF_EVENT_ARRAY / PROG_ARRAY slots since.
+                runtime::maps::refresh_bound_maps();
             }
             (agent.registry.clone(), seen_generation, idle)
         };

@@ -9,12 +9,14 @@
 //! - [`helpers`]: every helper of `verifier::HELPERS`, kernel semantics.
 //! - [`maps`]: process-local map handles (what `lddw` map references become).
 //! - [`program`]: [`LoadedProgram`], a registry program made runnable.
+//! - [`tail`]: PROG_ARRAY maps and the tail-call resolver.
 
 pub mod env;
 pub mod fault;
 pub mod helpers;
 pub mod maps;
 pub mod program;
+pub mod tail;
 
 pub use env::RunEnv;
 pub use program::{LoadError, LoadedProgram};

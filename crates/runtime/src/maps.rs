@@ -3,7 +3,7 @@
 //! this process), which map helpers receive as `r1`. Handles are shared by
 //! every program of the process that uses the same registry map, through a
 //! table of weak references, so a map is mapped once however many programs
-//! use it.
+//! use it. (PROG_ARRAY maps get a richer handle, see [`crate::tail`].)
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -48,11 +48,6 @@ pub fn bind(registry: &Registry, id: u32) -> Result<Arc<MapHandle>, String> {
         return Ok(handle);
     }
     let map = registry.open_map(id).map_err(|e| format!("map {id}: {e}"))?;
-    if map.map_type() == map_type::PROG_ARRAY {
-        return Err(format!(
-            "map {id} is a PROG_ARRAY: tail calls are not supported by the userbpf runtime yet"
-        ));
-    }
     if map.map_type() == map_type::PERF_EVENT_ARRAY {
         map.refresh_perf_rings();
     }
@@ -62,15 +57,21 @@ pub fn bind(registry: &Registry, id: u32) -> Result<Arc<MapHandle>, String> {
     Ok(handle)
 }
 
-/// Open and cache, now, every perf ring the bound PERF_EVENT_ARRAY maps
-/// reference, so `bpf_perf_event_output` never opens one on the hot path
-/// (`open`/`mmap`/allocation inside a probed `malloc` could deadlock). Call
-/// it off the hot path whenever the registry changes (the agent's watcher
-/// does, every wake). Returns how many ring slots are cached.
-pub fn refresh_perf_rings() -> usize {
+/// Bring this process's view of the bound maps up to date with what the
+/// loaders stored since, off the hot path: open and cache every perf ring
+/// the PERF_EVENT_ARRAY maps reference (so `bpf_perf_event_output` never
+/// opens one inside a probe, where `open`/`mmap`/allocation in a probed
+/// `malloc` could deadlock), and load the programs PROG_ARRAY slots name
+/// (tail-call targets). Call it whenever the registry may have changed (the
+/// agent's watcher does, every wake).
+pub fn refresh_bound_maps() {
     let live: Vec<Arc<MapHandle>> = {
         let table = HANDLES.lock().unwrap_or_else(|e| e.into_inner());
         table.iter().flat_map(|t| t.values()).filter_map(Weak::upgrade).collect()
     };
-    live.iter().filter(|m| m.map_type() == map_type::PERF_EVENT_ARRAY).map(|m| m.refresh_perf_rings()).sum()
+    for map in live.iter().filter(|m| m.map_type() == map_type::PERF_EVENT_ARRAY) {
+        map.refresh_perf_rings();
+    }
+    drop(live);
+    crate::tail::refresh_all();
 }

@@ -17,7 +17,7 @@
 use std::ffi::c_void;
 use std::sync::{Arc, OnceLock};
 
-use shm_maps::{ProgRecord, Registry};
+use shm_maps::{map_type, ProgRecord, Registry};
 use vm::insn::{self, Insn};
 use vm::interp::{self, RunOptions};
 use vm::jit::{JitOptions, JitProgram};
@@ -26,6 +26,7 @@ use vm::program::{Helpers, Program, PseudoLoad};
 use crate::env::RunEnv;
 use crate::helpers::{self, MissingHelpers};
 use crate::maps::{self, DirectValue, MapHandle};
+use crate::tail::{self, ProgArray};
 
 /// Why a program could not be made runnable.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +59,8 @@ pub struct LoadedProgram {
     /// Maps referenced by the program: their handles' addresses are baked
     /// into the instructions, so they must live as long as the program.
     _maps: Vec<Arc<MapHandle>>,
+    /// Tail-call views of the PROG_ARRAY maps among them (same reason).
+    _prog_arrays: Vec<Arc<ProgArray>>,
 }
 
 impl std::fmt::Debug for LoadedProgram {
@@ -68,6 +71,12 @@ impl std::fmt::Debug for LoadedProgram {
             .field("jit", &self.is_jitted())
             .finish()
     }
+}
+
+/// Interpreter runs: unchecked (the program is verified), tail calls
+/// through the runtime's resolver.
+fn interpreter_options() -> RunOptions<'static> {
+    RunOptions { tail_call_resolver: Some(tail::resolve), ..RunOptions::default() }
 }
 
 /// The process-wide helper table, built once from `verifier::HELPERS`.
@@ -107,6 +116,7 @@ impl LoadedProgram {
     ) -> Result<LoadedProgram, LoadError> {
         let helpers = helper_table()?;
         let mut bound: Vec<Arc<MapHandle>> = Vec::new();
+        let mut prog_arrays: Vec<Arc<ProgArray>> = Vec::new();
         let mut resolve = |load: PseudoLoad| -> Result<u64, String> {
             let map_id = match load.src {
                 insn::BPF_PSEUDO_MAP_FD | insn::BPF_PSEUDO_MAP_VALUE => load.imm as u32,
@@ -136,19 +146,54 @@ impl LoadedProgram {
                 insn::BPF_PSEUDO_MAP_VALUE | insn::BPF_PSEUDO_MAP_IDX_VALUE => {
                     handle.direct_value_address(load.next_imm as u32)
                 }
+                // The only helper taking a PROG_ARRAY is bpf_tail_call, whose
+                // resolver expects the tail-call view of the array.
+                _ if handle.map_type() == map_type::PROG_ARRAY => {
+                    let array = match prog_arrays.iter().find(|a| a.id() == map_id) {
+                        Some(a) => a.clone(),
+                        None => {
+                            let a = tail::bind(handle);
+                            prog_arrays.push(a.clone());
+                            a
+                        }
+                    };
+                    Ok(Arc::as_ptr(&array) as u64)
+                }
                 _ => Ok(Arc::as_ptr(&handle) as u64),
             }
         };
         let program = Program::load(insns, &mut resolve).map_err(|source| LoadError::Invalid { id, source })?;
-        let (engine, jit_refusal) = match JitProgram::compile(&program, helpers, &JitOptions::default()) {
+        let jit_options = JitOptions { tail_call_resolver: Some(tail::resolve), ..JitOptions::default() };
+        let (engine, jit_refusal) = match JitProgram::compile(&program, helpers, &jit_options) {
             Ok(jit) => (Engine::Jit(jit), None),
             Err(e) => (Engine::Interpreter, Some(e.to_string())),
         };
-        Ok(LoadedProgram { id, name: name.to_string(), program, engine, jit_refusal, _maps: bound })
+        Ok(LoadedProgram {
+            id,
+            name: name.to_string(),
+            program,
+            engine,
+            jit_refusal,
+            _maps: bound,
+            _prog_arrays: prog_arrays,
+        })
     }
 
     pub fn id(&self) -> u32 {
         self.id
+    }
+
+    /// The VM program (what a tail-call target points to).
+    pub fn vm_program(&self) -> *const Program {
+        &self.program
+    }
+
+    /// Start of the JIT code, if the program was compiled.
+    pub fn jit_entry(&self) -> Option<*const u8> {
+        match &self.engine {
+            Engine::Jit(jit) => Some(jit.entry()),
+            Engine::Interpreter => None,
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -186,7 +231,7 @@ impl LoadedProgram {
                 // the run's r0 is 0, like a program that returned nothing.
                 let Ok(helpers) = helper_table() else { return 0 };
                 // SAFETY: forwarded from this function's contract.
-                unsafe { interp::run(&self.program, helpers, ctx, env_ptr, &RunOptions::default()) }.unwrap_or(0)
+                unsafe { interp::run(&self.program, helpers, ctx, env_ptr, &interpreter_options()) }.unwrap_or(0)
             }
         }
     }
@@ -200,7 +245,7 @@ impl LoadedProgram {
     pub unsafe fn run_callback(&self, entry_pc: usize, args: [u64; 5], env: *mut c_void) -> Option<u64> {
         let helpers = helper_table().ok()?;
         // SAFETY: forwarded from this function's contract.
-        unsafe { interp::run_function(&self.program, helpers, entry_pc, args, env, &RunOptions::default()) }.ok()
+        unsafe { interp::run_function(&self.program, helpers, entry_pc, args, env, &interpreter_options()) }.ok()
     }
 
     /// Run outside any probe (the loader's BEGIN/END, PROG_TEST_RUN).

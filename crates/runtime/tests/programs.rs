@@ -189,3 +189,35 @@ fn env_reaches_helpers() {
     // SAFETY: the program does not touch its context.
     assert_eq!(unsafe { program.run(std::ptr::null_mut(), &mut env) }, 0x400000 + 1000);
 }
+
+#[test]
+fn tail_calls_follow_the_prog_array_including_later_updates() {
+    let t = TempRegistry::new("tail");
+    let array = map(&t.registry, map_type::PROG_ARRAY, 4, 4);
+    let a = array.id();
+    let target = store(&t.registry, "mov %r0, 42\nexit", &[]);
+    let caller_text = |index: u32| format!("lddw %r2, map_fd({a})\nmov %r3, {index}\ncall 12\nmov %r0, 7\nexit");
+    let via_slot_1 = store(&t.registry, &caller_text(1), &[a]);
+    let via_slot_2 = store(&t.registry, &caller_text(2), &[a]);
+
+    // Loaded while the array is empty: the tail call falls through.
+    let early = LoadedProgram::from_registry(&t.registry, via_slot_1).unwrap();
+    // SAFETY: the programs do not touch their context.
+    assert_eq!(unsafe { early.run_detached(std::ptr::null_mut()) }, 7);
+
+    // The loader fills slot 1; a refresh (the agent's watcher) picks it up.
+    array.update(&1u32.to_le_bytes(), &target.to_le_bytes(), 0).unwrap();
+    runtime::maps::refresh_bound_maps();
+    // SAFETY: as above.
+    assert_eq!(unsafe { early.run_detached(std::ptr::null_mut()) }, 42);
+    assert!(early.is_jitted(), "{:?}", early.jit_refusal());
+
+    // Programs loaded afterwards see it at once; an empty slot falls through.
+    let late = LoadedProgram::from_registry(&t.registry, via_slot_1).unwrap();
+    let empty = LoadedProgram::from_registry(&t.registry, via_slot_2).unwrap();
+    // SAFETY: as above.
+    unsafe {
+        assert_eq!(late.run_detached(std::ptr::null_mut()), 42);
+        assert_eq!(empty.run_detached(std::ptr::null_mut()), 7);
+    }
+}
