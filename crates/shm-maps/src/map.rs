@@ -329,6 +329,42 @@ fn geometry(spec: &MapSpec, ncpus: u32) -> Option<Geometry> {
     Some(g)
 }
 
+/// Checks that a map header opened from disk describes a valid map whose
+/// geometry is exactly what this build computes for it and fits the file,
+/// so no offset read from shared memory can point outside the mapping.
+fn check_geometry(h: &MapHeader, file_len: usize) -> Result<(), String> {
+    let spec = MapSpec {
+        map_type: h.map_type,
+        key_size: h.key_size,
+        value_size: h.value_size,
+        max_entries: h.max_entries,
+        map_flags: h.map_flags,
+        map_extra: h.map_extra,
+        name: String::new(),
+    };
+    validate(&spec).map_err(|e| format!("invalid map attributes in header: {e}"))?;
+    let ncpus = h.ncpus;
+    if ncpus == 0 || ncpus > 8192 {
+        return Err(format!("invalid possible-CPU count {ncpus} in header"));
+    }
+    let g = geometry(&spec, ncpus).ok_or("map geometry overflows")?;
+    let same = g.n_buckets == h.n_buckets
+        && g.pool_size == h.pool_size
+        && g.elem_size as u32 == h.elem_size
+        && g.buckets_off as u64 == h.buckets_off
+        && g.elems_off as u64 == h.elems_off
+        && g.file_len as u64 == h.file_len
+        && g.spare == h.spare
+        && round_up8(spec.value_size as usize) as u32 == h.value_stride;
+    if !same {
+        return Err("map header geometry does not match its attributes (corrupt file?)".into());
+    }
+    if g.file_len != file_len {
+        return Err(format!("map file is {file_len} bytes, its header says {}", g.file_len));
+    }
+    Ok(())
+}
+
 /// Reads a map file's header information without mapping it.
 pub(crate) fn read_map_info(path: &Path, id: u32) -> Result<MapInfo, Error> {
     let f = fs::File::open(path).map_err(|e| {
@@ -458,10 +494,8 @@ impl Registry {
         check_object_header(&path, &buf, MAP_MAGIC, ObjectKind::Map)?;
         let mapping = Mapping::map(fd.as_raw_fd(), len).map_err(|e| Error::io(&path, "mmap", e))?;
         // SAFETY: mapping is at least HEADER_PAGE bytes and holds a MapHeader.
-        let flen = unsafe { (*(mapping.base() as *const MapHeader)).file_len } as usize;
-        if flen != len {
-            return Err(Error::Incompatible { path, reason: format!("map file is {len} bytes, header says {flen}") });
-        }
+        let h = unsafe { &*(mapping.base() as *const MapHeader) };
+        check_geometry(h, len).map_err(|reason| Error::Incompatible { path, reason })?;
         Map::from_mapping(mapping, self.shared.clone(), &fd)
     }
 }

@@ -238,3 +238,24 @@ fn links_can_be_updated_atomically() {
     assert!(t.reg.update_link(id, |l| l.prog_id = 1).is_err(), "a removed link is not resurrected");
     assert!(t.reg.links().is_empty());
 }
+
+#[test]
+fn corrupt_map_headers_are_refused() {
+    let t = TempRegistry::new("corrupt");
+    let m = t.map(HASH, 8, 8, 64);
+    let path = t.reg.map_path(m.id());
+    let good = std::fs::read(&path).unwrap();
+    // max_entries (offset 36) enlarged: offsets would point past the file.
+    let mut bad = good.clone();
+    bad[36..40].copy_from_slice(&100_000u32.to_ne_bytes());
+    std::fs::write(&path, &bad).unwrap();
+    let err = t.reg.open_map(m.id()).unwrap_err();
+    assert!(matches!(err, Error::Incompatible { .. }), "{err}");
+    // elems_off (offset 104) moved.
+    let mut bad = good.clone();
+    bad[104..112].copy_from_slice(&(1u64 << 40).to_ne_bytes());
+    std::fs::write(&path, &bad).unwrap();
+    assert!(matches!(t.reg.open_map(m.id()), Err(Error::Incompatible { .. })));
+    std::fs::write(&path, &good).unwrap();
+    t.reg.open_map(m.id()).unwrap();
+}
