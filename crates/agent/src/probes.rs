@@ -25,6 +25,10 @@ pub struct ProbeSlot {
     func_ip: u64,
     program_id: u32,
     attachment_id: u32,
+    /// Only fire in this process (-1: any). Checked per hit so a forked
+    /// child never runs a probe meant for its parent, even before its own
+    /// watcher has detached it.
+    pid_filter: i32,
 }
 
 // SAFETY: a ProbeSlot is immutable after creation; its program pointer is
@@ -52,6 +56,9 @@ pub struct ActiveProbe {
 unsafe extern "C" fn on_hit(regs: *mut PtRegs, data: *mut c_void) {
     // SAFETY: `data` is the `ProbeSlot` we registered (see `attach`).
     let slot = unsafe { &*(data as *const ProbeSlot) };
+    if slot.pid_filter >= 0 && runtime::helpers::task::current_tgid() != slot.pid_filter as u32 {
+        return;
+    }
     let mut env = RunEnv {
         cookie: slot.cookie,
         func_ip: slot.func_ip,
@@ -75,12 +82,14 @@ pub enum ProbeKind {
     Return,
 }
 
-/// Attach `program` at `address` for registry attachment `attachment_id`.
+/// Attach `program` at `address` for registry attachment `attachment_id`,
+/// firing only in process `pid_filter` (-1: any).
 pub fn attach(
     kind: ProbeKind,
     address: usize,
     attachment_id: u32,
     cookie: u64,
+    pid_filter: i32,
     program: Arc<LoadedProgram>,
 ) -> Result<ActiveProbe, rewriter::Error> {
     let slot = Box::new(ProbeSlot {
@@ -89,6 +98,7 @@ pub fn attach(
         func_ip: address as u64,
         program_id: program.id(),
         attachment_id,
+        pid_filter,
     });
     let data = &*slot as *const ProbeSlot as *mut c_void;
     // SAFETY: `on_hit` only reads `data` as the ProbeSlot, which lives in

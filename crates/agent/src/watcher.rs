@@ -198,7 +198,7 @@ impl Agent {
         };
         log::debug(|| format!("program {} ready in {} µs", link.prog_id, began.elapsed().as_micros()));
         let kind = if link.kind == LinkKind::Uretprobe { ProbeKind::Return } else { ProbeKind::Entry };
-        probes::attach(kind, address, link.id, link.cookie, program).map_err(|e| e.to_string())
+        probes::attach(kind, address, link.id, link.cookie, link.pid, program).map_err(|e| e.to_string())
     }
 
     /// Detach everything and attach nothing more until [`Agent::resume`].

@@ -190,6 +190,26 @@ fn pid_filters_are_respected() {
 }
 
 #[test]
+fn a_forked_child_does_not_run_probes_filtered_to_its_parent() {
+    let reg = TestRegistry::new("forkpid");
+    let counts = count_map(&reg.registry);
+    let ready = count_map(&reg.registry);
+    let count_prog = count_program(&reg.registry, &counts);
+    let ready_prog = count_program(&reg.registry, &ready);
+    let mut app = RunningApp::start(&reg, &["forkwait", "50"]);
+    attach_file(&reg.registry, count_prog, target_app(), "target_func", app.pid());
+    attach_file(&reg.registry, ready_prog, target_app(), "target_ptr", -1);
+    // Both links are attached in order; once the second fires, go.
+    assert!(wait_for(Duration::from_secs(10), || percpu_sum(&ready, 0) > 0).is_some(), "probes never attached");
+    use std::io::Write;
+    app.0.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    let status = app.0.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    // The parent's 50 calls only, not the child's.
+    assert_eq!(percpu_sum(&counts, 0), 50);
+}
+
+#[test]
 fn exec_loads_the_agent_again() {
     let reg = TestRegistry::new("exec");
     let map = count_map(&reg.registry);

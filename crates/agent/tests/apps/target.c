@@ -10,6 +10,9 @@
  *                       userbpf_agent_reattach(), N calls
  *   target dlopen LIB   print "ready", dlopen LIB, then call its plugin_func
  *                       every millisecond until stdin closes
+ *   target forkwait N   call target_ptr every millisecond until a line arrives
+ *                       on stdin, then fork: the child calls target_func N
+ *                       times and exits, then the parent does the same
  *   target sigsegv      install a SIGSEGV handler, check sigaction reports
  *                       it, call target_ptr with a bad pointer, then fault
  *                       for real: the handler prints "done" and exits 0
@@ -94,6 +97,27 @@ int main(int argc, char **argv) {
             if (read(0, buf, sizeof buf) == 0) break;
             usleep(1000);
         }
+    } else if (!strcmp(argv[1], "forkwait") && argc == 3) {
+        long n = atol(argv[2]);
+        printf("ready\n");
+        fflush(stdout);
+        int flags = fcntl(0, F_GETFL);
+        fcntl(0, F_SETFL, flags | O_NONBLOCK);
+        char buf[16];
+        while (read(0, buf, sizeof buf) <= 0) {
+            sum += target_ptr("x");
+            usleep(1000);
+        }
+        pid_t child = fork();
+        if (child < 0) return 3;
+        if (child == 0) {
+            for (long i = 0; i < n; i++) sum += target_func(i);
+            _exit(0);
+        }
+        int status = 0;
+        waitpid(child, &status, 0);
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return 5;
+        for (long i = 0; i < n; i++) sum += target_func(i);
     } else if (!strcmp(argv[1], "sigsegv")) {
         struct sigaction sa, seen;
         memset(&sa, 0, sizeof sa);

@@ -72,6 +72,13 @@ fn current_pid_tgid() -> u64 {
     })
 }
 
+/// This process's id (the tgid), from the same fork-aware per-thread cache
+/// as `bpf_get_current_pid_tgid`: no system call after a thread's first use.
+#[inline]
+pub fn current_tgid() -> u32 {
+    (current_pid_tgid() >> 32) as u32
+}
+
 /// `bpf_get_current_pid_tgid()`: `tgid << 32 | tid`.
 pub unsafe extern "C" fn get_current_pid_tgid(_: u64, _: u64, _: u64, _: u64, _: u64, _: *mut c_void) -> u64 {
     current_pid_tgid()
