@@ -148,6 +148,12 @@ impl Map {
     }
 
     pub(crate) fn id_array_lookup(&self, key: &[u8], out: &mut [u8]) -> Result<(), Errno> {
+        // Like the kernel, only PROG_ARRAY answers lookups from userspace
+        // (with the program id); PERF_EVENT_ARRAY has no syscall lookup.
+        // Use `id_at` to read a perf ring id.
+        if self.map_type == crate::layout::map_type::PERF_EVENT_ARRAY {
+            return Err(Errno::ENOTSUPP);
+        }
         let idx = self.checked_index(key)?;
         if out.len() != 4 {
             return Err(Errno::EINVAL);

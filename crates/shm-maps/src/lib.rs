@@ -32,14 +32,18 @@
 //!
 //! # API used by other crates
 //!
-//! - [`Registry`]: `open_default()`, `open(dir)`, `open_with(dir, &RegistryOptions)`;
+//! - [`Registry`]: `open_default()`, `open(dir)`, `open_with(dir, &RegistryOptions)`,
+//!   `open_existing(dir)` (read-only inspection: creates nothing, registers no owner);
 //!   `generation()`, `wait_generation_change(old, timeout)`, `bump_generation()`;
+//!   `read_section()` (hold one around every program run, see below);
 //!   maps: `create_map(&MapSpec) -> Map`, `open_map(id)`, `maps()`, `map_info(id)`,
 //!   `remove_map(id)`, `map_path(id)`; programs: `create_prog(&ProgRecord) -> id`,
-//!   `prog(id)`, `progs()`, `remove_prog(id)`; attachments: `create_link(&LinkRecord) -> id`,
-//!   `link(id)`, `links()`, `set_link_enabled(id, bool)`, `remove_link(id)`;
-//!   perf rings: `create_perf_ring(data_pages) -> PerfRing`, `open_perf_ring(id)`,
-//!   `ring_path(id)`, `remove_ring(id)`; liveness: `owner_id()`, `owner_alive(owner)`, `reap()`.
+//!   `prog(id)`, `progs()`, `remove_prog(id)`, `prog_path(id)`; attachments:
+//!   `create_link(&LinkRecord) -> id`, `link(id)`, `links()`, `set_link_enabled(id, bool)`,
+//!   `update_link(id, |l| ..)`, `remove_link(id)`, `link_path(id)`; perf rings:
+//!   `create_perf_ring(data_pages) -> PerfRing`, `open_perf_ring(id)`, `ring_path(id)`,
+//!   `remove_ring(id)`; participants: `owner_id()`, `owner_alive(owner)`, `owners()`,
+//!   `set_role(role)`, `reap()`.
 //! - [`Map`] syscall view: `lookup(key, &mut out)`, `update(key, value, flags)`,
 //!   `delete(key)`, `get_next_key(Option<key>, &mut next)`, `lookup_and_delete(key, &mut out)`,
 //!   all `Result<(), Errno>` with the kernel's errnos; `syscall_value_size()`.
@@ -48,11 +52,14 @@
 //! - [`Map`] program view (hot path: no allocation, no syscall, no unbounded
 //!   lock; return `0`/`-errno` like helpers): `prog_lookup(key) -> *mut u8`,
 //!   `prog_update(key, value, flags)`, `prog_delete(key)`, `prog_push/pop/peek`,
-//!   `perf_event_output(flags, data)`, `ringbuf_output/reserve/query`,
-//!   [`ringbuf_submit`]/[`ringbuf_discard`], `get_stackid(ips, flags)`,
-//!   `id_at(index)` (tail calls).
+//!   `perf_event_output(flags, data)` (after `refresh_perf_rings()` off the hot path),
+//!   `ringbuf_output/reserve/query`, [`ringbuf_submit`]/[`ringbuf_discard`],
+//!   `get_stackid(ips, flags)`, `id_at(index)` (tail calls), `array_value_ptr(index)`
+//!   (`BPF_PSEUDO_MAP_VALUE`).
+//! - [`Map`] maintenance: `verify()`, `recover()`, `lock_breaks()`, `path()`,
+//!   `ringbuf_mmap_for_loader(offset, len, prot)` (the server's `mmap` of a ring buffer fd).
 //! - [`PerfRing`]: `output(data)` (producer), `read(|rec| ..)`, `readable()`,
-//!   `wait_readable(timeout)` (consumer; the server emulates epoll with it).
+//!   `wait_readable(timeout)` (consumer; the server emulates epoll with it), `path()`.
 //! - [`cpu`]: `current()` (rseq, for `bpf_get_smp_processor_id`), `nr_possible()`.
 //!
 //! # Value lifetime

@@ -263,6 +263,13 @@ fn errnos_match_the_kernel() {
     );
     compare("stack trace", spec(STACK_TRACE, 4, 64, 16), &[Lookup(u32v(1)), Delete(u32v(1)), Update(u32v(1), vec![0; 64], 0), NextKey(None)], true);
     compare("prog array", spec(PROG_ARRAY, 4, 4, 4), &[Lookup(u32v(1)), Delete(u32v(1)), Delete(u32v(9))], true);
+    compare(
+        "perf event array",
+        spec(PERF_EVENT_ARRAY, 4, 4, 4),
+        &[Lookup(u32v(1)), Lookup(u32v(9)), Delete(u32v(1)), Delete(u32v(9)), NextKey(None), NextKey(Some(u32v(3)))],
+        true,
+    );
+    compare("ringbuf", spec(RINGBUF, 0, 0, 4096), &[Lookup(vec![]), Delete(vec![]), NextKey(None)], false);
     // Creation errnos.
     for (name, s) in [
         ("hash key 0", spec(HASH, 0, 8, 4)),
