@@ -9,6 +9,11 @@ use vm::insn::*;
 
 use crate::error::Reject;
 
+/// Longest program a privileged loader may load (the kernel's `BPF_COMPLEXITY_LIMIT_INSNS`).
+pub const MAX_INSNS: usize = 1_000_000;
+/// Longest program an unprivileged loader may load (`BPF_MAXINSNS`).
+pub const MAX_INSNS_UNPRIVILEGED: usize = 4096;
+
 /// Static facts about a program that passed the structural checks.
 pub struct Cfg {
     /// Start of each function (`0` first), sorted.
@@ -209,6 +214,10 @@ pub fn analyze(insns: &[Insn], allow_loops: bool) -> Result<Cfg, Reject> {
     if n == 0 {
         return Err(Reject::inval(None, "empty program".into()));
     }
+    let max = if allow_loops { MAX_INSNS } else { MAX_INSNS_UNPRIVILEGED };
+    if n > max {
+        return Err(Reject { errno: crate::error::E2BIG, pc: None, message: format!("BPF program of {n} instructions is too large (limit {max})") });
+    }
     check_encoding(insns)?;
     // Second slots of lddw: never a jump target nor an instruction of its own.
     let mut is_lddw_tail = vec![false; n];
@@ -275,23 +284,30 @@ pub fn analyze(insns: &[Insn], allow_loops: bool) -> Result<Cfg, Reject> {
             calls[func_of(pc)].push((pc, func_of(to)));
         }
     }
-    let mut color = vec![0u8; func_starts.len()]; // 0 new, 1 on path, 2 done
-    fn visit(f: usize, calls: &[Vec<(usize, usize)>], color: &mut [u8], starts: &[usize]) -> Result<(), Reject> {
-        color[f] = 1;
-        for &(pc, g) in &calls[f] {
-            if color[g] == 1 {
-                return Err(rej(pc, format!("recursive call from insn {pc} to {}", starts[g])));
-            }
-            if color[g] == 0 {
-                visit(g, calls, color, starts)?;
-            }
+    // Iterative depth-first search over the call graph (no host recursion:
+    // the number of functions is up to the program's length).
+    let mut color = vec![0u8; func_starts.len()]; // 0 new, 1 on the DFS path, 2 done
+    for root in 0..func_starts.len() {
+        if color[root] != 0 {
+            continue;
         }
-        color[f] = 2;
-        Ok(())
-    }
-    for f in 0..func_starts.len() {
-        if color[f] == 0 {
-            visit(f, &calls, &mut color, &func_starts)?;
+        let mut stack: Vec<(usize, usize)> = vec![(root, 0)];
+        color[root] = 1;
+        while let Some(&mut (f, ref mut k)) = stack.last_mut() {
+            if let Some(&(pc, g)) = calls[f].get(*k) {
+                *k += 1;
+                match color[g] {
+                    1 => return Err(rej(pc, format!("recursive call from insn {pc} to {}", func_starts[g]))),
+                    0 => {
+                        color[g] = 1;
+                        stack.push((g, 0));
+                    }
+                    _ => {}
+                }
+            } else {
+                color[f] = 2;
+                stack.pop();
+            }
         }
     }
     // Depth-first search from every function entry: reachability and back-edges.
@@ -382,33 +398,44 @@ fn uses_defs(i: &Insn) -> (u16, u16) {
     }
 }
 
-/// Classic backward liveness over each function's control flow graph.
+/// Backward liveness over each function's control flow graph, with a
+/// worklist (each instruction's set only grows, so the work is linear).
 fn liveness(insns: &[Insn], is_lddw_tail: &[bool]) -> Vec<u16> {
     let n = insns.len();
-    let mut live = vec![0u16; n];
     let always = 1u16 << 10;
-    loop {
-        let mut changed = false;
-        for pc in (0..n).rev() {
-            if is_lddw_tail[pc] {
-                continue;
-            }
-            let (succ, _) = successors(insns, pc);
-            let mut out = 0u16;
-            for to in succ.into_iter().flatten() {
-                if let Some(l) = live.get(to as usize) {
-                    out |= *l;
-                }
-            }
-            let (uses, defs) = uses_defs(&insns[pc]);
-            let inn = uses | (out & !defs) | always;
-            if inn != live[pc] {
-                live[pc] = inn;
-                changed = true;
-            }
+    let mut preds: Vec<Vec<u32>> = vec![Vec::new(); n];
+    for pc in 0..n {
+        if is_lddw_tail[pc] {
+            continue;
         }
-        if !changed {
-            return live;
+        for to in successors(insns, pc).0.into_iter().flatten() {
+            if let Some(p) = preds.get_mut(to as usize) {
+                p.push(pc as u32);
+            }
         }
     }
+    let mut live = vec![0u16; n];
+    let mut queued = vec![true; n];
+    let mut work: Vec<usize> = (0..n).filter(|&pc| !is_lddw_tail[pc]).collect();
+    while let Some(pc) = work.pop() {
+        queued[pc] = false;
+        let mut out = 0u16;
+        for to in successors(insns, pc).0.into_iter().flatten() {
+            if let Some(l) = live.get(to as usize) {
+                out |= *l;
+            }
+        }
+        let (uses, defs) = uses_defs(&insns[pc]);
+        let inn = uses | (out & !defs) | always;
+        if inn != live[pc] {
+            live[pc] = inn;
+            for &p in &preds[pc] {
+                if !queued[p as usize] {
+                    queued[p as usize] = true;
+                    work.push(p as usize);
+                }
+            }
+        }
+    }
+    live
 }

@@ -144,3 +144,35 @@ fn precise_enough_for_safe_idioms() {
         }
     }
 }
+
+/// Hostile shapes must be refused (or accepted) quickly, never crash the loader.
+#[test]
+fn hostile_shapes_do_not_blow_up() {
+    // 60,000 functions each calling the next: deep call graph, refused on depth.
+    let mut src = String::new();
+    for f in 0..60_000 {
+        src.push_str(&format!("f{f}:\ncall local f{}\nexit\n", f + 1));
+    }
+    src.push_str("f60000:\nmov %r0, 0\nexit\n");
+    let insns = assemble(&src.replacen("f0:\n", "", 1)).unwrap();
+    let e = run_insns(&insns).unwrap_err();
+    assert_eq!(e.message, "the call stack of 9 frames is too deep !");
+    // 16,000 nested backward jumps: liveness must stay linear.
+    let mut src = String::from("mov %r0, 0\n");
+    for k in 0..16_000 {
+        src.push_str(&format!("l{k}:\n"));
+    }
+    for k in (0..16_000).rev() {
+        src.push_str(&format!("jeq %r0, 1, l{k}\n"));
+    }
+    src.push_str("exit\n");
+    let insns = assemble(&src).unwrap();
+    run_insns(&insns).unwrap();
+    // Too long for the kernel's limit.
+    let long = vec![vm::insn::Insn { opc: 0xb7, ..Default::default() }; 1_000_001];
+    assert_eq!(run_insns(&long).unwrap_err().errno, verifier::E2BIG);
+}
+
+fn run_insns(insns: &[vm::insn::Insn]) -> Result<verifier::Verdict, verifier::VerifyError> {
+    verify(insns, ProgType::Kprobe, &maps, &VerifyOptions::default())
+}
