@@ -417,9 +417,14 @@ impl Map {
     unsafe fn insert_locked(&self, b: u32, key: *const u8, value: *const u8, h: u32, src: ValueSrc) -> Result<(), Insert> {
         let bucket = self.bucket(b);
         let hdr = self.header();
+        if self.lru && hdr.count.0.load(Ordering::Acquire) >= self.max_entries {
+            // Evict before recording the insert, so a victim in our own
+            // bucket can be removed as a complete operation of its own.
+            self.lru_evict(b, true);
+        }
         bucket.pending_op.store(OP_INSERT, Ordering::Release);
         let count = hdr.count.0.fetch_add(1, Ordering::AcqRel);
-        if count >= self.max_entries && !(self.lru && self.lru_evict(b)) {
+        if count >= self.max_entries && !(self.lru && self.lru_evict(b, false)) {
             sub_saturating(&hdr.count.0);
             bucket.pending_op.store(OP_NONE, Ordering::Release);
             return Err(Insert::Full(if self.lru { Errno::ENOMEM } else { Errno::E2BIG }));
@@ -589,8 +594,10 @@ impl Map {
         bucket.pending_op.store(OP_NONE, Ordering::Release);
     }
 
-    /// CLOCK eviction for LRU maps, called with bucket `own` locked.
-    fn lru_evict(&self, own: u32) -> bool {
+    /// CLOCK eviction for LRU maps, called with bucket `own` locked. A
+    /// victim in `own` is only taken when `allow_own` (no operation of ours
+    /// is pending on that bucket); others are taken with try-lock.
+    fn lru_evict(&self, own: u32, allow_own: bool) -> bool {
         let hdr = self.header();
         let pool = self.pool_size;
         for _ in 0..2 * pool {
@@ -605,6 +612,10 @@ impl Map {
             }
             let b = e.hash.load(Ordering::Relaxed) & self.bucket_mask;
             if b == own {
+                if allow_own && self.chain_contains(b, i) {
+                    self.remove_locked(b, i);
+                    return true;
+                }
                 continue;
             }
             let owner = self.shared.owner_id();

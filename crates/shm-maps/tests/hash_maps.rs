@@ -181,6 +181,22 @@ fn lru_hash_evicts_instead_of_failing() {
 }
 
 #[test]
+fn lru_tiny_map_always_evicts() {
+    let t = TempRegistry::new("lru-tiny");
+    for max in [1u32, 2, 3] {
+        let m = t.map(LRU_HASH, 8, 8, max);
+        for k in 0..500u64 {
+            m.update(&k64(k), &k64(k), BPF_ANY).unwrap_or_else(|e| panic!("max {max}, key {k}: {e}"));
+            let mut out = [0u8; 8];
+            m.lookup(&k64(k), &mut out).unwrap();
+        }
+        assert!(m.len() <= max);
+        let s = m.verify().unwrap().unwrap();
+        assert_eq!(s.count, s.reachable);
+    }
+}
+
+#[test]
 fn lru_percpu_hash_works() {
     let t = TempRegistry::new("lru-pcpu");
     let m = t.map(LRU_PERCPU_HASH, 4, 8, 8);
