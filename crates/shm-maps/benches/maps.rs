@@ -353,35 +353,43 @@ fn min_table() {
     let v = 7u64.to_ne_bytes();
     let (rounds, batch) = (300, 10_000);
     let mut rows: Vec<(&str, f64)> = Vec::new();
-    // SAFETY (all closures): 8-byte keys/values, 4-byte array keys.
+    // SAFETY: 8-byte keys/values (4-byte array keys), as the maps expect.
     rows.push(("hash lookup (hit)", min_ns(rounds, batch, |i| {
         black_box(unsafe { hash.prog_lookup(keys[(i & 2047) as usize].as_ptr()) });
     })));
+    // SAFETY: 8-byte keys/values (4-byte array keys), as the maps expect.
     rows.push(("hash update (existing key)", min_ns(rounds, batch, |i| {
         black_box(unsafe { hash.prog_update(keys[(i & 2047) as usize].as_ptr(), v.as_ptr(), BPF_ANY) });
     })));
+    // SAFETY: 8-byte keys/values (4-byte array keys), as the maps expect.
     rows.push(("hash lookup + atomic add", min_ns(rounds, batch, |i| unsafe {
         let p = hash.prog_lookup(keys[(i & 2047) as usize].as_ptr()) as *mut u64;
         AtomicU64::from_ptr(p).fetch_add(1, Ordering::Relaxed);
     })));
+    // SAFETY: 8-byte keys/values (4-byte array keys), as the maps expect.
     rows.push(("per-CPU hash update (existing key)", min_ns(rounds, batch, |i| {
         black_box(unsafe { pcpu.prog_update(keys[(i & 2047) as usize].as_ptr(), v.as_ptr(), BPF_ANY) });
     })));
+    // SAFETY: 8-byte keys/values (4-byte array keys), as the maps expect.
     rows.push(("per-CPU hash lookup", min_ns(rounds, batch, |i| {
         black_box(unsafe { pcpu.prog_lookup(keys[(i & 2047) as usize].as_ptr()) });
     })));
+    // SAFETY: 8-byte keys/values (4-byte array keys), as the maps expect.
     rows.push(("array lookup", min_ns(rounds, batch, |i| {
         let k = ((i & 4095) as u32).to_ne_bytes();
         black_box(unsafe { array.prog_lookup(black_box(k.as_ptr())) });
     })));
+    // SAFETY: 8-byte keys/values (4-byte array keys), as the maps expect.
     rows.push(("hash insert + delete (pair)", min_ns(rounds / 3, batch, |i| unsafe {
         let k = ((i * 2 + 1) & 8191).to_ne_bytes();
         black_box(hash.prog_update(k.as_ptr(), v.as_ptr(), BPF_NOEXIST));
         black_box(hash.prog_delete(k.as_ptr()));
     })));
+    // SAFETY: 8-byte keys/values (4-byte array keys), as the maps expect.
     rows.push(("read section enter + exit", min_ns(rounds, batch, |_| {
         black_box(hash.read_section());
     })));
+    // SAFETY: 8-byte keys/values (4-byte array keys), as the maps expect.
     rows.push(("cpu::current()", min_ns(rounds, batch, |_| {
         black_box(shm_maps::cpu::current());
     })));
@@ -390,6 +398,7 @@ fn min_table() {
     perf_array.update(&0u32.to_ne_bytes(), &ring.id().to_ne_bytes(), BPF_ANY).unwrap();
     let rbuf = b.map(RINGBUF, 0, 0, 256 * 1024);
     let payload = [0x5au8; 64];
+    // SAFETY: 8-byte keys/values (4-byte array keys), as the maps expect.
     rows.push(("perf_event_output 64 B (+ drain /1000)", min_ns(rounds, batch, |i| {
         black_box(perf_array.perf_event_output(0, &payload));
         if i % 1000 == 999 {
@@ -398,6 +407,7 @@ fn min_table() {
             });
         }
     })));
+    // SAFETY: 8-byte keys/values (4-byte array keys), as the maps expect.
     rows.push(("ringbuf_output 64 B (+ drain /1000)", min_ns(rounds, batch, |i| {
         black_box(rbuf.ringbuf_output(&payload, 0));
         if i % 1000 == 999 {
