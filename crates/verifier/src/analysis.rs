@@ -24,6 +24,10 @@ use crate::state::{Frame, Kind, Reference, Reg, Slot, State};
 const MAX_VAR_SIZE: u64 = 1 << 29;
 /// States remembered per instruction for pruning and loop detection.
 const MAX_STATES_PER_INSN: usize = 64;
+/// States remembered in all (bounds memory: a few KiB each at worst).
+/// Past it exploration goes on without new pruning points, still bounded by
+/// the instruction budget.
+const MAX_TOTAL_STATES: usize = 65_536;
 /// Largest iteration count `bpf_loop` accepts (`BPF_MAX_LOOPS`).
 const MAX_LOOPS: u64 = 1 << 23;
 
@@ -276,7 +280,7 @@ impl<'a> Analyzer<'a> {
                 return Err(Reject::inval(Some(pc), format!("infinite loop detected at insn {pc}")));
             }
         }
-        if self.by_pc[pc].len() >= MAX_STATES_PER_INSN {
+        if self.by_pc[pc].len() >= MAX_STATES_PER_INSN || self.checkpoints.len() >= MAX_TOTAL_STATES {
             return Ok(Prune::Continue(cp));
         }
         let idx = self.checkpoints.len() as u32;
