@@ -32,12 +32,15 @@ pub fn registry() -> Result<&'static Registry, i32> {
             // SAFETY: geteuid has no preconditions (the real one, not ours).
             _ => PathBuf::from(format!("/dev/shm/userbpf-{}", unsafe { crate::real::geteuid() })),
         };
-        Registry::open(&dir).map_err(|e| e.to_string())
+        let reg = Registry::open(&dir).map_err(|e| e.to_string())?;
+        // For `userbpf list`; informational, so a failure is not an error.
+        let _ = reg.set_role("loader");
+        Ok(reg)
     });
     match r {
         Ok(reg) => Ok(reg),
         Err(msg) => {
-            crate::report::unsupported("the userbpf registry", msg);
+            crate::report::once("registry", &format!("userbpf: cannot open the registry: {msg}"));
             Err(libc::EACCES)
         }
     }

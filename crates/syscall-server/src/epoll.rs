@@ -109,6 +109,33 @@ unsafe fn real_wait(epfd: c_int, events: *mut libc::epoll_event, max: c_int, tim
     }
 }
 
+/// Blocks every signal for the calling thread until dropped, remembering
+/// the mask to restore (and to wait with).
+pub(crate) struct SignalsBlocked {
+    previous: libc::sigset_t,
+}
+
+impl SignalsBlocked {
+    pub(crate) fn new() -> SignalsBlocked {
+        // SAFETY: sigset operations on local sets; pthread_sigmask on the
+        // calling thread only.
+        unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut previous: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut previous);
+            SignalsBlocked { previous }
+        }
+    }
+}
+
+impl Drop for SignalsBlocked {
+    fn drop(&mut self) {
+        // SAFETY: restoring the mask saved by `new` on the same thread.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.previous, std::ptr::null_mut()) };
+    }
+}
+
 /// `epoll_wait`/`epoll_pwait` with our rings merged in.
 ///
 /// # Safety
@@ -119,6 +146,13 @@ pub unsafe fn wait(epfd: c_int, events: *mut libc::epoll_event, max: c_int, time
         // SAFETY: forwarding.
         return unsafe { real_wait(epfd, events, max, timeout, mask) };
     }
+    let blocked = SignalsBlocked::new();
+    // The mask to wait with: the caller's (epoll_pwait) or the one in force
+    // before we blocked everything (epoll_wait).
+    let wait_mask: *const libc::sigset_t = match mask {
+        Some(m) if !m.is_null() => m,
+        _ => &blocked.previous,
+    };
     let deadline = (timeout >= 0).then(|| Instant::now() + Duration::from_millis(timeout as u64));
     loop {
         let ours = ready(&regs);
@@ -129,7 +163,7 @@ pub unsafe fn wait(epfd: c_int, events: *mut libc::epoll_event, max: c_int, time
             let mut total = n as c_int;
             if total < max {
                 // SAFETY: the remaining `max - n` entries of the caller's buffer.
-                let r = unsafe { real_wait(epfd, events.add(n), max - total, 0, mask) };
+                let r = unsafe { real_wait(epfd, events.add(n), max - total, 0, Some(wait_mask)) };
                 if r > 0 {
                     total += r;
                 }
@@ -146,10 +180,13 @@ pub unsafe fn wait(epfd: c_int, events: *mut libc::epoll_event, max: c_int, time
                 (d - now).min(POLL_SLICE)
             }
         };
-        // SAFETY: forwarding with a bounded timeout.
-        let r = unsafe { real_wait(epfd, events, max, slice.as_millis().max(1) as c_int, mask) };
+        // SAFETY: forwarding with a bounded timeout; signals pending since
+        // we blocked them are delivered (EINTR) as this wait unblocks them.
+        let r = unsafe { real_wait(epfd, events, max, slice.as_millis().max(1) as c_int, Some(wait_mask)) };
         if r != 0 {
-            return r; // real events, or an error such as EINTR
+            // Real events, or an error such as EINTR. errno is preserved
+            // across the mask restore (pthread_sigmask does not set it on success).
+            return r;
         }
     }
 }

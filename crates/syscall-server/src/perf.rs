@@ -68,6 +68,9 @@ pub unsafe fn perf_event_open(attr_ptr: *const u8, pid: i32, cpu: i32, group_fd:
                 sample_period: 0,
                 cpu: -1,
             };
+            if pid > 0 {
+                warn_if_no_agent(pid);
+            }
             // The registry link is published when a program is bound; until
             // then the event is a memfd the loader can hold and close.
             let fd = crate::sysfs::memfd_with(c"userbpf-uprobe", &[])?;
@@ -111,6 +114,24 @@ pub unsafe fn perf_event_open(attr_ptr: *const u8, pid: i32, cpu: i32, group_fd:
             );
             Err(libc::ENOENT)
         }
+    }
+}
+
+/// `-p PID` on a process without the agent would silently never fire:
+/// say so (once per pid). The probe is still created, since an agent can be
+/// injected later (`userbpf attach PID`).
+fn warn_if_no_agent(pid: i32) {
+    let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else { return };
+    if !maps.contains(crate::child_env::AGENT_FILE) {
+        report::once(
+            &format!("no agent in {pid}"),
+            &format!(
+                "userbpf: process {pid} does not have {} loaded, so its probes cannot fire: start it with \
+                 LD_PRELOAD=…/{} (or inject it with `userbpf attach {pid}`)",
+                crate::child_env::AGENT_FILE,
+                crate::child_env::AGENT_FILE
+            ),
+        );
     }
 }
 

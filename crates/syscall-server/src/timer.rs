@@ -76,11 +76,16 @@ impl TimerEvent {
         let period = self.period;
         let sample_period = self.sample_period;
         let cpu = self.cpu;
+        // Signals sent to the loader (Ctrl-C) must reach its own threads,
+        // which wait for them in epoll_wait, never a timer thread: create it
+        // with every signal blocked (a new thread inherits the mask).
+        let blocked = crate::epoll::SignalsBlocked::new();
         let handle = std::thread::Builder::new()
             .name("userbpf-timer".into())
             .spawn(move || timer_loop(prog, period, sample_period, cpu, &running))
-            .map_err(|_| libc::EAGAIN)?;
-        *slot = Some(handle);
+            .map_err(|_| libc::EAGAIN);
+        drop(blocked);
+        *slot = Some(handle?);
         Ok(())
     }
 

@@ -56,6 +56,12 @@ pub const CASES: &[Case] = &[
         kernel_artefact: None,
     },
     Case {
+        name: "library_wildcard",
+        script: "uprobe:{LIB}:lib_* { @calls[probe] = count(); } uretprobe:{APP}:work_* { @rets[probe] = sum(retval); }",
+        command: "{APP} 6",
+        kernel_artefact: None,
+    },
+    Case {
         name: "begin_end_exit",
         script: r#"BEGIN { printf("begin\n"); } uprobe:{APP}:add2 /arg0 == 4/ { printf("hit %d\n", arg0); exit(); } END { printf("end\n"); }"#,
         command: "{APP} 10",

@@ -34,27 +34,16 @@ macro_rules! case_tests {
     )*};
 }
 
-macro_rules! case_tests_needing_agent {
-    ($($name:ident),* $(,)?) => {$(
-        #[test]
-        #[ignore = "needs the agent (libagent.so), not committed yet"]
-        fn $name() {
-            check(case(stringify!($name)));
-        }
-    )*};
-}
-
-// Programs the loader runs itself (BEGIN, interval:, END): no target app.
 case_tests!(
+    // Programs the loader runs itself (BEGIN, interval:, END): no target app.
     loader_only,
-);
 
-case_tests_needing_agent!(
     count,
     printf_args,
     uretprobe_retval,
     shared_library,
     wildcard_probe,
+    library_wildcard,
     begin_end_exit,
     builtins,
     str_args,

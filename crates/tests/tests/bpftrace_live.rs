@@ -32,7 +32,6 @@ fn assert_output(world: &World, name: &str, out: &tests::Output) {
 }
 
 #[test]
-#[ignore = "end-to-end path pending: runtime and agent integration"]
 fn attach_by_pid_with_exit() {
     let world = World::new().unwrap_or_else(|e| panic!("e2e setup: {e}"));
     let app = running_app(&world);
@@ -47,7 +46,6 @@ fn attach_by_pid_with_exit() {
 }
 
 #[test]
-#[ignore = "end-to-end path pending: runtime and agent integration"]
 fn ctrl_c_prints_maps() {
     let world = World::new().unwrap_or_else(|e| panic!("e2e setup: {e}"));
     let app = running_app(&world);
@@ -66,7 +64,6 @@ fn ctrl_c_prints_maps() {
 }
 
 #[test]
-#[ignore = "end-to-end path pending: runtime and agent integration"]
 fn two_loaders_on_one_app_see_only_their_own_maps() {
     let world = World::new().unwrap_or_else(|e| panic!("e2e setup: {e}"));
     let app = running_app(&world);
@@ -102,7 +99,6 @@ fn add2_patched(world: &World, app: &Proc) -> bool {
 }
 
 #[test]
-#[ignore = "end-to-end path pending: runtime and agent integration"]
 fn killed_loader_detaches_its_probes() {
     let world = World::new().unwrap_or_else(|e| panic!("e2e setup: {e}"));
     let app = running_app(&world);

@@ -18,7 +18,6 @@ fn expected(name: &str) -> String {
 }
 
 #[test]
-#[ignore = "end-to-end path pending: runtime and agent integration"]
 fn gethostlatency_bt() {
     let tool = "/usr/sbin/gethostlatency.bt";
     if !Path::new(tool).exists() {
@@ -40,7 +39,6 @@ fn gethostlatency_bt() {
 }
 
 #[test]
-#[ignore = "end-to-end path pending: runtime and agent integration"]
 fn bashreadline_bt() {
     let tool = "/usr/sbin/bashreadline.bt";
     if !Path::new(tool).exists() || !Path::new("/usr/bin/script").exists() {
