@@ -14,12 +14,17 @@ use common::*;
 type RawCb = unsafe extern "C" fn(*mut c_void, *mut c_void, i32);
 type LostCb = unsafe extern "C" fn(*mut c_void, u64);
 
+type NewFn = unsafe extern "C" fn(RawCb, LostCb, *mut c_void, i32) -> *mut c_void;
+type SetFdFn = unsafe extern "C" fn(*mut c_void, i32);
+type MmapFn = unsafe extern "C" fn(*mut c_void) -> i32;
+type ReaderFn = unsafe extern "C" fn(*mut c_void);
+
 struct Bcc {
-    new: unsafe extern "C" fn(RawCb, LostCb, *mut c_void, i32) -> *mut c_void,
-    set_fd: unsafe extern "C" fn(*mut c_void, i32),
-    mmap: unsafe extern "C" fn(*mut c_void) -> i32,
-    read: unsafe extern "C" fn(*mut c_void),
-    free: unsafe extern "C" fn(*mut c_void),
+    new: NewFn,
+    set_fd: SetFdFn,
+    mmap: MmapFn,
+    read: ReaderFn,
+    free: ReaderFn,
 }
 
 fn load_bcc() -> Option<Bcc> {
@@ -35,11 +40,11 @@ fn load_bcc() -> Option<Bcc> {
             (!p.is_null()).then_some(p)
         };
         Some(Bcc {
-            new: std::mem::transmute::<*mut c_void, _>(sym(c"perf_reader_new")?),
-            set_fd: std::mem::transmute::<*mut c_void, _>(sym(c"perf_reader_set_fd")?),
-            mmap: std::mem::transmute::<*mut c_void, _>(sym(c"perf_reader_mmap")?),
-            read: std::mem::transmute::<*mut c_void, _>(sym(c"perf_reader_event_read")?),
-            free: std::mem::transmute::<*mut c_void, _>(sym(c"perf_reader_free")?),
+            new: std::mem::transmute::<*mut c_void, NewFn>(sym(c"perf_reader_new")?),
+            set_fd: std::mem::transmute::<*mut c_void, SetFdFn>(sym(c"perf_reader_set_fd")?),
+            mmap: std::mem::transmute::<*mut c_void, MmapFn>(sym(c"perf_reader_mmap")?),
+            read: std::mem::transmute::<*mut c_void, ReaderFn>(sym(c"perf_reader_event_read")?),
+            free: std::mem::transmute::<*mut c_void, ReaderFn>(sym(c"perf_reader_free")?),
         })
     }
 }
