@@ -68,8 +68,11 @@ pub unsafe fn perf_event_open(attr_ptr: *const u8, pid: i32, cpu: i32, group_fd:
                 sample_period: 0,
                 cpu: -1,
             };
-            if pid > 0 {
-                warn_if_no_agent(pid);
+            // bpftrace 0.17 opens uprobes with pid -1 even under `-p PID`
+            // (the PID only gates its own lifetime), so look at the
+            // loader's command line too.
+            if let Some(target) = if pid > 0 { Some(pid) } else { pid_option_of_loader() } {
+                warn_if_no_agent(target);
             }
             // The registry link is published when a program is bound; until
             // then the event is a memfd the loader can hold and close.
@@ -115,6 +118,28 @@ pub unsafe fn perf_event_open(attr_ptr: *const u8, pid: i32, cpu: i32, group_fd:
             Err(libc::ENOENT)
         }
     }
+}
+
+/// The `-p PID` / `-pPID` / `--pid PID` / `--pid=PID` of the loader's own
+/// command line (bpftrace and most bcc/libbpf tools spell it so), if any.
+fn pid_option_of_loader() -> Option<i32> {
+    let cmdline = std::fs::read("/proc/self/cmdline").ok()?;
+    pid_option(cmdline.split(|&b| b == 0).map(|a| String::from_utf8_lossy(a).into_owned()))
+}
+
+/// See [`pid_option_of_loader`].
+pub fn pid_option(args: impl IntoIterator<Item = String>) -> Option<i32> {
+    let mut args = args.into_iter();
+    while let Some(a) = args.next() {
+        let value = match a.as_str() {
+            "-p" | "--pid" => args.next(),
+            _ => a.strip_prefix("--pid=").or_else(|| a.strip_prefix("-p")).map(str::to_string),
+        };
+        if let Some(pid) = value.and_then(|v| v.parse::<i32>().ok()).filter(|p| *p > 0) {
+            return Some(pid);
+        }
+    }
+    None
 }
 
 /// `-p PID` on a process without the agent would silently never fire:
@@ -195,5 +220,24 @@ pub fn set_enabled(event: &Arc<Object>, on: bool) -> Result<(), i32> {
         // array; enabling is a no-op, as for the kernel's output events.
         Object::Output(_) => Ok(()),
         _ => Err(libc::ENOTTY),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pid_option;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn finds_the_pid_option_in_its_spellings() {
+        assert_eq!(pid_option(args(&["bpftrace", "-e", "x", "-p", "42"])), Some(42));
+        assert_eq!(pid_option(args(&["tool", "-p42"])), Some(42));
+        assert_eq!(pid_option(args(&["tool", "--pid=7"])), Some(7));
+        assert_eq!(pid_option(args(&["tool", "--pid", "7"])), Some(7));
+        assert_eq!(pid_option(args(&["bpftrace", "-e", "-p", "-c", "x"])), None);
+        assert_eq!(pid_option(args(&["bpftrace", "-e", "uprobe:/p:f {}"])), None);
     }
 }
