@@ -28,6 +28,8 @@ const MAX_STATES_PER_INSN: usize = 64;
 /// Past it exploration goes on without new pruning points, still bounded by
 /// the instruction budget.
 const MAX_TOTAL_STATES: usize = 65_536;
+/// Branches waiting to be explored at once (`BPF_COMPLEXITY_LIMIT_JMP_SEQ`).
+const MAX_PENDING_BRANCHES: usize = 8192;
 /// Largest iteration count `bpf_loop` accepts (`BPF_MAX_LOOPS`).
 const MAX_LOOPS: u64 = 1 << 23;
 
@@ -228,6 +230,13 @@ impl<'a> Analyzer<'a> {
                             self.checkpoints[c as usize].branches += 1;
                         }
                         work.push((other, cp, Some(pc)));
+                        if work.len() > MAX_PENDING_BRANCHES {
+                            return Err(Reject {
+                                errno: E2BIG,
+                                pc: Some(pc),
+                                message: format!("The sequence of {} jumps is too complex.", work.len()),
+                            });
+                        }
                     }
                     Step::Done => {
                         self.finish_path(cp);

@@ -252,6 +252,9 @@ case("loop-unknown-bound", "a loop bounded by an unknown number exceeds the comp
      "call bpf_ktime_get_ns\nmov %r6, %r0\nmov %r7, 0\nl:\nadd %r7, 1\njlt %r7, %r6, l\nmov %r0, 0\nexit", "E2BIG BPF program is too large. Processed 1000001 insn")
 case("loop-wraparound", "a counter that only stops after wrapping around",
      "mov %r0, 0\nl:\nadd %r0, 1\njne %r0, 0, l\nexit", "E2BIG BPF program is too large. Processed 1000001 insn")
+case("too-many-pending-branches", "9,000 independent unknown branches in a row",
+     "call bpf_get_prandom_u32\n" + "".join(f"jeq %r0, {k}, +0\n" for k in range(9000)) + "mov %r0, 0\nexit",
+     "E2BIG The sequence of 8193 jumps is too complex.")
 case("back-edge-unpriv", "unprivileged programs may not loop", "mov %r0, 0\nl:\nadd %r0, 1\njlt %r0, 10, l\nexit", "EINVAL back-edge from insn 2 to 1", unpriv=True)
 case("backward-ja-unpriv", "unprivileged: backward jump", "mov %r0, 0\njeq %r0, 1, out\nl:\nmov %r0, 1\nja l\nout:\nexit", "EINVAL back-edge from insn 3 to 2", unpriv=True)
 
