@@ -12,6 +12,7 @@
 //! detached probe is freed at once; one whose detach failed is kept forever.
 
 use std::ffi::c_void;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use rewriter::PtRegs;
@@ -29,6 +30,9 @@ pub struct ProbeSlot {
     /// child never runs a probe meant for its parent, even before its own
     /// watcher has detached it.
     pid_filter: i32,
+    /// Cleared to switch the probe off without touching the code (in a
+    /// forked child, where patching is not safe yet: see [`switch_off`]).
+    enabled: AtomicBool,
 }
 
 // SAFETY: a ProbeSlot is immutable after creation; its program pointer is
@@ -56,6 +60,9 @@ pub struct ActiveProbe {
 unsafe extern "C" fn on_hit(regs: *mut PtRegs, data: *mut c_void) {
     // SAFETY: `data` is the `ProbeSlot` we registered (see `attach`).
     let slot = unsafe { &*(data as *const ProbeSlot) };
+    if !slot.enabled.load(Ordering::Relaxed) {
+        return;
+    }
     if slot.pid_filter >= 0 && runtime::helpers::task::current_tgid() != slot.pid_filter as u32 {
         return;
     }
@@ -99,6 +106,7 @@ pub fn attach(
         program_id: program.id(),
         attachment_id,
         pid_filter,
+        enabled: AtomicBool::new(true),
     });
     let data = &*slot as *const ProbeSlot as *mut c_void;
     // SAFETY: `on_hit` only reads `data` as the ProbeSlot, which lives in
@@ -110,6 +118,14 @@ pub fn attach(
         }
     };
     Ok(ActiveProbe { attachment_id, program_id: program.id(), address, probe, _slot: slot, _program: program })
+}
+
+/// Switch `probe` off without patching code: its handler returns at once
+/// from now on. Used in a forked child, where the rewriter would patch the
+/// *parent's* text (see docs/requests/rewriter.md, item 2). The probe must
+/// then be kept alive forever (the code still jumps to it).
+pub fn switch_off(probe: &ActiveProbe) {
+    probe._slot.enabled.store(false, Ordering::Relaxed);
 }
 
 /// Detach `probe`. `rewriter::detach` guarantees that, once it returns,

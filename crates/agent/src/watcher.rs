@@ -18,6 +18,7 @@
 //! when it changed).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -52,6 +53,11 @@ pub struct Agent {
     /// Whether the last reconcile found any uprobe/uretprobe link.
     saw_links: bool,
 }
+
+/// Set in a forked child: the rewriter is not fork-safe yet (it would patch
+/// the parent's text, docs/requests/rewriter.md item 2), so this process
+/// neither attaches nor detaches; inherited probes are switched off by flag.
+pub static PATCHING_UNSAFE_AFTER_FORK: AtomicBool = AtomicBool::new(false);
 
 /// The agent state; `None` until started (or when inert).
 pub static STATE: Mutex<Option<Agent>> = Mutex::new(None);
@@ -129,6 +135,16 @@ impl Agent {
             if self.attached.contains_key(&link.id) {
                 continue;
             }
+            if PATCHING_UNSAFE_AFTER_FORK.load(Ordering::Relaxed) {
+                if self.failed.insert(link.id, (generation, self.objects_epoch)).is_none() {
+                    log::warn(&format!(
+                        "not attaching probe {} in this forked process: live patching after fork is not \
+                         safe yet (it starts working after exec)",
+                        link.id
+                    ));
+                }
+                continue;
+            }
             if let Some(&(at_generation, at_objects)) = self.failed.get(&link.id) {
                 if at_generation == generation && at_objects == self.objects_epoch {
                     continue;
@@ -161,6 +177,11 @@ impl Agent {
         for id in stale {
             if let Some(probe) = self.attached.remove(&id) {
                 log::debug(|| format!("detaching link {id}"));
+                if PATCHING_UNSAFE_AFTER_FORK.load(Ordering::Relaxed) {
+                    probes::switch_off(&probe);
+                    self.retained.push(probe);
+                    continue;
+                }
                 if let Err((probe, e)) = probes::detach(probe) {
                     log::warn(&format!("cannot detach probe {id}: {e}"));
                     self.retained.push(probe);
@@ -208,6 +229,12 @@ impl Agent {
         self.suspended = true;
         let mut removed = 0;
         for (id, probe) in self.attached.drain() {
+            if PATCHING_UNSAFE_AFTER_FORK.load(Ordering::Relaxed) {
+                probes::switch_off(&probe);
+                removed += 1;
+                self.retained.push(probe);
+                continue;
+            }
             match rewriter::detach(probe.probe_id()) {
                 Ok(()) => removed += 1,
                 Err(e) => log::warn(&format!("cannot detach probe {id}: {e}")),

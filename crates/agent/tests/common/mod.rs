@@ -56,6 +56,33 @@ pub fn agent_library() -> PathBuf {
         .unwrap_or_else(|| panic!("libagent.so not found under {} (build the agent crate first)", dir.display()))
 }
 
+/// Compile `source` (under tests/apps) with `flags` into the target dir,
+/// named after a hash of the source and flags so reruns reuse it; built
+/// under a temporary name and renamed, so concurrent test binaries never
+/// see a half-written file.
+fn compile(source: &str, stem: &str, flags: &[&str]) -> PathBuf {
+    use std::hash::{Hash, Hasher};
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps").join(source);
+    let text = std::fs::read(&source).expect("read C source");
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (text, flags).hash(&mut hasher);
+    let out = target_dir().join(format!("{stem}-{:016x}", hasher.finish()));
+    if out.exists() {
+        return out;
+    }
+    let tmp = target_dir().join(format!(".{stem}-{}.tmp", std::process::id()));
+    let status = Command::new("cc")
+        .args(flags)
+        .arg("-o")
+        .arg(&tmp)
+        .arg(&source)
+        .status()
+        .expect("run cc (a C compiler is needed for the agent tests)");
+    assert!(status.success(), "compiling {} failed", source.display());
+    std::fs::rename(&tmp, &out).expect("publish compiled test program");
+    out
+}
+
 /// The compiled target application.
 pub fn target_app() -> &'static Path {
     static APP: OnceLock<PathBuf> = OnceLock::new();
@@ -63,16 +90,7 @@ pub fn target_app() -> &'static Path {
         if let Some(app) = std::env::var_os("USERBPF_AGENT_TEST_APP") {
             return PathBuf::from(app); // a helper process of a test reuses its app
         }
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps/target.c");
-        let out = target_dir().join(format!("agent-test-target-{}", std::process::id()));
-        let status = Command::new("cc")
-            .args(["-O1", "-g", "-fno-omit-frame-pointer", "-o"])
-            .arg(&out)
-            .arg(&source)
-            .status()
-            .expect("run cc (a C compiler is needed for the agent tests)");
-        assert!(status.success(), "compiling {} failed", source.display());
-        out
+        compile("target.c", "agent-test-target", &["-O1", "-g", "-fno-omit-frame-pointer"])
     })
 }
 
@@ -137,18 +155,7 @@ impl Drop for RunningApp {
 /// The test plugin library (compiled once per test binary).
 pub fn plugin_library() -> &'static Path {
     static LIB: OnceLock<PathBuf> = OnceLock::new();
-    LIB.get_or_init(|| {
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps/plugin.c");
-        let out = target_dir().join(format!("agent-test-plugin-{}.so", std::process::id()));
-        let status = Command::new("cc")
-            .args(["-O1", "-g", "-fPIC", "-shared", "-o"])
-            .arg(&out)
-            .arg(&source)
-            .status()
-            .expect("run cc");
-        assert!(status.success(), "compiling {} failed", source.display());
-        out
-    })
+    LIB.get_or_init(|| compile("plugin.c", "agent-test-plugin", &["-O1", "-g", "-fPIC", "-shared"]))
 }
 
 /// Create an uprobe attachment on `symbol` of the ELF file `file`, firing
