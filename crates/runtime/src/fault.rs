@@ -102,6 +102,7 @@ fn real_sigaction() -> SigactionFn {
 /// The handlers that were installed before ours (index 0: SIGSEGV, 1: SIGBUS).
 static PREVIOUS: Mutex<[Option<libc::sigaction>; 2]> = Mutex::new([None, None]);
 /// Lock-free copy of `PREVIOUS` for the signal handler (which must not lock).
+// SAFETY: an all-zero sigaction is SIG_DFL with no flags.
 static mut PREVIOUS_FOR_HANDLER: [libc::sigaction; 2] = unsafe { std::mem::zeroed() };
 
 /// Error installing the fault handler.

@@ -297,12 +297,14 @@ pub unsafe extern "C" fn snprintf(dst: u64, dst_size: u64, fmt: u64, data: u64, 
         // SAFETY: the verifier proved fmt a read-only string and data
         // readable for data_len bytes; dst writable for dst_size bytes.
         let fmt = unsafe { constant_string(fmt) }?;
+        // SAFETY: as above (data readable for data_len bytes).
         let raw = unsafe { super::guest_bytes(data, data_len) };
         let mut args = [0u64; MAX_ARGS];
         for (arg, bytes) in args.iter_mut().zip(raw.chunks_exact(8)) {
             *arg = u64::from_le_bytes(bytes.try_into().expect("chunks of 8"));
         }
         let args = &args[..raw.len() / 8];
+        // SAFETY: as above (dst writable for dst_size bytes).
         let buf = unsafe { super::guest_bytes_mut(dst, dst_size) };
         let mut out = Output { buf, len: 0 };
         format(fmt, args, &mut out)?;
