@@ -456,6 +456,11 @@ impl Map {
         let hdr = self.header();
         let pool = self.pool_size;
         let mut safe = crate::epoch::safe_below(&self.shared);
+        // Defence in depth for embedders that run programs outside read
+        // sections: an element also waits until `spare / 2` more elements
+        // were freed (registry-wide) after it, which still leaves half the
+        // spare pool for reuse.
+        let hold = (hdr.spare / 2) as u64;
         let mut i = hdr.alloc_cursor.0.load(Ordering::Relaxed) % pool;
         for pass in 0..3 {
             if pass > 0 {
@@ -467,7 +472,7 @@ impl Map {
                 let st = e.state.load(Ordering::Acquire);
                 let eligible = st == STATE_UNUSED
                     || (st & !SEQ_MASK == STATE_FREE_TAG && {
-                        let reusable = e.freed_epoch.load(Ordering::Acquire) < safe;
+                        let reusable = e.freed_epoch.load(Ordering::Acquire).saturating_add(hold) < safe;
                         waiting += !reusable as u32;
                         reusable
                     });
