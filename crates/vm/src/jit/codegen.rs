@@ -713,7 +713,7 @@ impl Codegen<'_> {
         let a = &mut self.asm;
         a.mov_rr(true, R11, id_reg);
         a.alu_ri(alu::CMP, true, R11, HELPER_TAIL_CALL);
-        let not_tail = a.jcc_rel8(cc::NE);
+        let not_tail = a.jcc_rel32(cc::NE);
         let mut to_done = Vec::new();
         if let Some(resolver) = self.tail_call_resolver {
             self.emit_tail_call(resolver);
@@ -721,7 +721,7 @@ impl Codegen<'_> {
         let a = &mut self.asm;
         to_done.push(a.jmp_rel32());
         let here = a.pos();
-        a.patch_rel8(not_tail, here);
+        a.patch_rel32(not_tail, here);
         a.alu_ri(alu::CMP, true, R11, len.min(i32::MAX as usize) as i32);
         let unknown_big = a.jcc_rel32(cc::AE);
         a.mov_ri64(R10, table as u64);
@@ -822,7 +822,7 @@ impl Codegen<'_> {
         let a = &mut self.asm;
         a.load(Size::B8, R11, RBP, 0);
         a.alu_mi8(alu::CMP, false, R11, STATE_TAIL_COUNT, MAX_TAIL_CALLS as i8);
-        let over_limit = a.jcc_rel8(cc::AE);
+        let over_limit = a.jcc_rel32(cc::AE);
         for (i, r) in [RAX, RDI, RSI, RDX, RCX, R8].into_iter().enumerate() {
             a.store(Size::B8, R11, STATE_SAVED_ARGS + 8 * i as i32, r);
         }
@@ -857,7 +857,7 @@ impl Codegen<'_> {
         a.jmp_reg(R10);
         let done = a.pos();
         a.patch_rel8(no_jump, done);
-        a.patch_rel8(over_limit, done);
+        a.patch_rel32(over_limit, done);
     }
 }
 

@@ -282,3 +282,23 @@ fn helper_calls_become_direct_when_the_code_is_within_reach() {
         2
     );
 }
+
+#[test]
+fn callx_of_helper_12_is_a_tail_call() {
+    let mut array = Box::new(ProgArray { slots: Vec::new() });
+    let target = load("mov %r0, 77\nexit");
+    let target_jit = JitProgram::compile(&target, &Helpers::new(), &tail_opts()).unwrap();
+    array.slots.push(TailTarget {
+        program: &target,
+        jit_entry: target_jit.entry(),
+    });
+    let text = format!(
+        "lddw %r2, {:#x}\nmov %r3, 0\nmov %r6, 12\ncall %r6\nmov %r0, 1\nexit",
+        &*array as *const ProgArray as u64
+    );
+    let prog = load(&text);
+    let jit = JitProgram::compile(&prog, &Helpers::new(), &tail_opts()).unwrap();
+    let ((j, _), (i, _)) = both(&prog, &jit, &Helpers::new(), &[0]);
+    assert_eq!(j, Ok(77));
+    assert_eq!(i, j);
+}

@@ -630,11 +630,13 @@ impl Asm {
         self.buf[at..at + 4].copy_from_slice(&rel.to_le_bytes());
     }
 
-    /// Point the rel8 at `at` to `target`; the caller guarantees it reaches.
+    /// Point the rel8 at `at` to `target`. Callers use short jumps only
+    /// over code of bounded size; a miss is a JIT bug, never silently
+    /// wrong code.
     #[inline]
     pub fn patch_rel8(&mut self, at: usize, target: usize) {
         let rel = target as i64 - (at as i64 + 1);
-        debug_assert!(fits_i8(rel), "short jump out of reach");
+        assert!(fits_i8(rel), "JIT bug: short jump over {rel} bytes");
         self.buf[at] = rel as i8 as u8;
     }
 }
