@@ -210,6 +210,30 @@ fn a_forked_child_does_not_run_probes_filtered_to_its_parent() {
 }
 
 #[test]
+fn trace_printk_lines_go_to_the_registry_trace_pipe() {
+    let reg = TestRegistry::new("printk");
+    // bpf_trace_printk("x=%d\n", 6, arg0): the format lives on the stack.
+    let text = "
+        ldxdw %r3, [%r1+112]
+        lddw %r1, 0x0a64253d78
+        stxdw [%r10-8], %r1
+        mov %r1, %r10
+        add %r1, -8
+        mov %r2, 6
+        call bpf_trace_printk
+        mov %r0, 0
+        exit
+    ";
+    let prog = store_program(&reg.registry, "printk", text, &[]);
+    attach(&reg.registry, prog, "target_func", LinkKind::Uprobe, true);
+    run_app(&reg, &["count", "3"]);
+    let pipe = std::fs::read_to_string(reg.dir.join("trace_pipe")).unwrap();
+    let messages: Vec<&str> = pipe.lines().filter_map(|l| l.split(": bpf_trace_printk: ").nth(1)).collect();
+    assert_eq!(messages, ["x=0", "x=1", "x=2"], "{pipe}");
+    assert!(pipe.lines().all(|l| l.trim_start().starts_with("agent-test-targ")), "{pipe}");
+}
+
+#[test]
 fn exec_loads_the_agent_again() {
     let reg = TestRegistry::new("exec");
     let map = count_map(&reg.registry);

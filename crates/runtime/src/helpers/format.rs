@@ -363,7 +363,11 @@ fn write_trace_line(fd: i32, message: &[u8]) {
     // The header format is fixed and valid; it cannot fail.
     let _ = format(b"%16s-%-7d [%03d] %5lu.%06lu: bpf_trace_printk: ", &header_args, &mut out);
     out.push_all(message);
-    out.push(b'\n');
+    // Like the kernel's trace output: one newline, whether or not the
+    // format ended with one.
+    if message.last() != Some(&b'\n') {
+        out.push(b'\n');
+    }
     let len = out.len.min(line.len() - 1);
     // SAFETY: writing an initialised local buffer to a descriptor.
     unsafe { libc::write(fd, line.as_ptr() as *const c_void, len) };
