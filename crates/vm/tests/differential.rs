@@ -2,8 +2,8 @@
 //!
 //! A seeded generator builds random *valid* programs that exercise every ALU,
 //! jump, load/store and atomic operation, helper calls and BPF-to-BPF calls
-//! (with r6..r9 preservation and per-frame stacks), forward jumps and
-//! bounded loops. Memory accesses stay inside a 384-byte buffer (r1) and the
+//! (with r6..r9 preservation and per-frame stacks), `callx`, forward jumps
+//! and bounded loops. Memory accesses stay inside a 384-byte buffer (r1) and the
 //! initialized part of each function's stack frame; no pointer value ever
 //! reaches a data register, so results do not depend on addresses.
 //!
@@ -440,7 +440,22 @@ impl Gen<'_> {
     /// Call the mixing helper, then re-establish r1..r5 (which a call
     /// leaves undefined).
     fn helper_call(&mut self) {
-        self.push(item(Insn::new(CALL, 0, 0, 0, MIX_HELPER)));
+        if self.rng.chance(30) {
+            // callx: the helper id in a register.
+            let id_reg = self.rng.data_reg();
+            self.push(item(Insn::new(
+                BPF_ALU64 | BPF_MOV | BPF_K,
+                id_reg,
+                0,
+                0,
+                MIX_HELPER,
+            )));
+            let mut call = item(Insn::new(CALLX, id_reg, 0, 0, 0));
+            call.not_a_target = true;
+            self.push(call);
+        } else {
+            self.push(item(Insn::new(CALL, 0, 0, 0, MIX_HELPER)));
+        }
         self.restore_after_call();
     }
 
@@ -739,6 +754,7 @@ fn generator_covers_the_instruction_set() {
         (BPF_JMP | BPF_JSET | BPF_K, 0),
         (JA32, 0),
         (CALL, 0),
+        (CALLX, 0),
         (EXIT, 0),
     ];
     for kind in ["load", "store", "atomic"] {
