@@ -4,8 +4,10 @@
 //! jump, load/store and atomic operation, helper calls and BPF-to-BPF calls
 //! (with r6..r9 preservation and per-frame stacks), `callx`, forward jumps
 //! and bounded loops. Memory accesses stay inside a 384-byte buffer (r1) and the
-//! initialized part of each function's stack frame; no pointer value ever
-//! reaches a data register, so results do not depend on addresses.
+//! initialized part of each function's stack frame. A pointer reaches a data
+//! register only as a borrowed base (copied from r1 or r10 for exactly one
+//! access, then overwritten) and is never stored or computed with, so
+//! results do not depend on addresses.
 //!
 //! Each program runs in the interpreter (checked mode, instruction budget)
 //! and in the JIT; r0, the whole buffer (whose tail receives a dump of the
