@@ -213,6 +213,9 @@ impl Agent {
                     LoadedProgram::from_registry(&self.registry, link.prog_id)
                         .map_err(|e| format!("program {}: {e}", link.prog_id))?,
                 );
+                if let Some(reason) = p.jit_refusal() {
+                    log::warn(&format!("program {} ({}) runs interpreted: {reason}", p.id(), p.name()));
+                }
                 self.programs.insert(link.prog_id, p.clone());
                 p
             }

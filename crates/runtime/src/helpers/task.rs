@@ -179,6 +179,28 @@ mod tests {
     }
 
     #[test]
+    fn pid_tgid_is_the_childs_after_fork() {
+        install_fork_handler();
+        // Warm this thread's cache in the parent first.
+        // SAFETY: helpers ignore their arguments here.
+        let parent = unsafe { get_current_pid_tgid(0, 0, 0, 0, 0, std::ptr::null_mut()) };
+        assert_eq!(parent >> 32, std::process::id() as u64);
+        // SAFETY: the child only calls the helper, getpid and _exit.
+        unsafe {
+            let pid = libc::fork();
+            assert!(pid >= 0);
+            if pid == 0 {
+                let v = get_current_pid_tgid(0, 0, 0, 0, 0, std::ptr::null_mut());
+                let ok = v >> 32 == libc::getpid() as u64 && v & 0xffff_ffff == libc::gettid() as u64;
+                libc::_exit(if ok { 0 } else { 1 });
+            }
+            let mut status = 0;
+            libc::waitpid(pid, &mut status, 0);
+            assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child saw its parent's ids");
+        }
+    }
+
+    #[test]
     fn uid_gid_and_comm() {
         // SAFETY: as above; comm writes into a 16-byte local buffer.
         unsafe {
