@@ -52,6 +52,9 @@ pub struct Agent {
     patching_prepared: bool,
     /// Whether the last reconcile found any uprobe/uretprobe link.
     saw_links: bool,
+    /// The uprobe/uretprobe links as of `links_generation`.
+    links: Vec<LinkRecord>,
+    links_generation: Option<u32>,
 }
 
 /// Set in a forked child: the rewriter is not fork-safe yet (it would patch
@@ -81,6 +84,8 @@ impl Agent {
             suspended: false,
             patching_prepared: false,
             saw_links: false,
+            links: Vec::new(),
+            links_generation: None,
         }
     }
 
@@ -96,19 +101,27 @@ impl Agent {
     /// Bring the attached probes in line with the registry.
     pub fn reconcile(&mut self) {
         let generation = self.registry.generation();
-        let links: Vec<LinkRecord> = self
-            .registry
-            .links()
-            .into_iter()
-            .filter(|l| matches!(l.kind, LinkKind::Uprobe | LinkKind::Uretprobe))
-            .collect();
+        // Links only change with the generation: re-read them only then, so
+        // a wake-up that finds nothing new makes no system call unless a
+        // link targets this process (owner liveness).
+        if self.links_generation != Some(generation) {
+            self.links = self
+                .registry
+                .links()
+                .into_iter()
+                .filter(|l| matches!(l.kind, LinkKind::Uprobe | LinkKind::Uretprobe))
+                .collect();
+            self.links_generation = Some(generation);
+        }
+        let links = std::mem::take(&mut self.links);
+        self.reconcile_with(&links, generation);
+        self.links = links;
+    }
+
+    fn reconcile_with(&mut self, links: &[LinkRecord], generation: u32) {
         self.saw_links = !links.is_empty();
         if self.suspended || (links.is_empty() && self.attached.is_empty()) {
             return;
-        }
-        if !self.patching_prepared {
-            prepare_patching();
-            self.patching_prepared = true;
         }
         let objects_epoch = loaded_objects_epoch();
         if objects_epoch != self.objects_epoch {
@@ -124,13 +137,22 @@ impl Agent {
         let pid = unsafe { libc::getpid() };
         let mut alive_owners: HashMap<u32, bool> = HashMap::new();
         let mut desired: HashSet<u32> = HashSet::new();
-        for link in &links {
-            let owner_alive =
-                *alive_owners.entry(link.owner).or_insert_with(|| self.registry.owner_alive(link.owner));
-            if !link.enabled || !owner_alive || (link.pid >= 0 && link.pid != pid) {
+        for link in links {
+            let Some(address) = self.address_of(link) else { continue };
+            if !self.patching_prepared {
+                // A link targets this process (maybe still disabled): do the
+                // slow one-time set-up now, before it is enabled.
+                prepare_patching();
+                self.patching_prepared = true;
+            }
+            if !link.enabled || (link.pid >= 0 && link.pid != pid) {
                 continue;
             }
-            let Some(address) = self.address_of(link) else { continue };
+            let owner_alive =
+                *alive_owners.entry(link.owner).or_insert_with(|| self.registry.owner_alive(link.owner));
+            if !owner_alive {
+                continue;
+            }
             desired.insert(link.id);
             if self.attached.contains_key(&link.id) {
                 continue;
@@ -300,7 +322,7 @@ pub fn run() {
             let seen_generation = agent.registry.generation();
             agent.reconcile();
             let idle = !agent.saw_links && agent.attached.is_empty();
-            if !idle {
+            if !agent.attached.is_empty() {
                 runtime::helpers::task::refresh_slow_caches();
                 // A loader may have filled PERF_EVENT_ARRAY / PROG_ARRAY slots since.
                 runtime::maps::refresh_bound_maps();
