@@ -285,7 +285,7 @@ impl<'a> Analyzer<'a> {
                 if old.state.covers(st, live, false) && self.is_ancestor(idx, cp) {
                     return Ok(Prune::Pruned);
                 }
-            } else if old.state.covers(st, live, true) && self.is_ancestor(idx, cp) {
+            } else if self.cfg.loop_header[pc] && old.state.covers(st, live, true) && self.is_ancestor(idx, cp) {
                 return Err(Reject::inval(Some(pc), format!("infinite loop detected at insn {pc}")));
             }
         }

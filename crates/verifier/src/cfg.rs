@@ -21,6 +21,8 @@ pub struct Cfg {
     /// Instructions where the interpreter stores states (jump targets and
     /// the instruction after a conditional jump, function starts).
     pub prune_point: Vec<bool>,
+    /// Targets of back-edges: the only places a path can come back to.
+    pub loop_header: Vec<bool>,
     /// Bit r set: register r may be read before written from this instruction on
     /// (within its function).
     pub live_in: Vec<u16>,
@@ -312,6 +314,7 @@ pub fn analyze(insns: &[Insn], allow_loops: bool) -> Result<Cfg, Reject> {
     }
     // Depth-first search from every function entry: reachability and back-edges.
     let mut prune_point = vec![false; n];
+    let mut loop_header = vec![false; n];
     let mut reached = vec![false; n];
     let mut on_stack = vec![false; n];
     for &start in &func_starts {
@@ -338,6 +341,7 @@ pub fn analyze(insns: &[Insn], allow_loops: bool) -> Result<Cfg, Reject> {
                             return Err(rej(pc, format!("back-edge from insn {pc} to {to}")));
                         }
                         prune_point[to] = true;
+                        loop_header[to] = true;
                     } else if !reached[to] {
                         reached[to] = true;
                         on_stack[to] = true;
@@ -356,7 +360,7 @@ pub fn analyze(insns: &[Insn], allow_loops: bool) -> Result<Cfg, Reject> {
         return Err(rej(pc, format!("unreachable insn {pc}")));
     }
     let live_in = liveness(insns, &is_lddw_tail);
-    Ok(Cfg { func_starts, prune_point, live_in })
+    Ok(Cfg { func_starts, prune_point, loop_header, live_in })
 }
 
 /// Registers read and written by one instruction: (uses, defs) bit sets.
