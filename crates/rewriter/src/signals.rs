@@ -169,9 +169,10 @@ impl Interior {
 
 /// Runs the rendezvous handler on every other thread of the process and
 /// waits for all of them. With `interior`, threads stopped inside it are
-/// moved to the relocated copy; threads that block the signal are instead
-/// checked through `/proc/self/task/*/syscall` (they must be sleeping
-/// outside the interior). Returns how many threads were signalled.
+/// moved to the relocated copy; threads asleep in the kernel (seen through
+/// `/proc/self/task/*/syscall`) with their pc outside the interior are not
+/// signalled at all, and threads that block the signal must be seen so.
+/// Returns how many threads were signalled.
 pub(crate) fn rendezvous(interior: Option<&Interior>) -> Result<usize> {
     static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -201,6 +202,12 @@ fn signal_all_and_wait(generation: u64, interior: Option<&Interior>) -> Result<u
         // seen asleep outside the interior; blocking is often momentary
         // (glibc blocks all signals around thread creation, for example).
         unanswered.retain(|&tid| {
+            // For the interior check, a thread asleep in the kernel with its
+            // pc outside needs no signal (so a sleeping system call is never
+            // interrupted by us); it can only come back in through the int3.
+            if interior.is_some() && sleeping_outside(tid, interior) {
+                return false;
+            }
             if !thread_blocks(tid, rendezvous_signal()) {
                 if send_rendezvous(tid, generation) {
                     sent += 1;

@@ -134,3 +134,43 @@ fn a_probe_hit_from_inside_a_handler_is_skipped_and_counted() {
     assert_eq!(INNER_HITS.load(Ordering::SeqCst), 10);
     assert!(rewriter::counters().skipped_reentrant >= before + 10);
 }
+
+/// `push rbx; mov rbx,rdi; mov rax,rbx; pop rbx; ret`: the jump displaces
+/// three instructions, so attaching needs the interior rendezvous.
+#[unsafe(naked)]
+#[no_mangle]
+pub extern "C" fn rewriter_torture_three_instructions(x: u64) -> u64 {
+    core::arch::naked_asm!("push rbx", "mov rbx, rdi", "mov rax, rbx", "pop rbx", "ret")
+}
+
+#[test]
+fn attaching_does_not_interrupt_a_sleeping_system_call() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let address = rewriter_torture_three_instructions as *const () as usize;
+    let mut fds = [0; 2];
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let (read_end, write_end) = (fds[0], fds[1]);
+    let sleeper = std::thread::spawn(move || {
+        // poll() is never restarted after a signal handler: it would fail
+        // with EINTR if the rendezvous signalled this thread.
+        let mut pfd = libc::pollfd { fd: read_end, events: libc::POLLIN, revents: 0 };
+        let r = unsafe { libc::poll(&mut pfd, 1, 20_000) };
+        (r, std::io::Error::last_os_error().raw_os_error())
+    });
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let hits = AtomicU64::new(0);
+    for _ in 0..20 {
+        let id = unsafe { attach_uprobe(address, count_entry, &hits as *const AtomicU64 as *mut c_void) }.unwrap();
+        assert_eq!(rewriter::mechanism(id).unwrap(), rewriter::Mechanism::Trampoline);
+        assert_eq!(black_box(rewriter_torture_three_instructions)(41), 41);
+        detach(id).unwrap();
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 20);
+    assert_eq!(unsafe { libc::write(write_end, b"x".as_ptr() as *const c_void, 1) }, 1);
+    let (r, errno) = sleeper.join().unwrap();
+    assert_eq!(r, 1, "poll was interrupted (errno {errno:?})");
+    unsafe {
+        libc::close(read_end);
+        libc::close(write_end);
+    }
+}
