@@ -219,8 +219,7 @@ impl<'a> Analyzer<'a> {
                 self.log.insn(self.insns, pc);
                 let stepped = self.step(&mut st);
                 if self.log.level() >= 2 || (stepped.is_err() && self.log.level() >= 1) {
-                    let shown = if stepped.is_err() { "state:" } else { "" };
-                    let line = format!("{shown}{}", self.fmt_state(&st));
+                    let line = format!("{pc}: {}", self.fmt_state(&st));
                     self.log.line(1, &line);
                 }
                 match stepped? {
