@@ -302,3 +302,35 @@ fn callx_of_helper_12_is_a_tail_call() {
     assert_eq!(j, Ok(77));
     assert_eq!(i, j);
 }
+
+#[test]
+fn atomics_are_atomic_across_threads() {
+    // Each run adds 1 to mem[0] (64-bit) and mem[1] (32-bit, via fetch-add)
+    // 500,000 times; four threads start together on the same memory.
+    let prog = load(
+        "mov %r2, 1\nmov %r6, 500000\nloop:\nlock add [%r1], %r2\nmov %r3, 1\n\
+         lock fetch add32 [%r1+8], %r3\nsub %r6, 1\njne %r6, 0, loop\nexit",
+    );
+    let jit = JitProgram::compile(&prog, &Helpers::new(), &JitOptions::default()).unwrap();
+    let mem = std::sync::Arc::new([
+        std::sync::atomic::AtomicU64::new(0),
+        std::sync::atomic::AtomicU64::new(0),
+    ]);
+    let start = std::sync::Barrier::new(4);
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            let mem = mem.clone();
+            let jit = &jit;
+            let start = &start;
+            s.spawn(move || {
+                start.wait();
+                // SAFETY: the program only touches the two shared words,
+                // atomically.
+                unsafe { jit.call(mem.as_ptr() as *mut u8, std::ptr::null_mut()) };
+            });
+        }
+    });
+    let ordering = std::sync::atomic::Ordering::SeqCst;
+    assert_eq!(mem[0].load(ordering), 2_000_000);
+    assert_eq!(mem[1].load(ordering), 2_000_000);
+}
