@@ -194,3 +194,38 @@ fn the_applications_own_sigtrap_handler_still_gets_its_signals() {
     assert_eq!(seen.hits.load(Ordering::SeqCst), 2, "our breakpoints stayed ours");
     detach(id).unwrap();
 }
+
+/// A loop whose back edge targets offset 2, inside the first 5 bytes.
+#[unsafe(naked)]
+#[no_mangle]
+pub extern "C" fn rewriter_test_loop_back(n: u64) -> u64 {
+    core::arch::naked_asm!("xor eax, eax", "2:", "inc rax", "cmp rax, rdi", "jb 2b", "ret")
+}
+
+#[test]
+fn a_branch_into_the_patched_bytes_means_breakpoint_and_detach_restores_the_bytes() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let address = rewriter_test_loop_back as *const () as usize;
+    let bytes = |len| unsafe { std::slice::from_raw_parts(address as *const u8, len).to_vec() };
+    let original = bytes(16);
+    let seen = Seen::default();
+    let id = unsafe { attach_uprobe(address, record, data(&seen)) }.unwrap();
+    match rewriter::mechanism(id).unwrap() {
+        Mechanism::Breakpoint { reason } => assert!(reason.contains("inside the patched bytes"), "{reason}"),
+        other => panic!("expected the breakpoint fallback, got {other:?}"),
+    }
+    assert_eq!(bytes(1), [0xcc]);
+    assert_eq!(black_box(rewriter_test_loop_back)(1000), 1000);
+    assert_eq!(seen.hits.load(Ordering::SeqCst), 1);
+    detach(id).unwrap();
+    assert_eq!(bytes(16), original, "detach restores the original bytes");
+
+    // Same for a trampoline site.
+    let address = rewriter_test_mix as *const () as usize;
+    let mix_bytes = || unsafe { std::slice::from_raw_parts(address as *const u8, 16).to_vec() };
+    let original = mix_bytes();
+    let id = unsafe { attach_uprobe(address, record, data(&seen)) }.unwrap();
+    assert_ne!(mix_bytes(), original);
+    detach(id).unwrap();
+    assert_eq!(mix_bytes(), original);
+}

@@ -174,3 +174,31 @@ fn attaching_does_not_interrupt_a_sleeping_system_call() {
         libc::close(write_end);
     }
 }
+
+static MALLOC_HITS: AtomicU64 = AtomicU64::new(0);
+
+unsafe extern "C" fn allocating_handler(_regs: *mut PtRegs, _data: *mut c_void) {
+    MALLOC_HITS.fetch_add(1, Ordering::Relaxed);
+    // Allocates (malloc, not calloc): calls the probed malloc from inside
+    // the handler.
+    let mut v: Vec<u8> = Vec::with_capacity(black_box(64));
+    v.push(1);
+    black_box(v);
+}
+
+#[test]
+fn a_probe_on_malloc_whose_handler_allocates() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let malloc = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"malloc".as_ptr()) } as usize;
+    let skipped_before = rewriter::counters().skipped_reentrant;
+    let id = unsafe { attach_uprobe(malloc, allocating_handler, std::ptr::null_mut()) }.unwrap();
+    let mut boxes = Vec::new();
+    for i in 0..100u64 {
+        boxes.push(black_box(Box::new([i; 8])));
+    }
+    detach(id).unwrap();
+    assert!(boxes.iter().enumerate().all(|(i, b)| b[7] == i as u64));
+    let hits = MALLOC_HITS.load(Ordering::Relaxed);
+    assert!(hits >= 100, "{hits} malloc hits");
+    assert!(rewriter::counters().skipped_reentrant - skipped_before >= hits, "each handler's own malloc is skipped");
+}
