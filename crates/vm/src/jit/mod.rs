@@ -32,9 +32,10 @@ pub struct JitOptions {
     /// Use BMI2 `shlx`/`shrx`/`sarx` for shifts by a register (default: when
     /// the CPU has BMI2).
     pub bmi2: bool,
-    /// When set, helper 12 (`bpf_tail_call`) is compiled as a tail call
-    /// through this resolver; when unset, helper 12 is an ordinary helper
-    /// looked up in the helper table.
+    /// Resolver for helper 12 (`bpf_tail_call`, also through `callx`), as
+    /// in `interp::RunOptions`: a tail call jumps to the resolved target's
+    /// `jit_entry`. Without one every tail call falls through, as in the
+    /// interpreter (helper 12 is never looked up in the helper table).
     pub tail_call_resolver: Option<TailCallResolver>,
 }
 
