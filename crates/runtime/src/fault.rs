@@ -12,7 +12,8 @@
 //! The routines do not touch the stack and only read through `rsi`, so
 //! resuming at the fixup label leaves no state behind.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use libc::{c_int, c_void, siginfo_t};
@@ -77,6 +78,47 @@ extern "C" {
 const USER_ADDRESS_LIMIT: u64 = 0x0000_8000_0000_0000;
 
 static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// Bumped by [`recheck_signal_masks`]: each thread re-reads its signal mask
+/// (one system call) on its next read after a bump.
+static MASK_EPOCH: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// (mask epoch, whether SIGSEGV and SIGBUS are deliverable here)
+    static FAULTS_DELIVERABLE: Cell<(u64, bool)> = const { Cell::new((0, false)) };
+}
+
+/// Whether a fault on this thread would reach our handler. A thread that
+/// blocks SIGSEGV/SIGBUS (worker threads created with every signal blocked
+/// are common) would instead be killed by the kernel on the first bad
+/// read, so such threads use the system-call fallback.
+#[inline]
+fn faults_deliverable_here() -> bool {
+    let epoch = MASK_EPOCH.load(Ordering::Relaxed);
+    FAULTS_DELIVERABLE.with(|cache| {
+        let (cached_epoch, deliverable) = cache.get();
+        if cached_epoch == epoch {
+            return deliverable;
+        }
+        // SAFETY: querying the mask (no new mask) into a local.
+        let deliverable = unsafe {
+            let mut current: libc::sigset_t = std::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut current) == 0
+                && libc::sigismember(&current, libc::SIGSEGV) == 0
+                && libc::sigismember(&current, libc::SIGBUS) == 0
+        };
+        cache.set((epoch, deliverable));
+        deliverable
+    })
+}
+
+/// Make every thread re-check whether it blocks SIGSEGV/SIGBUS before its
+/// next fast read (call now and then from a background thread: the agent's
+/// watcher does on every tick, so a thread that changes its mask later is
+/// noticed within one tick).
+pub fn recheck_signal_masks() {
+    MASK_EPOCH.fetch_add(1, Ordering::Relaxed);
+}
 
 type SigactionFn = unsafe extern "C" fn(c_int, *const libc::sigaction, *mut libc::sigaction) -> c_int;
 
@@ -234,7 +276,7 @@ pub unsafe fn read_user(dst: *mut u8, src: u64, len: usize) -> i64 {
     }
     let ret = if !range_is_user(src, len as u64) {
         -(libc::EFAULT as i64)
-    } else if INSTALLED.load(Ordering::Relaxed) {
+    } else if INSTALLED.load(Ordering::Relaxed) && faults_deliverable_here() {
         userbpf_fault_copy(dst, src as *const u8, len)
     } else {
         read_with_syscall(dst, src, len)
@@ -258,7 +300,7 @@ pub unsafe fn read_user_str(dst: *mut u8, src: u64, size: usize) -> i64 {
     }
     let ret = if src == 0 || src >= USER_ADDRESS_LIMIT {
         -(libc::EFAULT as i64)
-    } else if INSTALLED.load(Ordering::Relaxed) {
+    } else if INSTALLED.load(Ordering::Relaxed) && faults_deliverable_here() {
         userbpf_fault_strcpy(dst, src as *const u8, size)
     } else {
         read_str_with_syscall(dst, src, size)
@@ -398,6 +440,33 @@ mod tests {
             libc::waitpid(pid, &mut status, 0);
             assert!(libc::WIFEXITED(status), "child died: status {status:#x}");
             assert_eq!(libc::WEXITSTATUS(status), 42);
+        }
+    }
+
+    #[test]
+    fn threads_blocking_sigsegv_fall_back_instead_of_dying() {
+        install().unwrap();
+        // In a child: if the fast path were taken with SIGSEGV blocked, the
+        // kernel would kill the process.
+        // SAFETY: the child blocks signals, reads, and _exits.
+        unsafe {
+            let pid = libc::fork();
+            assert!(pid >= 0);
+            if pid == 0 {
+                let mut all: libc::sigset_t = std::mem::zeroed();
+                libc::sigfillset(&mut all);
+                libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
+                recheck_signal_masks();
+                let mut dst = [0xaau8; 8];
+                let bad = read_user(dst.as_mut_ptr(), inaccessible_page(), 8);
+                let good = read_user(dst.as_mut_ptr(), b"12345678".as_ptr() as u64, 8);
+                let ok = bad == -14 && good == 0 && &dst == b"12345678";
+                libc::_exit(if ok { 0 } else { 1 });
+            }
+            let mut status = 0;
+            libc::waitpid(pid, &mut status, 0);
+            assert!(libc::WIFEXITED(status), "child killed: status {status:#x}");
+            assert_eq!(libc::WEXITSTATUS(status), 0);
         }
     }
 

@@ -36,7 +36,7 @@ pub fn after_fork_child() {
 }
 
 /// Refresh the process-wide caches (uid/gid, cgroup id) and let every
-/// thread re-read its comm on its next use. Makes a few system calls:
+/// thread re-read its comm and signal mask on its next use. Makes a few system calls:
 /// call it from a background thread, never from a probe.
 pub fn refresh_slow_caches() {
     // SAFETY: getuid/getgid cannot fail.
@@ -44,6 +44,7 @@ pub fn refresh_slow_caches() {
     UID_GID.store(((gid as u64) << 32) | uid as u64, Ordering::Relaxed);
     CGROUP_ID.store(read_cgroup_id().unwrap_or(0), Ordering::Relaxed);
     COMM_EPOCH.fetch_add(1, Ordering::Release);
+    crate::fault::recheck_signal_masks();
 }
 
 /// The cgroup v2 id of this process: the inode number of its directory in
