@@ -45,6 +45,8 @@ pub struct ActiveProbe {
     pub attachment_id: u32,
     pub program_id: u32,
     pub address: usize,
+    /// `(st_dev, st_ino)` of the file the probed code belongs to.
+    pub file: (u64, u64),
     probe: rewriter::ProbeId,
     /// Handed to the trampoline as `data`; owned here so it outlives every hit.
     _slot: Box<ProbeSlot>,
@@ -94,6 +96,7 @@ pub enum ProbeKind {
 pub fn attach(
     kind: ProbeKind,
     address: usize,
+    file: (u64, u64),
     attachment_id: u32,
     cookie: u64,
     pid_filter: i32,
@@ -117,7 +120,7 @@ pub fn attach(
             ProbeKind::Return => rewriter::attach_uretprobe(address, on_hit, data)?,
         }
     };
-    Ok(ActiveProbe { attachment_id, program_id: program.id(), address, probe, _slot: slot, _program: program })
+    Ok(ActiveProbe { attachment_id, program_id: program.id(), address, file, probe, _slot: slot, _program: program })
 }
 
 /// Switch `probe` off without patching code: its handler returns at once

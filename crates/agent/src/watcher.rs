@@ -199,7 +199,12 @@ impl Agent {
         for id in stale {
             if let Some(probe) = self.attached.remove(&id) {
                 log::debug(|| format!("detaching link {id}"));
-                if PATCHING_UNSAFE_AFTER_FORK.load(Ordering::Relaxed) {
+                // After a dlclose the address may hold nothing, or another
+                // file's code: restoring "original" bytes there would corrupt
+                // it. Such probes (and all of them in a forked child) are
+                // switched off and kept instead.
+                let still_mapped = self.maps_file_at(probe.address, probe.file);
+                if PATCHING_UNSAFE_AFTER_FORK.load(Ordering::Relaxed) || !still_mapped {
                     probes::switch_off(&probe);
                     self.retained.push(probe);
                     continue;
@@ -215,6 +220,13 @@ impl Agent {
         let in_use: HashSet<u32> = self.attached.values().map(|p| p.program_id).collect();
         self.programs.retain(|id, _| in_use.contains(id));
         self.failed.retain(|id, _| links.iter().any(|l| l.id == *id));
+    }
+
+    /// Whether `address` is in an executable mapping of `file` (dev, ino).
+    fn maps_file_at(&self, address: usize, file: (u64, u64)) -> bool {
+        self.mappings
+            .iter()
+            .any(|m| m.executable && (m.dev, m.inode) == file && address >= m.start && address < m.end)
     }
 
     /// Where the attachment's target lies in this process, if its file is mapped.
@@ -244,7 +256,7 @@ impl Agent {
         };
         log::debug(|| format!("program {} ready in {} µs", link.prog_id, began.elapsed().as_micros()));
         let kind = if link.kind == LinkKind::Uretprobe { ProbeKind::Return } else { ProbeKind::Entry };
-        probes::attach(kind, address, link.id, link.cookie, link.pid, program).map_err(|e| e.to_string())
+        probes::attach(kind, address, (link.dev, link.inode), link.id, link.cookie, link.pid, program).map_err(|e| e.to_string())
     }
 
     /// Detach everything and attach nothing more until [`Agent::resume`].
