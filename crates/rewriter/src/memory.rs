@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::maps;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
 pub(crate) const PAGE_SIZE: usize = 4096;
 /// Trampolines are placed within this distance of the probed code, leaving
@@ -98,9 +98,18 @@ pub(crate) unsafe fn seal_code_page(page: usize, code: &[u8]) -> Result<()> {
     Ok(())
 }
 
-fn proc_self_mem() -> Option<&'static File> {
-    static FILE: OnceLock<Option<File>> = OnceLock::new();
-    FILE.get_or_init(|| File::options().read(true).write(true).open("/proc/self/mem").ok()).as_ref()
+/// `/proc/self/mem` of *this* process. The path is resolved when opened,
+/// so a descriptor inherited through `fork` names the parent: reopen when
+/// the pid changed.
+fn with_proc_self_mem<T>(f: impl FnOnce(&File) -> T) -> Option<T> {
+    static FILE: Mutex<Option<(libc::pid_t, Option<File>)>> = Mutex::new(None);
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    let mut cached = FILE.lock().unwrap_or_else(|e| e.into_inner());
+    if cached.as_ref().is_none_or(|(opened_by, _)| *opened_by != pid) {
+        *cached = Some((pid, File::options().read(true).write(true).open("/proc/self/mem").ok()));
+    }
+    cached.as_ref().and_then(|(_, file)| file.as_ref()).map(f)
 }
 
 /// Writes `bytes` into the code at `address` (any protection).
@@ -108,10 +117,8 @@ fn proc_self_mem() -> Option<&'static File> {
 /// Callers are responsible for the ordering that makes this safe for
 /// threads executing nearby (`patch.rs`).
 pub(crate) fn write_text(address: usize, bytes: &[u8]) -> Result<()> {
-    if let Some(mem) = proc_self_mem() {
-        if mem.write_at(bytes, address as u64).is_ok_and(|n| n == bytes.len()) {
-            return Ok(());
-        }
+    if with_proc_self_mem(|mem| mem.write_at(bytes, address as u64)).is_some_and(|r| r.is_ok_and(|n| n == bytes.len())) {
+        return Ok(());
     }
     write_text_with_mprotect(address, bytes)
 }
@@ -160,11 +167,9 @@ pub(crate) fn read_text(address: usize, len: usize) -> Result<Vec<u8>> {
         unsafe { std::ptr::copy_nonoverlapping(address as *const u8, out.as_mut_ptr(), len) };
         return Ok(out);
     }
-    let mem = proc_self_mem().ok_or(Error::Unsupported {
-        feature: "probing execute-only code",
-        reason: "/proc/self/mem is not accessible".into(),
-    })?;
-    mem.read_exact_at(&mut out, address as u64).map_err(|source| Error::Io { path: "/proc/self/mem".into(), source })?;
+    with_proc_self_mem(|mem| mem.read_exact_at(&mut out, address as u64))
+        .ok_or(Error::Unsupported { feature: "probing execute-only code", reason: "/proc/self/mem is not accessible".into() })?
+        .map_err(|source| Error::Io { path: "/proc/self/mem".into(), source })?;
     Ok(out)
 }
 
@@ -179,17 +184,30 @@ fn membarrier(cmd: libc::c_int) -> bool {
 }
 
 /// Which membarrier commands this kernel granted the process.
+#[derive(Clone, Copy)]
 pub(crate) struct Barriers {
     pub sync_core: bool,
     pub expedited: bool,
 }
 
-pub(crate) fn barriers() -> &'static Barriers {
-    static B: OnceLock<Barriers> = OnceLock::new();
-    B.get_or_init(|| Barriers {
-        sync_core: membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE),
-        expedited: membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED),
-    })
+/// Registers (once per process: registration is per address space and a
+/// `fork` child starts unregistered) and returns what the kernel granted.
+pub(crate) fn barriers() -> Barriers {
+    static REGISTERED: Mutex<Option<(libc::pid_t, Barriers)>> = Mutex::new(None);
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    let mut registered = REGISTERED.lock().unwrap_or_else(|e| e.into_inner());
+    match *registered {
+        Some((registered_by, barriers)) if registered_by == pid => barriers,
+        _ => {
+            let barriers = Barriers {
+                sync_core: membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE),
+                expedited: membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED),
+            };
+            *registered = Some((pid, barriers));
+            barriers
+        }
+    }
 }
 
 /// Every thread of the process executes a core-serializing instruction

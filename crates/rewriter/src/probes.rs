@@ -168,7 +168,6 @@ pub(crate) struct Registry {
     sites: HashMap<usize, &'static Site>,
     probes: HashMap<u64, Probe>,
     next_id: u64,
-    initialized: bool,
     symbols: HashMap<(u64, u64), Arc<Vec<FunctionSymbol>>>,
     pub(crate) unwinder_hooks: HashMap<usize, ProbeId>,
 }
@@ -188,7 +187,6 @@ pub(crate) fn registry() -> Result<MutexGuard<'static, Option<Registry>>> {
             sites: HashMap::new(),
             probes: HashMap::new(),
             next_id: 1,
-            initialized: false,
             symbols: HashMap::new(),
             unwinder_hooks: HashMap::new(),
         });
@@ -203,11 +201,10 @@ impl Registry {
 
     fn init(&mut self) -> Result<()> {
         signals::install()?;
-        if !self.initialized {
-            let barriers = memory::barriers();
-            thread_state::init(!barriers.expedited);
-            self.initialized = true;
-        }
+        // Per process: after a fork the child registers again, and readers
+        // fence themselves if it cannot.
+        let barriers = memory::barriers();
+        thread_state::init(!barriers.expedited);
         Ok(())
     }
 

@@ -229,3 +229,34 @@ fn a_branch_into_the_patched_bytes_means_breakpoint_and_detach_restores_the_byte
     detach(id).unwrap();
     assert_eq!(mix_bytes(), original);
 }
+
+#[test]
+fn attach_in_a_forked_child_patches_the_child_only() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let address = rewriter_test_mix as *const () as usize;
+    let bytes = || unsafe { std::slice::from_raw_parts(address as *const u8, 16).to_vec() };
+    // Use the rewriter in the parent first, so process-wide caches exist.
+    let warm = Seen::default();
+    detach(unsafe { attach_uprobe(address, record, data(&warm)) }.unwrap()).unwrap();
+    let original = bytes();
+    let child = unsafe { libc::fork() };
+    assert!(child >= 0);
+    if child == 0 {
+        let seen = Seen::default();
+        let ok = (|| {
+            let id = unsafe { attach_uprobe(address, record, data(&seen)) }.ok()?;
+            (rewriter_test_mix(black_box(3), black_box(2)) == expected_mix(3, 2)).then_some(())?;
+            (seen.hits.load(Ordering::SeqCst) == 1).then_some(())?;
+            // Hold the probe while the parent checks its own text.
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            detach(id).ok()
+        })();
+        unsafe { libc::_exit(if ok.is_some() { 0 } else { 1 }) };
+    }
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    assert_eq!(bytes(), original, "the child's attach wrote the parent's text");
+    let mut status = 0;
+    assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child failed: status {status:#x}");
+    assert_eq!(bytes(), original);
+}
