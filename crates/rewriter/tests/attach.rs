@@ -260,3 +260,34 @@ fn attach_in_a_forked_child_patches_the_child_only() {
     assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child failed: status {status:#x}");
     assert_eq!(bytes(), original);
 }
+
+/// `push rbx; mov rbx,rdi; lea rax,[rbx+rsi]; pop rbx; ret`
+#[unsafe(naked)]
+#[no_mangle]
+pub extern "C" fn rewriter_test_offsets(a: u64, b: u64) -> u64 {
+    core::arch::naked_asm!("push rbx", "mov rbx, rdi", "lea rax, [rbx + rsi]", "pop rbx", "ret")
+}
+
+#[test]
+fn a_probe_inside_a_function_uses_the_breakpoint_and_reports_that_ip() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // Offset 4 is `lea rax,[rbx+rsi]`, after `push rbx` (1) and `mov rbx,rdi` (3).
+    let address = rewriter_test_offsets as *const () as usize + 4;
+    let seen = Seen::default();
+    let id = unsafe { attach_uprobe(address, record, data(&seen)) }.unwrap();
+    match rewriter::mechanism(id).unwrap() {
+        Mechanism::Breakpoint { reason } => assert!(reason.contains("not the entry"), "{reason}"),
+        other => panic!("expected the breakpoint fallback, got {other:?}"),
+    }
+    assert_eq!(black_box(rewriter_test_offsets)(40, 2), 42);
+    assert_eq!(seen.hits.load(Ordering::SeqCst), 1);
+    assert_eq!(seen.ip.load(Ordering::SeqCst) as usize, address);
+    assert_eq!(seen.di.load(Ordering::SeqCst), 40);
+    assert!(matches!(
+        unsafe { attach_uretprobe(address, record, data(&seen)) },
+        Err(rewriter::Error::Unsupported { .. })
+    ));
+    detach(id).unwrap();
+    assert_eq!(black_box(rewriter_test_offsets)(1, 2), 3);
+    assert_eq!(seen.hits.load(Ordering::SeqCst), 1);
+}
