@@ -223,9 +223,11 @@ extern "C" fn after_fork_child() {
     // SAFETY: as in `before_fork`; the child has only this thread.
     unsafe { *std::ptr::addr_of_mut!(FORK_GUARD) = None };
     // (The runtime's own fork handler resets its pid caches.)
-    watcher::PATCHING_UNSAFE_AFTER_FORK.store(true, Ordering::Relaxed);
     let restarted = std::panic::catch_unwind(|| {
-        if watcher::lock_state().is_some() {
+        let mut state = watcher::lock_state();
+        if let Some(agent) = state.as_mut() {
+            agent.after_fork();
+            drop(state);
             spawn_watcher();
         }
     });

@@ -30,8 +30,8 @@ pub struct ProbeSlot {
     /// child never runs a probe meant for its parent, even before its own
     /// watcher has detached it.
     pid_filter: i32,
-    /// Cleared to switch the probe off without touching the code (in a
-    /// forked child, where patching is not safe yet: see [`switch_off`]).
+    /// Cleared to switch the probe off without touching the code (see
+    /// [`switch_off`]).
     enabled: AtomicBool,
 }
 
@@ -124,9 +124,9 @@ pub fn attach(
 }
 
 /// Switch `probe` off without patching code: its handler returns at once
-/// from now on. Used in a forked child, where the rewriter would patch the
-/// *parent's* text (see docs/requests/rewriter.md, item 2). The probe must
-/// then be kept alive forever (the code still jumps to it).
+/// from now on. Used when the probed library was unmapped (restoring bytes
+/// there could corrupt whatever is mapped now). The probe must then be kept
+/// alive forever (any remaining jump still leads to it).
 pub fn switch_off(probe: &ActiveProbe) {
     probe._slot.enabled.store(false, Ordering::Relaxed);
 }

@@ -18,7 +18,6 @@
 //! when it changed).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -56,11 +55,6 @@ pub struct Agent {
     links: Vec<LinkRecord>,
     links_generation: Option<u32>,
 }
-
-/// Set in a forked child: the rewriter is not fork-safe yet (it would patch
-/// the parent's text, docs/requests/rewriter.md item 2), so this process
-/// neither attaches nor detaches; inherited probes are switched off by flag.
-pub static PATCHING_UNSAFE_AFTER_FORK: AtomicBool = AtomicBool::new(false);
 
 /// The agent state; `None` until started (or when inert).
 pub static STATE: Mutex<Option<Agent>> = Mutex::new(None);
@@ -157,16 +151,6 @@ impl Agent {
             if self.attached.contains_key(&link.id) {
                 continue;
             }
-            if PATCHING_UNSAFE_AFTER_FORK.load(Ordering::Relaxed) {
-                if self.failed.insert(link.id, (generation, self.objects_epoch)).is_none() {
-                    log::warn(&format!(
-                        "not attaching probe {} in this forked process: live patching after fork is not \
-                         safe yet (it starts working after exec)",
-                        link.id
-                    ));
-                }
-                continue;
-            }
             if let Some(&(at_generation, at_objects)) = self.failed.get(&link.id) {
                 if at_generation == generation && at_objects == self.objects_epoch {
                     continue;
@@ -201,10 +185,8 @@ impl Agent {
                 log::debug(|| format!("detaching link {id}"));
                 // After a dlclose the address may hold nothing, or another
                 // file's code: restoring "original" bytes there would corrupt
-                // it. Such probes (and all of them in a forked child) are
-                // switched off and kept instead.
-                let still_mapped = self.maps_file_at(probe.address, probe.file);
-                if PATCHING_UNSAFE_AFTER_FORK.load(Ordering::Relaxed) || !still_mapped {
+                // it. Such probes are switched off and kept instead.
+                if !self.maps_file_at(probe.address, probe.file) {
                     probes::switch_off(&probe);
                     self.retained.push(probe);
                     continue;
@@ -266,12 +248,6 @@ impl Agent {
         self.suspended = true;
         let mut removed = 0;
         for (id, probe) in self.attached.drain() {
-            if PATCHING_UNSAFE_AFTER_FORK.load(Ordering::Relaxed) {
-                probes::switch_off(&probe);
-                removed += 1;
-                self.retained.push(probe);
-                continue;
-            }
             match rewriter::detach(probe.probe_id()) {
                 Ok(()) => removed += 1,
                 Err(e) => log::warn(&format!("cannot detach probe {id}: {e}")),
@@ -280,6 +256,12 @@ impl Agent {
         }
         self.programs.clear();
         removed
+    }
+
+    /// In a forked child: live patching needs its own one-time set-up
+    /// (expedited `membarrier` registration is per process).
+    pub fn after_fork(&mut self) {
+        self.patching_prepared = false;
     }
 
     pub fn resume(&mut self) {
