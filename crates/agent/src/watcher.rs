@@ -284,22 +284,16 @@ fn loaded_objects_epoch() -> u64 {
     epoch
 }
 
-/// Do ahead of the first attach the slow one-time set-up of live patching:
-/// registering the process for expedited `membarrier` costs ~8 ms per
-/// command (the kernel waits for an RCU grace period). The rewriter
-/// registers lazily on its first attach; registration is per process and
-/// idempotent, so doing it as soon as the registry holds any uprobe link
-/// (typically a loader's still-disabled perf event) keeps that cost off the
-/// enable's latency. Not done for processes that never see a link: a thread
-/// inside this syscall delays the process's exit by the same ~8 ms. (To be
-/// replaced by `rewriter::prepare()`, see docs/requests/rewriter.md.)
+/// Do ahead of the first attach the slow one-time set-up of live patching
+/// (`rewriter::prepare`: signal handlers and the expedited `membarrier`
+/// registration, ~8 ms per command as the kernel waits for an RCU grace
+/// period). Called as soon as a link targets this process — typically a
+/// loader's still-disabled perf event — so the cost is not part of the
+/// enable's latency. Not done in processes no link targets: a thread inside
+/// that system call delays the process's exit by as much.
 fn prepare_patching() {
-    const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_long = 1 << 4;
-    const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE: libc::c_long = 1 << 6;
-    for cmd in [MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED] {
-        // SAFETY: membarrier takes no pointers; failure (old kernel,
-        // seccomp) only means the rewriter falls back to its own path.
-        unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0, 0) };
+    if let Err(e) = rewriter::prepare() {
+        log::warn(&format!("live patching set-up failed (the first attach will retry): {e}"));
     }
 }
 
