@@ -174,6 +174,25 @@ pub(crate) struct Registry {
 
 static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
 
+thread_local! {
+    /// The registry lock, held by the forking thread across `fork`.
+    static HELD_ACROSS_FORK: std::cell::RefCell<Option<MutexGuard<'static, Option<Registry>>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// `pthread_atfork` prepare handler: a fork never happens in the middle of
+/// an attach or detach of another thread (the child would inherit a locked
+/// registry and half-done patching state).
+extern "C" fn lock_before_fork() {
+    let guard = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+    HELD_ACROSS_FORK.with(|held| *held.borrow_mut() = Some(guard));
+}
+
+/// `pthread_atfork` parent and child handler.
+extern "C" fn unlock_after_fork() {
+    HELD_ACROSS_FORK.with(|held| drop(held.borrow_mut().take()));
+}
+
 pub(crate) fn registry() -> Result<MutexGuard<'static, Option<Registry>>> {
     if thread_state::in_probe() {
         return Err(Error::Unsupported {
@@ -181,6 +200,11 @@ pub(crate) fn registry() -> Result<MutexGuard<'static, Option<Registry>>> {
             reason: "the grace period would wait for this very thread".into(),
         });
     }
+    static FORK_HANDLERS: std::sync::Once = std::sync::Once::new();
+    FORK_HANDLERS.call_once(|| {
+        // SAFETY: registering extern "C" handlers of this module.
+        unsafe { libc::pthread_atfork(Some(lock_before_fork), Some(unlock_after_fork), Some(unlock_after_fork)) };
+    });
     let mut guard = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
     if guard.is_none() {
         *guard = Some(Registry {

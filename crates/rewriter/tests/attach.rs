@@ -291,3 +291,49 @@ fn a_probe_inside_a_function_uses_the_breakpoint_and_reports_that_ip() {
     assert_eq!(black_box(rewriter_test_offsets)(1, 2), 3);
     assert_eq!(seen.hits.load(Ordering::SeqCst), 1);
 }
+
+#[test]
+fn fork_while_another_thread_attaches_and_detaches() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let address = rewriter_test_mix as *const () as usize;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let seen = Seen::default();
+            while !stop.load(Ordering::Relaxed) {
+                let id = unsafe { attach_uprobe(address, record, data(&seen)) }.unwrap();
+                detach(id).unwrap();
+            }
+        });
+        for _ in 0..20 {
+            let child = unsafe { libc::fork() };
+            assert!(child >= 0);
+            if child == 0 {
+                let seen = Seen::default();
+                let ok = unsafe { attach_uprobe(address, record, data(&seen)) }.and_then(|id| {
+                    rewriter_test_mix(black_box(1), black_box(1));
+                    detach(id)
+                });
+                let hit = seen.hits.load(Ordering::SeqCst) == 1;
+                unsafe { libc::_exit(if ok.is_ok() && hit { 0 } else { 1 }) };
+            }
+            // The child must finish: a registry inherited locked would hang it.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            let mut status = 0;
+            loop {
+                let r = unsafe { libc::waitpid(child, &mut status, libc::WNOHANG) };
+                if r == child {
+                    break;
+                }
+                if std::time::Instant::now() > deadline {
+                    unsafe { libc::kill(child, libc::SIGKILL) };
+                    stop.store(true, Ordering::Relaxed);
+                    panic!("forked child hung");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child failed: {status:#x}");
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+}
