@@ -97,6 +97,10 @@ extern "C" fn release_on_exit(slot: *mut libc::c_void) {
     let slot = slot as *const ThreadSlot;
     // SAFETY: the value was set by `claim_slot` to an element of SLOTS.
     let slot = unsafe { &*slot };
+    // A probe hit by a later destructor of this thread claims a fresh slot
+    // (and glibc runs this destructor again for it) instead of using the
+    // one another thread may claim as soon as it is released.
+    CURRENT.with(|c| c.set(std::ptr::null()));
     slot.shadow_len.set(0);
     slot.owner.store(0, Ordering::Release);
 }

@@ -202,3 +202,23 @@ fn a_probe_on_malloc_whose_handler_allocates() {
     assert!(hits >= 100, "{hits} malloc hits");
     assert!(rewriter::counters().skipped_reentrant - skipped_before >= hits, "each handler's own malloc is skipped");
 }
+
+#[test]
+fn thread_slots_are_recycled_when_threads_exit() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let address = rewriter_torture_target as *const () as usize;
+    let hits = AtomicU64::new(0);
+    let exhausted_before = rewriter::counters().thread_slots_exhausted;
+    let id = unsafe { attach_uprobe(address, count_entry, &hits as *const AtomicU64 as *mut c_void) }.unwrap();
+    // More threads over time than there are slots (4096).
+    for _ in 0..100 {
+        std::thread::scope(|s| {
+            for i in 0..50u64 {
+                s.spawn(move || assert_eq!(rewriter_torture_target(black_box(i + 1)), expected(i + 1)));
+            }
+        });
+    }
+    detach(id).unwrap();
+    assert_eq!(hits.load(Ordering::SeqCst), 5000);
+    assert_eq!(rewriter::counters().thread_slots_exhausted, exhausted_before);
+}
