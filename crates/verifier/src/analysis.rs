@@ -73,6 +73,8 @@ pub struct Analyzer<'a> {
     maps: Vec<MapDesc>,
     /// Element 0 of frozen read-only arrays, by map index.
     frozen: Vec<Option<Vec<u8>>>,
+    /// Maps programs may only read (`BPF_F_RDONLY_PROG`), by map index.
+    readonly: Vec<bool>,
     /// For each `lddw` with a map source: index into `maps`.
     map_at: HashMap<usize, u16>,
     pub log: Log,
@@ -99,6 +101,7 @@ impl<'a> Analyzer<'a> {
             cfg: p.cfg,
             maps: Vec::new(),
             frozen: Vec::new(),
+            readonly: Vec::new(),
             map_at: HashMap::new(),
             log,
             stats: Stats::default(),
@@ -144,6 +147,7 @@ impl<'a> Analyzer<'a> {
                             let frozen = resolve
                                 .frozen_readonly_value(load)
                                 .filter(|v| desc.map_type == crate::maps::map_type::ARRAY && v.len() == desc.value_size as usize);
+                            self.readonly.push(frozen.is_some() || resolve.readonly_for_programs(load));
                             self.maps.push(desc);
                             self.frozen.push(frozen);
                             seen.insert((by_idx, i.imm), idx);
@@ -630,10 +634,10 @@ impl<'a> Analyzer<'a> {
             Kind::MapValue { map } => {
                 let vs = self.maps[map as usize].value_size;
                 self.check_region(pc, base, off_range, size as u64, Object::map_value(vs))?;
+                if write.is_some() && self.readonly[map as usize] {
+                    return Err(acc(pc, format!("write into map forbidden, value_size={vs} off={} size={size}", off_range.smin)));
+                }
                 if let Some(bytes) = &self.frozen[map as usize] {
-                    if write.is_some() {
-                        return Err(acc(pc, format!("write into map forbidden, value_size={vs} off={} size={size}", off_range.smin)));
-                    }
                     if let Some(o) = off_range.as_const() {
                         let mut le = [0u8; 8];
                         le[..size as usize].copy_from_slice(&bytes[o as usize..o as usize + size as usize]);
@@ -1115,7 +1119,7 @@ impl<'a> Analyzer<'a> {
             }
             Kind::MapValue { map } => {
                 let vs = self.maps[map as usize].value_size;
-                if write && self.frozen[map as usize].is_some() {
+                if write && self.readonly[map as usize] {
                     return Err(acc(pc, format!("write into map forbidden, value_size={vs} off={} size={size}", reg.value.smin)));
                 }
                 self.check_region(pc, regno, reg.value, size, Object::map_value(vs))

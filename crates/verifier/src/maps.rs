@@ -20,6 +20,13 @@ pub trait Maps {
     fn frozen_readonly_value(&self, _load: PseudoLoad) -> Option<Vec<u8>> {
         None
     }
+
+    /// Whether programs may only read the map (`BPF_F_RDONLY_PROG`), frozen
+    /// or not: stores and helper writes into its values are then refused.
+    /// Implied when [`Maps::frozen_readonly_value`] returns contents.
+    fn readonly_for_programs(&self, _load: PseudoLoad) -> bool {
+        false
+    }
 }
 
 impl<F: Fn(PseudoLoad) -> Option<MapDesc>> Maps for F {

@@ -24,6 +24,7 @@ pub fn corpus_map(fd: i32) -> Option<MapDesc> {
         6 => d(map_type::ARRAY, 4, 8, 1),
         7 => d(map_type::HASH, 4, 16, 64),
         8 => d(map_type::QUEUE, 0, 8, 16),
+        9 => d(map_type::ARRAY, 4, 8, 1),
         _ => None,
     }
 }
@@ -39,6 +40,9 @@ impl Maps for CorpusMaps {
     }
     fn frozen_readonly_value(&self, load: PseudoLoad) -> Option<Vec<u8>> {
         (load.imm == 6).then(|| FROZEN_VALUE.to_vec())
+    }
+    fn readonly_for_programs(&self, load: PseudoLoad) -> bool {
+        load.imm == 9
     }
 }
 
@@ -185,14 +189,14 @@ mod kernel {
     /// Real maps for corpus fds 1..=8; returns corpus fd -> kernel fd.
     pub fn create_maps() -> Vec<(i32, i32)> {
         let mut out = Vec::new();
-        for fd in 1..=8 {
+        for fd in 1..=9 {
             let d = corpus_map(fd).unwrap();
             let mut a = [0u8; 128];
             put32(&mut a, 0, d.map_type);
             put32(&mut a, 4, d.key_size);
             put32(&mut a, 8, d.value_size);
             put32(&mut a, 12, d.max_entries);
-            put32(&mut a, 16, if fd == 6 { 1 << 7 } else { 0 }); // BPF_F_RDONLY_PROG
+            put32(&mut a, 16, if fd == 6 || fd == 9 { 1 << 7 } else { 0 }); // BPF_F_RDONLY_PROG
             let kfd = bpf(0, &mut a).unwrap_or_else(|e| panic!("BPF_MAP_CREATE for corpus map {fd}: errno {e}"));
             if fd == 6 {
                 let key = 0u32;

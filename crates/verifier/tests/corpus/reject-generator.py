@@ -138,6 +138,9 @@ case("or-null-as-key", "an unchecked lookup result used as a key", lookup(1) + "
 case("map-ptr-deref", "a map is not memory", "lddw %r1, map_fd(1)\nldxdw %r0, [%r1+0]\nexit", "EACCES R1 invalid mem access 'map_ptr'")
 case("map-ptr-arith", "a map pointer cannot be moved", "lddw %r1, map_fd(1)\nadd %r1, 8\nmov %r0, 0\nexit", "EACCES R1 pointer arithmetic on map_ptr prohibited")
 case("readonly-map-write", "a frozen read-only map (.rodata) cannot be written", "lddw %r1, map_value(6)+0\nstdw [%r1+0], 1\nmov %r0, 0\nexit", "EACCES write into map forbidden, value_size=8 off=0 size=8")
+case("readonly-unfrozen-map-write", "BPF_F_RDONLY_PROG forbids program writes even before the map is frozen",
+     "mov %r1, 0\nstxdw [%r10-8], %r1\nlddw %r1, map_fd(9)\nmov %r2, %r10\nadd %r2, -8\ncall bpf_map_lookup_elem\njeq %r0, 0, out\nstdw [%r0+0], 1\nout:\nmov %r0, 0\nexit",
+     "EACCES write into map forbidden, value_size=8 off=0 size=8")
 case("readonly-map-helper-write", "a helper cannot write a read-only map either",
      "lddw %r1, map_value(6)+0\nmov %r2, 8\nmov %r3, 0\ncall bpf_probe_read_user\nmov %r0, 0\nexit", "EACCES write into map forbidden, value_size=8 off=0 size=8")
 

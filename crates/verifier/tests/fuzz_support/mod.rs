@@ -77,7 +77,8 @@ pub fn fuzz_map(fd: i32) -> Option<MapDesc> {
 
 const FROZEN: [u8; 8] = [3, 0, 0, 0, 0, 0, 0, 0];
 
-struct FuzzMaps;
+/// The fuzzing maps as the verifier sees them (map 6 frozen, read-only).
+pub struct FuzzMaps;
 
 impl Maps for FuzzMaps {
     fn describe(&self, load: PseudoLoad) -> Option<MapDesc> {
