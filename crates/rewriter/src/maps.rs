@@ -27,6 +27,8 @@ pub struct Mapping {
     pub readable: bool,
     pub writable: bool,
     pub executable: bool,
+    /// `MAP_SHARED` (writes would reach the file and every process mapping it).
+    pub shared: bool,
     /// Offset in the file of `start`.
     pub offset: u64,
     /// `st_dev` encoding of the device.
@@ -72,6 +74,7 @@ fn parse_line(line: &[u8]) -> Option<Mapping> {
         readable: perms.first() == Some(&b'r'),
         writable: perms.get(1) == Some(&b'w'),
         executable: perms.get(2) == Some(&b'x'),
+        shared: perms.get(3) == Some(&b's'),
         offset: u64::from_str_radix(offset, 16).ok()?,
         dev: libc::makedev(major, minor),
         inode: inode.parse().ok()?,
@@ -120,11 +123,12 @@ mod tests {
         let m = parse_line(b"7f1c2a400000-7f1c2a428000 r-xp 00028000 08:01 1312  /usr/lib/x86_64-linux-gnu/libc.so.6")
             .unwrap();
         assert_eq!((m.start, m.end, m.offset, m.inode), (0x7f1c2a400000, 0x7f1c2a428000, 0x28000, 1312));
-        assert!(m.readable && !m.writable && m.executable && m.is_file());
+        assert!(m.readable && !m.writable && m.executable && !m.shared && m.is_file());
         assert_eq!(m.dev, libc::makedev(8, 1));
         assert_eq!(m.path, Path::new("/usr/lib/x86_64-linux-gnu/libc.so.6"));
         let anon = parse_line(b"7ffd1000-7ffd2000 rw-p 00000000 00:00 0 ").unwrap();
         assert!(!anon.is_file() && anon.writable && !anon.executable);
+        assert!(parse_line(b"7ffd1000-7ffd2000 r-xs 00000000 00:05 77 /memfd:jit").unwrap().shared);
         assert!(parse_line(b"garbage").is_none());
     }
 }

@@ -40,6 +40,7 @@ pub(crate) fn alloc_page_near(target: usize) -> Result<usize> {
         readable: false,
         writable: false,
         executable: false,
+        shared: false,
         offset: 0,
         dev: 0,
         inode: 0,

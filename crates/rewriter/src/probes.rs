@@ -336,6 +336,12 @@ impl Registry {
         if !mapping.executable {
             return Err(Error::AddressNotExecutable(address));
         }
+        if mapping.shared {
+            return Err(Error::Unsupported {
+                feature: "probing code in a shared (MAP_SHARED) mapping",
+                reason: format!("patching {address:#x} would change {} for every process", mapping.path.display()),
+            });
+        }
         let symbol = self.symbols_of(&mapping).and_then(|symbols| {
             let offset = mapping.file_offset_of(address);
             symbols.iter().find(|f| f.file_offset == offset).cloned()

@@ -337,3 +337,23 @@ fn fork_while_another_thread_attaches_and_detaches() {
         stop.store(true, Ordering::Relaxed);
     });
 }
+
+#[test]
+fn code_in_a_shared_mapping_is_refused() {
+    // A memfd mapped shared and executable, as some JITs do.
+    let fd = unsafe { libc::memfd_create(c"rewriter-test-code".as_ptr(), 0) };
+    assert!(fd >= 0);
+    let code = [0x48, 0x8d, 0x47, 0x01, 0x48, 0x6b, 0xc0, 0x03, 0xc3]; // lea; imul; ret
+    assert_eq!(unsafe { libc::write(fd, code.as_ptr() as *const c_void, code.len()) }, code.len() as isize);
+    let page = unsafe { libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ | libc::PROT_EXEC, libc::MAP_SHARED, fd, 0) };
+    assert_ne!(page, libc::MAP_FAILED);
+    let seen = Seen::default();
+    match unsafe { attach_uprobe(page as usize, record, data(&seen)) } {
+        Err(rewriter::Error::Unsupported { feature, .. }) => assert!(feature.contains("shared"), "{feature}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    unsafe {
+        libc::munmap(page, 4096);
+        libc::close(fd);
+    }
+}
