@@ -5,14 +5,18 @@
 //! Life cycle:
 //! - **load**: an `.init_array` constructor ([`agent_constructor`]) reads
 //!   the configuration ([`config`]), opens the registry, installs the
-//!   fault handler `probe_read` needs, attaches what is already enabled, and
+//!   fault and fork handlers of the runtime, attaches what is already
+//!   enabled when preloaded (a late `dlopen` leaves that to the watcher), and
 //!   starts the watcher thread ([`watcher`]). If the registry is unusable it
 //!   prints one line (unless `USERBPF_QUIET=1`) and stays inert.
+//!   [`signals`] keeps the fault handler first if the application installs
+//!   its own SIGSEGV/SIGBUS handler later.
 //! - **hits**: the rewriter's trampoline calls [`probes`]' handler, which
 //!   runs the JIT'd program: no allocation, lock or system call.
 //! - **fork**: the child inherits the patched code and probes; a
-//!   `pthread_atfork` child handler resets pid caches and starts a new
-//!   watcher (which also drops probes whose pid filter excludes the child).
+//!   `pthread_atfork` child handler starts a new watcher (which drops probes
+//!   whose pid filter excludes the child; the filter is also checked on
+//!   every hit). The runtime's own handler resets its pid caches.
 //! - **exec**: `LD_PRELOAD` is inherited, so the new image loads the agent
 //!   afresh.
 //!
