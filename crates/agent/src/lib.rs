@@ -3,7 +3,7 @@
 //! process's functions through the rewriter, and runs them in-process.
 //!
 //! Life cycle:
-//! - **load**: an `.init_array` constructor ([`agent_constructor`]) reads
+//! - **load**: an `.init_array` constructor (`agent_constructor`) reads
 //!   the configuration ([`config`]), opens the registry, installs the
 //!   fault and fork handlers of the runtime, attaches what is already
 //!   enabled when preloaded (a late `dlopen` leaves that to the watcher), and

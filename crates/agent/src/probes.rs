@@ -2,7 +2,7 @@
 //! process, the per-probe data the trampoline hands back on every hit, and
 //! the hit handler itself.
 //!
-//! Per-hit path ([`on_hit`]): the rewriter calls it with the saved
+//! Per-hit path (`on_hit`): the rewriter calls it with the saved
 //! registers (`struct pt_regs`, kernel layout) and the probe's
 //! [`ProbeSlot`]; it builds a [`RunEnv`] on the stack and runs the JIT'd
 //! program with `ctx = regs`. No allocation, no lock, no system call.
@@ -18,7 +18,7 @@ use std::sync::Arc;
 use rewriter::PtRegs;
 use runtime::{LoadedProgram, RunEnv};
 
-/// What the trampoline hands back to [`on_hit`]. Immutable while attached.
+/// What the trampoline hands back to `on_hit`. Immutable while attached.
 #[repr(C)]
 pub struct ProbeSlot {
     program: *const LoadedProgram,

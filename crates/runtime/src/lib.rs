@@ -5,7 +5,7 @@
 //!
 //! Modules:
 //! - [`fault`]: fault-tolerant reads of untrusted pointers (no syscall).
-//! - [`env`]: the per-run environment helpers receive as `env`.
+//! - [`env`](mod@env): the per-run environment helpers receive as `env`.
 //! - [`helpers`]: every helper of `verifier::HELPERS`, kernel semantics.
 //! - [`maps`]: process-local map handles (what `lddw` map references become).
 //! - [`program`]: [`LoadedProgram`], a registry program made runnable.
