@@ -76,6 +76,21 @@ pub fn detach(id: ProbeId) -> Result<()> {
     probes::registry()?.as_mut().expect("initialised by registry()").detach(id)
 }
 
+/// The signals whose handlers the rewriter installs: SIGTRAP (breakpoints)
+/// and `SIGRTMAX - 1` (rendezvous).
+pub fn owned_signals() -> [libc::c_int; 2] {
+    [libc::SIGTRAP, signals::rendezvous_signal()]
+}
+
+/// For an interposed `sigaction(2)` (the agent's): when the application
+/// sets a handler for one of [`owned_signals`] after ours were installed,
+/// record it as the handler ours chain to (instead of letting it replace
+/// ours) and return the application's previous disposition to report as
+/// `oldact`. `None` means "not ours (yet)": pass the call to libc.
+pub fn replace_application_handler(signal: libc::c_int, action: Option<&libc::sigaction>) -> Option<libc::sigaction> {
+    signals::replace_application_handler(signal, action)
+}
+
 /// How the probe's site runs handlers.
 pub fn mechanism(id: ProbeId) -> Result<Mechanism> {
     probes::registry()?.as_mut().expect("initialised by registry()").mechanism(id)

@@ -103,6 +103,35 @@ fn lookup_breakpoint(address: usize) -> Option<&'static Site> {
 /// index 0 for SIGTRAP, 1 for the rendezvous signal.
 static PREVIOUS_HANDLER: [AtomicUsize; 2] = [AtomicUsize::new(libc::SIG_DFL), AtomicUsize::new(libc::SIG_DFL)];
 static PREVIOUS_FLAGS: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
+/// The application's full dispositions (what it would read back), once ours
+/// are installed.
+static APPLICATION_ACTION: Mutex<[Option<libc::sigaction>; 2]> = Mutex::new([None, None]);
+
+fn owned_index(signal: libc::c_int) -> Option<usize> {
+    if signal == libc::SIGTRAP {
+        Some(0)
+    } else if signal == rendezvous_signal() {
+        Some(1)
+    } else {
+        None
+    }
+}
+
+/// For an interposed `sigaction(2)`: records `action` (if any) as the
+/// application's handler of `signal`, which ours chains to, and returns the
+/// application's previous disposition. `None` when `signal` is not one of
+/// ours or our handlers are not installed yet (then the call belongs to libc).
+pub(crate) fn replace_application_handler(signal: libc::c_int, action: Option<&libc::sigaction>) -> Option<libc::sigaction> {
+    let index = owned_index(signal)?;
+    let mut actions = APPLICATION_ACTION.lock().unwrap_or_else(|e| e.into_inner());
+    let previous = actions[index]?;
+    if let Some(new) = action {
+        actions[index] = Some(*new);
+        PREVIOUS_FLAGS[index].store(new.sa_flags as usize, Ordering::Relaxed);
+        PREVIOUS_HANDLER[index].store(new.sa_sigaction, Ordering::Release);
+    }
+    Some(previous)
+}
 
 /// The real-time signal used for rendezvous.
 pub(crate) fn rendezvous_signal() -> libc::c_int {
@@ -136,6 +165,7 @@ fn install_one(index: usize, signal: libc::c_int, call: &'static str) -> Result<
     ours.sa_flags = libc::SA_SIGINFO | libc::SA_NODEFER | libc::SA_RESTART | libc::SA_ONSTACK;
     PREVIOUS_FLAGS[index].store(current.sa_flags as usize, Ordering::Relaxed);
     PREVIOUS_HANDLER[index].store(current.sa_sigaction, Ordering::Release);
+    APPLICATION_ACTION.lock().unwrap_or_else(|e| e.into_inner())[index] = Some(current);
     // SAFETY: valid pointers; `ours.sa_mask` is empty (zeroed).
     if unsafe { libc::sigaction(signal, &ours, std::ptr::null_mut()) } != 0 {
         return Err(Error::sys(call));

@@ -357,3 +357,29 @@ fn code_in_a_shared_mapping_is_refused() {
         libc::close(fd);
     }
 }
+
+static LATE_APP_SIGTRAPS: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn late_application_handler(_signal: libc::c_int) {
+    LATE_APP_SIGTRAPS.fetch_add(1, Ordering::SeqCst);
+}
+
+#[test]
+fn an_interposed_sigaction_can_route_a_later_application_handler() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    assert_eq!(rewriter::owned_signals()[0], libc::SIGTRAP);
+    let seen = Seen::default();
+    let id = unsafe { attach_uprobe(rewriter_test_tiny as *const () as usize, record, data(&seen)) }.unwrap();
+    // What an interposed sigaction does when the app installs a handler now.
+    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    action.sa_sigaction = late_application_handler as *const () as usize;
+    assert!(rewriter::replace_application_handler(libc::SIGTRAP, Some(&action)).is_some());
+    assert!(rewriter::replace_application_handler(libc::SIGUSR1, Some(&action)).is_none());
+    unsafe { libc::raise(libc::SIGTRAP) };
+    assert_eq!(black_box(rewriter_test_tiny)(2, 3), 5);
+    assert_eq!(LATE_APP_SIGTRAPS.load(Ordering::SeqCst), 1);
+    assert_eq!(seen.hits.load(Ordering::SeqCst), 1);
+    let previous = rewriter::replace_application_handler(libc::SIGTRAP, None).unwrap();
+    assert_eq!(previous.sa_sigaction, late_application_handler as *const () as usize);
+    detach(id).unwrap();
+}
