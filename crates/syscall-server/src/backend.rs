@@ -32,10 +32,7 @@ pub fn registry() -> Result<&'static Registry, i32> {
             // SAFETY: geteuid has no preconditions (the real one, not ours).
             _ => PathBuf::from(format!("/dev/shm/userbpf-{}", unsafe { crate::real::geteuid() })),
         };
-        let reg = Registry::open(&dir).map_err(|e| e.to_string())?;
-        // For `userbpf list`; informational, so a failure is not an error.
-        let _ = reg.set_role("loader");
-        Ok(reg)
+        open_registered(&dir)
     });
     match r {
         Ok(reg) => Ok(reg),
@@ -44,6 +41,25 @@ pub fn registry() -> Result<&'static Registry, i32> {
             Err(libc::EACCES)
         }
     }
+}
+
+/// Open the registry and make sure this loader is registered as a live
+/// owner: objects of an owner that looks dead are ignored by every agent
+/// (its probes would silently never fire) and reaped. Registration can be
+/// lost to a concurrent reap (see docs/requests/shm-maps.md); `set_role`
+/// fails exactly then, so retry with a fresh handle a few times.
+fn open_registered(dir: &Path) -> Result<Registry, String> {
+    const ATTEMPTS: usize = 5;
+    let mut last = String::new();
+    for _ in 0..ATTEMPTS {
+        let reg = Registry::open(dir).map_err(|e| e.to_string())?;
+        // `role` is for `userbpf list`; its write needs our owner file.
+        match reg.set_role("loader") {
+            Ok(()) => return Ok(reg),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(format!("could not register this loader as a live owner in {}: {last}", dir.display()))
 }
 
 fn errno_of(e: shm_maps::Error) -> i32 {
