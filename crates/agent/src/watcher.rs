@@ -7,7 +7,9 @@
 //! Every wake it reconciles:
 //! - *desired*: enabled uprobe/uretprobe attachments whose owner (the
 //!   loader) is alive, whose pid filter admits this process, and whose target
-//!   file (matched by device and inode) is mapped executable here;
+//!   file (matched by device and inode, as `/proc/self/maps` or `stat()` of
+//!   the mapped path report them: they differ on overlayfs) is mapped
+//!   executable here;
 //! - attach what is desired but not attached, detach what is attached but
 //!   no longer desired (removed, disabled, owner dead, pid filter after fork).
 //!
@@ -45,6 +47,11 @@ pub struct Agent {
     /// `dlpi_adds + dlpi_subs` when the mappings were last read.
     objects_epoch: u64,
     mappings: Vec<rewriter::maps::Mapping>,
+    /// Per executable file mapping (same order as `mappings`), the
+    /// `(st_dev, st_ino)` that `stat()` of its path gives in this process,
+    /// when that differs from what `/proc/self/maps` shows (overlayfs shows
+    /// the underlying file there, while loaders `stat()` the overlay).
+    stat_identity: Vec<Option<(u64, u64)>>,
     /// Set by `userbpf_agent_detach`: attach nothing until resumed.
     suspended: bool,
     /// Whether [`prepare_patching`] ran.
@@ -75,6 +82,7 @@ impl Agent {
             failed: HashMap::new(),
             objects_epoch: u64::MAX,
             mappings: Vec::new(),
+            stat_identity: Vec::new(),
             suspended: false,
             patching_prepared: false,
             saw_links: false,
@@ -121,6 +129,7 @@ impl Agent {
         if objects_epoch != self.objects_epoch {
             match rewriter::maps::read_self_maps() {
                 Ok(m) => {
+                    self.stat_identity = stat_identities(&m);
                     self.mappings = m;
                     self.objects_epoch = objects_epoch;
                 }
@@ -204,18 +213,22 @@ impl Agent {
         self.failed.retain(|id, _| links.iter().any(|l| l.id == *id));
     }
 
+    /// Executable mappings of the file `(dev, ino)`, as either
+    /// `/proc/self/maps` or `stat()` of the mapped path names it.
+    fn mappings_of(&self, file: (u64, u64)) -> impl Iterator<Item = &rewriter::maps::Mapping> {
+        self.mappings.iter().zip(&self.stat_identity).filter_map(move |(m, stat)| {
+            (m.executable && ((m.dev, m.inode) == file || *stat == Some(file))).then_some(m)
+        })
+    }
+
     /// Whether `address` is in an executable mapping of `file` (dev, ino).
     fn maps_file_at(&self, address: usize, file: (u64, u64)) -> bool {
-        self.mappings
-            .iter()
-            .any(|m| m.executable && (m.dev, m.inode) == file && address >= m.start && address < m.end)
+        self.mappings_of(file).any(|m| address >= m.start && address < m.end)
     }
 
     /// Where the attachment's target lies in this process, if its file is mapped.
     fn address_of(&self, link: &LinkRecord) -> Option<usize> {
-        self.mappings
-            .iter()
-            .filter(|m| m.executable && m.dev == link.dev && m.inode == link.inode)
+        self.mappings_of((link.dev, link.inode))
             .find(|m| link.file_offset >= m.offset && link.file_offset < m.offset + (m.end - m.start) as u64)
             .map(|m| m.start + (link.file_offset - m.offset) as usize)
     }
@@ -270,6 +283,26 @@ impl Agent {
     }
 }
 
+/// For each mapping, the identity `stat()` of its path gives when that
+/// differs from the mapping's own (one `stat` per distinct executable file,
+/// done only when the set of loaded objects changed).
+fn stat_identities(mappings: &[rewriter::maps::Mapping]) -> Vec<Option<(u64, u64)>> {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen: HashMap<&std::path::Path, Option<(u64, u64)>> = HashMap::new();
+    mappings
+        .iter()
+        .map(|m| {
+            if !m.executable || !m.is_file() {
+                return None;
+            }
+            let stat = *seen.entry(m.path.as_path()).or_insert_with(|| {
+                std::fs::metadata(&m.path).ok().map(|md| (md.dev(), md.ino()))
+            });
+            stat.filter(|s| *s != (m.dev, m.inode))
+        })
+        .collect()
+}
+
 /// A number that changes whenever a shared object is loaded or unloaded
 /// (`dlpi_adds + dlpi_subs` from `dl_iterate_phdr`).
 fn loaded_objects_epoch() -> u64 {
@@ -303,6 +336,13 @@ fn prepare_patching() {
 /// futex without a timeout: nothing but a registry change can give it work,
 /// so an untraced process sees no periodic wake-ups.
 pub fn run() {
+    // Off the application's start-up path: say what this process is, for
+    // `userbpf list` (again in a forked child, which is a new owner).
+    if let Some(agent) = lock_state().as_ref() {
+        if let Err(e) = agent.registry.set_role("agent") {
+            log::debug(|| format!("cannot record the agent role in the registry: {e}"));
+        }
+    }
     loop {
         let (registry, seen_generation, idle) = {
             let mut guard = lock_state();
@@ -318,5 +358,55 @@ pub fn run() {
             (agent.registry.clone(), seen_generation, idle)
         };
         registry.wait_generation_change(seen_generation, if idle { None } else { Some(TICK) });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    /// A mapping of `path` whose (dev, inode) is *not* what `stat()` says,
+    /// as `/proc/self/maps` reports files on some overlayfs setups.
+    fn mapping_with_foreign_identity(path: &std::path::Path) -> rewriter::maps::Mapping {
+        rewriter::maps::Mapping {
+            start: 0x10000,
+            end: 0x20000,
+            readable: true,
+            writable: false,
+            executable: true,
+            shared: false,
+            offset: 0x1000,
+            dev: 0xdead,
+            inode: 0xbeef,
+            path: path.to_path_buf(),
+        }
+    }
+
+    #[test]
+    fn files_match_by_the_identity_stat_reports_too() {
+        let exe = std::env::current_exe().unwrap();
+        let meta = std::fs::metadata(&exe).unwrap();
+        let mappings = vec![mapping_with_foreign_identity(&exe)];
+        let mut agent = Agent::new(Registry::open(&std::env::temp_dir().join(format!(
+            "userbpf-agent-unit-{}",
+            std::process::id()
+        )))
+        .unwrap());
+        agent.stat_identity = stat_identities(&mappings);
+        agent.mappings = mappings;
+        assert_eq!(agent.stat_identity, vec![Some((meta.dev(), meta.ino()))]);
+        let link = LinkRecord { dev: meta.dev(), inode: meta.ino(), file_offset: 0x1010, ..LinkRecord::default() };
+        assert_eq!(agent.address_of(&link), Some(0x10010));
+        // The identity /proc/self/maps shows still matches as well.
+        let link = LinkRecord { dev: 0xdead, inode: 0xbeef, file_offset: 0x1010, ..LinkRecord::default() };
+        assert_eq!(agent.address_of(&link), Some(0x10010));
+        assert!(agent.maps_file_at(0x10010, (meta.dev(), meta.ino())));
+        // Outside the mapped range, or another file: no address.
+        let link = LinkRecord { dev: meta.dev(), inode: meta.ino(), file_offset: 0x20000, ..LinkRecord::default() };
+        assert_eq!(agent.address_of(&link), None);
+        let link = LinkRecord { dev: 1, inode: 2, file_offset: 0x1010, ..LinkRecord::default() };
+        assert_eq!(agent.address_of(&link), None);
+        let _ = std::fs::remove_dir_all(agent.registry.dir());
     }
 }
