@@ -30,14 +30,19 @@ pub fn registry() -> Result<&'static Registry, i32> {
         let dir = match std::env::var_os(shm_maps::ENV_DIR) {
             Some(d) if !d.is_empty() => PathBuf::from(d),
             // SAFETY: geteuid has no preconditions (the real one, not ours).
-            _ => PathBuf::from(format!("/dev/shm/userbpf-{}", unsafe { crate::real::geteuid() })),
+            _ => PathBuf::from(format!("/dev/shm/userbpf-{}", unsafe {
+                crate::real::geteuid()
+            })),
         };
         open_registered(&dir)
     });
     match r {
         Ok(reg) => Ok(reg),
         Err(msg) => {
-            crate::report::once("registry", &format!("userbpf: cannot open the registry: {msg}"));
+            crate::report::once(
+                "registry",
+                &format!("userbpf: cannot open the registry: {msg}"),
+            );
             Err(libc::EACCES)
         }
     }
@@ -59,7 +64,10 @@ fn open_registered(dir: &Path) -> Result<Registry, String> {
             Err(e) => last = e.to_string(),
         }
     }
-    Err(format!("could not register this loader as a live owner in {}: {last}", dir.display()))
+    Err(format!(
+        "could not register this loader as a live owner in {}: {last}",
+        dir.display()
+    ))
 }
 
 fn errno_of(e: shm_maps::Error) -> i32 {
@@ -68,7 +76,8 @@ fn errno_of(e: shm_maps::Error) -> i32 {
 
 /// Open `path` read-write, close-on-exec, as the fd handed to the loader.
 fn open_object_fd(path: &Path) -> Result<OwnedFd, i32> {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| libc::EINVAL)?;
+    let c =
+        std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| libc::EINVAL)?;
     // SAFETY: open of a NUL-terminated path; the fd is owned by the result.
     let fd = unsafe { crate::real::open(c.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC, 0) };
     if fd < 0 {
@@ -182,7 +191,10 @@ pub fn store_program(spec: ProgSpec<'_>) -> Result<(Prog, OwnedFd), i32> {
         ..Default::default()
     };
     let id = reg.create_prog(&rec).map_err(errno_of)?;
-    let prog = Prog { id, _maps: spec.maps };
+    let prog = Prog {
+        id,
+        _maps: spec.maps,
+    };
     let path = reg.dir().join("progs").join(id.to_string());
     let fd = open_object_fd(&path)?;
     Ok((prog, fd))
@@ -248,7 +260,11 @@ pub struct Attachment {
 
 impl Attachment {
     pub fn new(spec: AttachSpec) -> Attachment {
-        Attachment { spec, link: Mutex::new(None), enabled: Mutex::new(false) }
+        Attachment {
+            spec,
+            link: Mutex::new(None),
+            enabled: Mutex::new(false),
+        }
     }
 
     pub fn spec(&self) -> &AttachSpec {

@@ -53,12 +53,18 @@ pub unsafe fn bpf(cmd: u32, attr_ptr: *mut u8, size: u32) -> Result<c_long, i32>
         }
         abi::BPF_LINK_CREATE => link_create(&a),
         abi::BPF_RAW_TRACEPOINT_OPEN => {
-            report::unsupported("kernel raw tracepoints (BPF_RAW_TRACEPOINT_OPEN)", "userbpf traces user space only");
+            report::unsupported(
+                "kernel raw tracepoints (BPF_RAW_TRACEPOINT_OPEN)",
+                "userbpf traces user space only",
+            );
             Err(libc::EOPNOTSUPP)
         }
         abi::BPF_PROG_BIND_MAP => Ok(0),
         _ => {
-            report::unsupported(abi::bpf_cmd_name(cmd), "this bpf() command is not implemented by userbpf");
+            report::unsupported(
+                abi::bpf_cmd_name(cmd),
+                "this bpf() command is not implemented by userbpf",
+            );
             Err(libc::EINVAL)
         }
     }
@@ -140,7 +146,9 @@ unsafe fn to_user(ptr: u64, data: &[u8]) -> Result<(), i32> {
 
 fn map_elem(a: &Attr, op: ElemOp) -> Result<c_long, i32> {
     let obj = map_of(a.u32(attr::ELEM_MAP_FD))?;
-    let Object::Map(m) = &*obj else { unreachable!("map_of returns maps only") };
+    let Object::Map(m) = &*obj else {
+        unreachable!("map_of returns maps only")
+    };
     let key_size = m.spec.key_size as usize;
     let user_value_size = m.map.user_value_size();
     let key_ptr = a.u64(attr::ELEM_KEY);
@@ -186,7 +194,11 @@ fn map_elem(a: &Attr, op: ElemOp) -> Result<c_long, i32> {
             Ok(0)
         }
         ElemOp::NextKey => {
-            let key = if key_ptr == 0 { None } else { Some(unsafe { user_bytes(key_ptr, key_size)? }) };
+            let key = if key_ptr == 0 {
+                None
+            } else {
+                Some(unsafe { user_bytes(key_ptr, key_size)? })
+            };
             let mut next = vec![0u8; key_size];
             m.map.get_next_key(key.as_deref(), &mut next)?;
             unsafe { to_user(value_ptr, &next)? };
@@ -200,14 +212,24 @@ fn prog_load(a: &Attr) -> Result<c_long, i32> {
     let insn_cnt = a.u32(attr::INSN_CNT);
     let name = a.name(attr::PROG_NAME);
     if insn_cnt == 0 || insn_cnt > MAX_INSNS {
-        return Err(if insn_cnt == 0 { libc::EINVAL } else { libc::E2BIG });
+        return Err(if insn_cnt == 0 {
+            libc::EINVAL
+        } else {
+            libc::E2BIG
+        });
     }
     // SAFETY: the loader passes `insn_cnt` 8-byte instructions at `insns`.
     let raw = unsafe { user_bytes(a.u64(attr::INSNS), insn_cnt as usize * 8)? };
-    let mut insns: Vec<u64> =
-        raw.chunks_exact(8).map(|c| u64::from_ne_bytes(c.try_into().expect("8 bytes"))).collect();
+    let mut insns: Vec<u64> = raw
+        .chunks_exact(8)
+        .map(|c| u64::from_ne_bytes(c.try_into().expect("8 bytes")))
+        .collect();
 
-    let log = LogBuf { level: a.u32(attr::LOG_LEVEL), size: a.u32(attr::LOG_SIZE), ptr: a.u64(attr::LOG_BUF) };
+    let log = LogBuf {
+        level: a.u32(attr::LOG_LEVEL),
+        size: a.u32(attr::LOG_SIZE),
+        ptr: a.u64(attr::LOG_BUF),
+    };
     if log.level != 0 && (log.size < 128 || log.ptr == 0) {
         return Err(libc::EINVAL); // the kernel's rule for a too small log buffer
     }
@@ -239,14 +261,23 @@ fn prog_load(a: &Attr) -> Result<c_long, i32> {
                         return Err(e);
                     }
                 };
-                let Object::Map(m) = &*obj else { unreachable!("map_of returns maps only") };
+                let Object::Map(m) = &*obj else {
+                    unreachable!("map_of returns maps only")
+                };
                 if !maps.iter().any(|r| r.fd == fd) {
-                    maps.push(crate::verify::MapRef { fd, id: m.map.id(), spec: m.spec.clone() });
+                    maps.push(crate::verify::MapRef {
+                        fd,
+                        id: m.map.id(),
+                        spec: m.spec.clone(),
+                    });
                     map_objects.push(obj.clone());
                 }
                 lddw_fds.push((pc, fd));
             } else if src == abi::BPF_PSEUDO_MAP_IDX || src == abi::BPF_PSEUDO_MAP_IDX_VALUE {
-                report::unsupported("fd_array map references (BPF_PSEUDO_MAP_IDX)", "pass map fds in lddw instead");
+                report::unsupported(
+                    "fd_array map references (BPF_PSEUDO_MAP_IDX)",
+                    "pass map fds in lddw instead",
+                );
                 return Err(libc::EINVAL);
             }
             pc += 2;
@@ -262,7 +293,11 @@ fn prog_load(a: &Attr) -> Result<c_long, i32> {
 
     // The registry program names maps by registry id.
     for (pc, fd) in lddw_fds {
-        let id = maps.iter().find(|r| r.fd == fd).map(|r| r.id).expect("collected above");
+        let id = maps
+            .iter()
+            .find(|r| r.fd == fd)
+            .map(|r| r.id)
+            .expect("collected above");
         insns[pc] = (insns[pc] & 0xffff_ffff) | ((id as u64) << 32);
     }
     let mut map_ids: Vec<u32> = maps.iter().map(|m| m.id).collect();
@@ -296,7 +331,17 @@ fn prog_load(a: &Attr) -> Result<c_long, i32> {
         unsafe { crate::real::close(fd) };
         return Err(libc::EINVAL);
     }
-    register(fd, Object::Prog(ProgObject { prog, id, prog_type, name, insn_count: insn_cnt, map_ids }))
+    register(
+        fd,
+        Object::Prog(ProgObject {
+            prog,
+            id,
+            prog_type,
+            name,
+            insn_count: insn_cnt,
+            map_ids,
+        }),
+    )
 }
 
 /// A NUL-terminated string from the loader (empty for null).
@@ -308,7 +353,9 @@ unsafe fn user_cstr(ptr: u64) -> String {
         return String::new();
     }
     // SAFETY: caller contract.
-    unsafe { std::ffi::CStr::from_ptr(ptr as *const libc::c_char) }.to_string_lossy().into_owned()
+    unsafe { std::ffi::CStr::from_ptr(ptr as *const libc::c_char) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// The loader's verifier log buffer.
@@ -346,10 +393,15 @@ pub fn prog_of(fd: u32) -> Result<Arc<Object>, i32> {
 /// `attr_ptr` is the caller's writable attr.
 unsafe fn prog_test_run(a: &Attr, attr_ptr: *mut u8) -> Result<c_long, i32> {
     let obj = prog_of(a.u32(attr::TEST_PROG_FD))?;
-    let Object::Prog(p) = &*obj else { unreachable!() };
+    let Object::Prog(p) = &*obj else {
+        unreachable!()
+    };
     if p.prog_type != abi::BPF_PROG_TYPE_RAW_TRACEPOINT {
         report::unsupported(
-            &format!("BPF_PROG_TEST_RUN of {} programs", abi::prog_type_name(p.prog_type)),
+            &format!(
+                "BPF_PROG_TEST_RUN of {} programs",
+                abi::prog_type_name(p.prog_type)
+            ),
             "only raw_tracepoint programs (BEGIN/END) can be test-run",
         );
         return Err(abi::ENOTSUPP);
@@ -449,17 +501,30 @@ fn link_create(a: &Attr) -> Result<c_long, i32> {
     match attach_type {
         abi::BPF_PERF_EVENT => {
             let prog = prog_of(a.u32(attr::LINK_PROG_FD))?;
-            let event = TABLE.get(a.u32(attr::LINK_TARGET_FD) as RawFd).ok_or(libc::EBADF)?;
+            let event = TABLE
+                .get(a.u32(attr::LINK_TARGET_FD) as RawFd)
+                .ok_or(libc::EBADF)?;
             let cookie = a.u64(attr::LINK_PERF_COOKIE);
             if cookie != 0 {
-                report::unsupported("BPF cookies on perf-event links", "the cookie would be ignored");
+                report::unsupported(
+                    "BPF cookies on perf-event links",
+                    "the cookie would be ignored",
+                );
                 return Err(libc::EOPNOTSUPP);
             }
             crate::perf::set_bpf(&event, &prog)?;
             crate::perf::set_enabled(&event, true)?;
-            let Object::Prog(p) = &*prog else { unreachable!() };
+            let Object::Prog(p) = &*prog else {
+                unreachable!()
+            };
             let fd = crate::sysfs::memfd_with(c"userbpf-link", &[])?;
-            register(fd, Object::Link(LinkObject { event, prog_id: p.id }))
+            register(
+                fd,
+                Object::Link(LinkObject {
+                    event,
+                    prog_id: p.id,
+                }),
+            )
         }
         // Feature probe for multi-kprobes: a kernel feature userbpf lacks.
         abi::BPF_TRACE_KPROBE_MULTI => Err(libc::EOPNOTSUPP),
@@ -472,4 +537,3 @@ fn link_create(a: &Attr) -> Result<c_long, i32> {
         }
     }
 }
-

@@ -19,10 +19,13 @@ fn own_path() -> Option<PathBuf> {
     // SAFETY: dladdr only reads loader tables; `info` is a zeroed out-param.
     unsafe {
         let mut info: libc::Dl_info = std::mem::zeroed();
-        if libc::dladdr(own_path as *const libc::c_void, &mut info) == 0 || info.dli_fname.is_null() {
+        if libc::dladdr(own_path as *const libc::c_void, &mut info) == 0 || info.dli_fname.is_null()
+        {
             return None;
         }
-        Some(PathBuf::from(OsStr::from_bytes(CStr::from_ptr(info.dli_fname).to_bytes())))
+        Some(PathBuf::from(OsStr::from_bytes(
+            CStr::from_ptr(info.dli_fname).to_bytes(),
+        )))
     }
 }
 
@@ -34,7 +37,8 @@ pub fn rewrite_list(list: &str, server: &Path, agent: Option<&Path>) -> String {
         .filter(|e| !e.is_empty())
         .filter_map(|e| {
             let p = Path::new(e);
-            let is_server = p == server || (p.file_name() == server_name && p.file_name().is_some());
+            let is_server =
+                p == server || (p.file_name() == server_name && p.file_name().is_some());
             if is_server {
                 agent.map(|a| a.to_string_lossy().into_owned())
             } else {
@@ -48,7 +52,9 @@ pub fn rewrite_list(list: &str, server: &Path, agent: Option<&Path>) -> String {
 /// Rewrite `LD_PRELOAD` for children (called once from the constructor,
 /// while the loader is still single-threaded).
 pub fn rewrite_ld_preload() {
-    let Some(list) = std::env::var_os("LD_PRELOAD") else { return };
+    let Some(list) = std::env::var_os("LD_PRELOAD") else {
+        return;
+    };
     let Some(server) = own_path() else { return };
     let agent = server.with_file_name(AGENT_FILE);
     let agent = if agent.exists() {
@@ -61,7 +67,9 @@ pub fn rewrite_ld_preload() {
         None
     };
     let new = rewrite_list(&list.to_string_lossy(), &server, agent.as_deref());
-    let (Ok(key), Ok(val)) = (CString::new("LD_PRELOAD"), CString::new(new)) else { return };
+    let (Ok(key), Ok(val)) = (CString::new("LD_PRELOAD"), CString::new(new)) else {
+        return;
+    };
     // SAFETY: called from the constructor before any other thread exists;
     // both strings are NUL-terminated.
     unsafe { libc::setenv(key.as_ptr(), val.as_ptr(), 1) };
@@ -75,8 +83,17 @@ mod tests {
     fn replaces_only_the_server() {
         let s = Path::new("/opt/u/libsyscall_server.so");
         let a = Path::new("/opt/u/libagent.so");
-        assert_eq!(rewrite_list("/opt/u/libsyscall_server.so", s, Some(a)), "/opt/u/libagent.so");
-        assert_eq!(rewrite_list("/x/libfoo.so:/opt/u/libsyscall_server.so", s, Some(a)), "/x/libfoo.so:/opt/u/libagent.so");
-        assert_eq!(rewrite_list("libsyscall_server.so /x/libfoo.so", s, None), "/x/libfoo.so");
+        assert_eq!(
+            rewrite_list("/opt/u/libsyscall_server.so", s, Some(a)),
+            "/opt/u/libagent.so"
+        );
+        assert_eq!(
+            rewrite_list("/x/libfoo.so:/opt/u/libsyscall_server.so", s, Some(a)),
+            "/x/libfoo.so:/opt/u/libagent.so"
+        );
+        assert_eq!(
+            rewrite_list("libsyscall_server.so /x/libfoo.so", s, None),
+            "/x/libfoo.so"
+        );
     }
 }

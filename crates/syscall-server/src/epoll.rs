@@ -33,23 +33,39 @@ static SETS: Mutex<Option<HashMap<c_int, Vec<Registration>>>> = Mutex::new(None)
 ///
 /// # Safety
 /// `event` is null or the caller's `epoll_event`.
-pub unsafe fn ctl(epfd: c_int, op: c_int, fd: c_int, event: *mut libc::epoll_event) -> Option<Result<(), i32>> {
+pub unsafe fn ctl(
+    epfd: c_int,
+    op: c_int,
+    fd: c_int,
+    event: *mut libc::epoll_event,
+) -> Option<Result<(), i32>> {
     let obj = TABLE.get(fd)?;
     if !matches!(&*obj, Object::Output(_)) {
         return None;
     }
     let key = file_key(fd)?;
     // SAFETY: caller contract; read only for ADD/MOD, where it is required.
-    let ev = if event.is_null() { None } else { Some(unsafe { std::ptr::read_unaligned(event) }) };
+    let ev = if event.is_null() {
+        None
+    } else {
+        Some(unsafe { std::ptr::read_unaligned(event) })
+    };
     let mut sets = SETS.lock().ok()?;
-    let regs = sets.get_or_insert_with(HashMap::new).entry(epfd).or_default();
+    let regs = sets
+        .get_or_insert_with(HashMap::new)
+        .entry(epfd)
+        .or_default();
     let pos = regs.iter().position(|r| r.ring == key);
     Some(match op {
         libc::EPOLL_CTL_ADD => match (pos, ev) {
             (Some(_), _) => Err(libc::EEXIST),
             (None, None) => Err(libc::EFAULT),
             (None, Some(ev)) => {
-                regs.push(Registration { ring: key, events: ev.events, data: ev.u64 });
+                regs.push(Registration {
+                    ring: key,
+                    events: ev.events,
+                    data: ev.u64,
+                });
                 Ok(())
             }
         },
@@ -57,7 +73,11 @@ pub unsafe fn ctl(epfd: c_int, op: c_int, fd: c_int, event: *mut libc::epoll_eve
             (None, _) => Err(libc::ENOENT),
             (Some(_), None) => Err(libc::EFAULT),
             (Some(i), Some(ev)) => {
-                regs[i] = Registration { ring: key, events: ev.events, data: ev.u64 };
+                regs[i] = Registration {
+                    ring: key,
+                    events: ev.events,
+                    data: ev.u64,
+                };
                 Ok(())
             }
         },
@@ -82,7 +102,10 @@ pub fn forget_epoll_fd(fd: c_int) {
 }
 
 fn registrations(epfd: c_int) -> Vec<Registration> {
-    SETS.lock().ok().and_then(|s| s.as_ref()?.get(&epfd).cloned()).unwrap_or_default()
+    SETS.lock()
+        .ok()
+        .and_then(|s| s.as_ref()?.get(&epfd).cloned())
+        .unwrap_or_default()
 }
 
 /// Rings of `regs` that have unread records.
@@ -93,13 +116,22 @@ fn ready(regs: &[Registration]) -> Vec<libc::epoll_event> {
             Some(Object::Output(o)) => o.ring.has_data(),
             _ => false,
         })
-        .map(|r| libc::epoll_event { events: libc::EPOLLIN as u32, u64: r.data })
+        .map(|r| libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: r.data,
+        })
         .collect()
 }
 
 /// # Safety
 /// `events` is writable for `max` entries; `mask` (if any) is the caller's.
-unsafe fn real_wait(epfd: c_int, events: *mut libc::epoll_event, max: c_int, timeout: c_int, mask: Option<*const libc::sigset_t>) -> c_int {
+unsafe fn real_wait(
+    epfd: c_int,
+    events: *mut libc::epoll_event,
+    max: c_int,
+    timeout: c_int,
+    mask: Option<*const libc::sigset_t>,
+) -> c_int {
     // SAFETY: forwarding the caller's arguments.
     unsafe {
         match mask {
@@ -140,7 +172,13 @@ impl Drop for SignalsBlocked {
 ///
 /// # Safety
 /// Same contract as `epoll_wait`.
-pub unsafe fn wait(epfd: c_int, events: *mut libc::epoll_event, max: c_int, timeout: c_int, mask: Option<*const libc::sigset_t>) -> c_int {
+pub unsafe fn wait(
+    epfd: c_int,
+    events: *mut libc::epoll_event,
+    max: c_int,
+    timeout: c_int,
+    mask: Option<*const libc::sigset_t>,
+) -> c_int {
     let regs = registrations(epfd);
     if regs.is_empty() || max <= 0 || events.is_null() {
         // SAFETY: forwarding.
@@ -182,7 +220,15 @@ pub unsafe fn wait(epfd: c_int, events: *mut libc::epoll_event, max: c_int, time
         };
         // SAFETY: forwarding with a bounded timeout; signals pending since
         // we blocked them are delivered (EINTR) as this wait unblocks them.
-        let r = unsafe { real_wait(epfd, events, max, slice.as_millis().max(1) as c_int, Some(wait_mask)) };
+        let r = unsafe {
+            real_wait(
+                epfd,
+                events,
+                max,
+                slice.as_millis().max(1) as c_int,
+                Some(wait_mask),
+            )
+        };
         if r != 0 {
             // Real events, or an error such as EINTR. errno is preserved
             // across the mask restore (pthread_sigmask does not set it on success).

@@ -61,7 +61,15 @@ fn c_result(r: Result<c_long, i32>) -> c_long {
 /// # Safety
 /// Same contract as libc's `syscall`.
 #[no_mangle]
-pub unsafe extern "C" fn syscall(n: c_long, a1: c_long, a2: c_long, a3: c_long, a4: c_long, a5: c_long, a6: c_long) -> c_long {
+pub unsafe extern "C" fn syscall(
+    n: c_long,
+    a1: c_long,
+    a2: c_long,
+    a3: c_long,
+    a4: c_long,
+    a5: c_long,
+    a6: c_long,
+) -> c_long {
     if n == SYS_BPF {
         // SAFETY: a2/a3 are the caller's bpf_attr pointer and size.
         if let Some(r) = enter(|| unsafe { crate::bpf::bpf(a1 as u32, a2 as *mut u8, a3 as u32) }) {
@@ -69,7 +77,15 @@ pub unsafe extern "C" fn syscall(n: c_long, a1: c_long, a2: c_long, a3: c_long, 
         }
     } else if n == SYS_PERF_EVENT_OPEN {
         // SAFETY: a1 is the caller's perf_event_attr.
-        if let Some(r) = enter(|| unsafe { crate::perf::perf_event_open(a1 as *const u8, a2 as i32, a3 as i32, a4 as i32, a5 as u64) }) {
+        if let Some(r) = enter(|| unsafe {
+            crate::perf::perf_event_open(
+                a1 as *const u8,
+                a2 as i32,
+                a3 as i32,
+                a4 as i32,
+                a5 as u64,
+            )
+        }) {
             return c_result(r);
         }
     }
@@ -119,10 +135,12 @@ unsafe fn sys_path<'a>(path: *const c_char) -> Option<&'a str> {
 fn open_synthesized(path: &str, flags: c_int) -> Option<c_int> {
     enter(|| match sysfs::answer_open(path, flags) {
         FileAnswer::PassThrough => None,
-        FileAnswer::Synthesized(content) => Some(match sysfs::memfd_with(c"userbpf-sysfs", &content) {
-            Ok(fd) => fd,
-            Err(e) => fail(e),
-        }),
+        FileAnswer::Synthesized(content) => {
+            Some(match sysfs::memfd_with(c"userbpf-sysfs", &content) {
+                Ok(fd) => fd,
+                Err(e) => fail(e),
+            })
+        }
         FileAnswer::Missing(e) => Some(fail(e)),
     })
     .flatten()
@@ -153,7 +171,12 @@ macro_rules! interpose_openat {
         /// # Safety
         /// Same contract as libc's function of this name.
         #[no_mangle]
-        pub unsafe extern "C" fn $name(dirfd: c_int, path: *const c_char, flags: c_int, mode: c_uint) -> c_int {
+        pub unsafe extern "C" fn $name(
+            dirfd: c_int,
+            path: *const c_char,
+            flags: c_int,
+            mode: c_uint,
+        ) -> c_int {
             // SAFETY: caller's path (absolute paths ignore dirfd).
             if let Some(p) = unsafe { sys_path(path) } {
                 if let Some(fd) = open_synthesized(p, flags) {
@@ -191,7 +214,10 @@ macro_rules! interpose_fopen {
         /// # Safety
         /// Same contract as libc's function of this name.
         #[no_mangle]
-        pub unsafe extern "C" fn $name(path: *const c_char, mode: *const c_char) -> *mut libc::FILE {
+        pub unsafe extern "C" fn $name(
+            path: *const c_char,
+            mode: *const c_char,
+        ) -> *mut libc::FILE {
             // SAFETY: caller's path.
             if let Some(p) = unsafe { sys_path(path) } {
                 if let Some(fd) = open_synthesized(p, unsafe { fopen_flags(mode) }) {
@@ -227,7 +253,13 @@ pub unsafe extern "C" fn access(path: *const c_char, mode: c_int) -> c_int {
         if let Some(answer) = enter(|| sysfs::answer(p)) {
             match answer {
                 FileAnswer::PassThrough => {}
-                FileAnswer::Synthesized(_) => return if mode & (libc::W_OK | libc::X_OK) == 0 { 0 } else { fail(libc::EACCES) },
+                FileAnswer::Synthesized(_) => {
+                    return if mode & (libc::W_OK | libc::X_OK) == 0 {
+                        0
+                    } else {
+                        fail(libc::EACCES)
+                    }
+                }
                 FileAnswer::Missing(e) => return fail(e),
             }
         }
@@ -241,7 +273,13 @@ pub unsafe extern "C" fn access(path: *const c_char, mode: c_int) -> c_int {
 /// pointer-sized integer, which covers every perf ioctl).
 #[no_mangle]
 pub unsafe extern "C" fn ioctl(fd: c_int, request: c_ulong, arg: *mut c_void) -> c_int {
-    if let Some(r) = enter(|| TABLE.get(fd).map(|obj| crate::perf::ioctl(&obj, request, arg as u64))).flatten() {
+    if let Some(r) = enter(|| {
+        TABLE
+            .get(fd)
+            .map(|obj| crate::perf::ioctl(&obj, request, arg as u64))
+    })
+    .flatten()
+    {
         return match r {
             Ok(v) => v,
             Err(e) => fail(e),
@@ -280,7 +318,12 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
 /// # Safety
 /// Same contract as libc's `epoll_ctl`.
 #[no_mangle]
-pub unsafe extern "C" fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: *mut libc::epoll_event) -> c_int {
+pub unsafe extern "C" fn epoll_ctl(
+    epfd: c_int,
+    op: c_int,
+    fd: c_int,
+    event: *mut libc::epoll_event,
+) -> c_int {
     // SAFETY: `event` is the caller's (may be null for DEL).
     if let Some(r) = enter(|| unsafe { crate::epoll::ctl(epfd, op, fd, event) }).flatten() {
         return match r {
@@ -295,7 +338,12 @@ pub unsafe extern "C" fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: *mu
 /// # Safety
 /// Same contract as libc's `epoll_wait`.
 #[no_mangle]
-pub unsafe extern "C" fn epoll_wait(epfd: c_int, events: *mut libc::epoll_event, max: c_int, timeout: c_int) -> c_int {
+pub unsafe extern "C" fn epoll_wait(
+    epfd: c_int,
+    events: *mut libc::epoll_event,
+    max: c_int,
+    timeout: c_int,
+) -> c_int {
     // SAFETY: forwarding the caller's buffer.
     unsafe { crate::epoll::wait(epfd, events, max, timeout, None) }
 }
@@ -343,8 +391,16 @@ pub unsafe extern "C" fn setrlimit64(resource: c_int, rlim: *const libc::rlimit)
 /// # Safety
 /// Same contract as libc's `prlimit64`.
 #[no_mangle]
-pub unsafe extern "C" fn prlimit64(pid: libc::pid_t, resource: c_int, new: *const libc::rlimit, old: *mut libc::rlimit) -> c_int {
-    if is_memlock(resource) && !new.is_null() && (pid == 0 || pid == std::process::id() as libc::pid_t) {
+pub unsafe extern "C" fn prlimit64(
+    pid: libc::pid_t,
+    resource: c_int,
+    new: *const libc::rlimit,
+    old: *mut libc::rlimit,
+) -> c_int {
+    if is_memlock(resource)
+        && !new.is_null()
+        && (pid == 0 || pid == std::process::id() as libc::pid_t)
+    {
         // Report the current limit, accept the new one without applying it.
         // SAFETY: a read-only query of our own limit into the caller's buffer.
         return unsafe { real::prlimit64(0, resource, std::ptr::null(), old) };

@@ -24,11 +24,16 @@ fn loaded(prog_id: u32) -> Result<Arc<LoadedProgram>, i32> {
     }
     let reg = crate::backend::registry()?;
     let prog = LoadedProgram::from_registry(reg, prog_id).map_err(|e| {
-        crate::report::line(&format!("userbpf: cannot run program {prog_id} in the loader: {e}"));
+        crate::report::line(&format!(
+            "userbpf: cannot run program {prog_id} in the loader: {e}"
+        ));
         libc::EINVAL
     })?;
     let prog = Arc::new(prog);
-    CACHE.lock().map_err(|_| libc::EIO)?.insert(prog_id, prog.clone());
+    CACHE
+        .lock()
+        .map_err(|_| libc::EIO)?
+        .insert(prog_id, prog.clone());
     Ok(prog)
 }
 
@@ -38,7 +43,8 @@ fn loaded(prog_id: u32) -> Result<Arc<LoadedProgram>, i32> {
 /// traced apps. The result is cached for test runs and timers.
 pub fn preflight(prog_id: u32) -> Result<(), String> {
     runtime_init();
-    let reg = crate::backend::registry().map_err(|e| format!("registry unavailable (errno {e})"))?;
+    let reg =
+        crate::backend::registry().map_err(|e| format!("registry unavailable (errno {e})"))?;
     let prog = LoadedProgram::from_registry(reg, prog_id).map_err(|e| e.to_string())?;
     if let Ok(mut c) = CACHE.lock() {
         c.insert(prog_id, Arc::new(prog));
@@ -50,7 +56,9 @@ fn runtime_init() {
     static INIT: Once = Once::new();
     INIT.call_once(|| {
         if let Err(e) = runtime::init_process() {
-            crate::report::line(&format!("userbpf: cannot prepare the loader to run programs: {e}"));
+            crate::report::line(&format!(
+                "userbpf: cannot prepare the loader to run programs: {e}"
+            ));
         }
     });
 }

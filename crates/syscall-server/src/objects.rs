@@ -97,7 +97,9 @@ pub struct Table {
 }
 
 /// The process-wide table.
-pub static TABLE: Table = Table { by_file: Mutex::new(BTreeMap::new()) };
+pub static TABLE: Table = Table {
+    by_file: Mutex::new(BTreeMap::new()),
+};
 
 /// `(st_dev, st_ino)` of an open descriptor, `None` if `fd` is not open.
 pub fn file_key(fd: RawFd) -> Option<FileKey> {
@@ -116,7 +118,10 @@ impl Table {
     pub fn insert(&self, fd: RawFd, object: Object) -> Result<Arc<Object>, i32> {
         let key = file_key(fd).ok_or(libc::EBADF)?;
         let object = Arc::new(object);
-        self.by_file.lock().map_err(|_| libc::EIO)?.insert(key, object.clone());
+        self.by_file
+            .lock()
+            .map_err(|_| libc::EIO)?
+            .insert(key, object.clone());
         Ok(object)
     }
 
@@ -166,7 +171,11 @@ fn still_open_elsewhere(key: FileKey) -> bool {
         return true; // cannot tell: keep the object rather than break a live fd
     };
     for entry in dir.flatten() {
-        let Some(fd) = entry.file_name().to_str().and_then(|s| s.parse::<RawFd>().ok()) else {
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<RawFd>().ok())
+        else {
             continue;
         };
         if file_key(fd) == Some(key) {
@@ -192,26 +201,49 @@ mod tests {
 
     #[test]
     fn dup_names_the_same_object_and_keeps_it_alive() {
-        let table = Table { by_file: Mutex::new(BTreeMap::new()) };
+        let table = Table {
+            by_file: Mutex::new(BTreeMap::new()),
+        };
         let fd = memfd();
         let key = file_key(fd).expect("open fd");
-        table.insert(fd, Object::Timer(TimerEvent::new(1_000_000, false, -1).expect("timer"))).expect("insert");
+        table
+            .insert(
+                fd,
+                Object::Timer(TimerEvent::new(1_000_000, false, -1).expect("timer")),
+            )
+            .expect("insert");
         // SAFETY: duplicating our own descriptor.
         let dup = unsafe { libc::dup(fd) };
-        assert!(matches!(table.get(dup).as_deref(), Some(Object::Timer(_))), "dup must find the object");
+        assert!(
+            matches!(table.get(dup).as_deref(), Some(Object::Timer(_))),
+            "dup must find the object"
+        );
         close(fd);
-        assert!(table.release_if_unreferenced(key).is_none(), "the dup still refers to it");
+        assert!(
+            table.release_if_unreferenced(key).is_none(),
+            "the dup still refers to it"
+        );
         assert!(table.get(dup).is_some());
         close(dup);
-        assert!(table.release_if_unreferenced(key).is_some(), "last fd closed: released");
+        assert!(
+            table.release_if_unreferenced(key).is_some(),
+            "last fd closed: released"
+        );
         assert!(table.is_empty());
     }
 
     #[test]
     fn foreign_fds_are_not_objects() {
-        let table = Table { by_file: Mutex::new(BTreeMap::new()) };
+        let table = Table {
+            by_file: Mutex::new(BTreeMap::new()),
+        };
         let ours = memfd();
-        table.insert(ours, Object::Timer(TimerEvent::new(1_000_000, false, -1).expect("timer"))).expect("insert");
+        table
+            .insert(
+                ours,
+                Object::Timer(TimerEvent::new(1_000_000, false, -1).expect("timer")),
+            )
+            .expect("insert");
         let other = memfd();
         assert!(table.get(other).is_none());
         assert!(table.get(-1).is_none());

@@ -21,8 +21,8 @@ use std::sync::Arc;
 use crate::abi::perf::*;
 use crate::backend;
 use crate::objects::{Object, OutputEvent, UprobeEvent, TABLE};
-use shm_maps::LinkKind;
 use crate::report;
+use shm_maps::LinkKind;
 
 /// Data pages of each BPF_OUTPUT ring: bpftrace's default
 /// (`BPFTRACE_PERF_RB_PAGES` = 64); a different size at `mmap` fails loudly.
@@ -32,7 +32,13 @@ pub const OUTPUT_RING_PAGES: u32 = 64;
 ///
 /// # Safety
 /// `attr_ptr` is the caller's `perf_event_attr`.
-pub unsafe fn perf_event_open(attr_ptr: *const u8, pid: i32, cpu: i32, group_fd: i32, _flags: u64) -> Result<c_long, i32> {
+pub unsafe fn perf_event_open(
+    attr_ptr: *const u8,
+    pid: i32,
+    cpu: i32,
+    group_fd: i32,
+    _flags: u64,
+) -> Result<c_long, i32> {
     if attr_ptr.is_null() {
         return Err(libc::EFAULT);
     }
@@ -58,9 +64,15 @@ pub unsafe fn perf_event_open(attr_ptr: *const u8, pid: i32, cpu: i32, group_fd:
                 return Err(libc::EINVAL);
             }
             // SAFETY: config1 of a uprobe event is a NUL-terminated path.
-            let path = unsafe { CStr::from_ptr(path_ptr as *const libc::c_char) }.to_string_lossy().into_owned();
+            let path = unsafe { CStr::from_ptr(path_ptr as *const libc::c_char) }
+                .to_string_lossy()
+                .into_owned();
             let spec = backend::AttachSpec {
-                kind: if config & 1 != 0 { LinkKind::Uretprobe } else { LinkKind::Uprobe },
+                kind: if config & 1 != 0 {
+                    LinkKind::Uretprobe
+                } else {
+                    LinkKind::Uprobe
+                },
                 path,
                 file_offset: u64_at(CONFIG2),
                 pid: if pid > 0 { pid } else { -1 },
@@ -71,13 +83,22 @@ pub unsafe fn perf_event_open(attr_ptr: *const u8, pid: i32, cpu: i32, group_fd:
             // bpftrace 0.17 opens uprobes with pid -1 even under `-p PID`
             // (the PID only gates its own lifetime), so look at the
             // loader's command line too.
-            if let Some(target) = if pid > 0 { Some(pid) } else { pid_option_of_loader() } {
+            if let Some(target) = if pid > 0 {
+                Some(pid)
+            } else {
+                pid_option_of_loader()
+            } {
                 warn_if_no_agent(target);
             }
             // The registry link is published when a program is bound; until
             // then the event is a memfd the loader can hold and close.
             let fd = crate::sysfs::memfd_with(c"userbpf-uprobe", &[])?;
-            register(fd, Object::Uprobe(UprobeEvent { attachment: backend::Attachment::new(spec) }))
+            register(
+                fd,
+                Object::Uprobe(UprobeEvent {
+                    attachment: backend::Attachment::new(spec),
+                }),
+            )
         }
         PERF_TYPE_SOFTWARE if config == PERF_COUNT_SW_BPF_OUTPUT => {
             let ncpu = backend::nr_possible_cpus();
@@ -86,28 +107,49 @@ pub unsafe fn perf_event_open(attr_ptr: *const u8, pid: i32, cpu: i32, group_fd:
             }
             let (ring, fd) = backend::create_ring(OUTPUT_RING_PAGES)?;
             let fd = fd.into_raw_fd();
-            register(fd, Object::Output(OutputEvent { ring, cpu: cpu as u32 }))
+            register(
+                fd,
+                Object::Output(OutputEvent {
+                    ring,
+                    cpu: cpu as u32,
+                }),
+            )
         }
-        PERF_TYPE_SOFTWARE if config == PERF_COUNT_SW_CPU_CLOCK || config == PERF_COUNT_SW_TASK_CLOCK => {
+        PERF_TYPE_SOFTWARE
+            if config == PERF_COUNT_SW_CPU_CLOCK || config == PERF_COUNT_SW_TASK_CLOCK =>
+        {
             let flags = u64_at(FLAGS);
-            let timer = crate::timer::TimerEvent::new(u64_at(SAMPLE_PERIOD), flags & FLAG_FREQ != 0, cpu)?;
+            let timer =
+                crate::timer::TimerEvent::new(u64_at(SAMPLE_PERIOD), flags & FLAG_FREQ != 0, cpu)?;
             let fd = crate::sysfs::memfd_with(c"userbpf-cpu-clock", &[])?;
             register(fd, Object::Timer(timer))
         }
         PERF_TYPE_SOFTWARE => {
-            report::unsupported(&format!("software perf event {config}"), "userbpf implements cpu-clock and BPF output only");
+            report::unsupported(
+                &format!("software perf event {config}"),
+                "userbpf implements cpu-clock and BPF output only",
+            );
             Err(libc::EOPNOTSUPP)
         }
         PERF_TYPE_TRACEPOINT => {
-            report::unsupported("kernel tracepoints (tracepoint:)", "userbpf traces user space only");
+            report::unsupported(
+                "kernel tracepoints (tracepoint:)",
+                "userbpf traces user space only",
+            );
             Err(libc::ENOENT)
         }
         PERF_TYPE_HARDWARE | PERF_TYPE_HW_CACHE | PERF_TYPE_RAW => {
-            report::unsupported("hardware perf events (hardware:)", "userbpf has no access to PMU counters");
+            report::unsupported(
+                "hardware perf events (hardware:)",
+                "userbpf has no access to PMU counters",
+            );
             Err(libc::ENOENT)
         }
         PERF_TYPE_BREAKPOINT => {
-            report::unsupported("hardware breakpoints (watchpoint:)", "userbpf has no kernel breakpoints");
+            report::unsupported(
+                "hardware breakpoints (watchpoint:)",
+                "userbpf has no kernel breakpoints",
+            );
             Err(libc::ENOENT)
         }
         _ => {
@@ -124,7 +166,11 @@ pub unsafe fn perf_event_open(attr_ptr: *const u8, pid: i32, cpu: i32, group_fd:
 /// command line (bpftrace and most bcc/libbpf tools spell it so), if any.
 fn pid_option_of_loader() -> Option<i32> {
     let cmdline = std::fs::read("/proc/self/cmdline").ok()?;
-    pid_option(cmdline.split(|&b| b == 0).map(|a| String::from_utf8_lossy(a).into_owned()))
+    pid_option(
+        cmdline
+            .split(|&b| b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned()),
+    )
 }
 
 /// See [`pid_option_of_loader`].
@@ -133,7 +179,10 @@ pub fn pid_option(args: impl IntoIterator<Item = String>) -> Option<i32> {
     while let Some(a) = args.next() {
         let value = match a.as_str() {
             "-p" | "--pid" => args.next(),
-            _ => a.strip_prefix("--pid=").or_else(|| a.strip_prefix("-p")).map(str::to_string),
+            _ => a
+                .strip_prefix("--pid=")
+                .or_else(|| a.strip_prefix("-p"))
+                .map(str::to_string),
         };
         if let Some(pid) = value.and_then(|v| v.parse::<i32>().ok()).filter(|p| *p > 0) {
             return Some(pid);
@@ -146,7 +195,9 @@ pub fn pid_option(args: impl IntoIterator<Item = String>) -> Option<i32> {
 /// say so (once per pid). The probe is still created, since an agent can be
 /// injected later (`userbpf attach PID`).
 fn warn_if_no_agent(pid: i32) {
-    let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else { return };
+    let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+        return;
+    };
     if !maps.contains(crate::child_env::AGENT_FILE) {
         report::once(
             &format!("no agent in {pid}"),
@@ -182,7 +233,10 @@ pub fn ioctl(obj: &Arc<Object>, request: u64, arg: u64) -> Result<i32, i32> {
             set_bpf(obj, &prog).map(|_| 0)
         }
         _ => {
-            report::unsupported(&format!("ioctl {request:#x} on a userbpf {}", obj.kind()), "not a perf ioctl userbpf implements");
+            report::unsupported(
+                &format!("ioctl {request:#x} on a userbpf {}", obj.kind()),
+                "not a perf ioctl userbpf implements",
+            );
             Err(libc::ENOTTY)
         }
     }
@@ -192,7 +246,9 @@ pub fn ioctl(obj: &Arc<Object>, request: u64, arg: u64) -> Result<i32, i32> {
 /// `BPF_LINK_CREATE`). The event keeps the program alive.
 pub fn set_bpf(event: &Arc<Object>, prog_obj: &Arc<Object>) -> Result<(), i32> {
     use crate::abi::{BPF_PROG_TYPE_KPROBE, BPF_PROG_TYPE_PERF_EVENT};
-    let Object::Prog(prog) = &**prog_obj else { return Err(libc::EINVAL) };
+    let Object::Prog(prog) = &**prog_obj else {
+        return Err(libc::EINVAL);
+    };
     match &**event {
         Object::Uprobe(u) => {
             if prog.prog_type != BPF_PROG_TYPE_KPROBE {
@@ -233,11 +289,17 @@ mod tests {
 
     #[test]
     fn finds_the_pid_option_in_its_spellings() {
-        assert_eq!(pid_option(args(&["bpftrace", "-e", "x", "-p", "42"])), Some(42));
+        assert_eq!(
+            pid_option(args(&["bpftrace", "-e", "x", "-p", "42"])),
+            Some(42)
+        );
         assert_eq!(pid_option(args(&["tool", "-p42"])), Some(42));
         assert_eq!(pid_option(args(&["tool", "--pid=7"])), Some(7));
         assert_eq!(pid_option(args(&["tool", "--pid", "7"])), Some(7));
         assert_eq!(pid_option(args(&["bpftrace", "-e", "-p", "-c", "x"])), None);
-        assert_eq!(pid_option(args(&["bpftrace", "-e", "uprobe:/p:f {}"])), None);
+        assert_eq!(
+            pid_option(args(&["bpftrace", "-e", "uprobe:/p:f {}"])),
+            None
+        );
     }
 }

@@ -7,7 +7,10 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 /// Print `userbpf: <feature> is not supported: <why>` once per feature.
 pub fn unsupported(feature: &str, why: &str) {
-    once(feature, &format!("userbpf: {feature} is not supported: {why}"));
+    once(
+        feature,
+        &format!("userbpf: {feature} is not supported: {why}"),
+    );
 }
 
 /// Print `msg` unless a message with the same `key` was printed already

@@ -20,7 +20,9 @@ const TRACING_DIRS: [&str; 2] = ["/sys/kernel/debug/tracing", "/sys/kernel/traci
 
 /// True for the tracefs mount points, which loaders probe with `access()`.
 pub fn is_tracing_dir(path: &str) -> bool {
-    TRACING_DIRS.iter().any(|d| path == *d || path.strip_suffix('/') == Some(d))
+    TRACING_DIRS
+        .iter()
+        .any(|d| path == *d || path.strip_suffix('/') == Some(d))
 }
 
 /// Decide how to answer an open of `path` with open `flags`.
@@ -29,9 +31,15 @@ pub fn answer_open(path: &str, flags: i32) -> FileAnswer {
     if writing && tracing_rest(path).is_some_and(|r| r == "kprobe_events" || r == "uprobe_events") {
         // bcc's fallback when the PMU is missing: create a tracefs probe.
         if tracing_rest(path) == Some("kprobe_events") {
-            crate::report::unsupported("kernel probes (kprobe:/kretprobe:)", "userbpf has no kernel probes, it traces user space only");
+            crate::report::unsupported(
+                "kernel probes (kprobe:/kretprobe:)",
+                "userbpf has no kernel probes, it traces user space only",
+            );
         } else {
-            crate::report::unsupported("tracefs uprobe_events", "userbpf attaches uprobes through perf_event_open only");
+            crate::report::unsupported(
+                "tracefs uprobe_events",
+                "userbpf attaches uprobes through perf_event_open only",
+            );
         }
         return FileAnswer::Missing(libc::ENOENT);
     }
@@ -48,7 +56,9 @@ pub fn answer(path: &str) -> FileAnswer {
             FileAnswer::Synthesized(b"config:0\n".to_vec())
         }
         "/sys/bus/event_source/devices/kprobe/type"
-        | "/sys/bus/event_source/devices/kprobe/format/retprobe" => FileAnswer::Missing(libc::ENOENT),
+        | "/sys/bus/event_source/devices/kprobe/format/retprobe" => {
+            FileAnswer::Missing(libc::ENOENT)
+        }
         "/sys/kernel/security/lockdown" => {
             FileAnswer::Synthesized(b"[none] integrity confidentiality\n".to_vec())
         }
@@ -58,7 +68,9 @@ pub fn answer(path: &str) -> FileAnswer {
 
 /// The part of `path` below a tracefs mount point.
 fn tracing_rest(path: &str) -> Option<&str> {
-    TRACING_DIRS.iter().find_map(|d| path.strip_prefix(d)?.strip_prefix('/'))
+    TRACING_DIRS
+        .iter()
+        .find_map(|d| path.strip_prefix(d)?.strip_prefix('/'))
 }
 
 fn tracing_file(path: &str) -> FileAnswer {
@@ -72,11 +84,17 @@ fn tracing_file(path: &str) -> FileAnswer {
         // clean up stale entries.
         "uprobe_events" | "kprobe_events" => FileAnswer::Synthesized(Vec::new()),
         _ if rest.starts_with("events/kprobes/") => {
-            crate::report::unsupported("kernel probes (kprobe:/kretprobe:)", "userbpf has no kernel probes, it traces user space only");
+            crate::report::unsupported(
+                "kernel probes (kprobe:/kretprobe:)",
+                "userbpf has no kernel probes, it traces user space only",
+            );
             FileAnswer::Missing(libc::ENOENT)
         }
         _ if rest.starts_with("events/") => {
-            crate::report::unsupported("kernel tracepoints (tracepoint:)", "userbpf traces user space only");
+            crate::report::unsupported(
+                "kernel tracepoints (tracepoint:)",
+                "userbpf traces user space only",
+            );
             FileAnswer::Missing(libc::ENOENT)
         }
         _ => FileAnswer::Missing(libc::ENOENT),
@@ -94,7 +112,11 @@ pub fn memfd_with(name: &std::ffi::CStr, content: &[u8]) -> Result<libc::c_int, 
         }
         let mut written = 0;
         while written < content.len() {
-            let n = libc::write(fd, content[written..].as_ptr() as *const _, content.len() - written);
+            let n = libc::write(
+                fd,
+                content[written..].as_ptr() as *const _,
+                content.len() - written,
+            );
             if n <= 0 {
                 let e = crate::report::errno();
                 crate::real::close(fd);
@@ -114,25 +136,47 @@ mod tests {
     #[test]
     fn uprobe_pmu_files_are_synthesized() {
         match answer("/sys/bus/event_source/devices/uprobe/type") {
-            FileAnswer::Synthesized(c) => assert_eq!(c, format!("{USERBPF_UPROBE_PMU_TYPE}\n").into_bytes()),
+            FileAnswer::Synthesized(c) => {
+                assert_eq!(c, format!("{USERBPF_UPROBE_PMU_TYPE}\n").into_bytes())
+            }
             _ => panic!("uprobe type must be synthesized"),
         }
-        assert!(matches!(answer("/sys/kernel/debug/tracing/uprobe_events"), FileAnswer::Synthesized(c) if c.is_empty()));
-        assert!(matches!(answer("/sys/kernel/tracing/available_filter_functions"), FileAnswer::Synthesized(_)));
+        assert!(
+            matches!(answer("/sys/kernel/debug/tracing/uprobe_events"), FileAnswer::Synthesized(c) if c.is_empty())
+        );
+        assert!(matches!(
+            answer("/sys/kernel/tracing/available_filter_functions"),
+            FileAnswer::Synthesized(_)
+        ));
     }
 
     #[test]
     fn unrelated_paths_pass_through() {
-        assert!(matches!(answer("/sys/devices/system/cpu/possible"), FileAnswer::PassThrough));
+        assert!(matches!(
+            answer("/sys/devices/system/cpu/possible"),
+            FileAnswer::PassThrough
+        ));
         assert!(matches!(answer("/tmp/app"), FileAnswer::PassThrough));
-        assert!(matches!(answer("/sys/kernel/tracingx/uprobe_events"), FileAnswer::PassThrough));
-        assert!(matches!(answer("/sys/bus/event_source/devices/kprobe/type"), FileAnswer::Missing(libc::ENOENT)));
+        assert!(matches!(
+            answer("/sys/kernel/tracingx/uprobe_events"),
+            FileAnswer::PassThrough
+        ));
+        assert!(matches!(
+            answer("/sys/bus/event_source/devices/kprobe/type"),
+            FileAnswer::Missing(libc::ENOENT)
+        ));
     }
 
     #[test]
     fn tracefs_probe_creation_is_refused() {
         let kprobe_events = "/sys/kernel/debug/tracing/kprobe_events";
-        assert!(matches!(answer_open(kprobe_events, libc::O_WRONLY | libc::O_APPEND), FileAnswer::Missing(libc::ENOENT)));
-        assert!(matches!(answer_open(kprobe_events, libc::O_RDONLY), FileAnswer::Synthesized(_)));
+        assert!(matches!(
+            answer_open(kprobe_events, libc::O_WRONLY | libc::O_APPEND),
+            FileAnswer::Missing(libc::ENOENT)
+        ));
+        assert!(matches!(
+            answer_open(kprobe_events, libc::O_RDONLY),
+            FileAnswer::Synthesized(_)
+        ));
     }
 }

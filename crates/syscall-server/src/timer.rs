@@ -36,7 +36,11 @@ impl TimerEvent {
         if sample == 0 {
             return Err(libc::EINVAL);
         }
-        let period = if freq { Duration::from_nanos(1_000_000_000 / sample.min(1_000_000_000)) } else { Duration::from_nanos(sample) };
+        let period = if freq {
+            Duration::from_nanos(1_000_000_000 / sample.min(1_000_000_000))
+        } else {
+            Duration::from_nanos(sample)
+        };
         Ok(TimerEvent {
             period,
             sample_period: sample,
@@ -121,7 +125,8 @@ fn timer_loop(prog_id: u32, period: Duration, sample_period: u64, cpu: i32, runn
     }
     let mut next = Instant::now() + period;
     let mut ctx = [0u8; PERF_EVENT_CTX_SIZE];
-    ctx[SAMPLE_PERIOD_OFFSET..SAMPLE_PERIOD_OFFSET + 8].copy_from_slice(&sample_period.to_ne_bytes());
+    ctx[SAMPLE_PERIOD_OFFSET..SAMPLE_PERIOD_OFFSET + 8]
+        .copy_from_slice(&sample_period.to_ne_bytes());
     while running.load(Ordering::Acquire) {
         let now = Instant::now();
         if now < next {
@@ -135,7 +140,9 @@ fn timer_loop(prog_id: u32, period: Duration, sample_period: u64, cpu: i32, runn
         }
         // SAFETY: `ctx` is a full bpf_perf_event_data, the program type's context.
         if let Err(e) = unsafe { crate::loader_run::run_program(prog_id, ctx.as_mut_ptr()) } {
-            crate::report::line(&format!("userbpf: interval/profile program {prog_id} failed to run (errno {e})"));
+            crate::report::line(&format!(
+                "userbpf: interval/profile program {prog_id} failed to run (errno {e})"
+            ));
             return;
         }
     }

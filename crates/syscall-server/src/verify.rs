@@ -45,12 +45,15 @@ pub fn verify(prog_type: u32, insns: &[u64], maps: &[MapRef], log_level: u32) ->
     let by_fd: BTreeMap<u32, verifier::MapDesc> = maps
         .iter()
         .map(|m| {
-            (m.fd, verifier::MapDesc {
-                map_type: m.spec.map_type,
-                key_size: m.spec.key_size,
-                value_size: m.spec.value_size,
-                max_entries: m.spec.max_entries,
-            })
+            (
+                m.fd,
+                verifier::MapDesc {
+                    map_type: m.spec.map_type,
+                    key_size: m.spec.key_size,
+                    value_size: m.spec.value_size,
+                    max_entries: m.spec.max_entries,
+                },
+            )
         })
         .collect();
     let resolve = |p: verifier::PseudoLoad| -> Option<verifier::MapDesc> {
@@ -61,9 +64,19 @@ pub fn verify(prog_type: u32, insns: &[u64], maps: &[MapRef], log_level: u32) ->
         }
     };
     let decoded: Vec<Insn> = insns.iter().map(|w| Insn::from_u64(*w)).collect();
-    let opts = verifier::VerifyOptions { log_level, unprivileged: false, ..Default::default() };
+    let opts = verifier::VerifyOptions {
+        log_level,
+        unprivileged: false,
+        ..Default::default()
+    };
     match verifier::verify(&decoded, ty, &resolve, &opts) {
-        Ok(v) => Verdict { log: v.log, result: Ok(()) },
-        Err(e) => Verdict { log: e.log, result: Err(e.errno) },
+        Ok(v) => Verdict {
+            log: v.log,
+            result: Ok(()),
+        },
+        Err(e) => Verdict {
+            log: e.log,
+            result: Err(e.errno),
+        },
     }
 }

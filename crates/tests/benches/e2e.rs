@@ -21,14 +21,23 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use tests::World;
 
 fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes into our timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 fn loop_ns(stdout: &str) -> Option<u64> {
-    stdout.lines().find_map(|l| l.strip_prefix("loop_ns=")?.split_whitespace().next()?.parse().ok())
+    stdout.lines().find_map(|l| {
+        l.strip_prefix("loop_ns=")?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    })
 }
 
 fn per_call(c: &mut Criterion) {
@@ -39,9 +48,13 @@ fn per_call(c: &mut Criterion) {
     g.sample_size(10).measurement_time(Duration::from_secs(20));
     g.bench_function("unprobed", |b| {
         b.iter_custom(|iters| {
-            let p = world.spawn_with_agent(&app, &[&iters.to_string()], None).expect("spawn");
+            let p = world
+                .spawn_with_agent(&app, &[&iters.to_string()], None)
+                .expect("spawn");
             let out = p.wait_timeout(Duration::from_secs(120));
-            Duration::from_nanos(loop_ns(&out.stdout).unwrap_or_else(|| panic!("no loop time: {out:?}")))
+            Duration::from_nanos(
+                loop_ns(&out.stdout).unwrap_or_else(|| panic!("no loop time: {out:?}")),
+            )
         })
     });
     g.bench_function("count", |b| {
@@ -51,8 +64,13 @@ fn per_call(c: &mut Criterion) {
                 &format!("{app} {iters}"),
                 Duration::from_secs(300),
             );
-            assert!(out.stdout.contains(&format!("@c: {iters}")), "not every call was counted: {out:?}");
-            Duration::from_nanos(loop_ns(&out.stdout).unwrap_or_else(|| panic!("no loop time: {out:?}")))
+            assert!(
+                out.stdout.contains(&format!("@c: {iters}")),
+                "not every call was counted: {out:?}"
+            );
+            Duration::from_nanos(
+                loop_ns(&out.stdout).unwrap_or_else(|| panic!("no loop time: {out:?}")),
+            )
         })
     });
     g.finish();
@@ -82,7 +100,10 @@ fn attach(c: &mut Criterion) {
 /// One bpftrace -p run: time from "Attaching" to the first hit's `nsecs`.
 fn first_hit_latency(world: &World, pid: &str) -> Duration {
     let mut bt = world
-        .spawn_bpftrace_raw(r#"uprobe:{APP}:add2 { printf("hit %llu\n", nsecs); exit(); }"#, &["-p".into(), pid.into()])
+        .spawn_bpftrace_raw(
+            r#"uprobe:{APP}:add2 { printf("hit %llu\n", nsecs); exit(); }"#,
+            &["-p".into(), pid.into()],
+        )
         .expect("spawn bpftrace");
     let mut stdout = bt.take_stdout().expect("piped stdout");
     let mut text = String::new();

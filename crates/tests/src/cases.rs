@@ -123,5 +123,8 @@ END { clear(@cleared); zero(@zeroed); }"#,
 
 /// Look a case up by name.
 pub fn case(name: &str) -> &'static Case {
-    CASES.iter().find(|c| c.name == name).unwrap_or_else(|| panic!("no e2e case named {name}"))
+    CASES
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no e2e case named {name}"))
 }

@@ -64,14 +64,24 @@ pub fn run_uid() -> u32 {
 /// cdylibs there and uplifts workspace members' to `<target>/<profile>/`.
 pub fn find_cdylib(name: &str) -> Result<PathBuf, SetupError> {
     let exe = std::env::current_exe().map_err(|e| SetupError(format!("current_exe: {e}")))?;
-    let deps = exe.parent().ok_or_else(|| SetupError("test binary has no parent dir".into()))?;
-    let candidates = [deps.join(name), deps.parent().map(|p| p.join(name)).unwrap_or_default()];
+    let deps = exe
+        .parent()
+        .ok_or_else(|| SetupError("test binary has no parent dir".into()))?;
+    let candidates = [
+        deps.join(name),
+        deps.parent().map(|p| p.join(name)).unwrap_or_default(),
+    ];
     candidates
         .iter()
         .filter(|p| p.is_file())
         .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
         .cloned()
-        .ok_or_else(|| SetupError(format!("{name} not found next to the test binary ({})", deps.display())))
+        .ok_or_else(|| {
+            SetupError(format!(
+                "{name} not found next to the test binary ({})",
+                deps.display()
+            ))
+        })
 }
 
 /// A scratch world for one test: libs, apps, registry dir.
@@ -99,9 +109,14 @@ pub fn expected_dir() -> PathBuf {
 }
 
 fn run_ok(cmd: &mut Command, what: &str) -> Result<(), SetupError> {
-    let out = cmd.output().map_err(|e| SetupError(format!("{what}: {e}")))?;
+    let out = cmd
+        .output()
+        .map_err(|e| SetupError(format!("{what}: {e}")))?;
     if !out.status.success() {
-        return Err(SetupError(format!("{what} failed: {}", String::from_utf8_lossy(&out.stderr))));
+        return Err(SetupError(format!(
+            "{what} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )));
     }
     Ok(())
 }
@@ -113,7 +128,11 @@ fn chown_to_runner(path: &Path) -> Result<(), SetupError> {
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path without NUL");
     // SAFETY: chown of a path we just created.
     if unsafe { libc::chown(c.as_ptr(), NOBODY, NOBODY) } != 0 {
-        return Err(SetupError(format!("chown {}: {}", path.display(), std::io::Error::last_os_error())));
+        return Err(SetupError(format!(
+            "chown {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        )));
     }
     Ok(())
 }
@@ -122,7 +141,9 @@ impl World {
     /// Build a world: copy the cdylibs, compile the sample app and library.
     pub fn new() -> Result<World, SetupError> {
         if !Path::new(BPFTRACE).exists() {
-            return Err(SetupError(format!("{BPFTRACE} is not installed (run scripts/setup.sh)")));
+            return Err(SetupError(format!(
+                "{BPFTRACE} is not installed (run scripts/setup.sh)"
+            )));
         }
         static SAID: std::sync::Once = std::sync::Once::new();
         if !is_root() {
@@ -131,18 +152,23 @@ impl World {
         let n = WORLD_COUNTER.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("userbpf-e2e-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).map_err(|e| SetupError(format!("mkdir {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| SetupError(format!("mkdir {}: {e}", dir.display())))?;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
             .map_err(|e| SetupError(format!("chmod {}: {e}", dir.display())))?;
         let agent = dir.join("libagent.so");
         let server = dir.join("libsyscall_server.so");
         for (name, dst) in [("libagent.so", &agent), ("libsyscall_server.so", &server)] {
-            std::fs::copy(find_cdylib(name)?, dst).map_err(|e| SetupError(format!("copy {name}: {e}")))?;
+            std::fs::copy(find_cdylib(name)?, dst)
+                .map_err(|e| SetupError(format!("copy {name}: {e}")))?;
         }
         let lib = dir.join("libsample.so");
         let app = dir.join("sample");
         run_ok(
-            Command::new("gcc").args(["-O1", "-g", "-fPIC", "-shared", "-o"]).arg(&lib).arg(apps_dir().join("libsample.c")),
+            Command::new("gcc")
+                .args(["-O1", "-g", "-fPIC", "-shared", "-o"])
+                .arg(&lib)
+                .arg(apps_dir().join("libsample.c")),
             "gcc libsample.so",
         )?;
         run_ok(
@@ -163,7 +189,14 @@ impl World {
         std::fs::set_permissions(&registry, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| SetupError(format!("chmod registry: {e}")))?;
         chown_to_runner(&registry)?;
-        Ok(World { dir, agent, server, app, lib, registry })
+        Ok(World {
+            dir,
+            agent,
+            server,
+            app,
+            lib,
+            registry,
+        })
     }
 
     /// Substitute `{APP}`, `{LIB}`, `{DIR}` in a script or command.
@@ -183,7 +216,12 @@ impl World {
     fn command(&self, program: &str, preload: &Path) -> Command {
         let mut cmd = if is_root() {
             let mut c = Command::new("setpriv");
-            c.args([format!("--reuid={NOBODY}"), format!("--regid={NOBODY}"), "--clear-groups".to_string(), "--".to_string()]);
+            c.args([
+                format!("--reuid={NOBODY}"),
+                format!("--regid={NOBODY}"),
+                "--clear-groups".to_string(),
+                "--".to_string(),
+            ]);
             c.arg("env");
             c
         } else {
@@ -230,7 +268,12 @@ impl World {
     }
 
     /// Start any program with the agent, optionally feeding `stdin`.
-    pub fn spawn_with_agent(&self, program: &str, args: &[&str], stdin: Option<&[u8]>) -> Result<Proc, SetupError> {
+    pub fn spawn_with_agent(
+        &self,
+        program: &str,
+        args: &[&str],
+        stdin: Option<&[u8]>,
+    ) -> Result<Proc, SetupError> {
         let mut cmd = self.command(program, &self.agent);
         cmd.args(args);
         if stdin.is_some() {
@@ -239,7 +282,8 @@ impl World {
         let mut p = Proc::spawn(cmd, "traced program")?;
         if let (Some(data), Some(mut pipe)) = (stdin, p.child.stdin.take()) {
             use std::io::Write;
-            pipe.write_all(data).map_err(|e| SetupError(format!("write stdin: {e}")))?;
+            pipe.write_all(data)
+                .map_err(|e| SetupError(format!("write stdin: {e}")))?;
         }
         Ok(p)
     }
@@ -248,7 +292,10 @@ impl World {
     pub fn compile_app(&self, name: &str) -> Result<PathBuf, SetupError> {
         let out = self.dir.join(name);
         run_ok(
-            Command::new("gcc").args(["-O1", "-g", "-o"]).arg(&out).arg(apps_dir().join(format!("{name}.c"))),
+            Command::new("gcc")
+                .args(["-O1", "-g", "-o"])
+                .arg(&out)
+                .arg(apps_dir().join(format!("{name}.c"))),
             &format!("gcc {name}"),
         )?;
         std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o755))
@@ -258,10 +305,19 @@ impl World {
 
     /// Run bpftrace with `-c "{APP} args…"` (none if `command` is empty) to completion.
     pub fn bpftrace_c(&self, script: &str, command: &str, timeout: Duration) -> Output {
-        let extra = if command.is_empty() { vec![] } else { vec!["-c".to_string(), self.expand(command)] };
+        let extra = if command.is_empty() {
+            vec![]
+        } else {
+            vec!["-c".to_string(), self.expand(command)]
+        };
         match self.spawn_bpftrace(script, &extra) {
             Ok(p) => p.wait_timeout(timeout),
-            Err(e) => Output { stdout: String::new(), stderr: e.0, status: None, timed_out: false },
+            Err(e) => Output {
+                stdout: String::new(),
+                stderr: e.0,
+                status: None,
+                timed_out: false,
+            },
         }
     }
 }
@@ -311,7 +367,9 @@ impl Stream {
                     if n == 0 {
                         break;
                     }
-                    buf.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(&chunk[..n]);
+                    buf.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .extend_from_slice(&chunk[..n]);
                 }
             })
         });
@@ -332,18 +390,32 @@ impl Stream {
 
 impl Proc {
     fn spawn(mut cmd: Command, what: &'static str) -> Result<Proc, SetupError> {
-        let mut child = cmd.spawn().map_err(|e| SetupError(format!("spawn {what}: {e}")))?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| SetupError(format!("spawn {what}: {e}")))?;
         let stdout = Stream::new(child.stdout.take());
         let stderr = Stream::new(child.stderr.take());
-        Ok(Proc { child, what, stdout, stderr })
+        Ok(Proc {
+            child,
+            what,
+            stdout,
+            stderr,
+        })
     }
 
     /// Like [`Proc::spawn`] but stdout stays in the child handle.
     fn spawn_raw(mut cmd: Command, what: &'static str) -> Result<Proc, SetupError> {
-        let mut child = cmd.spawn().map_err(|e| SetupError(format!("spawn {what}: {e}")))?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| SetupError(format!("spawn {what}: {e}")))?;
         let stdout = Stream::new(None::<std::process::ChildStdout>);
         let stderr = Stream::new(child.stderr.take());
-        Ok(Proc { child, what, stdout, stderr })
+        Ok(Proc {
+            child,
+            what,
+            stdout,
+            stderr,
+        })
     }
 
     /// The stdout pipe of a process started with `spawn_bpftrace_raw`.
@@ -400,7 +472,11 @@ impl Proc {
                 Ok(Some(st)) => break st.code(),
                 Ok(None) if Instant::now() >= deadline => {
                     timed_out = true;
-                    eprintln!("e2e: {} (pid {}) did not finish within {timeout:?}: killed", self.what, self.child.id());
+                    eprintln!(
+                        "e2e: {} (pid {}) did not finish within {timeout:?}: killed",
+                        self.what,
+                        self.child.id()
+                    );
                     self.kill_group();
                     break self.child.wait().ok().and_then(|s| s.code());
                 }
@@ -412,7 +488,12 @@ impl Proc {
         self.kill_group();
         let stdout = self.stdout.finish();
         let stderr = self.stderr.finish();
-        Output { stdout, stderr, status, timed_out }
+        Output {
+            stdout,
+            stderr,
+            status,
+            timed_out,
+        }
     }
 }
 
@@ -429,14 +510,20 @@ impl Drop for Proc {
 /// and as currently in the memory of process `pid` (read through
 /// `/proc/PID/mem`, which needs ptrace access: root, or our own child).
 /// Equal means the function is not patched (no probe attached there).
-pub fn function_bytes(pid: u32, file: &Path, symbol: &str, len: usize) -> Result<(Vec<u8>, Vec<u8>), String> {
+pub fn function_bytes(
+    pid: u32,
+    file: &Path,
+    symbol: &str,
+    len: usize,
+) -> Result<(Vec<u8>, Vec<u8>), String> {
     use std::os::unix::fs::FileExt;
     let off = rewriter::elf::resolve_symbol(file, symbol).map_err(|e| e.to_string())?;
     let mut on_disk = vec![0u8; len];
     std::fs::File::open(file)
         .and_then(|f| f.read_exact_at(&mut on_disk, off))
         .map_err(|e| format!("{}: {e}", file.display()))?;
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).map_err(|e| format!("maps of {pid}: {e}"))?;
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .map_err(|e| format!("maps of {pid}: {e}"))?;
     let file_str = file.to_string_lossy();
     let addr = maps
         .lines()
@@ -447,8 +534,12 @@ pub fn function_bytes(pid: u32, file: &Path, symbol: &str, len: usize) -> Result
             let map_off = u64::from_str_radix(f.next()?, 16).ok()?;
             let (_dev, _ino, path) = (f.next()?, f.next()?, f.next()?);
             let (start, end) = range.split_once('-')?;
-            let (start, end) = (u64::from_str_radix(start, 16).ok()?, u64::from_str_radix(end, 16).ok()?);
-            (path == file_str && map_off <= off && off < map_off + (end - start)).then(|| start + off - map_off)
+            let (start, end) = (
+                u64::from_str_radix(start, 16).ok()?,
+                u64::from_str_radix(end, 16).ok()?,
+            );
+            (path == file_str && map_off <= off && off < map_off + (end - start))
+                .then(|| start + off - map_off)
         })
         .ok_or_else(|| format!("{} offset {off:#x} is not mapped in {pid}", file.display()))?;
     let mut in_memory = vec![0u8; len];
@@ -496,7 +587,10 @@ pub fn normalize(text: &str, dir: Option<&Path>, uid: u32) -> String {
 pub fn normalize_tool_output(text: &str, volatile: &[usize]) -> String {
     let is_time = |t: &str| {
         let b = t.as_bytes();
-        b.len() == 8 && b[2] == b':' && b[5] == b':' && t.chars().filter(|c| c.is_ascii_digit()).count() == 6
+        b.len() == 8
+            && b[2] == b':'
+            && b[5] == b':'
+            && t.chars().filter(|c| c.is_ascii_digit()).count() == 6
     };
     text.split_inclusive('\n')
         .map(|line| {
@@ -556,7 +650,10 @@ mod tests {
     #[test]
     fn tool_lines_lose_time_pid_and_volatile_columns() {
         let text = "TIME      PID    COMM\n10:15:51  1636   resolver              2 localhost\n\n";
-        assert_eq!(normalize_tool_output(text, &[3]), "TIME      PID    COMM\nTIME PID resolver X localhost\n\n");
+        assert_eq!(
+            normalize_tool_output(text, &[3]),
+            "TIME      PID    COMM\nTIME PID resolver X localhost\n\n"
+        );
     }
 
     #[test]

@@ -17,7 +17,9 @@ fn expected(name: &str) -> String {
 
 /// The sample app looping forever over 10 iterations, 1 ms apart.
 fn running_app(world: &World) -> Proc {
-    let app = world.spawn_app(&["10", "0", "1000", "1"]).unwrap_or_else(|e| panic!("e2e setup: {e}"));
+    let app = world
+        .spawn_app(&["10", "0", "1000", "1"])
+        .unwrap_or_else(|e| panic!("e2e setup: {e}"));
     // Let the agent start (its registry watcher) before attaching.
     std::thread::sleep(Duration::from_millis(200));
     app
@@ -28,7 +30,12 @@ fn assert_output(world: &World, name: &str, out: &tests::Output) {
     let want = normalize(&expected(name), None, uid);
     let got = normalize(&out.stdout, Some(&world.dir), uid);
     assert_eq!(got, want, "{name}\n{}", mismatch(&want, &got, out));
-    assert_eq!(out.status, Some(0), "{name}: bpftrace exit status\n{}", mismatch(&want, &got, out));
+    assert_eq!(
+        out.status,
+        Some(0),
+        "{name}: bpftrace exit status\n{}",
+        mismatch(&want, &got, out)
+    );
 }
 
 #[test]
@@ -50,9 +57,16 @@ fn ctrl_c_prints_maps() {
     let world = World::new().unwrap_or_else(|e| panic!("e2e setup: {e}"));
     let app = running_app(&world);
     let mut bt = world
-        .spawn_bpftrace("uprobe:{APP}:add2 { @max = max(arg0); @min = min(arg0); }", &["-p".into(), app.pid().to_string()])
+        .spawn_bpftrace(
+            "uprobe:{APP}:add2 { @max = max(arg0); @min = min(arg0); }",
+            &["-p".into(), app.pid().to_string()],
+        )
         .expect("spawn bpftrace");
-    assert!(bt.wait_for_stdout("Attaching", STEP_TIMEOUT), "bpftrace never attached: {}", bt.stderr_now());
+    assert!(
+        bt.wait_for_stdout("Attaching", STEP_TIMEOUT),
+        "bpftrace never attached: {}",
+        bt.stderr_now()
+    );
     // Several full rounds of 0..9 (10 ms each).
     std::thread::sleep(Duration::from_millis(500));
     bt.signal(libc::SIGINT);
@@ -60,7 +74,10 @@ fn ctrl_c_prints_maps() {
     assert_output(&world, "live_ctrl_c", &out);
     // Closing the perf event fds removed the attachment: the app's code is
     // back to the original.
-    assert!(wait_until(STEP_TIMEOUT, || !add2_patched(&world, &app)), "add2 still patched after bpftrace exited");
+    assert!(
+        wait_until(STEP_TIMEOUT, || !add2_patched(&world, &app)),
+        "add2 still patched after bpftrace exited"
+    );
 }
 
 #[test]
@@ -70,10 +87,16 @@ fn two_loaders_on_one_app_see_only_their_own_maps() {
     let pid = app.pid().to_string();
     // Both scripts use a map named @x; each must print its own value.
     let a = world
-        .spawn_bpftrace("uprobe:{APP}:add2 /arg0 == 3/ { @x = max(arg0); exit(); }", &["-p".into(), pid.clone()])
+        .spawn_bpftrace(
+            "uprobe:{APP}:add2 /arg0 == 3/ { @x = max(arg0); exit(); }",
+            &["-p".into(), pid.clone()],
+        )
         .expect("spawn bpftrace A");
     let b = world
-        .spawn_bpftrace("uprobe:{APP}:work_large /arg0 == 5/ { @x = max(arg0 * 10); exit(); }", &["-p".into(), pid])
+        .spawn_bpftrace(
+            "uprobe:{APP}:work_large /arg0 == 5/ { @x = max(arg0 * 10); exit(); }",
+            &["-p".into(), pid],
+        )
         .expect("spawn bpftrace B");
     let out_a = a.wait_timeout(STEP_TIMEOUT);
     let out_b = b.wait_timeout(STEP_TIMEOUT);
@@ -94,7 +117,8 @@ fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 
 /// Whether `add2`'s first bytes in the app's memory differ from the file's.
 fn add2_patched(world: &World, app: &Proc) -> bool {
-    let (disk, mem) = tests::function_bytes(app.pid(), &world.app, "add2", 16).unwrap_or_else(|e| panic!("{e}"));
+    let (disk, mem) =
+        tests::function_bytes(app.pid(), &world.app, "add2", 16).unwrap_or_else(|e| panic!("{e}"));
     disk != mem
 }
 
@@ -104,10 +128,20 @@ fn killed_loader_detaches_its_probes() {
     let app = running_app(&world);
     assert!(!add2_patched(&world, &app), "add2 patched before any probe");
     let mut bt = world
-        .spawn_bpftrace("uprobe:{APP}:add2 { @c = count(); }", &["-p".into(), app.pid().to_string()])
+        .spawn_bpftrace(
+            "uprobe:{APP}:add2 { @c = count(); }",
+            &["-p".into(), app.pid().to_string()],
+        )
         .expect("spawn bpftrace");
-    assert!(bt.wait_for_stdout("Attaching", STEP_TIMEOUT), "bpftrace never attached: {}", bt.stderr_now());
-    assert!(wait_until(STEP_TIMEOUT, || add2_patched(&world, &app)), "the agent never patched add2");
+    assert!(
+        bt.wait_for_stdout("Attaching", STEP_TIMEOUT),
+        "bpftrace never attached: {}",
+        bt.stderr_now()
+    );
+    assert!(
+        wait_until(STEP_TIMEOUT, || add2_patched(&world, &app)),
+        "the agent never patched add2"
+    );
     // SIGKILL: bpftrace closes nothing; the registry's owner liveness must
     // make the agent take the probe out of the app's code.
     bt.signal(libc::SIGKILL);

@@ -25,7 +25,9 @@ fn gethostlatency_bt() {
         return;
     }
     let world = World::new().unwrap_or_else(|e| panic!("e2e setup: {e}"));
-    let resolver = world.compile_app("resolver").unwrap_or_else(|e| panic!("e2e setup: {e}"));
+    let resolver = world
+        .compile_app("resolver")
+        .unwrap_or_else(|e| panic!("e2e setup: {e}"));
     // bpftrace reads the script file itself; pass it as the program argument.
     let bt = world
         .spawn_bpftrace_file(tool, &["-c".into(), format!("{} 2", resolver.display())])
@@ -46,8 +48,14 @@ fn bashreadline_bt() {
         return;
     }
     let world = World::new().unwrap_or_else(|e| panic!("e2e setup: {e}"));
-    let mut bt = world.spawn_bpftrace_file(tool, &[]).expect("spawn bpftrace");
-    assert!(bt.wait_for_stdout("COMMAND", STEP_TIMEOUT), "bpftrace never started: {}", bt.stderr_now());
+    let mut bt = world
+        .spawn_bpftrace_file(tool, &[])
+        .expect("spawn bpftrace");
+    assert!(
+        bt.wait_for_stdout("COMMAND", STEP_TIMEOUT),
+        "bpftrace never started: {}",
+        bt.stderr_now()
+    );
     // An interactive bash on a pseudo-terminal (readline only runs on a
     // tty), with the agent, typing two commands.
     let bash = world
@@ -58,8 +66,16 @@ fn bashreadline_bt() {
         )
         .expect("spawn bash");
     let bash_out = bash.wait_timeout(STEP_TIMEOUT);
-    assert!(!bash_out.timed_out, "bash did not exit: {}", bash_out.stderr);
-    assert!(bt.wait_for_stdout(" exit\n", STEP_TIMEOUT), "readline returns not seen: {}", bt.stdout_now());
+    assert!(
+        !bash_out.timed_out,
+        "bash did not exit: {}",
+        bash_out.stderr
+    );
+    assert!(
+        bt.wait_for_stdout(" exit\n", STEP_TIMEOUT),
+        "readline returns not seen: {}",
+        bt.stdout_now()
+    );
     bt.signal(libc::SIGINT);
     let out = bt.wait_timeout(STEP_TIMEOUT);
     let want = normalize_tool_output(&expected("tool_bashreadline"), &[]);

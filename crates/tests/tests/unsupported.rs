@@ -12,27 +12,48 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 fn refused(script: &str, message: &str) {
     let world = World::new().unwrap_or_else(|e| panic!("e2e setup: {e}"));
     let out = world.bpftrace_c(script, "", TIMEOUT);
-    assert_ne!(out.status, Some(0), "bpftrace should fail for {script}\nstderr:\n{}", out.stderr);
+    assert_ne!(
+        out.status,
+        Some(0),
+        "bpftrace should fail for {script}\nstderr:\n{}",
+        out.stderr
+    );
     assert!(!out.timed_out, "bpftrace hung on {script}");
-    assert!(out.stderr.contains(message), "stderr of {script} lacks {message:?}:\n{}", out.stderr);
+    assert!(
+        out.stderr.contains(message),
+        "stderr of {script} lacks {message:?}:\n{}",
+        out.stderr
+    );
 }
 
 #[test]
 fn kprobes_are_refused_by_name() {
-    refused("kprobe:do_nanosleep { @c = count(); }", "userbpf: kernel probes (kprobe:/kretprobe:) is not supported");
+    refused(
+        "kprobe:do_nanosleep { @c = count(); }",
+        "userbpf: kernel probes (kprobe:/kretprobe:) is not supported",
+    );
 }
 
 #[test]
 fn kretprobes_are_refused_by_name() {
-    refused("kretprobe:do_nanosleep { @c = count(); }", "userbpf: kernel probes (kprobe:/kretprobe:) is not supported");
+    refused(
+        "kretprobe:do_nanosleep { @c = count(); }",
+        "userbpf: kernel probes (kprobe:/kretprobe:) is not supported",
+    );
 }
 
 #[test]
 fn tracepoints_are_refused_by_name() {
-    refused("tracepoint:syscalls:sys_enter_openat { @c = count(); }", "userbpf: kernel tracepoints (tracepoint:) is not supported");
+    refused(
+        "tracepoint:syscalls:sys_enter_openat { @c = count(); }",
+        "userbpf: kernel tracepoints (tracepoint:) is not supported",
+    );
 }
 
 #[test]
 fn hardware_events_are_refused_by_name() {
-    refused("hardware:cache-misses:1000 { @c = count(); }", "userbpf: hardware perf events (hardware:) is not supported");
+    refused(
+        "hardware:cache-misses:1000 { @c = count(); }",
+        "userbpf: hardware perf events (hardware:) is not supported",
+    );
 }
