@@ -209,6 +209,11 @@ impl Ring {
     pub fn id(&self) -> u32 {
         self.ring.id()
     }
+    /// Bytes a loader maps: header page + data pages.
+    pub fn mmap_len(&self) -> usize {
+        self.ring.mmap_len()
+    }
+
     /// Whether the ring holds records the loader has not consumed.
     pub fn has_data(&self) -> bool {
         self.ring.readable()

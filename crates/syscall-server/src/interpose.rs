@@ -15,6 +15,7 @@
 //!   Server code itself sees the real euid.
 //! - `open*`/`fopen*`/`access`: sysfs/tracefs paths ([`crate::sysfs`]).
 //! - `ioctl`, `close`: perf event control and object lifetime.
+//! - `mmap`/`mmap64`: only checks the length of perf ring mappings.
 //! - `epoll_ctl`/`epoll_wait`/`epoll_pwait`: perf rings in epoll sets
 //!   ([`crate::epoll`]).
 //! - `setrlimit`/`prlimit64` of `RLIMIT_MEMLOCK`: userbpf maps are not locked
@@ -288,6 +289,44 @@ pub unsafe extern "C" fn ioctl(fd: c_int, request: c_ulong, arg: *mut c_void) ->
     // SAFETY: forwarding unchanged.
     unsafe { real::ioctl(fd, request, arg) }
 }
+
+macro_rules! interpose_mmap {
+    ($name:ident) => {
+        /// Perf ring fds are the ring files themselves, so the loader's
+        /// `mmap` maps them directly; only the length is checked (a
+        /// mismatch would make the reader walk past the file: SIGBUS).
+        ///
+        /// # Safety
+        /// Same contract as libc's function of this name.
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(
+            addr: *mut c_void,
+            len: usize,
+            prot: c_int,
+            flags: c_int,
+            fd: c_int,
+            off: libc::off_t,
+        ) -> *mut c_void {
+            if fd >= 0 {
+                let bad = enter(|| {
+                    TABLE
+                        .get(fd)
+                        .map(|obj| crate::perf::check_ring_mmap(&obj, len))
+                })
+                .flatten()
+                .and_then(|r| r.err());
+                if let Some(e) = bad {
+                    let _: c_int = fail(e);
+                    return libc::MAP_FAILED;
+                }
+            }
+            // SAFETY: forwarding unchanged.
+            unsafe { real::$name(addr, len, prot, flags, fd, off) }
+        }
+    };
+}
+interpose_mmap!(mmap);
+interpose_mmap!(mmap64);
 
 /// # Safety
 /// Same contract as libc's `close`.

@@ -24,9 +24,40 @@ use crate::objects::{Object, OutputEvent, UprobeEvent, TABLE};
 use crate::report;
 use shm_maps::LinkKind;
 
-/// Data pages of each BPF_OUTPUT ring: bpftrace's default
-/// (`BPFTRACE_PERF_RB_PAGES` = 64); a different size at `mmap` fails loudly.
+/// Data pages of each BPF_OUTPUT ring by default: bpftrace's default.
 pub const OUTPUT_RING_PAGES: u32 = 64;
+
+/// Data pages for a new BPF_OUTPUT ring. The ring (and so its size) must
+/// exist when `perf_event_open` returns, before the loader says how much it
+/// maps, so the server follows bpftrace's own knob `BPFTRACE_PERF_RB_PAGES`
+/// (a power of two, like the kernel requires); an `mmap` of any other size
+/// fails with EINVAL and a message ([`check_ring_mmap`]).
+fn output_ring_pages() -> u32 {
+    std::env::var("BPFTRACE_PERF_RB_PAGES")
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .filter(|n| n.is_power_of_two())
+        .unwrap_or(OUTPUT_RING_PAGES)
+}
+
+/// `mmap(fd)` of a ring: the length must be the ring's (header + data).
+pub fn check_ring_mmap(obj: &Object, len: usize) -> Result<(), i32> {
+    let Object::Output(o) = obj else {
+        return Ok(());
+    };
+    if len == o.ring.mmap_len() {
+        return Ok(());
+    }
+    report::unsupported(
+        &format!("mapping a perf ring with {len} bytes"),
+        &format!(
+            "userbpf sized it {} bytes (1 + {} pages) at perf_event_open; set BPFTRACE_PERF_RB_PAGES to match",
+            o.ring.mmap_len(),
+            o.ring.mmap_len() / 4096 - 1
+        ),
+    );
+    Err(libc::EINVAL)
+}
 
 /// `perf_event_open(attr, pid, cpu, group_fd, flags)`.
 ///
@@ -105,7 +136,7 @@ pub unsafe fn perf_event_open(
             if cpu < 0 || cpu as u32 >= ncpu {
                 return Err(libc::EINVAL);
             }
-            let (ring, fd) = backend::create_ring(OUTPUT_RING_PAGES)?;
+            let (ring, fd) = backend::create_ring(output_ring_pages())?;
             let fd = fd.into_raw_fd();
             register(
                 fd,
