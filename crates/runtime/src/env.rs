@@ -22,12 +22,24 @@ pub struct RunEnv {
     /// Opaque pointer to the `LoadedProgram` being run, for helpers that
     /// call back into BPF code (`bpf_loop`, `bpf_for_each_map_elem`).
     pub program: *const c_void,
+    /// The run's CPU: the CPU slot `LoadedProgram::run` claimed for a
+    /// program that touches per-CPU state, else `shm_maps::cpu::CURRENT`
+    /// ("the CPU the thread runs on"). Set by `run` itself — whatever the
+    /// caller puts here is overwritten.
+    pub cpu: u32,
 }
 
 impl RunEnv {
     /// An environment for a run that is not tied to a probe (BEGIN/END).
     pub const fn detached(program_id: u32) -> RunEnv {
-        RunEnv { cookie: 0, func_ip: 0, program_id, attachment_id: 0, program: std::ptr::null() }
+        RunEnv {
+            cookie: 0,
+            func_ip: 0,
+            program_id,
+            attachment_id: 0,
+            program: std::ptr::null(),
+            cpu: shm_maps::cpu::CURRENT,
+        }
     }
 
     /// Recover the environment from a helper's `env` argument.
@@ -38,5 +50,16 @@ impl RunEnv {
     #[inline]
     pub unsafe fn from_helper_arg<'a>(env: *mut c_void) -> Option<&'a RunEnv> {
         (env as *const RunEnv).as_ref()
+    }
+
+    /// The run's CPU from a helper's `env` argument (`cpu::CURRENT` when
+    /// there is no environment).
+    ///
+    /// # Safety
+    /// As for [`RunEnv::from_helper_arg`].
+    #[inline(always)]
+    pub unsafe fn cpu_from_helper_arg(env: *mut c_void) -> u32 {
+        // SAFETY: forwarded caller contract.
+        unsafe { RunEnv::from_helper_arg(env) }.map_or(shm_maps::cpu::CURRENT, |e| e.cpu)
     }
 }

@@ -61,6 +61,23 @@ pub struct LoadedProgram {
     _maps: Vec<Arc<MapHandle>>,
     /// Tail-call views of the PROG_ARRAY maps among them (same reason).
     _prog_arrays: Vec<Arc<ProgArray>>,
+    /// Whether a run claims a CPU slot (see [`needs_cpu_slot`]).
+    claims_cpu_slot: bool,
+}
+
+/// `bpf_get_smp_processor_id`'s helper number.
+const HELPER_GET_SMP_PROCESSOR_ID: i32 = 8;
+
+/// Whether runs of a program must hold a CPU slot ("preemption disabled"):
+/// it references a per-CPU map (bpftrace's `sum()`/`avg()`/`hist()` do a
+/// non-atomic lookup → add → update of the CPU's value), asks for its CPU
+/// id (which it may use as an exclusive index), or tail-calls (its targets
+/// run inside this run and may do either). Other programs skip the claim.
+fn needs_cpu_slot(insns: &[Insn], maps: &[Arc<MapHandle>]) -> bool {
+    let asks_cpu = insns
+        .iter()
+        .any(|i| i.opc == insn::BPF_JMP | insn::BPF_CALL && i.src == 0 && i.imm == HELPER_GET_SMP_PROCESSOR_ID);
+    asks_cpu || maps.iter().any(|m| m.is_percpu() || m.map_type() == map_type::PROG_ARRAY)
 }
 
 impl std::fmt::Debug for LoadedProgram {
@@ -168,6 +185,7 @@ impl LoadedProgram {
             Ok(jit) => (Engine::Jit(jit), None),
             Err(e) => (Engine::Interpreter, Some(e.to_string())),
         };
+        let claims_cpu_slot = needs_cpu_slot(insns, &bound);
         Ok(LoadedProgram {
             id,
             name: name.to_string(),
@@ -176,6 +194,7 @@ impl LoadedProgram {
             jit_refusal,
             _maps: bound,
             _prog_arrays: prog_arrays,
+            claims_cpu_slot,
         })
     }
 
@@ -200,6 +219,11 @@ impl LoadedProgram {
         &self.name
     }
 
+    /// Whether runs claim a CPU slot (the program touches per-CPU state).
+    pub fn claims_cpu_slot(&self) -> bool {
+        self.claims_cpu_slot
+    }
+
     /// Whether the program runs as native code.
     pub fn is_jitted(&self) -> bool {
         matches!(self.engine, Engine::Jit(_))
@@ -210,7 +234,8 @@ impl LoadedProgram {
         self.jit_refusal.as_deref()
     }
 
-    /// Run with `r1 = ctx`; `env` is what helpers see. Returns r0.
+    /// Run with `r1 = ctx`; `env` is what helpers see (this sets
+    /// `env.cpu`). Returns r0.
     ///
     /// # Safety
     /// The program must have been verified for a context like `ctx` (for
@@ -219,9 +244,12 @@ impl LoadedProgram {
     #[inline]
     pub unsafe fn run(&self, ctx: *mut u8, env: &mut RunEnv) -> u64 {
         // Hash elements this run can reach are not reused by any process
-        // until the section ends (shm-maps' epoch reclamation): a program
-        // may keep a value pointer for the whole run.
-        let _section = self._maps.first().map(|m| m.read_section());
+        // until the run ends (shm-maps' epoch reclamation): a program may
+        // keep a value pointer for the whole run. A program touching
+        // per-CPU state also holds a CPU slot exclusively, as a kernel
+        // program holds its CPU: its index is the run's CPU.
+        let run = self._maps.first().map(|m| m.enter_run(self.claims_cpu_slot));
+        env.cpu = run.as_ref().map_or(shm_maps::cpu::CURRENT, |r| r.cpu());
         let env_ptr = env as *mut RunEnv as *mut c_void;
         match &self.engine {
             // SAFETY: forwarded from this function's contract.

@@ -33,15 +33,14 @@ impl Map {
     /// # Safety
     /// `key` points to 4 readable bytes.
     #[inline(always)]
-    pub(crate) unsafe fn array_prog_lookup(&self, key: *const u8) -> *mut u8 {
+    pub(crate) unsafe fn array_prog_lookup(&self, key: *const u8, cpu: u32) -> *mut u8 {
         let idx = Self::array_index(key);
         if idx >= self.max_entries {
             return ptr::null_mut();
         }
         let slot = self.array_slot(idx);
         if self.percpu {
-            let cpu = crate::cpu::current();
-            let cpu = if cpu < self.ncpus { cpu } else { cpu % self.ncpus };
+            let cpu = crate::cpu::slot_index(cpu, self.ncpus);
             // SAFETY: cpu < ncpus: inside this index's slots.
             unsafe { slot.add(cpu as usize * self.value_stride) }
         } else {
@@ -98,11 +97,11 @@ impl Map {
     /// # Safety
     /// `key`/`value` point to 4 / `value_size` readable bytes.
     #[inline(always)]
-    pub(crate) unsafe fn array_prog_update(&self, key: *const u8, value: *const u8, flags: u64) -> Result<(), Errno> {
+    pub(crate) unsafe fn array_prog_update(&self, key: *const u8, value: *const u8, flags: u64, cpu: u32) -> Result<(), Errno> {
         let idx = Self::array_index(key);
         self.array_check_flags(idx, flags)?;
         // SAFETY: idx checked; forwarded caller contract for key.
-        let dst = unsafe { self.array_prog_lookup(key) };
+        let dst = unsafe { self.array_prog_lookup(key, cpu) };
         // SAFETY: dst holds value_size bytes; value readable per contract.
         unsafe { ptr::copy_nonoverlapping(value, dst, self.value_size as usize) };
         Ok(())

@@ -10,13 +10,32 @@
 //!   `/sys/devices/system/cpu/possible`, the count the kernel uses to size
 //!   per-CPU values returned to userspace.
 //!
-//! The index is only a hint for spreading writes (a thread can migrate right
-//! after reading it); every per-CPU slot is still updated with atomics or
-//! tolerated races exactly as in the kernel, where preemption is disabled
-//! instead.
+//! The index from [`current`] is only a hint (a thread can migrate right
+//! after reading it). What the kernel gets from disabling preemption — one
+//! run at a time per per-CPU value slot — userbpf gets from **CPU slots**
+//! (`cpu_slot`, [`crate::Registry::enter_run`]): a run claims one
+//! exclusively and passes its index as the `cpu` argument of the program
+//! view's `*_on_cpu` operations. [`CURRENT`] in that argument means "no
+//! claimed slot: use [`current`]".
 
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::OnceLock;
+
+/// `cpu` argument of the program view meaning "the CPU the calling thread
+/// runs on now" (a run without a claimed CPU slot).
+pub const CURRENT: u32 = u32::MAX;
+
+/// Value slot index for `cpu` in a per-CPU map of `ncpus` slots
+/// ([`CURRENT`] resolved through [`current`]).
+#[inline(always)]
+pub(crate) fn slot_index(cpu: u32, ncpus: u32) -> u32 {
+    let cpu = if cpu == CURRENT { current() } else { cpu };
+    if cpu < ncpus {
+        cpu
+    } else {
+        cpu % ncpus
+    }
+}
 
 /// `__rseq_offset` when glibc registered rseq, `RSEQ_UNKNOWN` until probed,
 /// `RSEQ_UNAVAILABLE` when absent.

@@ -18,6 +18,10 @@
 //!   where `safe_below = min(global epoch, every active slot's epoch)` is
 //!   recomputed by scanning the slots when no reusable element is known.
 //!
+//! A program run that also claims a CPU slot ([`enter_run`], see
+//! `cpu_slot`) announces its epoch with a plain store and lets the claim's
+//! CAS serve as the fence, so the pair costs one atomic read-modify-write.
+//!
 //! A slot left active by a process that died (SIGKILL mid-program) is
 //! cleared once its owner is seen dead, so it cannot block reuse forever.
 //! The slot table is fixed-size ([`READER_SLOTS`]); a thread that finds no
@@ -65,6 +69,8 @@ struct ThreadReader {
     slot: *const ReaderSlot,
     depth: u32,
     fork_epoch: u32,
+    /// `cpu_slot::token` of this thread (0 until the reader slot is claimed).
+    run_token: u64,
 }
 
 impl Drop for ThreadReader {
@@ -117,7 +123,87 @@ impl Drop for ReadGuard<'_> {
 /// Enters a read section on `shared`'s registry for the calling thread.
 #[inline]
 pub(crate) fn enter(shared: &Arc<Shared>) -> ReadGuard<'_> {
+    enter_inner(shared, false).0
+}
+
+/// A program run in progress: a read section, plus (when asked for) an
+/// exclusively held CPU slot whose index is the run's CPU for per-CPU
+/// values and `bpf_get_smp_processor_id`. Dropping it releases both.
+/// Not `Send`: it belongs to the thread.
+pub struct RunGuard<'a> {
+    /// Claimed slot, or null (not asked for, or the bounded wait ran out).
+    cpu_slot: *const crate::cpu_slot::CpuSlot,
+    cpu: u32,
+    _section: ReadGuard<'a>,
+}
+
+impl RunGuard<'_> {
+    /// The run's CPU: the claimed slot index, or [`crate::cpu::CURRENT`]
+    /// when the run holds no slot (per-CPU accesses then use the thread's
+    /// real CPU).
+    #[inline(always)]
+    pub fn cpu(&self) -> u32 {
+        self.cpu
+    }
+
+    /// Whether the run holds a CPU slot exclusively.
+    #[inline(always)]
+    pub fn holds_cpu_slot(&self) -> bool {
+        !self.cpu_slot.is_null()
+    }
+}
+
+impl Drop for RunGuard<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        if !self.cpu_slot.is_null() {
+            // SAFETY: the slot lies in the registry mapping, alive for 'a;
+            // this run claimed it. Release: the run's per-CPU writes happen
+            // before the next holder's claim.
+            unsafe { &*self.cpu_slot }.holder.store(0, Ordering::Release);
+        }
+    }
+}
+
+/// Enters a read section and, with `claim_cpu`, claims a CPU slot (see
+/// `cpu_slot` for the bounded wait when every slot is held).
+#[inline]
+pub(crate) fn enter_run(shared: &Arc<Shared>, claim_cpu: bool) -> RunGuard<'_> {
+    let (section, token, fence_pending) = enter_inner(shared, claim_cpu);
+    let mut guard = RunGuard { cpu_slot: std::ptr::null(), cpu: crate::cpu::CURRENT, _section: section };
+    if claim_cpu {
+        let token = if token != 0 { token } else { crate::cpu_slot::token(shared.reader_owner_id(), 0) };
+        match crate::cpu_slot::claim(shared, token) {
+            Some((index, slot)) => {
+                guard.cpu_slot = slot;
+                guard.cpu = index;
+                // On x86-64 the claim's `lock cmpxchg` was the full barrier
+                // publishing the section's epoch; elsewhere a SeqCst RMW is
+                // not guaranteed to order an earlier plain store before
+                // later loads, so fence explicitly.
+                #[cfg(not(target_arch = "x86_64"))]
+                if fence_pending {
+                    fence(Ordering::SeqCst);
+                }
+            }
+            None => {
+                if fence_pending {
+                    fence(Ordering::SeqCst);
+                }
+            }
+        }
+    }
+    guard
+}
+
+/// Enters a read section; with `defer_fence` the epoch is stored plainly
+/// and the caller must issue a full barrier (returned `true`) before it
+/// reads map memory. Also returns the thread's run token (0 if unknown).
+#[inline(always)]
+fn enter_inner(shared: &Arc<Shared>, defer_fence: bool) -> (ReadGuard<'_>, u64, bool) {
     let ptr = Arc::as_ptr(shared);
+    let mut token = 0;
+    let mut fence_pending = false;
     let entered = READERS.try_with(|r| {
         let mut r = r.borrow_mut();
         let fe = crate::registry::fork_epoch();
@@ -125,7 +211,7 @@ pub(crate) fn enter(shared: &Arc<Shared>) -> ReadGuard<'_> {
             Some(i) if r[i].fork_epoch == fe => i,
             Some(i) => {
                 // Forked child: the inherited slot is the parent's; take our own.
-                r[i].slot = claim_slot(shared);
+                (r[i].slot, r[i].run_token) = claim_slot(shared);
                 r[i].fork_epoch = fe;
                 r[i].depth = 0;
                 i
@@ -133,29 +219,40 @@ pub(crate) fn enter(shared: &Arc<Shared>) -> ReadGuard<'_> {
             None => {
                 // Forget registries this thread used that are gone.
                 r.retain(|t| t.shared.strong_count() > 0);
-                r.push(ThreadReader { shared: Arc::downgrade(shared), slot: claim_slot(shared), depth: 0, fork_epoch: fe });
+                let (slot, run_token) = claim_slot(shared);
+                r.push(ThreadReader { shared: Arc::downgrade(shared), slot, depth: 0, fork_epoch: fe, run_token });
                 r.len() - 1
             }
         };
         let t = &mut r[idx];
         if t.depth == 0 && !t.slot.is_null() {
             let e = shared.epoch_state().epoch.load(Ordering::SeqCst);
-            // A SeqCst swap is a full barrier (xchg on x86): the slot is
-            // visible before any map memory is read in the section.
             // SAFETY: slot inside the registry mapping, alive while `shared` is.
-            unsafe { &*t.slot }.epoch.swap(e, Ordering::SeqCst);
+            let slot = unsafe { &*t.slot };
+            if defer_fence {
+                slot.epoch.store(e, Ordering::Relaxed);
+                fence_pending = true;
+            } else {
+                // A SeqCst swap is a full barrier (xchg on x86): the slot is
+                // visible before any map memory is read in the section.
+                slot.epoch.swap(e, Ordering::SeqCst);
+            }
         }
         t.depth += 1;
+        token = t.run_token;
     });
-    ReadGuard {
+    let section = ReadGuard {
         shared: if entered.is_ok() { ptr } else { std::ptr::null() },
         _registry: std::marker::PhantomData,
         _not_send: std::marker::PhantomData,
-    }
+    };
+    (section, token, fence_pending)
 }
 
+/// Claims a reader slot for the calling thread; also returns its run token
+/// for CPU-slot claims.
 #[cold]
-fn claim_slot(shared: &Shared) -> *const ReaderSlot {
+fn claim_slot(shared: &Shared) -> (*const ReaderSlot, u64) {
     let owner = shared.reader_owner_id();
     let st = shared.epoch_state();
     // SAFETY: gettid has no preconditions.
@@ -169,7 +266,7 @@ fn claim_slot(shared: &Shared) -> *const ReaderSlot {
                 s.epoch.store(0, Ordering::Release);
                 s.tid.store(tid, Ordering::Relaxed);
                 st.slots_used.fetch_max(i as u32 + 1, Ordering::AcqRel);
-                return s;
+                return (s, crate::cpu_slot::token(owner, tid));
             }
         }
     }
@@ -177,7 +274,7 @@ fn claim_slot(shared: &Shared) -> *const ReaderSlot {
     WARNED.call_once(|| {
         eprintln!("userbpf: all {READER_SLOTS} map reader slots are taken; this thread reads maps without reuse protection")
     });
-    std::ptr::null()
+    (std::ptr::null(), crate::cpu_slot::token(owner, tid))
 }
 
 /// Stamps a freed element: returns the epoch it was freed in.

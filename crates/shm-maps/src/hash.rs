@@ -93,8 +93,8 @@ enum Insert {
 pub(crate) enum ValueSrc {
     /// Syscall view: every CPU's value, `value_stride` apart.
     AllCpus,
-    /// Program view: one value for the current CPU.
-    ThisCpu,
+    /// Program view: one value, for this CPU (an index, or `cpu::CURRENT`).
+    OneCpu(u32),
 }
 
 /// Copies a value, with fast paths for the common 8- and 4-byte values
@@ -249,19 +249,19 @@ impl Map {
         None
     }
 
+    /// Byte offset of `cpu`'s value in a per-CPU element (`cpu` may be
+    /// `cpu::CURRENT`).
     #[inline(always)]
-    fn cpu_slot(&self) -> usize {
-        let cpu = crate::cpu::current();
-        let cpu = if cpu < self.ncpus { cpu } else { cpu % self.ncpus };
-        cpu as usize * self.value_stride
+    fn cpu_value_offset(&self, cpu: u32) -> usize {
+        crate::cpu::slot_index(cpu, self.ncpus) as usize * self.value_stride
     }
 
-    /// Program-view lookup.
+    /// Program-view lookup (per-CPU maps: `cpu`'s value).
     ///
     /// # Safety
     /// `key` points to `key_size` readable bytes.
     #[inline(always)]
-    pub(crate) unsafe fn hash_prog_lookup(&self, key: *const u8) -> *mut u8 {
+    pub(crate) unsafe fn hash_prog_lookup(&self, key: *const u8, cpu: u32) -> *mut u8 {
         let h = self.hash_key(key);
         match self.find(key, h) {
             Some(idx) => {
@@ -273,8 +273,8 @@ impl Map {
                 }
                 let v = self.elem_value(idx);
                 if self.percpu {
-                    // SAFETY: cpu_slot < ncpus * stride, inside the element.
-                    unsafe { v.add(self.cpu_slot()) }
+                    // SAFETY: the offset is < ncpus * stride, inside the element.
+                    unsafe { v.add(self.cpu_value_offset(cpu)) }
                 } else {
                     v
                 }
@@ -332,8 +332,8 @@ impl Map {
                     // Whole strides, padding included, as the kernel does.
                     ptr::copy_nonoverlapping(value, v, self.value_stride * self.ncpus as usize);
                 }
-                ValueSrc::ThisCpu => {
-                    let slot = self.cpu_slot();
+                ValueSrc::OneCpu(cpu) => {
+                    let slot = self.cpu_value_offset(cpu);
                     if fresh {
                         ptr::write_bytes(v, 0, self.value_stride * self.ncpus as usize);
                     }
@@ -353,9 +353,9 @@ impl Map {
     /// # Safety
     /// `key`/`value` point to `key_size`/`value_size` readable bytes.
     #[inline]
-    pub(crate) unsafe fn hash_prog_update(&self, key: *const u8, value: *const u8, flags: u64) -> Result<(), Errno> {
+    pub(crate) unsafe fn hash_prog_update(&self, key: *const u8, value: *const u8, flags: u64, cpu: u32) -> Result<(), Errno> {
         // SAFETY: forwarded caller contract.
-        unsafe { self.hash_update(key, value, flags, ValueSrc::ThisCpu) }
+        unsafe { self.hash_update(key, value, flags, ValueSrc::OneCpu(cpu)) }
     }
 
     #[inline(always)]
@@ -400,7 +400,7 @@ impl Map {
             // inside a long section). The program view fails at once like a
             // kernel allocation failure; the syscall view waits (lock
             // released) for readers to move on, up to a second.
-            if src == ValueSrc::ThisCpu {
+            if matches!(src, ValueSrc::OneCpu(_)) {
                 return Err(if self.lru { Errno::ENOMEM } else { Errno::E2BIG });
             }
             let now = std::time::Instant::now();

@@ -11,7 +11,7 @@
 use std::sync::atomic::AtomicU32;
 
 /// Version of every shared structure in this crate.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 pub const REGISTRY_MAGIC: u64 = u64::from_le_bytes(*b"UBPF-REG");
 pub const MAP_MAGIC: u64 = u64::from_le_bytes(*b"UBPF-MAP");

@@ -36,6 +36,8 @@
 //!   `open_existing(dir)` (read-only inspection: creates nothing, registers no owner);
 //!   `generation()`, `wait_generation_change(old, timeout)`, `bump_generation()`;
 //!   `read_section()` (hold one around every program run, see below);
+//!   `enter_run(claim_cpu) -> RunGuard` (read section + exclusive CPU slot for runs
+//!   touching per-CPU state; `RunGuard::cpu()`), `cpu_slot_stats()`, `cpu_slot_holders()`;
 //!   maps: `create_map(&MapSpec) -> Map`, `open_map(id)`, `maps()`, `map_info(id)`,
 //!   `remove_map(id)`, `map_path(id)`; programs: `create_prog(&ProgRecord) -> id`,
 //!   `prog(id)`, `progs()`, `remove_prog(id)`, `prog_path(id)`; attachments:
@@ -51,7 +53,8 @@
 //!   ring id): the server translates fds before calling `update`.
 //! - [`Map`] program view (hot path: no allocation, no syscall, no unbounded
 //!   lock; return `0`/`-errno` like helpers): `prog_lookup(key) -> *mut u8`,
-//!   `prog_update(key, value, flags)`, `prog_delete(key)`, `prog_push/pop/peek`,
+//!   `prog_update(key, value, flags)`, `prog_lookup_on_cpu(key, cpu)` /
+//!   `prog_update_on_cpu(key, value, flags, cpu)` (per-CPU value of the run's claimed CPU), `prog_delete(key)`, `prog_push/pop/peek`,
 //!   `perf_event_output(flags, data)` (after `refresh_perf_rings()` off the hot path),
 //!   `ringbuf_output/reserve/query`, [`ringbuf_submit`]/[`ringbuf_discard`],
 //!   `get_stackid(ips, flags)`, `id_at(index)` (tail calls), `array_value_ptr(index)`
@@ -60,7 +63,8 @@
 //!   `ringbuf_mmap_for_loader(offset, len, prot)` (the server's `mmap` of a ring buffer fd).
 //! - [`PerfRing`]: `output(data)` (producer), `read(|rec| ..)`, `readable()`,
 //!   `wait_readable(timeout)` (consumer; the server emulates epoll with it), `path()`.
-//! - [`cpu`]: `current()` (rseq, for `bpf_get_smp_processor_id`), `nr_possible()`.
+//! - [`cpu`]: `current()` (rseq), `CURRENT` (the `cpu` argument for "no claimed slot"),
+//!   `nr_possible()`.
 //!
 //! # Value lifetime
 //!
@@ -86,6 +90,7 @@
 mod array;
 mod bloom;
 pub mod cpu;
+mod cpu_slot;
 mod epoch;
 mod errno;
 mod error;
@@ -101,7 +106,8 @@ mod ringbuf;
 mod stack_trace;
 mod sys;
 
-pub use epoch::{ReadGuard, READER_SLOTS};
+pub use cpu_slot::{CpuSlotStats, MAX_CPU_SLOTS};
+pub use epoch::{ReadGuard, RunGuard, READER_SLOTS};
 pub use errno::{from_ret, Errno};
 pub use error::Error;
 pub use layout::{helper_flags, map_flags, map_type, update_flags, LAYOUT_VERSION};

@@ -691,6 +691,13 @@ impl Map {
         crate::epoch::enter(&self.shared)
     }
 
+    /// Starts a program run on this map's registry (see
+    /// [`Registry::enter_run`]).
+    #[inline]
+    pub fn enter_run(&self, claim_cpu: bool) -> crate::epoch::RunGuard<'_> {
+        crate::epoch::enter_run(&self.shared, claim_cpu)
+    }
+
     /// The registry this map belongs to.
     pub fn registry(&self) -> Registry {
         Registry { shared: self.shared.clone() }
@@ -824,19 +831,32 @@ impl Map {
     // ---------------- program view ----------------
 
     /// `bpf_map_lookup_elem` from a program: pointer to the value (for
-    /// per-CPU maps, the current CPU's slot), or null. The pointer stays
-    /// valid for this mapping's lifetime; see the crate docs for how long its
-    /// contents keep belonging to the key.
+    /// per-CPU maps, the slot of the CPU the thread runs on), or null. The
+    /// pointer stays valid for this mapping's lifetime; see the crate docs
+    /// for how long its contents keep belonging to the key. Programs run
+    /// under a [`crate::RunGuard`] use [`Map::prog_lookup_on_cpu`].
     ///
     /// # Safety
     /// `key` must point to `key_size` readable bytes.
     #[inline]
     pub unsafe fn prog_lookup(&self, key: *const u8) -> *mut u8 {
+        // SAFETY: forwarded caller contract.
+        unsafe { self.prog_lookup_on_cpu(key, crate::cpu::CURRENT) }
+    }
+
+    /// `bpf_map_lookup_elem` from a program run whose CPU is `cpu`
+    /// ([`crate::RunGuard::cpu`]: the claimed CPU slot, or
+    /// [`crate::cpu::CURRENT`]); `cpu` only matters for per-CPU maps.
+    ///
+    /// # Safety
+    /// `key` must point to `key_size` readable bytes.
+    #[inline]
+    pub unsafe fn prog_lookup_on_cpu(&self, key: *const u8, cpu: u32) -> *mut u8 {
         match self.kind {
             // SAFETY: forwarded caller contract.
-            Kind::Hash => unsafe { self.hash_prog_lookup(key) },
+            Kind::Hash => unsafe { self.hash_prog_lookup(key, cpu) },
             // SAFETY: forwarded caller contract.
-            Kind::Array => unsafe { self.array_prog_lookup(key) },
+            Kind::Array => unsafe { self.array_prog_lookup(key, cpu) },
             // SAFETY: forwarded caller contract.
             Kind::LpmTrie => unsafe { self.lpm_prog_lookup(key) },
             // Fd arrays, stack traces, queues, bloom filters and ring buffers
@@ -846,18 +866,31 @@ impl Map {
     }
 
     /// `bpf_map_update_elem` from a program: `value` is one CPU's value
-    /// (`value_size` bytes); per-CPU maps update the current CPU's slot
-    /// (a new element's other slots are zeroed). Returns 0 or -errno.
+    /// (`value_size` bytes); per-CPU maps update the slot of the CPU the
+    /// thread runs on (a new element's other slots are zeroed). Returns 0
+    /// or -errno. Programs run under a [`crate::RunGuard`] use
+    /// [`Map::prog_update_on_cpu`].
     ///
     /// # Safety
     /// `key`/`value` must point to `key_size`/`value_size` readable bytes.
     #[inline]
     pub unsafe fn prog_update(&self, key: *const u8, value: *const u8, flags: u64) -> i64 {
+        // SAFETY: forwarded caller contract.
+        unsafe { self.prog_update_on_cpu(key, value, flags, crate::cpu::CURRENT) }
+    }
+
+    /// `bpf_map_update_elem` from a program run whose CPU is `cpu` (see
+    /// [`Map::prog_lookup_on_cpu`]).
+    ///
+    /// # Safety
+    /// `key`/`value` must point to `key_size`/`value_size` readable bytes.
+    #[inline]
+    pub unsafe fn prog_update_on_cpu(&self, key: *const u8, value: *const u8, flags: u64, cpu: u32) -> i64 {
         let r = match self.kind {
             // SAFETY: forwarded caller contract.
-            Kind::Hash => unsafe { self.hash_prog_update(key, value, flags) },
+            Kind::Hash => unsafe { self.hash_prog_update(key, value, flags, cpu) },
             // SAFETY: forwarded caller contract.
-            Kind::Array => unsafe { self.array_prog_update(key, value, flags) },
+            Kind::Array => unsafe { self.array_prog_update(key, value, flags, cpu) },
             Kind::LpmTrie => {
                 // SAFETY: forwarded caller contract.
                 let (k, v) = unsafe {

@@ -5,7 +5,8 @@
 //! `$USERBPF_DIR`):
 //!
 //! ```text
-//! registry        one page: magic, layout version, id allocator, generation futex word
+//! registry        header page (magic, layout version, id allocator, generation futex word,
+//!                 reclamation epoch, CPU-slot counters), reader slots, CPU slots
 //! owners/<id>     one file per live participant process, OFD-locked for its lifetime
 //! maps/<id>       one file per map, sized for its max_entries
 //! progs/<id>      program records (instructions with registry map ids)
@@ -62,11 +63,15 @@ struct RegistryHeader {
     generation: PaddedU32,
     /// Element reclamation epochs (see `epoch`).
     epoch: crate::epoch::EpochState,
+    /// CPU-slot count and counters (see `cpu_slot`).
+    cpu_slots: crate::cpu_slot::CpuSlotState,
 }
 
-/// Header page, then the reader slots.
+/// Header page, then the reader slots, then the CPU slots.
 const REGISTRY_HEADER_PAGE: usize = 4096;
-const REGISTRY_FILE_SIZE: usize = REGISTRY_HEADER_PAGE + crate::epoch::READER_SLOTS * crate::epoch::SLOT_SIZE;
+const CPU_SLOTS_OFFSET: usize = REGISTRY_HEADER_PAGE + crate::epoch::READER_SLOTS * crate::epoch::SLOT_SIZE;
+const REGISTRY_FILE_SIZE: usize = CPU_SLOTS_OFFSET + crate::cpu_slot::MAX_CPU_SLOTS * crate::cpu_slot::CPU_SLOT_SIZE;
+const _: () = assert!(std::mem::size_of::<crate::cpu_slot::CpuSlot>() == crate::cpu_slot::CPU_SLOT_SIZE);
 const _: () = assert!(std::mem::size_of::<RegistryHeader>() <= REGISTRY_HEADER_PAGE);
 
 /// Current fork generation of this process (changes in a forked child).
@@ -100,6 +105,8 @@ pub(crate) struct Shared {
     /// Opened with `open_existing`: no owner registration until a write.
     read_only: bool,
     header: Mapping,
+    /// Number of CPU slots (from the header, validated at open).
+    cpu_slot_count: u32,
     /// `(fork epoch << 32) | owner id` of this process; 0 = not registered.
     owner: AtomicU64,
     owner_fd: Mutex<Option<OwnedFd>>,
@@ -123,6 +130,30 @@ impl Shared {
         // SAFETY: slot i lies inside the REGISTRY_FILE_SIZE mapping, 64-aligned.
         unsafe {
             &*(self.header.base().add(REGISTRY_HEADER_PAGE + i * crate::epoch::SLOT_SIZE) as *const crate::epoch::ReaderSlot)
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn cpu_slot_state(&self) -> &crate::cpu_slot::CpuSlotState {
+        &self.header().cpu_slots
+    }
+
+    #[inline(always)]
+    pub(crate) fn cpu_slot_count(&self) -> u32 {
+        self.cpu_slot_count
+    }
+
+    /// CPU slot `i` (`i < cpu_slot_count()`, which every caller derives
+    /// its index from).
+    #[inline(always)]
+    pub(crate) fn cpu_slot(&self, i: u32) -> &crate::cpu_slot::CpuSlot {
+        debug_assert!(i < self.cpu_slot_count);
+        let i = (i as usize).min(crate::cpu_slot::MAX_CPU_SLOTS - 1);
+        // SAFETY: slot i < MAX_CPU_SLOTS lies inside the REGISTRY_FILE_SIZE
+        // mapping, 64-aligned; it is only accessed through atomics.
+        unsafe {
+            &*(self.header.base().add(CPU_SLOTS_OFFSET + i * crate::cpu_slot::CPU_SLOT_SIZE)
+                as *const crate::cpu_slot::CpuSlot)
         }
     }
 
@@ -502,12 +533,13 @@ impl Registry {
             check_dir(&p, opts)?;
         }
         let file_mode = if opts.shared { 0o660 } else { 0o600 };
-        let header = open_registry_file(dir, file_mode)?;
+        let (header, cpu_slot_count) = open_registry_file(dir, file_mode)?;
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
             shared_mode: opts.shared,
             read_only: false,
             header,
+            cpu_slot_count,
             owner: AtomicU64::new(0),
             owner_fd: Mutex::new(None),
         });
@@ -531,13 +563,14 @@ impl Registry {
         if !path.exists() {
             return Err(Error::io(path, "open", io::Error::from_raw_os_error(libc::ENOENT)));
         }
-        let header = open_registry_file(dir, 0)?;
+        let (header, cpu_slot_count) = open_registry_file(dir, 0)?;
         Ok(Registry {
             shared: Arc::new(Shared {
                 dir: dir.to_path_buf(),
                 shared_mode: opts.shared,
                 read_only: true,
                 header,
+                cpu_slot_count,
                 owner: AtomicU64::new(0),
                 owner_fd: Mutex::new(None),
             }),
@@ -654,6 +687,32 @@ impl Registry {
     #[inline]
     pub fn read_section(&self) -> crate::epoch::ReadGuard<'_> {
         crate::epoch::enter(&self.shared)
+    }
+
+    /// Starts a program run: a read section (as [`Registry::read_section`])
+    /// and, with `claim_cpu`, an exclusively claimed **CPU slot** — the
+    /// user-space stand-in for the kernel running a program with
+    /// preemption disabled. Pass [`crate::RunGuard::cpu`] to the program
+    /// view's `*_on_cpu` operations and report it as
+    /// `bpf_get_smp_processor_id`: no other run (in any process) uses that
+    /// CPU's per-CPU values until the guard drops. Claim only for programs
+    /// that reference per-CPU state. Uncontended cost: one CAS and one
+    /// store on top of the read section's; see `docs/arch/shm-maps.md` for
+    /// the bounded wait when every slot is held.
+    #[inline]
+    pub fn enter_run(&self, claim_cpu: bool) -> crate::epoch::RunGuard<'_> {
+        crate::epoch::enter_run(&self.shared, claim_cpu)
+    }
+
+    /// Counters of the CPU-slot mechanism (waits, steals from dead holders,
+    /// timeouts), registry-wide.
+    pub fn cpu_slot_stats(&self) -> crate::cpu_slot::CpuSlotStats {
+        crate::cpu_slot::stats(&self.shared)
+    }
+
+    /// CPU slots currently held: `(slot index, owner id, thread id)`.
+    pub fn cpu_slot_holders(&self) -> Vec<(u32, u32, u32)> {
+        crate::cpu_slot::holders(&self.shared).into_iter().map(|(i, t)| (i, t as u32, (t >> 32) as u32)).collect()
     }
 
     /// Bumps the generation and wakes every waiter (done automatically by
@@ -869,6 +928,7 @@ impl Registry {
         for f in dead_files {
             let _ = fs::remove_file(f);
         }
+        crate::cpu_slot::release_dead(&self.shared);
         if removed > 0 {
             self.shared.bump_generation();
         }
@@ -893,20 +953,26 @@ fn read_object(p: &Path, kind: &'static str, id: u32) -> Result<Vec<u8>, Error> 
     })
 }
 
-fn open_registry_file(dir: &Path, mode: u32) -> Result<Mapping, Error> {
+/// Opens (creating if needed) and validates the registry file; returns its
+/// mapping and CPU-slot count.
+fn open_registry_file(dir: &Path, mode: u32) -> Result<(Mapping, u32), Error> {
     let path = dir.join("registry");
     for _ in 0..100 {
         match sys::open(&path, libc::O_RDWR, 0) {
             Ok(fd) => {
                 let len = sys::file_len(&fd).map_err(|e| Error::io(&path, "stat", e))?;
-                if len < REGISTRY_FILE_SIZE {
+                if len < REGISTRY_HEADER_PAGE {
                     return Err(Error::Incompatible {
                         path,
                         reason: format!("registry file is {len} bytes, expected {REGISTRY_FILE_SIZE}; not a userbpf registry"),
                     });
                 }
-                let m = Mapping::map(fd.as_raw_fd(), REGISTRY_FILE_SIZE).map_err(|e| Error::io(&path, "mmap", e))?;
-                // SAFETY: the mapping holds at least one RegistryHeader.
+                // Map what is there (at most our size): the version check
+                // must come first, so an older build's smaller file is
+                // reported as a version mismatch.
+                let m = Mapping::map(fd.as_raw_fd(), len.min(REGISTRY_FILE_SIZE)).map_err(|e| Error::io(&path, "mmap", e))?;
+                // SAFETY: the mapping holds at least one RegistryHeader
+                // (one page, checked above).
                 let h = unsafe { &*(m.base() as *const RegistryHeader) };
                 if h.magic != REGISTRY_MAGIC {
                     return Err(Error::Incompatible { path, reason: "bad magic: not a userbpf registry".into() });
@@ -922,7 +988,23 @@ fn open_registry_file(dir: &Path, mode: u32) -> Result<Mapping, Error> {
                         ),
                     });
                 }
-                return Ok(m);
+                if len < REGISTRY_FILE_SIZE {
+                    return Err(Error::Incompatible {
+                        path,
+                        reason: format!("registry file is {len} bytes, expected {REGISTRY_FILE_SIZE}; not a userbpf registry"),
+                    });
+                }
+                let count = h.cpu_slots.count;
+                if count == 0 || count > crate::cpu_slot::MAX_CPU_SLOTS as u64 {
+                    return Err(Error::Incompatible {
+                        path,
+                        reason: format!(
+                            "registry header claims {count} CPU slots (valid: 1..={}); the file is corrupt",
+                            crate::cpu_slot::MAX_CPU_SLOTS
+                        ),
+                    });
+                }
+                return Ok((m, count as u32));
             }
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
                 create_registry_file(dir, &path, mode)?;
@@ -947,6 +1029,7 @@ fn create_registry_file(dir: &Path, path: &Path, mode: u32) -> Result<(), Error>
         h.next_id.0.store(1, Ordering::Relaxed);
         h.generation.0.store(1, Ordering::Relaxed);
         h.epoch.epoch.store(1, Ordering::Relaxed);
+        h.cpu_slots.count = (crate::cpu::nr_possible() as u64).clamp(1, crate::cpu_slot::MAX_CPU_SLOTS as u64);
         Ok(())
     })();
     if let Err(e) = init {

@@ -5,6 +5,7 @@
 
 use std::ffi::c_void;
 
+use crate::env::RunEnv;
 use crate::maps::MapHandle;
 
 /// # Safety
@@ -15,16 +16,20 @@ unsafe fn map<'a>(map: u64) -> &'a MapHandle {
     unsafe { &*(map as *const MapHandle) }
 }
 
-/// `bpf_map_lookup_elem(map, key)`: value pointer or 0.
-pub unsafe extern "C" fn map_lookup_elem(m: u64, key: u64, _: u64, _: u64, _: u64, _: *mut c_void) -> u64 {
-    // SAFETY: the verifier proved `key` readable for key_size bytes.
-    unsafe { map(m).prog_lookup(key as *const u8) as u64 }
+/// `bpf_map_lookup_elem(map, key)`: value pointer or 0. Per-CPU maps give
+/// the value of the run's CPU (its claimed CPU slot, see `RunEnv::cpu`).
+pub unsafe extern "C" fn map_lookup_elem(m: u64, key: u64, _: u64, _: u64, _: u64, env: *mut c_void) -> u64 {
+    // SAFETY: `env` is the RunEnv (or null) the caller passed to run; the
+    // verifier proved `key` readable for key_size bytes.
+    unsafe { map(m).prog_lookup_on_cpu(key as *const u8, RunEnv::cpu_from_helper_arg(env)) as u64 }
 }
 
-/// `bpf_map_update_elem(map, key, value, flags)`.
-pub unsafe extern "C" fn map_update_elem(m: u64, key: u64, value: u64, flags: u64, _: u64, _: *mut c_void) -> u64 {
-    // SAFETY: the verifier proved key/value readable for their sizes.
-    unsafe { map(m).prog_update(key as *const u8, value as *const u8, flags) as u64 }
+/// `bpf_map_update_elem(map, key, value, flags)` (per-CPU maps: the run's
+/// CPU's value).
+pub unsafe extern "C" fn map_update_elem(m: u64, key: u64, value: u64, flags: u64, _: u64, env: *mut c_void) -> u64 {
+    // SAFETY: `env` is the RunEnv (or null) the caller passed to run; the
+    // verifier proved key/value readable for their sizes.
+    unsafe { map(m).prog_update_on_cpu(key as *const u8, value as *const u8, flags, RunEnv::cpu_from_helper_arg(env)) as u64 }
 }
 
 /// `bpf_map_delete_elem(map, key)`.

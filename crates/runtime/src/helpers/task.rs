@@ -133,10 +133,16 @@ pub unsafe extern "C" fn get_current_comm(buf: u64, size: u64, _: u64, _: u64, _
     0
 }
 
-/// `bpf_get_smp_processor_id()`: the CPU this thread runs on (read from
-/// the thread's rseq area, no system call).
-pub unsafe extern "C" fn get_smp_processor_id(_: u64, _: u64, _: u64, _: u64, _: u64, _: *mut c_void) -> u64 {
-    current_cpu() as u64
+/// `bpf_get_smp_processor_id()`: the run's CPU — the CPU slot it holds
+/// (a program calling this helper always claims one, so the id is as
+/// exclusive as the kernel's for the whole run), else the CPU the thread
+/// runs on (rseq, no system call).
+pub unsafe extern "C" fn get_smp_processor_id(_: u64, _: u64, _: u64, _: u64, _: u64, env: *mut c_void) -> u64 {
+    // SAFETY: `env` is the RunEnv (or null) the caller passed to run.
+    match unsafe { crate::env::RunEnv::cpu_from_helper_arg(env) } {
+        shm_maps::cpu::CURRENT => current_cpu() as u64,
+        claimed => claimed as u64,
+    }
 }
 
 /// The CPU this thread runs on now (index into per-CPU map values and the
