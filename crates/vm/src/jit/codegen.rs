@@ -43,6 +43,7 @@
 use crate::insn::*;
 use crate::program::{Helpers, TailCallResolver};
 
+use super::copy_loop;
 use super::x86::{self, alu, cc, shift, Asm, Reg, Size};
 use super::x86::{R10, R11, R12, R13, R14, R15, R8, R9, RAX, RBP, RBX, RCX, RDI, RDX, RSI};
 use super::{JitError, JitOptions};
@@ -138,6 +139,11 @@ pub(super) fn generate(
     let mut pc = 0;
     while pc < insns.len() {
         if loop_heads.get(pc).copied().unwrap_or(false) {
+            let copy = opts.copy_loops.then(|| copy_loop::recognize(insns, pc));
+            if let Some(copy) = copy.flatten() {
+                pc = cg.emit_copy_loop(pc, &copy)?;
+                continue;
+            }
             cg.asm.align_with_nops(LOOP_ALIGN);
         }
         cg.offsets[pc] = cg.asm.pos() as u32;
@@ -236,6 +242,37 @@ impl Codegen<'_> {
         a.jump_back(None, epilogue);
         debug_assert_eq!(a.pos(), TAIL_CALL_ENTRY_OFFSET);
         body_call
+    }
+
+    /// A recognized copy loop at `head` (see `copy_loop`): the guarded bulk
+    /// copy at the head, then the ordinary translation of the loop, whose
+    /// back edge targets its own first instruction. Returns the next slot.
+    fn emit_copy_loop(
+        &mut self,
+        head: usize,
+        copy: &copy_loop::CopyLoop,
+    ) -> Result<usize, JitError> {
+        let fast_path = self.asm.pos() as u32;
+        let (to_scalar, past_loop) =
+            copy_loop::emit_fast_path(&mut self.asm, copy, |r| REG[r as usize]);
+        let end = head + copy_loop::LEN;
+        self.fixups.push((past_loop, end));
+        self.asm.align_with_nops(LOOP_ALIGN);
+        let scalar = self.asm.pos();
+        for at in to_scalar {
+            self.asm.patch_rel32(at, scalar);
+        }
+        // The scalar loop; while it is emitted the head is `scalar`, so the
+        // back edge (a backward jump, resolved now) returns there.
+        let mut pc = head;
+        while pc < end {
+            self.offsets[pc] = self.asm.pos() as u32;
+            pc = self.emit(pc)?;
+        }
+        // Every other jump to the head (forward ones are patched at the end,
+        // backward ones are emitted later) enters the fast path.
+        self.offsets[head] = fast_path;
+        Ok(end)
     }
 
     /// Jump (conditional when `cond` is set) from the instruction at `pc` to

@@ -12,6 +12,7 @@
 //! (unknown helpers are a compile error).
 
 mod codegen;
+mod copy_loop;
 mod x86;
 
 use std::ffi::c_void;
@@ -37,6 +38,10 @@ pub struct JitOptions {
     /// `jit_entry`. Without one every tail call falls through, as in the
     /// interpreter (helper 12 is never looked up in the helper table).
     pub tail_call_resolver: Option<TailCallResolver>,
+    /// Lower recognized memory-copy loops to a guarded `rep movsb` that
+    /// falls back to the loop itself whenever it would not be exact
+    /// (overlap, short or wrapping counts; see `copy_loop`). Default: on.
+    pub copy_loops: bool,
 }
 
 impl Default for JitOptions {
@@ -44,6 +49,7 @@ impl Default for JitOptions {
         JitOptions {
             bmi2: std::arch::is_x86_feature_detected!("bmi2"),
             tail_call_resolver: None,
+            copy_loops: true,
         }
     }
 }

@@ -334,3 +334,265 @@ fn atomics_are_atomic_across_threads() {
     assert_eq!(mem[0].load(ordering), 2_000_000);
     assert_eq!(mem[1].load(ordering), 2_000_000);
 }
+
+/// One copy-loop case: `width`-byte elements from `ctx + src` to
+/// `ctx + dst` (with the instructions' own offsets `src_off`/`dst_off`),
+/// the loop counting with `counter_is_src`'s pointer up to `bound_delta`
+/// bytes past its start, `jne` when `exact`.
+#[derive(Clone, Copy, Debug)]
+struct CopyCase {
+    width: i32,
+    exact: bool,
+    counter_is_src: bool,
+    src: i32,
+    dst: i32,
+    src_off: i16,
+    dst_off: i16,
+    bound_delta: i32,
+    /// Use r7/r8/r0/r9 (p, q, t, b) instead of r2/r3/r5/r4 (which include
+    /// the registers `rep movsb` needs, saved around it).
+    callee_saved_regs: bool,
+}
+
+/// Bytes of data memory in a copy-loop case; the registers are dumped
+/// after it.
+const COPY_MEM: usize = 8192;
+
+impl CopyCase {
+    /// The program: set up the pointers, run the loop (entered through a
+    /// forward jump to its head), then store p, q (relative to ctx), t and
+    /// b - ctx in the words after the data.
+    fn program(&self) -> String {
+        let (p, q, t, b) = if self.callee_saved_regs {
+            ("%r7", "%r8", "%r0", "%r9")
+        } else {
+            ("%r2", "%r3", "%r5", "%r4")
+        };
+        let sfx = match self.width {
+            1 => "b",
+            2 => "h",
+            4 => "w",
+            _ => "dw",
+        };
+        let c = if self.counter_is_src { p } else { q };
+        let jcc = if self.exact { "jne" } else { "jlt" };
+        let (w, so, dof) = (self.width, self.src_off, self.dst_off);
+        let (src, dst, delta) = (self.src, self.dst, self.bound_delta);
+        let r = COPY_MEM;
+        format!(
+            "mov {p}, %r1\nadd {p}, {src}\nmov {q}, %r1\nadd {q}, {dst}\n\
+             mov {b}, {c}\nadd {b}, {delta}\nmov {t}, 77\nja head\nmov {t}, 99\n\
+             head:\nldx{sfx} {t}, [{p}{so:+}]\nstx{sfx} [{q}{dof:+}], {t}\nadd {p}, {w}\nadd {q}, {w}\n\
+             {jcc} {c}, {b}, head\n\
+             sub {p}, %r1\nsub {q}, %r1\nsub {b}, %r1\n\
+             stxdw [%r1+{r}], {p}\nstxdw [%r1+{}], {q}\nstxdw [%r1+{}], {t}\nstxdw [%r1+{}], {b}\n\
+             mov %r0, {t}\nexit",
+            r + 8,
+            r + 16,
+            r + 24,
+        )
+    }
+}
+
+/// Runs `case` in the interpreter and in the JIT with and without the
+/// copy-loop lowering; all three must leave the same memory and r0.
+fn check_copy_case(case: &CopyCase) {
+    let text = case.program();
+    let prog = load(&text);
+    let mem: Vec<u64> = (0..(COPY_MEM / 8 + 4) as u64)
+        .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (i << 3))
+        .collect();
+    let mut outcomes = Vec::new();
+    for copy_loops in [true, false] {
+        let opts = JitOptions {
+            copy_loops,
+            ..JitOptions::default()
+        };
+        let jit = JitProgram::compile(&prog, &Helpers::new(), &opts).unwrap();
+        let has_rep_movsb = jit.code().windows(2).any(|w| w == [0xf3, 0xa4]);
+        assert_eq!(has_rep_movsb, copy_loops, "lowering applied: {case:?}");
+        let ((j, jm), (i, im)) = both(&prog, &jit, &Helpers::new(), &mem);
+        outcomes.push((j, jm));
+        if copy_loops {
+            outcomes.push((i, im));
+        }
+    }
+    let (first, rest) = outcomes.split_first().unwrap();
+    for other in rest {
+        if other != first {
+            let diff = first
+                .1
+                .iter()
+                .zip(&other.1)
+                .position(|(a, b)| a != b)
+                .map(|w| w * 8);
+            panic!(
+                "engines differ on {case:?} (first differing byte offset {diff:?}, r0 {:?} vs {:?})\n{text}",
+                first.0, other.0
+            );
+        }
+    }
+}
+
+#[test]
+fn copy_loop_lowering_equals_the_loop() {
+    let base = CopyCase {
+        width: 8,
+        exact: false,
+        counter_is_src: true,
+        src: 64,
+        dst: 4160,
+        src_off: 0,
+        dst_off: 0,
+        bound_delta: 2048,
+        callee_saved_regs: false,
+    };
+    let mut cases = vec![
+        base,
+        // Overlap, destination ahead of the source: the loop forward-
+        // propagates, the fast path must not run.
+        CopyCase {
+            dst: 64 + 8,
+            ..base
+        },
+        CopyCase {
+            width: 1,
+            dst: 64 + 1,
+            bound_delta: 1000,
+            ..base
+        },
+        CopyCase {
+            width: 1,
+            dst: 64 + 3,
+            bound_delta: 1000,
+            exact: true,
+            ..base
+        },
+        CopyCase {
+            width: 4,
+            dst: 64 + 6,
+            bound_delta: 1000,
+            ..base
+        },
+        // Overlap, destination behind; and the very same region.
+        CopyCase { dst: 32, ..base },
+        CopyCase { dst: 64, ..base },
+        // Adjacent regions (disjoint, fast path).
+        CopyCase {
+            dst: 64 + 2048,
+            ..base
+        },
+        CopyCase {
+            src: 64 + 2048,
+            dst: 64,
+            ..base
+        },
+        // Overlap by one element at either end.
+        CopyCase {
+            dst: 64 + 2040,
+            ..base
+        },
+        CopyCase {
+            src: 64 + 2040,
+            dst: 64,
+            ..base
+        },
+        // Short copies (scalar), the threshold, a bound behind the start.
+        CopyCase {
+            bound_delta: 8,
+            ..base
+        },
+        CopyCase {
+            bound_delta: 255,
+            width: 1,
+            ..base
+        },
+        CopyCase {
+            bound_delta: 256,
+            width: 1,
+            ..base
+        },
+        CopyCase {
+            bound_delta: 0,
+            ..base
+        },
+        CopyCase {
+            bound_delta: -40,
+            ..base
+        },
+        // jlt with a distance that is not a multiple of the width.
+        CopyCase {
+            bound_delta: 2045,
+            ..base
+        },
+        CopyCase {
+            width: 4,
+            bound_delta: 1001,
+            ..base
+        },
+        // Counting on the destination, instruction offsets, other registers.
+        CopyCase {
+            counter_is_src: false,
+            src_off: -16,
+            dst_off: 24,
+            ..base
+        },
+        CopyCase {
+            callee_saved_regs: true,
+            width: 2,
+            exact: true,
+            bound_delta: 3000,
+            ..base
+        },
+        CopyCase {
+            callee_saved_regs: true,
+            width: 1,
+            src: 5000,
+            dst: 4999,
+            bound_delta: 3000,
+            ..base
+        },
+    ];
+    // Pseudo-random cases across the parameter space.
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n) as i32
+    };
+    for _ in 0..400 {
+        let width = 1 << next(4);
+        let exact = next(2) == 0;
+        let n = 1 + next(700);
+        let bound_delta = if exact {
+            n * width
+        } else {
+            n * width - next(width as u64)
+        };
+        let len = (n * width).max(width);
+        let src_off = (next(64) - 32) as i16;
+        let dst_off = (next(64) - 32) as i16;
+        let src = 64 + next((COPY_MEM as u64 - 128) - len as u64);
+        let dst = if next(2) == 0 {
+            64 + next((COPY_MEM as u64 - 128) - len as u64)
+        } else {
+            // Near the source, often overlapping.
+            (src + next(64) - 32).clamp(64, COPY_MEM as i32 - 64 - len)
+        };
+        cases.push(CopyCase {
+            width,
+            exact,
+            counter_is_src: next(2) == 0,
+            src,
+            dst,
+            src_off,
+            dst_off,
+            bound_delta,
+            callee_saved_regs: next(2) == 0,
+        });
+    }
+    for case in &cases {
+        check_copy_case(case);
+    }
+}

@@ -523,6 +523,14 @@ impl Asm {
         }
     }
 
+    /// `rep movsb`: copy `rcx` bytes from `[rsi]` to `[rdi]`, forwards
+    /// (the ABI keeps the direction flag clear), advancing both.
+    #[inline]
+    pub fn rep_movsb(&mut self) {
+        self.b(0xf3);
+        self.b(0xa4);
+    }
+
     // ---- control flow --------------------------------------------------------
 
     #[inline]
@@ -730,6 +738,7 @@ mod tests {
             "sarx rdi,r15,r13"
         );
         assert_eq!(text(|a| a.bswap(true, R14)), "bswap r14");
+        assert_eq!(text(|a| a.rep_movsb()), "rep movsb [rdi],[rsi]");
         assert_eq!(text(|a| a.ror16_8(RSI)), "ror si,8");
         assert_eq!(text(|a| a.movzx16_rr(R13, R13)), "movzx r13d,r13w");
         assert_eq!(
