@@ -2,7 +2,8 @@
 //! the interpreter's semantics, and runs it.
 //!
 //! Owns the public JIT API ([`JitProgram`], [`JitOptions`], [`JitError`]);
-//! the encoder lives in `x86`, the translation in `codegen`, executable
+//! the encoder lives in `x86`, the translation in `codegen`, the copy-loop
+//! idiom (lowered to a guarded `rep movsb`) in `copy_loop`, executable
 //! memory in [`crate::exec_mem`]. See `docs/arch/vm-jit.md` for the frame
 //! layout, register mapping and the tail-call protocol.
 //!

@@ -1,6 +1,7 @@
 //! Targeted JIT tests for what random differential programs do not reach:
 //! tail calls (chains, the 33 limit, from inside a BPF-to-BPF call, empty
-//! slots), run aborts, `callx`, `call_function` and compile errors. Each
+//! slots), run aborts, `callx`, `call_function`, compile errors and the
+//! copy-loop lowering (overlap, thresholds, wrapping counts). Each
 //! compares with the interpreter where both engines apply.
 
 use std::ffi::c_void;
