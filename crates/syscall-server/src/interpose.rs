@@ -15,7 +15,7 @@
 //!   Server code itself sees the real euid.
 //! - `open*`/`fopen*`/`access`: sysfs/tracefs paths ([`crate::sysfs`]).
 //! - `ioctl`, `close`: perf event control and object lifetime.
-//! - `mmap`/`mmap64`: only checks the length of perf ring mappings.
+//! - `mmap`/`mmap64`: sizes perf rings to the length the loader maps.
 //! - `epoll_ctl`/`epoll_wait`/`epoll_pwait`: perf rings in epoll sets
 //!   ([`crate::epoll`]).
 //! - `setrlimit`/`prlimit64` of `RLIMIT_MEMLOCK`: userbpf maps are not locked
@@ -293,8 +293,10 @@ pub unsafe extern "C" fn ioctl(fd: c_int, request: c_ulong, arg: *mut c_void) ->
 macro_rules! interpose_mmap {
     ($name:ident) => {
         /// Perf ring fds are the ring files themselves, so the loader's
-        /// `mmap` maps them directly; only the length is checked (a
-        /// mismatch would make the reader walk past the file: SIGBUS).
+        /// `mmap` maps them directly; only the length is checked, and a ring
+        /// is resized to the length the loader asks for
+        /// ([`crate::perf::prepare_ring_mmap`]): a mismatch would make the
+        /// reader walk past the file (SIGBUS).
         ///
         /// # Safety
         /// Same contract as libc's function of this name.
@@ -311,7 +313,7 @@ macro_rules! interpose_mmap {
                 let bad = enter(|| {
                     TABLE
                         .get(fd)
-                        .map(|obj| crate::perf::check_ring_mmap(&obj, len))
+                        .map(|obj| crate::perf::prepare_ring_mmap(fd, &obj, len))
                 })
                 .flatten()
                 .and_then(|r| r.err());

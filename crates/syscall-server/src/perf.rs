@@ -15,7 +15,7 @@
 //! a kernel feature: refused with the kernel's errno and a one-line message.
 
 use std::ffi::{c_long, CStr};
-use std::os::fd::{IntoRawFd, RawFd};
+use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
 use std::sync::Arc;
 
 use crate::abi::perf::*;
@@ -30,8 +30,8 @@ pub const OUTPUT_RING_PAGES: u32 = 64;
 /// Data pages for a new BPF_OUTPUT ring. The ring (and so its size) must
 /// exist when `perf_event_open` returns, before the loader says how much it
 /// maps, so the server follows bpftrace's own knob `BPFTRACE_PERF_RB_PAGES`
-/// (a power of two, like the kernel requires); an `mmap` of any other size
-/// fails with EINVAL and a message ([`check_ring_mmap`]).
+/// (a power of two, like the kernel requires); an `mmap` of another size
+/// resizes the ring ([`prepare_ring_mmap`]).
 fn output_ring_pages() -> u32 {
     std::env::var("BPFTRACE_PERF_RB_PAGES")
         .ok()
@@ -41,22 +41,42 @@ fn output_ring_pages() -> u32 {
 }
 
 /// `mmap(fd)` of a ring: the length must be the ring's (header + data).
-pub fn check_ring_mmap(obj: &Object, len: usize) -> Result<(), i32> {
+///
+/// The ring exists before the loader says how large it maps it. bpftrace
+/// maps what `BPFTRACE_PERF_RB_PAGES` says; libbpf's `perf_buffer__new`
+/// maps its own page count (libbpf-tools use 16 or 64 pages). When the
+/// length asks for another power-of-two number of data pages, the ring is
+/// replaced by one of that size under the same fd number (`dup2`), which is
+/// safe because nothing but this fd refers to it yet: a ring is mapped
+/// right after `perf_event_open`, before it is stored in a perf event array.
+/// Any other length fails with EINVAL and a message.
+pub fn prepare_ring_mmap(fd: RawFd, obj: &Object, len: usize) -> Result<(), i32> {
     let Object::Output(o) = obj else {
         return Ok(());
     };
     if len == o.ring.mmap_len() {
         return Ok(());
     }
-    report::unsupported(
-        &format!("mapping a perf ring with {len} bytes"),
-        &format!(
-            "userbpf sized it {} bytes (1 + {} pages) at perf_event_open; set BPFTRACE_PERF_RB_PAGES to match",
-            o.ring.mmap_len(),
-            o.ring.mmap_len() / 4096 - 1
-        ),
-    );
-    Err(libc::EINVAL)
+    let page = 4096usize;
+    let data_pages = (len / page).saturating_sub(1);
+    let resizable = len % page == 0 && data_pages.is_power_of_two() && data_pages <= 1 << 16;
+    if !resizable {
+        report::unsupported(
+            &format!("mapping a perf ring with {len} bytes"),
+            "the length must be one header page plus a power of two of data pages, as for the kernel",
+        );
+        return Err(libc::EINVAL);
+    }
+    let key = crate::objects::file_key(fd).ok_or(libc::EBADF)?;
+    let (ring, new_fd) = backend::create_ring(data_pages as u32)?;
+    // SAFETY: both fds are open; dup2 atomically makes `fd` name the new ring file.
+    if unsafe { libc::dup2(new_fd.as_raw_fd(), fd) } < 0 {
+        return Err(report::errno());
+    }
+    drop(new_fd);
+    let replaced = TABLE.replace(key, fd, Object::Output(OutputEvent { ring, cpu: o.cpu }))?;
+    drop(replaced);
+    Ok(())
 }
 
 /// `perf_event_open(attr, pid, cpu, group_fd, flags)`.
