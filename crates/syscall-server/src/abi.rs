@@ -95,6 +95,7 @@ pub const BPF_MAP_TYPE_PERF_EVENT_ARRAY: u32 = 4;
 pub const BPF_MAP_TYPE_PERCPU_HASH: u32 = 5;
 pub const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
 pub const BPF_MAP_TYPE_STACK_TRACE: u32 = 7;
+pub const BPF_MAP_TYPE_CGROUP_ARRAY: u32 = 8;
 pub const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
 pub const BPF_MAP_TYPE_LRU_PERCPU_HASH: u32 = 10;
 pub const BPF_MAP_TYPE_RINGBUF: u32 = 27;
@@ -127,6 +128,8 @@ pub const BPF_PERF_EVENT: u32 = 41;
 pub const BPF_TRACE_KPROBE_MULTI: u32 = 42;
 
 // Pseudo sources of `lddw`.
+/// `BPF_MAP_CREATE` flag: programs may only read the map (libbpf's `.rodata`).
+pub const BPF_F_RDONLY_PROG: u32 = 1 << 7;
 pub const BPF_PSEUDO_MAP_FD: u8 = 1;
 pub const BPF_PSEUDO_MAP_VALUE: u8 = 2;
 pub const BPF_PSEUDO_MAP_IDX: u8 = 5;

@@ -31,7 +31,7 @@ pub unsafe fn bpf(cmd: u32, attr_ptr: *mut u8, size: u32) -> Result<c_long, i32>
         abi::BPF_MAP_DELETE_ELEM => map_elem(&a, ElemOp::Delete),
         abi::BPF_MAP_GET_NEXT_KEY => map_elem(&a, ElemOp::NextKey),
         abi::BPF_MAP_LOOKUP_AND_DELETE_ELEM => map_elem(&a, ElemOp::LookupAndDelete),
-        abi::BPF_MAP_FREEZE => Ok(0),
+        abi::BPF_MAP_FREEZE => map_freeze(&a),
         abi::BPF_PROG_LOAD => prog_load(&a),
         // SAFETY: attr_ptr is the caller's writable attr.
         abi::BPF_PROG_TEST_RUN => unsafe { prog_test_run(&a, attr_ptr) },
@@ -84,9 +84,38 @@ fn map_create(a: &Attr) -> Result<c_long, i32> {
         report::unsupported("maps of maps", "userbpf has no map-in-map support");
         return Err(libc::EINVAL);
     }
-    let (map, fd) = backend::create_map(&spec)?;
+    // A cgroup array holds cgroup fds that only `bpf_current_task_under_cgroup`
+    // (and `bpf_skb_under_cgroup`) read; userbpf implements neither, so the
+    // verifier refuses every program that could use one. libbpf tools still
+    // create it unconditionally (funclatency's `cgroup_map`, used only with
+    // `-c`): keep it in the registry as an ARRAY of u32 that nothing reads,
+    // and refuse syscall-side stores into it (see `map_elem`).
+    let registry_spec = if spec.map_type == abi::BPF_MAP_TYPE_CGROUP_ARRAY {
+        if spec.key_size != 4 || spec.value_size != 4 || spec.max_entries == 0 || spec.map_flags != 0 {
+            return Err(libc::EINVAL); // the kernel's fd-array rules
+        }
+        backend::MapSpec { map_type: abi::BPF_MAP_TYPE_ARRAY, ..spec.clone() }
+    } else {
+        spec.clone()
+    };
+    let (map, fd) = backend::create_map(&registry_spec)?;
     let fd = fd.into_raw_fd();
-    register(fd, Object::Map(MapObject { map, spec }))
+    register(fd, Object::Map(MapObject { map, spec, frozen: Default::default() }))
+}
+
+/// `BPF_MAP_FREEZE`: from now on the loader cannot change the map through
+/// the syscall (EPERM) nor map it writable. A frozen `BPF_F_RDONLY_PROG`
+/// array (libbpf's `.rodata`) is constant for programs: the verifier reads
+/// its contents and decides branches on them, as the kernel does.
+fn map_freeze(a: &Attr) -> Result<c_long, i32> {
+    let obj = map_of(a.u32(attr::ELEM_MAP_FD))?;
+    let Object::Map(m) = &*obj else {
+        unreachable!("map_of returns maps only")
+    };
+    if m.frozen.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        return Err(libc::EBUSY); // the kernel refuses a second freeze
+    }
+    Ok(0)
 }
 
 /// Register `object` behind `fd` and hand `fd` to the caller.
@@ -153,6 +182,12 @@ fn map_elem(a: &Attr, op: ElemOp) -> Result<c_long, i32> {
     let user_value_size = m.map.user_value_size();
     let key_ptr = a.u64(attr::ELEM_KEY);
     let value_ptr = a.u64(attr::ELEM_VALUE);
+    if m.spec.map_type == abi::BPF_MAP_TYPE_CGROUP_ARRAY {
+        return cgroup_array_elem(a, op);
+    }
+    if m.is_frozen() && matches!(op, ElemOp::Update | ElemOp::Delete | ElemOp::LookupAndDelete) {
+        return Err(libc::EPERM); // the kernel's answer for a frozen map
+    }
     // SAFETY (for every user_bytes/to_user below): the pointers come from the
     // loader's bpf_attr and are sized by the map's key/value sizes, exactly
     // what the kernel would copy.
@@ -203,6 +238,42 @@ fn map_elem(a: &Attr, op: ElemOp) -> Result<c_long, i32> {
             m.map.get_next_key(key.as_deref(), &mut next)?;
             unsafe { to_user(value_ptr, &next)? };
             Ok(0)
+        }
+    }
+}
+
+/// Element operations on a `CGROUP_ARRAY` (see `map_create`): it never holds
+/// anything. Lookups fail like the kernel's (EOPNOTSUPP: fd arrays are not
+/// readable from the syscall); storing a cgroup fails loudly, since no
+/// program could use it.
+fn cgroup_array_elem(a: &Attr, op: ElemOp) -> Result<c_long, i32> {
+    match op {
+        ElemOp::Lookup | ElemOp::LookupAndDelete => Err(libc::EOPNOTSUPP),
+        ElemOp::Delete => Err(libc::ENOENT),
+        ElemOp::NextKey => {
+            let obj = map_of(a.u32(attr::ELEM_MAP_FD))?;
+            let Object::Map(m) = &*obj else {
+                unreachable!("map_of returns maps only")
+            };
+            let key_ptr = a.u64(attr::ELEM_KEY);
+            let key = if key_ptr == 0 {
+                None
+            } else {
+                // SAFETY: the loader's 4-byte key.
+                Some(unsafe { user_bytes(key_ptr, 4)? })
+            };
+            let mut next = [0u8; 4];
+            m.map.get_next_key(key.as_deref(), &mut next)?;
+            // SAFETY: the loader's 4-byte next-key buffer.
+            unsafe { to_user(a.u64(attr::ELEM_VALUE), &next)? };
+            Ok(0)
+        }
+        ElemOp::Update => {
+            report::unsupported(
+                "cgroup filters (storing a cgroup in a BPF_MAP_TYPE_CGROUP_ARRAY)",
+                "userbpf has no bpf_current_task_under_cgroup helper",
+            );
+            Err(libc::EOPNOTSUPP)
         }
     }
 }
@@ -269,6 +340,7 @@ fn prog_load(a: &Attr) -> Result<c_long, i32> {
                         fd,
                         id: m.map.id(),
                         spec: m.spec.clone(),
+                        constant_value: constant_value_of(m),
                     });
                     map_objects.push(obj.clone());
                 }
@@ -342,6 +414,75 @@ fn prog_load(a: &Attr) -> Result<c_long, i32> {
             map_ids,
         }),
     )
+}
+
+/// An `mmap` of one of our fds: the file offset to map at, or the kernel's
+/// errno. Perf rings: see [`crate::perf::prepare_ring_mmap`]. Maps: only
+/// `BPF_F_MMAPABLE` arrays can be mapped (EINVAL otherwise, ENODEV for other
+/// map types, as the kernel); a frozen map cannot be mapped writable (EPERM).
+/// The values of an array start at a page boundary of the map file, after
+/// the registry's header: the loader's offset is relative to them.
+pub fn prepare_mmap(fd: RawFd, obj: &Object, len: usize, prot: i32, flags: i32, off: i64) -> Result<i64, i32> {
+    match obj {
+        Object::Output(_) => crate::perf::prepare_ring_mmap(fd, obj, len).map(|()| off),
+        Object::Map(m) => {
+            if m.spec.map_type != abi::BPF_MAP_TYPE_ARRAY {
+                report::unsupported(
+                    &format!("mmap of a map of type {}", m.spec.map_type),
+                    "only BPF_F_MMAPABLE arrays can be mapped",
+                );
+                return Err(libc::ENODEV);
+            }
+            if m.spec.map_flags & shm_maps::map_flags::BPF_F_MMAPABLE == 0 {
+                return Err(libc::EINVAL);
+            }
+            if m.is_frozen() && prot & libc::PROT_WRITE != 0 && flags & libc::MAP_SHARED != 0 {
+                return Err(libc::EPERM);
+            }
+            let values = array_values_file_offset(&m.map.map).ok_or_else(|| {
+                report::line("userbpf: cannot locate an array map's values in its file");
+                libc::EIO
+            })?;
+            Ok(off + values as i64)
+        }
+        _ => Err(libc::ENODEV),
+    }
+}
+
+/// File offset of element 0 of an array map's values, found through this
+/// process's own mapping of the map file (`/proc/self/maps` gives the file
+/// offset of the mapping that holds the value's address).
+fn array_values_file_offset(map: &shm_maps::Map) -> Option<u64> {
+    let addr = map.array_value_ptr(0)? as u64;
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    for line in maps.lines() {
+        let mut fields = line.split_ascii_whitespace();
+        let (range, _perms, offset) = (fields.next()?, fields.next()?, fields.next()?);
+        let (start, end) = range.split_once('-')?;
+        let start = u64::from_str_radix(start, 16).ok()?;
+        let end = u64::from_str_radix(end, 16).ok()?;
+        if (start..end).contains(&addr) {
+            let file_off = u64::from_str_radix(offset, 16).ok()? + (addr - start);
+            // mmap offsets must be page-aligned: the registry puts values on a page.
+            return (file_off % 4096 == 0).then_some(file_off);
+        }
+    }
+    None
+}
+
+/// Element 0 of a frozen array that programs may only read (libbpf's
+/// `.rodata`): its contents can no longer change, so the verifier may treat
+/// them as constants.
+fn constant_value_of(m: &MapObject) -> Option<Vec<u8>> {
+    if m.spec.map_type != abi::BPF_MAP_TYPE_ARRAY
+        || m.spec.map_flags & abi::BPF_F_RDONLY_PROG == 0
+        || !m.is_frozen()
+    {
+        return None;
+    }
+    let mut value = vec![0u8; m.map.user_value_size()];
+    m.map.lookup(&0u32.to_ne_bytes(), &mut value).ok()?;
+    Some(value)
 }
 
 /// A NUL-terminated string from the loader (empty for null).

@@ -15,7 +15,8 @@
 //!   Server code itself sees the real euid.
 //! - `open*`/`fopen*`/`access`: sysfs/tracefs paths ([`crate::sysfs`]).
 //! - `ioctl`, `close`: perf event control and object lifetime.
-//! - `mmap`/`mmap64`: sizes perf rings to the length the loader maps.
+//! - `mmap`/`mmap64`: sizes perf rings to the length the loader maps;
+//!   maps the values of mmapable array maps (libbpf's global data).
 //! - `epoll_ctl`/`epoll_wait`/`epoll_pwait`: perf rings in epoll sets
 //!   ([`crate::epoll`]).
 //! - `setrlimit`/`prlimit64` of `RLIMIT_MEMLOCK`: userbpf maps are not locked
@@ -293,10 +294,10 @@ pub unsafe extern "C" fn ioctl(fd: c_int, request: c_ulong, arg: *mut c_void) ->
 macro_rules! interpose_mmap {
     ($name:ident) => {
         /// Perf ring fds are the ring files themselves, so the loader's
-        /// `mmap` maps them directly; only the length is checked, and a ring
-        /// is resized to the length the loader asks for
-        /// ([`crate::perf::prepare_ring_mmap`]): a mismatch would make the
-        /// reader walk past the file (SIGBUS).
+        /// `mmap` maps them directly; a ring is resized to the length the
+        /// loader asks for ([`crate::perf::prepare_ring_mmap`]). Map fds are
+        /// the map files: an mmapable array's values start after the map's
+        /// header, so the offset is moved there ([`crate::bpf::prepare_mmap`]).
         ///
         /// # Safety
         /// Same contract as libc's function of this name.
@@ -310,16 +311,16 @@ macro_rules! interpose_mmap {
             off: libc::off_t,
         ) -> *mut c_void {
             if fd >= 0 {
-                let bad = enter(|| {
-                    TABLE
-                        .get(fd)
-                        .map(|obj| crate::perf::prepare_ring_mmap(fd, &obj, len))
-                })
-                .flatten()
-                .and_then(|r| r.err());
-                if let Some(e) = bad {
-                    let _: c_int = fail(e);
-                    return libc::MAP_FAILED;
+                let answer = enter(|| TABLE.get(fd).map(|obj| crate::bpf::prepare_mmap(fd, &obj, len, prot, flags, off)))
+                    .flatten();
+                match answer {
+                    Some(Err(e)) => {
+                        let _: c_int = fail(e);
+                        return libc::MAP_FAILED;
+                    }
+                    // SAFETY: forwarding with the file offset of the object's data.
+                    Some(Ok(file_off)) => return unsafe { real::$name(addr, len, prot, flags, fd, file_off) },
+                    None => {}
                 }
             }
             // SAFETY: forwarding unchanged.

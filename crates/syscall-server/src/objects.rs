@@ -54,7 +54,18 @@ impl Object {
 pub struct MapObject {
     /// The registry map (removed when this object is dropped).
     pub map: backend::Map,
+    /// The map as the loader created it (a `CGROUP_ARRAY` keeps its type
+    /// here while the registry holds it as an `ARRAY`, see `bpf::map_create`).
     pub spec: backend::MapSpec,
+    /// Set by `BPF_MAP_FREEZE`: syscall-side writes fail with EPERM and
+    /// writable mappings are refused, as in the kernel.
+    pub frozen: std::sync::atomic::AtomicBool,
+}
+
+impl MapObject {
+    pub fn is_frozen(&self) -> bool {
+        self.frozen.load(std::sync::atomic::Ordering::Acquire)
+    }
 }
 
 pub struct ProgObject {
