@@ -7,7 +7,8 @@
 //!   the same algorithm in C (`benches/native/programs.c`, compiled here
 //!   with gcc -O2, once as is and once with gcc's loop-to-memcpy and
 //!   vectorizer passes off, the "same algorithm" scalar code), against
-//!   rbpf's JIT, and against userbpf's interpreter for scale.
+//!   rbpf's JIT, and against userbpf's interpreter for scale. The
+//!   min-time table also shows the JIT with loop unrolling off.
 //! - `compile/<n> insns`: JIT compile throughput (code generation plus
 //!   mapping the code W^X) on a mixed program of n instructions.
 //!
@@ -247,6 +248,11 @@ fn bench_code(c: &mut Criterion) {
         let insns = vm::asm::assemble(case.asm).unwrap();
         let prog = Program::load_plain(&insns).unwrap();
         let jit = JitProgram::compile(&prog, &helpers, &JitOptions::default()).unwrap();
+        let no_unroll = JitOptions {
+            unroll_loops: false,
+            ..JitOptions::default()
+        };
+        let jit_no_unroll = JitProgram::compile(&prog, &helpers, &no_unroll).unwrap();
         let bytes: Vec<u8> = insns
             .iter()
             .flat_map(|i| i.to_u64().to_le_bytes())
@@ -264,6 +270,7 @@ fn bench_code(c: &mut Criterion) {
         let results = unsafe {
             [
                 jit.call(ptr, std::ptr::null_mut()),
+                jit_no_unroll.call(ptr, std::ptr::null_mut()),
                 rbpf_vm
                     .execute_program_jit(std::slice::from_raw_parts_mut(ptr, len))
                     .unwrap(),
@@ -299,6 +306,9 @@ fn bench_code(c: &mut Criterion) {
                         rbpf_vm
                             .execute_program_jit(std::slice::from_raw_parts_mut(ptr, len))
                             .unwrap()
+                    }),
+                    ("userbpf_jit_no_unroll", &mut || {
+                        jit_no_unroll.call(ptr, std::ptr::null_mut())
                     }),
                 ],
             );

@@ -44,6 +44,7 @@ use crate::insn::*;
 use crate::program::{Helpers, TailCallResolver};
 
 use super::copy_loop;
+use super::unroll::{self, SimpleLoop};
 use super::x86::{self, alu, cc, shift, Asm, Reg, Size};
 use super::x86::{R10, R11, R12, R13, R14, R15, R8, R9, RAX, RBP, RBX, RCX, RDI, RDX, RSI};
 use super::{JitError, JitOptions};
@@ -145,6 +146,11 @@ pub(super) fn generate(
                 continue;
             }
             cg.asm.align_with_nops(LOOP_ALIGN);
+            let simple = opts.unroll_loops.then(|| unroll::recognize(insns, pc));
+            if let Some(simple) = simple.flatten() {
+                pc = cg.emit_unrolled_loop(&simple)?;
+                continue;
+            }
         }
         cg.offsets[pc] = cg.asm.pos() as u32;
         pc = cg.emit(pc)?;
@@ -275,6 +281,81 @@ impl Codegen<'_> {
         Ok(end)
     }
 
+    /// A loop recognized by `unroll` (already aligned): `unroll::FACTOR`
+    /// copies of its body, see the module documentation there. Returns the
+    /// slot after the loop.
+    fn emit_unrolled_loop(&mut self, simple: &SimpleLoop) -> Result<usize, JitError> {
+        let (head, back_edge) = (simple.head, simple.back_edge);
+        let first_head = self.asm.pos();
+        let mut first_offsets = Vec::new();
+        for copy in 0..unroll::FACTOR {
+            let is_last = copy + 1 == unroll::FACTOR;
+            let fixups_before = self.fixups.len();
+            // While a copy is emitted, `offsets` of the body are this copy's:
+            // backward jumps inside it resolve to it directly.
+            let mut pc = head;
+            while pc < back_edge {
+                self.offsets[pc] = self.asm.pos() as u32;
+                pc = self.emit(pc)?;
+            }
+            self.offsets[back_edge] = self.asm.pos() as u32;
+            self.emit_back_edge(back_edge, is_last, first_head)?;
+            // Forward jumps inside the body go to this copy's instruction;
+            // jumps leaving it stay pending until the end.
+            let pending: Vec<_> = self.fixups.drain(fixups_before..).collect();
+            for (at, target) in pending {
+                if simple.contains(target) {
+                    self.asm.patch_rel32(at, self.offsets[target] as usize);
+                } else {
+                    self.fixups.push((at, target));
+                }
+            }
+            if copy == 0 {
+                first_offsets.extend_from_slice(&self.offsets[head..=back_edge]);
+            }
+        }
+        // Jumps from outside (only to the head) enter the first copy.
+        self.offsets[head..=back_edge].copy_from_slice(&first_offsets);
+        Ok(back_edge + 1)
+    }
+
+    /// The back edge of copy `i` of an unrolled loop: in all but the last
+    /// copy it continues into the next copy when taken (fall-through) and
+    /// leaves the loop otherwise; in the last copy it jumps to the first
+    /// copy's head.
+    fn emit_back_edge(
+        &mut self,
+        pc: usize,
+        is_last: bool,
+        first_head: usize,
+    ) -> Result<(), JitError> {
+        let insn = self.insns[pc];
+        let cond = if insn.opc & 0xf0 == BPF_JA {
+            None
+        } else {
+            let (dst, src) = self.operands(pc, insn)?;
+            Some(self.emit_condition(pc, insn, dst, src)?)
+        };
+        match (cond, is_last) {
+            (None, false) => {}
+            // x86 condition codes come in pairs differing in bit 0.
+            (Some(c), false) => self.jump(Some(c ^ 1), pc, pc as i64 + 1)?,
+            (cond, true) => self.asm.jump_back(cond, first_head),
+        }
+        Ok(())
+    }
+
+    /// x86 registers of `insn`'s destination and source.
+    fn operands(&self, pc: usize, insn: Insn) -> Result<(Reg, Reg), JitError> {
+        let reg = |r: u8| -> Result<Reg, JitError> {
+            REG.get(r as usize).copied().ok_or(JitError::Invalid {
+                pc,
+                reason: "register above r10",
+            })
+        };
+        Ok((reg(insn.dst)?, reg(insn.src)?))
+    }
+
     /// Jump (conditional when `cond` is set) from the instruction at `pc` to
     /// slot `target`.
     fn jump(&mut self, cond: Option<u8>, pc: usize, target: i64) -> Result<(), JitError> {
@@ -304,14 +385,7 @@ impl Codegen<'_> {
     /// Emit the instruction at `pc`; returns the next slot.
     fn emit(&mut self, pc: usize) -> Result<usize, JitError> {
         let insn = self.insns[pc];
-        let reg = |r: u8| -> Result<Reg, JitError> {
-            REG.get(r as usize).copied().ok_or(JitError::Invalid {
-                pc,
-                reason: "register above r10",
-            })
-        };
-        let dst = reg(insn.dst)?;
-        let src = reg(insn.src)?;
+        let (dst, src) = self.operands(pc, insn)?;
         match insn.class() {
             BPF_ALU | BPF_ALU64 => self.emit_alu(pc, insn, dst, src)?,
             BPF_JMP | BPF_JMP32 => self.emit_jmp(pc, insn, dst, src)?,
@@ -679,11 +753,8 @@ impl Codegen<'_> {
 
     fn emit_jmp(&mut self, pc: usize, insn: Insn, dst: Reg, src: Reg) -> Result<(), JitError> {
         let is32 = insn.class() == BPF_JMP32;
-        let w = !is32;
-        let by_reg = insn.opc & BPF_X != 0;
-        let op = insn.opc & 0xf0;
         let target = pc as i64 + 1 + insn.off as i64;
-        let cond = match op {
+        match insn.opc & 0xf0 {
             BPF_JA => {
                 let target = if is32 {
                     pc as i64 + 1 + insn.imm as i64
@@ -700,6 +771,25 @@ impl Codegen<'_> {
                 return Ok(());
             }
             BPF_CALL if !is32 => return self.emit_call(pc, insn),
+            _ => {}
+        }
+        let cond = self.emit_condition(pc, insn, dst, src)?;
+        self.jump(Some(cond), pc, target)
+    }
+
+    /// The compare (or test) of a conditional jump; returns the x86
+    /// condition code under which the jump is taken.
+    fn emit_condition(
+        &mut self,
+        pc: usize,
+        insn: Insn,
+        dst: Reg,
+        src: Reg,
+    ) -> Result<u8, JitError> {
+        let w = insn.class() != BPF_JMP32;
+        let by_reg = insn.opc & BPF_X != 0;
+        let op = insn.opc & 0xf0;
+        let cond = match op {
             BPF_JEQ => cc::E,
             BPF_JNE => cc::NE,
             BPF_JGT => cc::A,
@@ -722,7 +812,7 @@ impl Codegen<'_> {
             (false, false) if insn.imm == 0 => a.test_rr(w, dst, dst),
             (false, false) => a.alu_ri(alu::CMP, w, dst, insn.imm),
         }
-        self.jump(Some(cond), pc, target)
+        Ok(cond)
     }
 
     /// Jump to the abort path reporting `kind` at `pc`, with `detail`

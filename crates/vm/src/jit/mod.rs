@@ -3,7 +3,8 @@
 //!
 //! Owns the public JIT API ([`JitProgram`], [`JitOptions`], [`JitError`]);
 //! the encoder lives in `x86`, the translation in `codegen`, the copy-loop
-//! idiom (lowered to a guarded `rep movsb`) in `copy_loop`, executable
+//! idiom (lowered to a guarded `rep movsb`) in `copy_loop`, the choice of
+//! loops emitted unrolled in `unroll`, executable
 //! memory in [`crate::exec_mem`]. See `docs/arch/vm-jit.md` for the frame
 //! layout, register mapping and the tail-call protocol.
 //!
@@ -14,6 +15,7 @@
 
 mod codegen;
 mod copy_loop;
+mod unroll;
 mod x86;
 
 use std::ffi::c_void;
@@ -43,6 +45,12 @@ pub struct JitOptions {
     /// falls back to the loop itself whenever it would not be exact
     /// (overlap, short or wrapping counts; see `copy_loop`). Default: on.
     pub copy_loops: bool,
+    /// Emit simple innermost loops (contiguous body of at most 16
+    /// instructions, one back edge, entered only at the head, no calls,
+    /// `exit` or `lddw`) as two copies of the body, so only every second
+    /// iteration takes the back edge (see `unroll`). Exact by construction:
+    /// every copy performs one iteration's operations. Default: on.
+    pub unroll_loops: bool,
 }
 
 impl Default for JitOptions {
@@ -51,6 +59,7 @@ impl Default for JitOptions {
             bmi2: std::arch::is_x86_feature_detected!("bmi2"),
             tail_call_resolver: None,
             copy_loops: true,
+            unroll_loops: true,
         }
     }
 }

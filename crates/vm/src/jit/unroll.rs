@@ -1,0 +1,315 @@
+//! Recognition of simple innermost loops, which the JIT emits unrolled.
+//!
+//! Owns the decision *which* loops may be unrolled; `codegen` emits them.
+//! A loop qualifies when its body is the contiguous range `[head, back_edge]`
+//! and:
+//!
+//! - `back_edge` is the only jump (conditional or `ja`) from inside the
+//!   range to `head`, and no jump inside the range goes backwards to
+//!   another instruction of the range (no nested loop);
+//! - the range holds no call of any kind (helper, `callx`, BPF-to-BPF,
+//!   tail call), no `exit` and no `lddw`;
+//! - no jump and no BPF-to-BPF call from outside the range lands inside
+//!   it, except on `head` (so a function start cannot be in the middle);
+//! - it is at most [`MAX_BODY`] instructions long, and a conditional back
+//!   edge has a fall-through instruction after it.
+//!
+//! Such a loop is emitted as [`FACTOR`] copies of its body in a row. Every
+//! jump inside the body targets the same copy's instruction, jumps leaving
+//! the body keep their targets, and the back edge of copy `i` becomes a
+//! fall-through into copy `i + 1` (a conditional one: "if the condition
+//! holds continue into the next copy, else leave to the instruction after
+//! the loop"); the last copy's back edge returns to the first copy's head,
+//! which is where every jump from outside enters. Each copy runs exactly
+//! the operations of one iteration, in order, so the result — registers,
+//! memory, the order of memory accesses — is the loop's by construction;
+//! what changes is that only every `FACTOR`-th back edge is a taken branch.
+
+use crate::insn::*;
+
+/// Copies of the body emitted for an unrolled loop.
+pub(super) const FACTOR: usize = 2;
+
+/// Longest body (in instruction slots) that is unrolled; bounds code growth
+/// to `(FACTOR - 1) · MAX_BODY` instructions per loop.
+pub(super) const MAX_BODY: usize = 16;
+
+/// A loop that may be unrolled: its body is `head..=back_edge`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct SimpleLoop {
+    pub head: usize,
+    pub back_edge: usize,
+}
+
+impl SimpleLoop {
+    /// Whether slot `pc` is part of the body.
+    pub fn contains(&self, pc: usize) -> bool {
+        (self.head..=self.back_edge).contains(&pc)
+    }
+}
+
+/// The loop headed at `head`, if it satisfies every condition of the module
+/// documentation.
+pub(super) fn recognize(insns: &[Insn], head: usize) -> Option<SimpleLoop> {
+    let mut back_edge = None;
+    for (pc, insn) in insns.iter().enumerate().skip(head) {
+        if insn.jump_target(pc) == Some(head as i64) {
+            if back_edge.is_some() {
+                return None;
+            }
+            back_edge = Some(pc);
+        }
+    }
+    let back_edge = back_edge?;
+    let body = SimpleLoop { head, back_edge };
+    if back_edge - head + 1 > MAX_BODY {
+        return None;
+    }
+    let is_conditional = insns[back_edge].opc & 0xf0 != BPF_JA;
+    if is_conditional && back_edge + 1 >= insns.len() {
+        return None;
+    }
+    for (pc, insn) in insns.iter().enumerate().take(back_edge + 1).skip(head) {
+        let op = insn.opc & 0xf0;
+        let class = insn.class();
+        if class == BPF_LD {
+            return None;
+        }
+        if (class == BPF_JMP || class == BPF_JMP32) && (op == BPF_CALL || op == BPF_EXIT) {
+            return None;
+        }
+        if pc != back_edge {
+            if let Some(target) = insn.jump_target(pc) {
+                // Inside the body only forward jumps; anything else is a
+                // nested loop.
+                if target >= head as i64 && target <= back_edge as i64 && target <= pc as i64 {
+                    return None;
+                }
+            }
+        }
+    }
+    for (pc, insn) in insns.iter().enumerate() {
+        if body.contains(pc) {
+            continue;
+        }
+        for target in [insn.jump_target(pc), insn.local_call_target(pc)]
+            .into_iter()
+            .flatten()
+        {
+            if target > head as i64 && target <= back_edge as i64 {
+                return None;
+            }
+        }
+    }
+    Some(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::asm::assemble;
+
+    /// The loop headed at the first instruction named `head:` in `text`.
+    fn recognize_text(text: &str, head: usize) -> Option<SimpleLoop> {
+        let insns = assemble(text).unwrap();
+        recognize(&insns, head)
+    }
+
+    const STRCMP: &str = "
+        mov %r2, %r1
+    loop:
+        ldxb %r4, [%r2]
+        ldxb %r5, [%r2+16]
+        jne %r4, %r5, differ
+        add %r2, 1
+        jne %r4, 0, loop
+        mov %r0, 0
+        exit
+    differ:
+        mov %r0, 1
+        exit
+    ";
+
+    #[test]
+    fn accepts_a_conditional_back_edge_with_an_early_exit() {
+        assert_eq!(
+            recognize_text(STRCMP, 1),
+            Some(SimpleLoop {
+                head: 1,
+                back_edge: 5
+            })
+        );
+    }
+
+    #[test]
+    fn accepts_an_unconditional_back_edge_and_inner_forward_jumps() {
+        let text = "
+            mov %r0, 0
+        loop:
+            jge %r0, 10, out
+            jset %r0, 1, odd
+            add %r1, 2
+            ja next
+        odd:
+            add %r1, 3
+        next:
+            add %r0, 1
+            ja loop
+        out:
+            mov %r0, %r1
+            exit
+        ";
+        assert_eq!(
+            recognize_text(text, 1),
+            Some(SimpleLoop {
+                head: 1,
+                back_edge: 7
+            })
+        );
+    }
+
+    #[test]
+    fn accepts_a_single_instruction_loop_and_an_outside_jump_to_the_head() {
+        let text = "
+            jeq %r1, 0, loop
+            mov %r2, 5
+        loop:
+            add %r2, -1
+            jne %r2, 0, loop
+            mov %r0, %r2
+            exit
+        ";
+        assert_eq!(
+            recognize_text(text, 2),
+            Some(SimpleLoop {
+                head: 2,
+                back_edge: 3
+            })
+        );
+        let self_loop = "
+            mov %r2, 5
+        loop:
+            jlt %r2, 3, loop
+            mov %r0, %r2
+            exit
+        ";
+        assert_eq!(
+            recognize_text(self_loop, 1),
+            Some(SimpleLoop {
+                head: 1,
+                back_edge: 1
+            })
+        );
+    }
+
+    #[test]
+    fn refuses_a_jump_from_outside_into_the_middle() {
+        let text = "
+            jeq %r1, 0, middle
+        loop:
+            add %r2, 1
+        middle:
+            add %r3, 1
+            jlt %r3, 10, loop
+            mov %r0, %r2
+            exit
+        ";
+        assert_eq!(recognize_text(text, 1), None);
+        let from_after = "
+        loop:
+            add %r2, 1
+        middle:
+            add %r3, 1
+            jlt %r3, 10, loop
+            jgt %r3, 20, out
+            ja middle
+        out:
+            mov %r0, %r2
+            exit
+        ";
+        assert_eq!(recognize_text(from_after, 0), None);
+        let called_into = "
+            call local middle
+        loop:
+            add %r2, 1
+        middle:
+            add %r3, 1
+            jlt %r3, 10, loop
+            mov %r0, %r2
+            exit
+        ";
+        assert_eq!(recognize_text(called_into, 1), None);
+    }
+
+    #[test]
+    fn refuses_calls_exits_and_lddw_in_the_body() {
+        for insn in [
+            "call 1",
+            "exit",
+            "lddw %r3, 0x123456789",
+            "call local fn",
+            "call %r5",
+        ] {
+            let text = format!(
+                "
+                mov %r2, 0
+            loop:
+                add %r2, 1
+                {insn}
+                jlt %r2, 10, loop
+                mov %r0, %r2
+                exit
+            fn:
+                mov %r0, 0
+                exit
+            "
+            );
+            assert_eq!(recognize_text(&text, 1), None, "{insn}");
+        }
+    }
+
+    #[test]
+    fn refuses_nested_and_multiple_back_edges() {
+        let nested = "
+            mov %r2, 0
+        outer:
+            mov %r3, 0
+        inner:
+            add %r3, 1
+            jlt %r3, 4, inner
+            add %r2, 1
+            jlt %r2, 4, outer
+            mov %r0, %r2
+            exit
+        ";
+        assert_eq!(recognize_text(nested, 1), None, "outer loop");
+        assert_eq!(
+            recognize_text(nested, 2),
+            Some(SimpleLoop {
+                head: 2,
+                back_edge: 3
+            }),
+            "inner loop"
+        );
+        let two_back_edges = "
+            mov %r2, 0
+        loop:
+            add %r2, 1
+            jeq %r2, 3, loop
+            jlt %r2, 10, loop
+            mov %r0, %r2
+            exit
+        ";
+        assert_eq!(recognize_text(two_back_edges, 1), None);
+    }
+
+    #[test]
+    fn refuses_a_body_longer_than_the_limit() {
+        let adds = "add %r2, 1\n".repeat(MAX_BODY);
+        let text = format!("mov %r2, 0\nloop:\n{adds}jlt %r2, 100, loop\nmov %r0, %r2\nexit\n");
+        assert_eq!(recognize_text(&text, 1), None);
+        let adds = "add %r2, 1\n".repeat(MAX_BODY - 1);
+        let text = format!("mov %r2, 0\nloop:\n{adds}jlt %r2, 100, loop\nmov %r0, %r2\nexit\n");
+        assert!(recognize_text(&text, 1).is_some());
+    }
+}
