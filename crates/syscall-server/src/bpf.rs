@@ -91,16 +91,30 @@ fn map_create(a: &Attr) -> Result<c_long, i32> {
     // `-c`): keep it in the registry as an ARRAY of u32 that nothing reads,
     // and refuse syscall-side stores into it (see `map_elem`).
     let registry_spec = if spec.map_type == abi::BPF_MAP_TYPE_CGROUP_ARRAY {
-        if spec.key_size != 4 || spec.value_size != 4 || spec.max_entries == 0 || spec.map_flags != 0 {
+        if spec.key_size != 4
+            || spec.value_size != 4
+            || spec.max_entries == 0
+            || spec.map_flags != 0
+        {
             return Err(libc::EINVAL); // the kernel's fd-array rules
         }
-        backend::MapSpec { map_type: abi::BPF_MAP_TYPE_ARRAY, ..spec.clone() }
+        backend::MapSpec {
+            map_type: abi::BPF_MAP_TYPE_ARRAY,
+            ..spec.clone()
+        }
     } else {
         spec.clone()
     };
     let (map, fd) = backend::create_map(&registry_spec)?;
     let fd = fd.into_raw_fd();
-    register(fd, Object::Map(MapObject { map, spec, frozen: Default::default() }))
+    register(
+        fd,
+        Object::Map(MapObject {
+            map,
+            spec,
+            frozen: Default::default(),
+        }),
+    )
 }
 
 /// `BPF_MAP_FREEZE`: from now on the loader cannot change the map through
@@ -185,7 +199,12 @@ fn map_elem(a: &Attr, op: ElemOp) -> Result<c_long, i32> {
     if m.spec.map_type == abi::BPF_MAP_TYPE_CGROUP_ARRAY {
         return cgroup_array_elem(a, op);
     }
-    if m.is_frozen() && matches!(op, ElemOp::Update | ElemOp::Delete | ElemOp::LookupAndDelete) {
+    if m.is_frozen()
+        && matches!(
+            op,
+            ElemOp::Update | ElemOp::Delete | ElemOp::LookupAndDelete
+        )
+    {
         return Err(libc::EPERM); // the kernel's answer for a frozen map
     }
     // SAFETY (for every user_bytes/to_user below): the pointers come from the
@@ -422,7 +441,14 @@ fn prog_load(a: &Attr) -> Result<c_long, i32> {
 /// map types, as the kernel); a frozen map cannot be mapped writable (EPERM).
 /// The values of an array start at a page boundary of the map file, after
 /// the registry's header: the loader's offset is relative to them.
-pub fn prepare_mmap(fd: RawFd, obj: &Object, len: usize, prot: i32, flags: i32, off: i64) -> Result<i64, i32> {
+pub fn prepare_mmap(
+    fd: RawFd,
+    obj: &Object,
+    len: usize,
+    prot: i32,
+    flags: i32,
+    off: i64,
+) -> Result<i64, i32> {
     match obj {
         Object::Output(_) => crate::perf::prepare_ring_mmap(fd, obj, len).map(|()| off),
         Object::Map(m) => {

@@ -311,15 +311,21 @@ macro_rules! interpose_mmap {
             off: libc::off_t,
         ) -> *mut c_void {
             if fd >= 0 {
-                let answer = enter(|| TABLE.get(fd).map(|obj| crate::bpf::prepare_mmap(fd, &obj, len, prot, flags, off)))
-                    .flatten();
+                let answer = enter(|| {
+                    TABLE
+                        .get(fd)
+                        .map(|obj| crate::bpf::prepare_mmap(fd, &obj, len, prot, flags, off))
+                })
+                .flatten();
                 match answer {
                     Some(Err(e)) => {
                         let _: c_int = fail(e);
                         return libc::MAP_FAILED;
                     }
                     // SAFETY: forwarding with the file offset of the object's data.
-                    Some(Ok(file_off)) => return unsafe { real::$name(addr, len, prot, flags, fd, file_off) },
+                    Some(Ok(file_off)) => {
+                        return unsafe { real::$name(addr, len, prot, flags, fd, file_off) }
+                    }
                     None => {}
                 }
             }

@@ -139,7 +139,12 @@ impl Table {
     /// Replace the object behind `fd` (file `old`) by `object`, whose file
     /// is already open as `fd` (the caller `dup2`ed it there). Returns the
     /// old object so the caller drops it outside the lock.
-    pub fn replace(&self, old: FileKey, fd: RawFd, object: Object) -> Result<Option<Arc<Object>>, i32> {
+    pub fn replace(
+        &self,
+        old: FileKey,
+        fd: RawFd,
+        object: Object,
+    ) -> Result<Option<Arc<Object>>, i32> {
         let key = file_key(fd).ok_or(libc::EBADF)?;
         let mut table = self.by_file.lock().map_err(|_| libc::EIO)?;
         let previous = table.remove(&old);

@@ -52,7 +52,8 @@ impl verifier::Maps for LoaderMaps<'_> {
     }
 
     fn readonly_for_programs(&self, p: verifier::PseudoLoad) -> bool {
-        self.find(p).is_some_and(|m| m.spec.map_flags & abi::BPF_F_RDONLY_PROG != 0)
+        self.find(p)
+            .is_some_and(|m| m.spec.map_flags & abi::BPF_F_RDONLY_PROG != 0)
     }
 }
 

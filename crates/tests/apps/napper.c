@@ -1,5 +1,5 @@
 /* Sample app for the funclatency (libbpf-tools) test: after a start delay,
- * calls nap() 5 times for ~2 ms and 5 times for ~20 ms, so a microsecond
+ * calls nap() 5 times for ~3 ms and 5 times for ~20 ms, so a microsecond
  * histogram of nap() has 5 calls in [2048, 4095] and 5 in [16384, 32767].
  * usage: napper [start_delay_ms] */
 #include <stdio.h>
@@ -23,7 +23,7 @@ int main(int argc, char **argv) {
     sleep_us(delay_ms * 1000);
     long total = 0;
     for (int i = 0; i < 5; i++)
-        total += nap(2000);
+        total += nap(3000);
     for (int i = 0; i < 5; i++)
         total += nap(20000);
     fprintf(stderr, "napper: done (%ld us)\n", total);
