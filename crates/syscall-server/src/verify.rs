@@ -94,3 +94,79 @@ pub fn verify(prog_type: u32, insns: &[u64], maps: &[MapRef], log_level: u32) ->
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `opcode | dst | src | off | imm`, one instruction word.
+    fn insn(opcode: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
+        opcode as u64
+            | ((dst | (src << 4)) as u64) << 8
+            | (off as u16 as u64) << 16
+            | (imm as u32 as u64) << 32
+    }
+
+    /// `if (*rodata_byte) bpf_current_task_under_cgroup(…)`: helper 37 is not
+    /// a userbpf helper, so the program loads only when the branch is known
+    /// dead, i.e. when the verifier sees the frozen `.rodata` contents.
+    fn filter_program(map_fd: i32) -> Vec<u64> {
+        vec![
+            insn(0x18, 1, abi::BPF_PSEUDO_MAP_VALUE, 0, map_fd), // r1 = &value[0]
+            insn(0, 0, 0, 0, 0),
+            insn(0x71, 2, 1, 0, 0),  // r2 = *(u8 *)(r1 + 0)
+            insn(0x15, 2, 0, 1, 0),  // if r2 == 0 goto +1
+            insn(0x85, 0, 0, 0, 37), // call 37
+            insn(0xb7, 0, 0, 0, 0),  // r0 = 0
+            insn(0x95, 0, 0, 0, 0),  // exit
+        ]
+    }
+
+    fn rodata(constant_value: Option<Vec<u8>>) -> MapRef {
+        MapRef {
+            fd: 7,
+            id: 1,
+            spec: MapSpec {
+                map_type: abi::BPF_MAP_TYPE_ARRAY,
+                key_size: 4,
+                value_size: 8,
+                max_entries: 1,
+                map_flags: abi::BPF_F_RDONLY_PROG | shm_maps::map_flags::BPF_F_MMAPABLE,
+                map_extra: 0,
+                name: "x.rodata".into(),
+            },
+            constant_value,
+        }
+    }
+
+    const KPROBE: u32 = 2;
+
+    #[test]
+    fn frozen_rodata_decides_branches() {
+        let prog = filter_program(7);
+        let off = verify(KPROBE, &prog, &[rodata(Some(vec![0; 8]))], 1);
+        assert_eq!(off.result, Ok(()), "{}", off.log);
+        let on = verify(KPROBE, &prog, &[rodata(Some(vec![1; 8]))], 1);
+        assert_eq!(on.result, Err(libc::EINVAL), "{}", on.log);
+        assert!(on.log.contains("helper#37"), "{}", on.log);
+    }
+
+    #[test]
+    fn unfrozen_rodata_is_not_a_constant() {
+        let v = verify(KPROBE, &filter_program(7), &[rodata(None)], 1);
+        assert!(v.result.is_err(), "{}", v.log);
+    }
+
+    #[test]
+    fn programs_cannot_write_readonly_maps() {
+        let prog = vec![
+            insn(0x18, 1, abi::BPF_PSEUDO_MAP_VALUE, 0, 7),
+            insn(0, 0, 0, 0, 0),
+            insn(0x72, 1, 0, 0, 1), // *(u8 *)(r1 + 0) = 1
+            insn(0xb7, 0, 0, 0, 0),
+            insn(0x95, 0, 0, 0, 0),
+        ];
+        let v = verify(KPROBE, &prog, &[rodata(None)], 1);
+        assert_eq!(v.result, Err(libc::EACCES), "{}", v.log);
+    }
+}
