@@ -8,7 +8,9 @@
 //!   with gcc -O2, once as is and once with gcc's loop-to-memcpy and
 //!   vectorizer passes off, the "same algorithm" scalar code), against
 //!   rbpf's JIT, and against userbpf's interpreter for scale. The
-//!   min-time table also shows the JIT with loop unrolling off.
+//!   min-time table also shows the JIT with loop unrolling off
+//!   (`no_unroll`) and with unrolling but no deferred increments
+//!   (`no_defer`).
 //! - `compile/<n> insns`: JIT compile throughput (code generation plus
 //!   mapping the code W^X) on a mixed program of n instructions.
 //!
@@ -253,6 +255,11 @@ fn bench_code(c: &mut Criterion) {
             ..JitOptions::default()
         };
         let jit_no_unroll = JitProgram::compile(&prog, &helpers, &no_unroll).unwrap();
+        let no_defer = JitOptions {
+            defer_loop_increments: false,
+            ..JitOptions::default()
+        };
+        let jit_no_defer = JitProgram::compile(&prog, &helpers, &no_defer).unwrap();
         let bytes: Vec<u8> = insns
             .iter()
             .flat_map(|i| i.to_u64().to_le_bytes())
@@ -271,6 +278,7 @@ fn bench_code(c: &mut Criterion) {
             [
                 jit.call(ptr, std::ptr::null_mut()),
                 jit_no_unroll.call(ptr, std::ptr::null_mut()),
+                jit_no_defer.call(ptr, std::ptr::null_mut()),
                 rbpf_vm
                     .execute_program_jit(std::slice::from_raw_parts_mut(ptr, len))
                     .unwrap(),
@@ -309,6 +317,9 @@ fn bench_code(c: &mut Criterion) {
                     }),
                     ("userbpf_jit_no_unroll", &mut || {
                         jit_no_unroll.call(ptr, std::ptr::null_mut())
+                    }),
+                    ("userbpf_jit_no_defer", &mut || {
+                        jit_no_defer.call(ptr, std::ptr::null_mut())
                     }),
                 ],
             );

@@ -80,6 +80,8 @@ struct Codegen<'a> {
     helpers: &'a Helpers,
     tail_call_resolver: Option<TailCallResolver>,
     bmi2: bool,
+    /// `JitOptions::defer_loop_increments`.
+    defer_increments: bool,
     /// Native offset of each instruction slot (+ one past the end).
     offsets: Vec<u32>,
     /// (position of rel32, target slot) for forward jumps and local calls.
@@ -93,6 +95,29 @@ struct Codegen<'a> {
     /// Address and length of the helper table `callx` indexes (u64 function
     /// addresses, 0 = none), owned by the `JitProgram`.
     callx_table: Option<(*const u64, usize)>,
+    /// While an unrolled loop with a deferred increment is emitted: the
+    /// loop, the register and the increment not yet performed.
+    pending: Option<PendingIncrement>,
+    /// Jumps leaving such a loop while an increment is pending: (position
+    /// of the rel32, target slot, jumping slot, register, increment). Each
+    /// gets a stub that performs the increment and then jumps.
+    exit_stubs: Vec<ExitStub>,
+}
+
+#[derive(Clone, Copy)]
+struct PendingIncrement {
+    body: SimpleLoop,
+    reg: u8,
+    delta: i64,
+}
+
+#[derive(Clone, Copy)]
+struct ExitStub {
+    at: usize,
+    target: usize,
+    pc: usize,
+    reg: u8,
+    delta: i64,
 }
 
 /// `AbortInfo::kind` values.
@@ -126,12 +151,15 @@ pub(super) fn generate(
         helpers,
         tail_call_resolver: opts.tail_call_resolver,
         bmi2: opts.bmi2,
+        defer_increments: opts.defer_loop_increments,
         offsets: vec![0; insns.len() + 1],
         fixups: Vec::new(),
         abort: 0,
         function_entry: 0,
         helper_calls: Vec::new(),
         callx_table: callx_table.map(|t| (t.as_ptr(), t.len())),
+        pending: None,
+        exit_stubs: Vec::new(),
     };
     let body_call = cg.prologue();
     let body = cg.asm.pos();
@@ -288,6 +316,17 @@ impl Codegen<'_> {
         let (head, back_edge) = (simple.head, simple.back_edge);
         let first_head = self.asm.pos();
         let mut first_offsets = Vec::new();
+        let increment = if self.defer_increments {
+            unroll::deferred_increment(self.insns, simple)
+        } else {
+            None
+        };
+        self.pending = increment.map(|inc| PendingIncrement {
+            body: *simple,
+            reg: inc.reg,
+            delta: 0,
+        });
+        let stubs_before = self.exit_stubs.len();
         for copy in 0..unroll::FACTOR {
             let is_last = copy + 1 == unroll::FACTOR;
             let fixups_before = self.fixups.len();
@@ -296,7 +335,19 @@ impl Codegen<'_> {
             let mut pc = head;
             while pc < back_edge {
                 self.offsets[pc] = self.asm.pos() as u32;
-                pc = self.emit(pc)?;
+                match (increment, self.pending.as_mut()) {
+                    (Some(inc), Some(p)) if inc.add_pc == pc => {
+                        p.delta += inc.imm as i64;
+                        if is_last {
+                            let total = std::mem::replace(&mut p.delta, 0);
+                            // |total| <= FACTOR * 2^20: fits an imm32.
+                            self.asm
+                                .alu_ri(alu::ADD, true, REG[inc.reg as usize], total as i32);
+                        }
+                        pc += 1;
+                    }
+                    _ => pc = self.emit(pc)?,
+                }
             }
             self.offsets[back_edge] = self.asm.pos() as u32;
             self.emit_back_edge(back_edge, is_last, first_head)?;
@@ -312,6 +363,22 @@ impl Codegen<'_> {
             }
             if copy == 0 {
                 first_offsets.extend_from_slice(&self.offsets[head..=back_edge]);
+            }
+        }
+        self.pending = None;
+        // Exit stubs, out of the way of the fall-through (a conditional
+        // back edge falls through to the next slot).
+        if self.exit_stubs.len() > stubs_before {
+            let over = (self.insns[back_edge].opc & 0xf0 != BPF_JA).then(|| self.asm.jmp_rel32());
+            for stub in self.exit_stubs.drain(stubs_before..).collect::<Vec<_>>() {
+                let here = self.asm.pos();
+                self.asm.patch_rel32(stub.at, here);
+                let reg = REG[stub.reg as usize];
+                self.asm.alu_ri(alu::ADD, true, reg, stub.delta as i32);
+                self.jump(None, stub.pc, stub.target as i64)?;
+            }
+            if let Some(at) = over {
+                self.fixups.push((at, back_edge + 1));
             }
         }
         // Jumps from outside (only to the head) enter the first copy.
@@ -345,6 +412,17 @@ impl Codegen<'_> {
         Ok(())
     }
 
+    /// Displacement of a load or store based on eBPF register `base`: its
+    /// offset plus the increment of `base` still pending, if any.
+    fn disp(&self, base: u8, off: i16) -> i32 {
+        match self.pending {
+            // `unroll::deferred_increment` bounds the increment so that
+            // this cannot overflow.
+            Some(p) if p.reg == base => (off as i64 + p.delta) as i32,
+            _ => off as i32,
+        }
+    }
+
     /// x86 registers of `insn`'s destination and source.
     fn operands(&self, pc: usize, insn: Insn) -> Result<(Reg, Reg), JitError> {
         let reg = |r: u8| -> Result<Reg, JitError> {
@@ -360,6 +438,23 @@ impl Codegen<'_> {
     /// slot `target`.
     fn jump(&mut self, cond: Option<u8>, pc: usize, target: i64) -> Result<(), JitError> {
         let target = self.check_target(pc, target)?;
+        if let Some(p) = self.pending {
+            if p.delta != 0 && !p.body.contains(target) {
+                // Leaving the loop: perform the pending increment first.
+                let at = match cond {
+                    Some(c) => self.asm.jcc_rel32(c),
+                    None => self.asm.jmp_rel32(),
+                };
+                self.exit_stubs.push(ExitStub {
+                    at,
+                    target,
+                    pc,
+                    reg: p.reg,
+                    delta: p.delta,
+                });
+                return Ok(());
+            }
+        }
         if target <= pc {
             self.asm.jump_back(cond, self.offsets[target] as usize);
         } else {
@@ -392,8 +487,10 @@ impl Codegen<'_> {
             BPF_LDX => {
                 let size = mem_size(insn.opc);
                 match insn.opc & 0xe0 {
-                    BPF_MEM => self.asm.load(size, dst, src, insn.off as i32),
-                    BPF_MEMSX => self.asm.load_sx(size, dst, src, insn.off as i32),
+                    BPF_MEM => self.asm.load(size, dst, src, self.disp(insn.src, insn.off)),
+                    BPF_MEMSX => self
+                        .asm
+                        .load_sx(size, dst, src, self.disp(insn.src, insn.off)),
                     _ => return Err(unknown(pc, insn)),
                 }
             }
@@ -401,13 +498,14 @@ impl Codegen<'_> {
                 if insn.opc & 0xe0 != BPF_MEM {
                     return Err(unknown(pc, insn));
                 }
-                self.asm
-                    .store_imm(mem_size(insn.opc), dst, insn.off as i32, insn.imm);
+                let disp = self.disp(insn.dst, insn.off);
+                self.asm.store_imm(mem_size(insn.opc), dst, disp, insn.imm);
             }
             BPF_STX => match insn.opc & 0xe0 {
-                BPF_MEM => self
-                    .asm
-                    .store(mem_size(insn.opc), dst, insn.off as i32, src),
+                BPF_MEM => {
+                    let disp = self.disp(insn.dst, insn.off);
+                    self.asm.store(mem_size(insn.opc), dst, disp, src)
+                }
                 BPF_ATOMIC => self.emit_atomic(pc, insn, dst, src)?,
                 _ => return Err(unknown(pc, insn)),
             },
@@ -1027,12 +1125,15 @@ mod tests {
             helpers: &Helpers::new(),
             tail_call_resolver: None,
             bmi2: false,
+            defer_increments: false,
             offsets: vec![0],
             fixups: Vec::new(),
             abort: 0,
             function_entry: 0,
             helper_calls: Vec::new(),
             callx_table: None,
+            pending: None,
+            exit_stubs: Vec::new(),
         };
         cg.prologue();
         assert_eq!(cg.asm.pos(), TAIL_CALL_ENTRY_OFFSET);

@@ -51,6 +51,12 @@ pub struct JitOptions {
     /// iteration takes the back edge (see `unroll`). Exact by construction:
     /// every copy performs one iteration's operations. Default: on.
     pub unroll_loops: bool,
+    /// In an unrolled loop, defer a pointer increment (`add p, imm`, `p`
+    /// otherwise only a load/store base) to the last copy, adjusting the
+    /// displacements in between and performing it on every exit: breaks the
+    /// one-add-per-iteration dependency chain (see `unroll`). Needs
+    /// `unroll_loops`. Default: on.
+    pub defer_loop_increments: bool,
 }
 
 impl Default for JitOptions {
@@ -60,6 +66,7 @@ impl Default for JitOptions {
             tail_call_resolver: None,
             copy_loops: true,
             unroll_loops: true,
+            defer_loop_increments: true,
         }
     }
 }

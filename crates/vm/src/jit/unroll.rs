@@ -104,6 +104,92 @@ pub(super) fn recognize(insns: &[Insn], head: usize) -> Option<SimpleLoop> {
     Some(body)
 }
 
+/// A pointer increment of an unrolled loop whose update can be deferred
+/// across copies: `add reg, imm` (64-bit) at `add_pc` is the only write to
+/// `reg` in the body, and every other use of `reg` there is as the base
+/// address of a load or store.
+///
+/// The JIT then skips the add in every copy but the last, which adds
+/// `FACTOR · imm` at once; in between, loads and stores based on `reg` use
+/// their displacement plus the pending increment, so they address exactly
+/// the bytes they would have (x86 address arithmetic wraps modulo 2⁶⁴ as
+/// the eBPF addition does), and every jump that leaves the loop while an
+/// increment is pending goes through a stub that performs it first. Every
+/// register and memory access is therefore the loop's; what changes is
+/// that the increments no longer form a one-cycle-per-iteration dependency
+/// chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct DeferredIncrement {
+    pub reg: u8,
+    pub add_pc: usize,
+    pub imm: i32,
+}
+
+/// Largest increment deferred (keeps every adjusted displacement and the
+/// combined add well inside an i32).
+const MAX_DEFERRED_IMM: i64 = 1 << 20;
+
+/// The first register of `body` whose increment may be deferred (see
+/// [`DeferredIncrement`]): also requires that no jump inside the body
+/// crosses the add (the pending increment must be the same on every path
+/// through a copy) and that the body has no atomic operation.
+pub(super) fn deferred_increment(insns: &[Insn], body: &SimpleLoop) -> Option<DeferredIncrement> {
+    let range = body.head..=body.back_edge;
+    if insns[range.clone()]
+        .iter()
+        .any(|i| i.class() == BPF_STX && i.opc & 0xe0 == BPF_ATOMIC)
+    {
+        return None;
+    }
+    'candidates: for add_pc in range.clone() {
+        let add = insns[add_pc];
+        if add.opc != BPF_ALU64 | BPF_ADD | BPF_K
+            || add.dst >= 10
+            || (add.imm as i64).abs() > MAX_DEFERRED_IMM
+        {
+            continue;
+        }
+        let reg = add.dst;
+        for pc in range.clone() {
+            if pc == add_pc {
+                continue;
+            }
+            if !uses_only_as_base(insns[pc], reg) {
+                continue 'candidates;
+            }
+            if let Some(target) = insns[pc].jump_target(pc) {
+                let inside = target >= body.head as i64 && target <= body.back_edge as i64;
+                if inside && pc < add_pc && target > add_pc as i64 {
+                    continue 'candidates;
+                }
+            }
+        }
+        return Some(DeferredIncrement {
+            reg,
+            add_pc,
+            imm: add.imm,
+        });
+    }
+    None
+}
+
+/// Whether `insn` leaves `reg` unwritten and reads it, if at all, only as
+/// the base address of a load or store (`Program::load` has checked the
+/// encodings; calls, `exit` and `lddw` are not in an unrollable body).
+fn uses_only_as_base(insn: Insn, reg: u8) -> bool {
+    let by_reg = insn.opc & BPF_X != 0;
+    match insn.class() {
+        BPF_ALU | BPF_ALU64 => insn.dst != reg && !(by_reg && insn.src == reg),
+        BPF_JMP | BPF_JMP32 => {
+            insn.opc & 0xf0 == BPF_JA || (insn.dst != reg && !(by_reg && insn.src == reg))
+        }
+        BPF_LDX => insn.dst != reg,
+        BPF_ST => true,
+        BPF_STX => insn.opc & 0xe0 == BPF_MEM && insn.src != reg,
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +215,85 @@ mod tests {
         mov %r0, 1
         exit
     ";
+
+    fn increment_of(text: &str, head: usize) -> Option<DeferredIncrement> {
+        let insns = assemble(text).unwrap();
+        let body = recognize(&insns, head).expect("an unrollable loop");
+        deferred_increment(&insns, &body)
+    }
+
+    #[test]
+    fn defers_a_pointer_used_only_as_a_base() {
+        assert_eq!(
+            increment_of(STRCMP, 1),
+            Some(DeferredIncrement {
+                reg: 2,
+                add_pc: 4,
+                imm: 1
+            })
+        );
+    }
+
+    #[test]
+    fn does_not_defer_a_register_read_as_a_value_or_crossed_by_a_jump() {
+        let compared = "
+            mov %r2, %r1
+        loop:
+            ldxb %r4, [%r2]
+            add %r2, 1
+            jlt %r2, %r3, loop
+            exit
+        ";
+        assert_eq!(increment_of(compared, 1), None);
+        for use_ in [
+            "mov %r5, %r2",
+            "stxdw [%r1], %r2",
+            "add %r2, 3",
+            "ldxdw %r2, [%r1]",
+            "lock add [%r1], %r5",
+        ] {
+            let text = format!(
+                "
+                mov %r2, %r1
+            loop:
+                ldxb %r4, [%r2]
+                {use_}
+                add %r2, 1
+                jne %r4, 0, loop
+                exit
+            "
+            );
+            assert_eq!(increment_of(&text, 1), None, "{use_}");
+        }
+        let crossed = "
+            mov %r2, %r1
+        loop:
+            ldxb %r4, [%r2]
+            jeq %r4, 7, skip
+            add %r2, 1
+        skip:
+            jne %r4, 0, loop
+            exit
+        ";
+        assert_eq!(increment_of(crossed, 1), None);
+        let second_register = "
+            mov %r2, %r1
+        loop:
+            add %r3, 1
+            ldxb %r4, [%r2]
+            add %r2, 1
+            jne %r4, %r3, loop
+            exit
+        ";
+        assert_eq!(
+            increment_of(second_register, 1),
+            Some(DeferredIncrement {
+                reg: 2,
+                add_pc: 3,
+                imm: 1
+            })
+        );
+    }
 
     #[test]
     fn accepts_a_conditional_back_edge_with_an_early_exit() {
