@@ -8,7 +8,8 @@
 //!   range to `head`, and no jump inside the range goes backwards to
 //!   another instruction of the range (no nested loop);
 //! - the range holds no call of any kind (helper, `callx`, BPF-to-BPF,
-//!   tail call), no `exit` and no `lddw`;
+//!   tail call), no `exit` and no `lddw` — and no divide (not a matter of
+//!   correctness: a loop bound by a divide's latency does not get faster);
 //! - no jump and no BPF-to-BPF call from outside the range lands inside
 //!   it, except on `head` (so a function start cannot be in the middle);
 //! - it is at most [`MAX_BODY`] instructions long, and a conditional back
@@ -76,6 +77,12 @@ pub(super) fn recognize(insns: &[Insn], head: usize) -> Option<SimpleLoop> {
             return None;
         }
         if (class == BPF_JMP || class == BPF_JMP32) && (op == BPF_CALL || op == BPF_EXIT) {
+            return None;
+        }
+        // A divide's latency (tens of cycles) dwarfs what a taken back
+        // edge costs: such loops only grow (measured ~0.7% slower on the
+        // prime benchmark), so they stay rolled.
+        if (class == BPF_ALU || class == BPF_ALU64) && (op == BPF_DIV || op == BPF_MOD) {
             return None;
         }
         if pc != back_edge {
@@ -407,8 +414,11 @@ mod tests {
     }
 
     #[test]
-    fn refuses_calls_exits_and_lddw_in_the_body() {
+    fn refuses_calls_exits_lddw_and_divides_in_the_body() {
         for insn in [
+            "div %r3, %r2",
+            "mod32 %r3, 7",
+            "sdiv %r3, 3",
             "call 1",
             "exit",
             "lddw %r3, 0x123456789",
