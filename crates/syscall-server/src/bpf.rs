@@ -381,6 +381,9 @@ fn prog_load(a: &Attr) -> Result<c_long, i32> {
     let verdict = crate::verify::verify(prog_type, &insns, &maps, log.level);
     log.write(&verdict.log);
     verdict.result?;
+    if !verdict.skipped {
+        crate::verify::sanitize_dead_helper_calls(&mut insns);
+    }
 
     // The registry program names maps by registry id.
     for (pc, fd) in lddw_fds {

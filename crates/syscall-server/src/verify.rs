@@ -62,6 +62,9 @@ pub struct Verdict {
     /// Text for `log_buf` (empty unless the loader asked for a log).
     pub log: String,
     pub result: Result<(), i32>,
+    /// Safety verification was turned off (`verifier::DISABLE_ENV`): nothing
+    /// beyond the structure was proven.
+    pub skipped: bool,
 }
 
 /// Program types userbpf can run (and so accepts at load).
@@ -75,6 +78,7 @@ pub fn verify(prog_type: u32, insns: &[u64], maps: &[MapRef], log_level: u32) ->
         return Verdict {
             log: format!("unknown or unsupported program type {prog_type}\n"),
             result: Err(libc::EINVAL),
+            skipped: false,
         };
     };
     let decoded: Vec<Insn> = insns.iter().map(|w| Insn::from_u64(*w)).collect();
@@ -87,12 +91,49 @@ pub fn verify(prog_type: u32, insns: &[u64], maps: &[MapRef], log_level: u32) ->
         Ok(v) => Verdict {
             log: v.log,
             result: Ok(()),
+            skipped: v.skipped,
         },
         Err(e) => Verdict {
             log: e.log,
             result: Err(e.errno),
+            skipped: false,
         },
     }
+}
+
+/// After a successful verification: replace every call to a helper userbpf
+/// does not provide by `r0 = 0`, returning how many were replaced.
+///
+/// The verifier refuses any *reachable* call to such a helper, so these
+/// calls are proven dead, typically behind a branch on frozen `.rodata`
+/// (funclatency's `if (filter_cg && !bpf_current_task_under_cgroup(…))`).
+/// The kernel rewrites dead code too (as `ja -1`); `r0 = 0` is used here so
+/// that even a wrong proof could not hang the traced app. Without this the
+/// runtime's JIT, which compiles every instruction, refuses the program
+/// and it runs in the interpreter. Must not be called when verification was
+/// skipped ([`Verdict::skipped`]).
+pub fn sanitize_dead_helper_calls(insns: &mut [u64]) -> usize {
+    const CALL: u8 = 0x85;
+    const MOV64_IMM: u64 = 0xb7;
+    let mut replaced = 0;
+    let mut pc = 0;
+    while pc < insns.len() {
+        let word = insns[pc];
+        let (opcode, src, imm) = (word as u8, (word >> 12) & 0xf, (word >> 32) as i32);
+        if opcode == 0x18 {
+            pc += 2; // lddw: the next word is its upper half
+            continue;
+        }
+        if opcode == CALL
+            && src == 0
+            && u32::try_from(imm).ok().and_then(verifier::helper).is_none()
+        {
+            insns[pc] = MOV64_IMM; // dst r0, src 0, off 0, imm 0
+            replaced += 1;
+        }
+        pc += 1;
+    }
+    replaced
 }
 
 #[cfg(test)]
@@ -149,6 +190,21 @@ mod tests {
         let on = verify(KPROBE, &prog, &[rodata(Some(vec![1; 8]))], 1);
         assert_eq!(on.result, Err(libc::EINVAL), "{}", on.log);
         assert!(on.log.contains("helper#37"), "{}", on.log);
+    }
+
+    #[test]
+    fn dead_calls_to_missing_helpers_become_r0_zero() {
+        let mut prog = filter_program(7);
+        let known = insn(0x85, 0, 0, 0, 14); // bpf_get_current_pid_tgid
+        prog.insert(5, known);
+        assert_eq!(sanitize_dead_helper_calls(&mut prog), 1);
+        assert_eq!(prog[4], insn(0xb7, 0, 0, 0, 0));
+        assert_eq!(prog[5], known, "calls to provided helpers stay");
+        assert_eq!(
+            prog[0],
+            insn(0x18, 1, abi::BPF_PSEUDO_MAP_VALUE, 0, 7),
+            "lddw untouched"
+        );
     }
 
     #[test]
