@@ -303,17 +303,49 @@ fn funclatency_pid_binary_function() {
     let napper = world
         .compile_app("napper")
         .unwrap_or_else(|e| panic!("e2e setup: {e}"));
-    // The app runs first and starts napping after 4 s; `-p PID :nap` probes
-    // the binary of PID, and the running agent patches it live.
-    let app = world
-        .spawn_with_agent(&napper.to_string_lossy(), &["4000"], None)
+    // The app runs first and naps on SIGUSR1; `-p PID :nap` probes the
+    // binary of PID, and the app's running agent patches it live.
+    // `env` (with the agent too) execs napper with agent debug output on.
+    let napper_path = napper.to_string_lossy();
+    let mut app = world
+        .spawn_with_agent(
+            "/usr/bin/env",
+            &["USERBPF_AGENT_DEBUG=1", &napper_path, "signal"],
+            None,
+        )
         .expect("spawn napper");
+    assert!(
+        app.wait_for_stdout("napper: waiting", STEP_TIMEOUT),
+        "napper did not start: {}",
+        app.stderr_now()
+    );
     let pid = app.pid().to_string();
-    let mut loader = spawn_tool(&world, tool, &["-u", "-d", "8", "-p", &pid, ":nap"]);
+    let mut loader = spawn_tool(&world, tool, &["-u", "-d", "6", "-p", &pid, ":nap"]);
     wait_for_links(&world, &mut loader, 2);
+    wait_until_attached(&app, 2);
+    app.signal(libc::SIGUSR1);
     let app_out = app.wait_timeout(STEP_TIMEOUT);
     assert_eq!(app_out.status, Some(0), "napper failed: {}", app_out.stderr);
     let out = loader.wait_timeout(STEP_TIMEOUT);
     assert_eq!(out.status, Some(0), "{}", describe(&out));
     check_napper_histogram(&out, ":nap");
+}
+
+/// Wait until the running `app`'s agent has attached `n` links (it logs
+/// each with `USERBPF_AGENT_DEBUG=1`). The entry and return probes of one
+/// function are attached one after the other; calls made in between would
+/// have an entry but no return.
+fn wait_until_attached(app: &Proc, n: usize) {
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    loop {
+        let log = app.stderr_now();
+        if log.matches("attached link").count() >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not attach {n} probes within {STEP_TIMEOUT:?}: {log}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
