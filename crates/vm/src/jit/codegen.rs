@@ -165,6 +165,8 @@ pub(super) fn generate(
     let body = cg.asm.pos();
     cg.asm.patch_rel32(body_call, body);
     let loop_heads = loop_heads(insns);
+    // Built at the first loop head (most programs have none).
+    let mut jump_sources = None;
     let mut pc = 0;
     while pc < insns.len() {
         if loop_heads.get(pc).copied().unwrap_or(false) {
@@ -174,8 +176,13 @@ pub(super) fn generate(
                 continue;
             }
             cg.asm.align_with_nops(LOOP_ALIGN);
-            let simple = opts.unroll_loops.then(|| unroll::recognize(insns, pc));
-            if let Some(simple) = simple.flatten() {
+            let simple = if opts.unroll_loops {
+                let sources = jump_sources.get_or_insert_with(|| unroll::JumpSources::new(insns));
+                unroll::recognize(insns, sources, pc)
+            } else {
+                None
+            };
+            if let Some(simple) = simple {
                 pc = cg.emit_unrolled_loop(&simple)?;
                 continue;
             }
