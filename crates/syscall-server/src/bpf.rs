@@ -127,7 +127,9 @@ fn map_freeze(a: &Attr) -> Result<c_long, i32> {
         unreachable!("map_of returns maps only")
     };
     if m.frozen.swap(true, std::sync::atomic::Ordering::AcqRel) {
-        return Err(libc::EBUSY); // the kernel refuses a second freeze
+        // The kernel checks write permission first, which a frozen map no
+        // longer grants: a second freeze fails with EPERM (measured).
+        return Err(libc::EPERM);
     }
     Ok(0)
 }
@@ -262,12 +264,13 @@ fn map_elem(a: &Attr, op: ElemOp) -> Result<c_long, i32> {
 }
 
 /// Element operations on a `CGROUP_ARRAY` (see `map_create`): it never holds
-/// anything. Lookups fail like the kernel's (EOPNOTSUPP: fd arrays are not
-/// readable from the syscall); storing a cgroup fails loudly, since no
+/// anything. Lookups fail like the kernel's (ENOTSUPP: cgroup arrays are
+/// not readable from the syscall); deletes find nothing (ENOENT); storing a cgroup fails loudly, since no
 /// program could use it.
 fn cgroup_array_elem(a: &Attr, op: ElemOp) -> Result<c_long, i32> {
     match op {
-        ElemOp::Lookup | ElemOp::LookupAndDelete => Err(libc::EOPNOTSUPP),
+        // The kernel's fd arrays without a syscall view: ENOTSUPP (524).
+        ElemOp::Lookup | ElemOp::LookupAndDelete => Err(abi::ENOTSUPP),
         ElemOp::Delete => Err(libc::ENOENT),
         ElemOp::NextKey => {
             let obj = map_of(a.u32(attr::ELEM_MAP_FD))?;
