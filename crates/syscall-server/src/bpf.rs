@@ -240,6 +240,8 @@ fn map_elem(a: &Attr, op: ElemOp) -> Result<c_long, i32> {
                     return Err(libc::EOPNOTSUPP);
                 };
                 value[..4].copy_from_slice(&out.ring.id().to_ne_bytes());
+                out.published
+                    .store(true, std::sync::atomic::Ordering::Release);
             }
             m.map.update(&key, &value, flags)?;
             Ok(0)

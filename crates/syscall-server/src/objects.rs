@@ -87,6 +87,10 @@ pub struct UprobeEvent {
 pub struct OutputEvent {
     pub ring: backend::Ring,
     pub cpu: u32,
+    /// Set once the ring's id was stored in a perf event array: from then on
+    /// programs write into this ring, so it can no longer be replaced by
+    /// one of another size (`perf::prepare_ring_mmap`).
+    pub published: std::sync::atomic::AtomicBool,
 }
 
 pub struct LinkObject {

@@ -59,6 +59,16 @@ pub fn prepare_ring_mmap(fd: RawFd, obj: &Object, len: usize) -> Result<(), i32>
     }
     let page = 4096usize;
     let data_pages = (len / page).saturating_sub(1);
+    if o.published.load(std::sync::atomic::Ordering::Acquire) {
+        report::unsupported(
+            &format!("mapping a perf ring with {len} bytes after storing it in a perf event array"),
+            &format!(
+                "the ring already has {} bytes and programs write into it",
+                o.ring.mmap_len()
+            ),
+        );
+        return Err(libc::EINVAL);
+    }
     let resizable = len % page == 0 && data_pages.is_power_of_two() && data_pages <= 1 << 16;
     if !resizable {
         report::unsupported(
@@ -74,7 +84,15 @@ pub fn prepare_ring_mmap(fd: RawFd, obj: &Object, len: usize) -> Result<(), i32>
         return Err(report::errno());
     }
     drop(new_fd);
-    let replaced = TABLE.replace(key, fd, Object::Output(OutputEvent { ring, cpu: o.cpu }))?;
+    let replaced = TABLE.replace(
+        key,
+        fd,
+        Object::Output(OutputEvent {
+            ring,
+            cpu: o.cpu,
+            published: Default::default(),
+        }),
+    )?;
     drop(replaced);
     Ok(())
 }
@@ -163,6 +181,7 @@ pub unsafe fn perf_event_open(
                 Object::Output(OutputEvent {
                     ring,
                     cpu: cpu as u32,
+                    published: Default::default(),
                 }),
             )
         }

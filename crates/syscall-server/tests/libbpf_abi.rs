@@ -212,8 +212,20 @@ fn libbpf_load_time_abi() {
         "the ring was resized to 8 data pages"
     );
     unmap(p, len);
+    // Once programs can write into it (stored in a perf event array), the
+    // ring keeps its size.
+    let events = map_create(4, 4, 4, 1, 0).expect("create perf event array");
+    let mut ring_fd = (ring as u32).to_ne_bytes();
+    elem(BPF_MAP_UPDATE_ELEM, events, 0, &mut ring_fd).expect("store the ring");
+    assert_eq!(
+        map_shared(ring, 17 * PAGE, libc::PROT_READ).err(),
+        Some(libc::EINVAL),
+        "resize after publication"
+    );
+    let p = map_shared(ring, len, libc::PROT_READ).expect("the same size again");
+    unmap(p, len);
 
-    for fd in [rodata, bss, plain, hash, cgroups, ring] {
+    for fd in [rodata, bss, plain, hash, cgroups, ring, events] {
         // SAFETY: our fds.
         unsafe { interpose::close(fd) };
     }
