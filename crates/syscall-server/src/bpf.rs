@@ -446,7 +446,8 @@ fn prog_load(a: &Attr) -> Result<c_long, i32> {
 /// An `mmap` of one of our fds: the file offset to map at, or the kernel's
 /// errno. Perf rings: see [`crate::perf::prepare_ring_mmap`]. Maps: only
 /// `BPF_F_MMAPABLE` arrays can be mapped (EINVAL otherwise, ENODEV for other
-/// map types, as the kernel); a frozen map cannot be mapped writable (EPERM).
+/// map types, private mappings EINVAL, as the kernel); a frozen map cannot
+/// be mapped writable (EPERM).
 /// The values of an array start at a page boundary of the map file, after
 /// the registry's header: the loader's offset is relative to them.
 pub fn prepare_mmap(
@@ -470,7 +471,10 @@ pub fn prepare_mmap(
             if m.spec.map_flags & shm_maps::map_flags::BPF_F_MMAPABLE == 0 {
                 return Err(libc::EINVAL);
             }
-            if m.is_frozen() && prot & libc::PROT_WRITE != 0 && flags & libc::MAP_SHARED != 0 {
+            if flags & libc::MAP_SHARED == 0 {
+                return Err(libc::EINVAL); // the kernel maps maps shared only
+            }
+            if m.is_frozen() && prot & libc::PROT_WRITE != 0 {
                 return Err(libc::EPERM);
             }
             let values = array_values_file_offset(&m.map.map).ok_or_else(|| {
