@@ -5,6 +5,9 @@
 //! (a program owns its CPU for the whole run); here a thread preempted
 //! between its lookup and its update overwrites its CPU-mate's additions.
 //!
+//! Since `LoadedProgram::run` claims a CPU slot for programs touching
+//! per-CPU maps, the total is exact (it was ~440–460 k of 800 k before).
+//!
 //! `cargo run --release -p runtime --example percpu_race [-- pin]`
 //! (`NT=<threads>`, default 4; `pin` pins thread i to CPU i % 2).
 

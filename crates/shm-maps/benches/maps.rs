@@ -135,6 +135,17 @@ fn single_thread(c: &mut Criterion) {
         })
     });
     g.bench_function("read_section_enter_exit", |bn| bn.iter(|| black_box(hash.read_section())));
+    g.bench_function("run_claiming_cpu_slot_enter_exit", |bn| bn.iter(|| black_box(hash.enter_run(true).cpu())));
+    g.bench_function("percpu_hash_update_in_claimed_run", |bn| {
+        let mut i = 0;
+        let v = 7u64.to_ne_bytes();
+        bn.iter(|| {
+            i = (i + 1) & 2047;
+            let run = pcpu.enter_run(true);
+            // SAFETY: 8-byte key and value.
+            black_box(unsafe { pcpu.prog_update_on_cpu(keys[i].as_ptr(), v.as_ptr(), BPF_ANY, run.cpu()) })
+        })
+    });
     g.bench_function("cpu_current", |bn| bn.iter(|| black_box(shm_maps::cpu::current())));
     g.finish();
 }
@@ -388,6 +399,17 @@ fn min_table() {
     // SAFETY: 8-byte keys/values (4-byte array keys), as the maps expect.
     rows.push(("read section enter + exit", min_ns(rounds, batch, |_| {
         black_box(hash.read_section());
+    })));
+    rows.push(("run enter + exit, no CPU slot", min_ns(rounds, batch, |_| {
+        black_box(hash.enter_run(false).cpu());
+    })));
+    rows.push(("run enter + exit, CPU slot claimed", min_ns(rounds, batch, |_| {
+        black_box(hash.enter_run(true).cpu());
+    })));
+    // SAFETY: 8-byte keys/values, as the map expects.
+    rows.push(("per-CPU hash update in a claimed run", min_ns(rounds, batch, |i| {
+        let run = pcpu.enter_run(true);
+        black_box(unsafe { pcpu.prog_update_on_cpu(keys[(i & 2047) as usize].as_ptr(), v.as_ptr(), BPF_ANY, run.cpu()) });
     })));
     // SAFETY: 8-byte keys/values (4-byte array keys), as the maps expect.
     rows.push(("cpu::current()", min_ns(rounds, batch, |_| {

@@ -52,8 +52,11 @@ const SPIN_ROUNDS: u32 = 64;
 const LIVENESS_AFTER: Duration = Duration::from_millis(2);
 /// Interval between liveness probes afterwards.
 const LIVENESS_EVERY: Duration = Duration::from_millis(5);
-/// Longest wait for a slot; the run then goes ahead without one.
-pub const MAX_WAIT: Duration = Duration::from_millis(10);
+/// Longest wait for a slot; the run then goes ahead without one. Holders
+/// are runs of a few hundred nanoseconds that were preempted; on an
+/// overloaded machine the scheduler can take tens of milliseconds to give
+/// one its CPU back, and giving up early would reintroduce lost updates.
+pub const MAX_WAIT: Duration = Duration::from_millis(50);
 
 /// One CPU slot word, alone on its cache line.
 #[repr(C, align(64))]

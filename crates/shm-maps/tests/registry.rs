@@ -73,6 +73,19 @@ fn refuses_other_layout_version() {
 }
 
 #[test]
+fn an_older_smaller_registry_file_is_reported_as_a_version_mismatch() {
+    let t = TempRegistry::new("oldversion");
+    let reg_path = t.dir.join("registry");
+    let mut bytes = std::fs::read(&reg_path).unwrap();
+    // Layout version 1 had no CPU slots: header page + 1,024 reader slots.
+    bytes.truncate(4096 + 1024 * 64);
+    bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+    std::fs::write(&reg_path, &bytes).unwrap();
+    let err = Registry::open_with(&t.dir, &RegistryOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("layout version 1 but"), "{err}");
+}
+
+#[test]
 fn generation_wakes_waiters() {
     let t = TempRegistry::new("gen");
     let g0 = t.reg.generation();
