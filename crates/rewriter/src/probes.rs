@@ -94,6 +94,9 @@ pub(crate) struct Site {
     at_function_entry: bool,
     trampoline_entry: usize,
     original_copy: usize,
+    /// Where a function entered through the trampoline's `call` returns to
+    /// when its return is hijacked (0 for breakpoint sites).
+    return_continuation: usize,
     /// For a breakpoint site whose first instruction is `call target`.
     displaced_call: Option<(usize, usize)>,
     interior: Interior,
@@ -119,6 +122,9 @@ impl Site {
     pub(crate) fn original_copy(&self) -> usize {
         self.original_copy
     }
+    pub(crate) fn return_continuation(&self) -> usize {
+        self.return_continuation
+    }
     pub(crate) fn displaced_call(&self) -> Option<(usize, usize)> {
         self.displaced_call
     }
@@ -136,27 +142,59 @@ impl Site {
     }
 }
 
-/// Entry point called by every trampoline (and by the breakpoint path).
+/// Entry point of the breakpoint path: runs the entry handlers and, for
+/// uretprobes, hijacks the return address in place (overwrites it with
+/// `return_trampoline`).
 ///
 /// # Safety
 /// `regs` must be valid; `site` must be a live site.
 pub(crate) unsafe extern "C" fn dispatch_entry(regs: *mut PtRegs, site: *const Site) {
-    let Some(in_probe) = InProbe::enter() else { return };
+    // SAFETY: forwarded contract.
+    unsafe { dispatch(regs, site, ReturnHijack::InPlace) };
+}
+
+/// Entry point called by every trampoline. Returns 1 when the trampoline
+/// must take the return through a `call` (see `trampoline.rs`): the real
+/// return address is then on the shadow stack and the trampoline drops it
+/// and calls the function; 0 to continue into the function normally.
+///
+/// # Safety
+/// `regs` must be valid; `site` must be a live site.
+pub(crate) unsafe extern "C" fn dispatch_trampoline_entry(regs: *mut PtRegs, site: *const Site) -> usize {
+    // SAFETY: forwarded contract.
+    unsafe { dispatch(regs, site, ReturnHijack::ByCall) as usize }
+}
+
+/// How a uretprobe takes over the return of the probed call.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReturnHijack {
+    /// Overwrite the return address with `return_trampoline` (breakpoint
+    /// sites: the function's `ret` is then mispredicted).
+    InPlace,
+    /// The entry trampoline replaces the return address by `call`ing the
+    /// function, whose `ret` lands, predicted, in the site's continuation.
+    ByCall,
+}
+
+/// # Safety
+/// `regs` must be valid; `site` must be a live site.
+#[inline(always)]
+unsafe fn dispatch(regs: *mut PtRegs, site: *const Site, how: ReturnHijack) -> bool {
+    let Some(in_probe) = InProbe::enter() else { return false };
     // SAFETY: sites are never freed.
     let site = unsafe { &*site };
     let list = site.handlers();
     HandlerList::run(&list.on_entry, regs);
-    if !list.on_return.is_empty() {
-        hijack_return(&in_probe, site, regs);
-    }
+    let hijacked = !list.on_return.is_empty() && hijack_return(&in_probe, site, regs, how);
     drop(in_probe);
+    hijacked
 }
 
-/// Out of line: keeps `dispatch_entry`'s fast path (uprobes only) small.
+/// Out of line: keeps the dispatcher's fast path (uprobes only) small.
 #[inline(never)]
-fn hijack_return(in_probe: &InProbe, site: &'static Site, regs: *mut PtRegs) {
-    // SAFETY: regs is valid (dispatch_entry's contract).
-    crate::uretprobe::hijack_return(in_probe.slot(), site, unsafe { &*regs });
+fn hijack_return(in_probe: &InProbe, site: &'static Site, regs: *mut PtRegs, how: ReturnHijack) -> bool {
+    // SAFETY: regs is valid (the dispatcher's contract).
+    crate::uretprobe::hijack_return(in_probe.slot(), site, unsafe { &*regs }, how)
 }
 
 struct Probe {
@@ -385,6 +423,7 @@ impl Registry {
             at_function_entry: true,
             trampoline_entry: page,
             original_copy: 0,
+            return_continuation: 0,
             displaced_call: None,
             interior: Interior { start: patch_address, length: displaced.length, boundaries: Vec::new() },
             handlers: AtomicPtr::new(Box::into_raw(Box::default())),
@@ -392,7 +431,14 @@ impl Registry {
             patched: false.into(),
         });
         let site_address = &*site as *const Site as usize;
-        let built = trampoline::build_entry(page, address, site_address, dispatch_entry as *const () as usize, displaced)
+        let built = trampoline::build_entry(
+            page,
+            address,
+            site_address,
+            dispatch_trampoline_entry as *const () as usize,
+            crate::uretprobe::balanced_return_trampoline as *const () as usize,
+            displaced,
+        )
             .map_err(|reason| Error::Relocation { address, reason });
         let built = match built {
             Ok(b) => b,
@@ -407,6 +453,7 @@ impl Registry {
         unsafe { memory::seal_code_page(page, &built.code)? };
         site.patch = jump.to_vec();
         site.original_copy = built.original_copy;
+        site.return_continuation = built.return_continuation;
         site.interior.boundaries = built.boundaries;
         Ok(Box::leak(site))
     }
@@ -440,6 +487,7 @@ impl Registry {
             at_function_entry,
             trampoline_entry: 0,
             original_copy,
+            return_continuation: 0,
             displaced_call,
             interior: Interior { start: patch_address, length: 1, boundaries: Vec::new() },
             handlers: AtomicPtr::new(Box::into_raw(Box::default())),

@@ -268,13 +268,41 @@ impl ThreadSlot {
         Some(shadow[index])
     }
 
-    /// Removes every entry, handing each to `f` newest first.
-    pub(crate) fn drain_returns(&self, mut f: impl FnMut(&ShadowEntry)) {
+    /// The live entry of the frame whose return-address slot is
+    /// `slot_address`, if any. Entries deeper than it (lower slot addresses,
+    /// frames abandoned by `longjmp`) are skipped; the search stops at the
+    /// first shallower frame, so the usual cost is one comparison.
+    pub(crate) fn entry_at(&self, slot_address: usize) -> Option<ShadowEntry> {
         // SAFETY: only the owning thread touches its shadow stack.
         let shadow = unsafe { &*self.shadow.get() };
         for entry in shadow[..self.shadow_len.get()].iter().rev() {
-            f(entry);
+            if entry.slot_address == slot_address {
+                return Some(*entry);
+            }
+            if entry.slot_address > slot_address {
+                break;
+            }
         }
-        self.shadow_len.set(0);
+        None
+    }
+
+    /// Keeps the entries for which `keep` returns true (called newest
+    /// first), in their order, and drops the others.
+    pub(crate) fn retain_returns(&self, mut keep: impl FnMut(&ShadowEntry) -> bool) {
+        // SAFETY: only the owning thread touches its shadow stack.
+        let shadow = unsafe { &mut *self.shadow.get() };
+        let len = self.shadow_len.get();
+        let mut kept = [false; SHADOW_STACK_DEPTH];
+        for i in (0..len).rev() {
+            kept[i] = keep(&shadow[i]);
+        }
+        let mut new_len = 0;
+        for i in 0..len {
+            if kept[i] {
+                shadow[new_len] = shadow[i];
+                new_len += 1;
+            }
+        }
+        self.shadow_len.set(new_len);
     }
 }

@@ -12,6 +12,13 @@
 //! jumps to the real address through `r11` (dead at a return: caller-saved
 //! and not a return register; `rax`, `rdx`, `xmm0`, `xmm1` are restored).
 //!
+//! That is the breakpoint sites' way. Trampoline sites keep the CPU's
+//! return-stack buffer balanced instead: the dispatcher only pushes the
+//! shadow entry, and the entry trampoline drops the return address and
+//! `call`s the function, so the return-address slot holds the site's
+//! continuation (which jumps to `balanced_return_trampoline`); see
+//! `trampoline.rs`. Both kinds of slot value are recognised below.
+//!
 //! C++ exceptions (and thread cancellation, `backtrace`) walk the stack with
 //! the DWARF unwinder, which cannot find CFI for the trampoline. Internal
 //! uprobes on the unwinder's entry points (`_Unwind_RaiseException`,
@@ -21,7 +28,7 @@
 //! are then not reported (counted in `uretprobes_lost_to_unwinding`).
 
 use crate::error::Result;
-use crate::probes::{HandlerList, Kind, Registry, Site};
+use crate::probes::{HandlerList, Kind, Registry, ReturnHijack, Site};
 use crate::regs::{offset, PtRegs, USER_CS, USER_SS};
 use crate::thread_state::{current_slot, InProbe, ShadowEntry, ThreadSlot};
 use std::ffi::c_void;
@@ -38,18 +45,36 @@ const UNWINDER_ENTRY_POINTS: [&str; 5] = [
 ];
 
 /// Called at entry (in probe context) when the site has return handlers.
-pub(crate) fn hijack_return(slot: &ThreadSlot, site: &'static Site, regs: &PtRegs) {
+/// Pushes the shadow-stack entry and, for `InPlace`, overwrites the return
+/// address; for `ByCall` the entry trampoline replaces it with its `call`.
+/// Returns whether the return was hijacked.
+pub(crate) fn hijack_return(slot: &ThreadSlot, site: &'static Site, regs: &PtRegs, how: ReturnHijack) -> bool {
     let slot_address = regs.sp as usize;
     // SAFETY: at a function entry sp points at the return address, in the
     // running thread's stack.
     let return_address = unsafe { *(slot_address as *const usize) };
-    if return_address == return_trampoline as *const () as usize {
-        return; // already hijacked (a tail call into the same frame)
+    if is_hijacked(slot, slot_address, return_address) {
+        return false; // already hijacked (a tail call into the same frame)
     }
-    if slot.push_return(ShadowEntry { slot_address, return_address, site }) {
+    if !slot.push_return(ShadowEntry { slot_address, return_address, site }) {
+        return false;
+    }
+    if how == ReturnHijack::InPlace {
         // SAFETY: as above; the slot is the probed frame's own.
         unsafe { *(slot_address as *mut usize) = return_trampoline as *const () as usize };
     }
+    true
+}
+
+/// Whether the return-address slot at `slot_address`, holding `value`, is
+/// one we hijacked (in place, or by a trampoline's `call`).
+fn is_hijacked(slot: &ThreadSlot, slot_address: usize, value: usize) -> bool {
+    value == return_trampoline as *const () as usize
+        || slot.entry_at(slot_address).is_some_and(|entry| {
+            // SAFETY: sites are never freed.
+            let continuation = unsafe { &*entry.site }.return_continuation();
+            continuation != 0 && value == continuation
+        })
 }
 
 /// Called by `return_trampoline`; returns the real return address.
@@ -80,9 +105,15 @@ fn fatal(message: &[u8]) -> ! {
     }
 }
 
-/// Where hijacked functions return to. See the module comment.
+/// Defines a return trampoline: saves the registers in a `pt_regs`, calls
+/// `on_return`, restores the return registers (and the argument registers,
+/// in case the function does not follow the ABI), and leaves to the real
+/// return address (in `r11`) through the given instructions.
+macro_rules! return_trampoline {
+    ($(#[$attr:meta])* $name:ident, $($leave:literal),+ $(,)?) => {
+$(#[$attr])*
 #[unsafe(naked)]
-pub(crate) extern "C" fn return_trampoline() {
+pub(crate) extern "C" fn $name() {
     core::arch::naked_asm!(
         "push rbp",
         "mov rbp, rsp",
@@ -128,10 +159,7 @@ pub(crate) extern "C" fn return_trampoline() {
         "mov r10, [rsp + {r10}]",
         "mov rsp, rbp",
         "pop rbp",
-        // An indirect jump, not `ret`: the probed function's `ret` already
-        // consumed the return-stack-buffer entry of its call, so jumping
-        // keeps the predictor aligned for the caller's own returns.
-        "jmp r11",
+        $($leave),+,
         frame = const 208,
         xmm = const 176,
         ax = const offset::AX,
@@ -159,6 +187,27 @@ pub(crate) extern "C" fn return_trampoline() {
         on_return = sym on_return,
     );
 }
+    };
+}
+
+return_trampoline!(
+    /// Where functions hijacked in place (breakpoint sites) return to.
+    /// Leaves with an indirect jump, not `ret`: the probed function's `ret`
+    /// already consumed the return-stack-buffer entry of its call, so
+    /// jumping keeps the predictor aligned for the caller's own returns.
+    return_trampoline,
+    "jmp r11",
+);
+
+return_trampoline!(
+    /// Where the continuation of a trampoline site's `call` path jumps.
+    /// Leaves with `push; ret`: the function's `ret` consumed the entry of
+    /// the trampoline's `call`, so this `ret` consumes the caller's own
+    /// entry, which is exactly the real return address (predicted).
+    balanced_return_trampoline,
+    "push r11",
+    "ret",
+);
 
 /// Internal handler on the unwinder's entry points: put back every real
 /// return address of this thread's hijacked frames that are still live
@@ -167,21 +216,32 @@ unsafe extern "C" fn restore_hijacked_returns(regs: *mut PtRegs, _data: *mut c_v
     // SAFETY: regs is the dispatcher's valid pt_regs.
     let sp = unsafe { (*regs).sp } as usize;
     let Some(slot) = current_slot() else { return };
-    slot.drain_returns(|entry| {
+    let in_place = return_trampoline as *const () as usize;
+    slot.retain_returns(|entry| {
         if entry.slot_address <= sp {
-            return; // a frame below the unwinder's: abandoned by longjmp
+            return false; // a frame below the unwinder's: abandoned by longjmp
         }
+        // SAFETY: sites are never freed.
+        let continuation = unsafe { &*entry.site }.return_continuation();
         let slot_ptr = entry.slot_address as *mut usize;
         // SAFETY: the slot is above sp in this thread's stack, i.e. inside a
-        // live frame; we only write it if it still holds our trampoline,
-        // which only a live hijacked frame's return-address slot does (the
-        // newest entry for a slot is handled first).
+        // live frame; we only write it if it still holds one of our return
+        // addresses, which only a live hijacked frame's return-address slot
+        // does (the newest entry for a slot is handled first).
         unsafe {
-            if *slot_ptr == return_trampoline as *const () as usize {
+            let value = *slot_ptr;
+            if value == in_place || (continuation != 0 && value == continuation) {
                 *slot_ptr = entry.return_address;
                 LOST_TO_UNWINDING.fetch_add(1, Ordering::Relaxed);
+                return false;
             }
         }
+        // Not (or not yet) holding our address: a frame abandoned by
+        // `longjmp` (dropped later, when a shallower frame returns), or a
+        // trampoline interrupted between its dispatcher and its `call`
+        // (a signal handler calling `backtrace`), whose return still needs
+        // the entry.
+        true
     });
 }
 
