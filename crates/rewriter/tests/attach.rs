@@ -383,3 +383,72 @@ fn an_interposed_sigaction_can_route_a_later_application_handler() {
     assert_eq!(previous.sa_sigaction, late_application_handler as *const () as usize);
     detach(id).unwrap();
 }
+
+/// Reports what a function sees at its entry: `(rsp mod 16) << 32` plus its
+/// 7th argument (the first one passed on the stack, at `[rsp + 8]`).
+#[unsafe(naked)]
+#[no_mangle]
+pub extern "C" fn rewriter_test_stack_view(_a: u64, _b: u64, _c: u64, _d: u64, _e: u64, _f: u64, _g: u64) -> u64 {
+    core::arch::naked_asm!("mov rax, rsp", "and rax, 15", "shl rax, 32", "add rax, [rsp + 8]", "ret")
+}
+
+#[test]
+fn a_uretprobed_function_sees_the_stack_of_a_normal_call() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let address = rewriter_test_stack_view as *const () as usize;
+    let call = || black_box(rewriter_test_stack_view)(1, 2, 3, 4, 5, 6, black_box(77));
+    let unprobed = call();
+    assert_eq!(unprobed, (8 << 32) + 77);
+    let (entry, exit) = (Seen::default(), Seen::default());
+    let on_exit = unsafe { attach_uretprobe(address, record, data(&exit)) }.unwrap();
+    assert_eq!(rewriter::mechanism(on_exit).unwrap(), Mechanism::Trampoline);
+    let on_entry = unsafe { attach_uprobe(address, record, data(&entry)) }.unwrap();
+    for round in 1..=10 {
+        assert_eq!(call(), unprobed, "the probed function saw another stack");
+        assert_eq!(entry.hits.load(Ordering::SeqCst), round);
+        assert_eq!(exit.hits.load(Ordering::SeqCst), round);
+        assert_eq!(exit.ax.load(Ordering::SeqCst), unprobed);
+        // The kernel's view: entry sp points at the return address, the
+        // return's sp is 8 above it and its ip is that return address.
+        assert_eq!(exit.sp.load(Ordering::SeqCst), entry.sp.load(Ordering::SeqCst) + 8);
+    }
+    detach(on_entry).unwrap();
+    detach(on_exit).unwrap();
+    assert_eq!(call(), unprobed);
+}
+
+/// Tail-calls `rewriter_test_tail_callee` with a transformed argument.
+#[unsafe(naked)]
+#[no_mangle]
+pub extern "C" fn rewriter_test_tail_caller(_x: u64) -> u64 {
+    core::arch::naked_asm!("lea rdi, [rdi + 5]", "imul rdi, rdi, 7", "jmp {callee}", callee = sym rewriter_test_tail_callee)
+}
+
+#[unsafe(naked)]
+#[no_mangle]
+pub extern "C" fn rewriter_test_tail_callee(_x: u64) -> u64 {
+    core::arch::naked_asm!("lea rax, [rdi + 1]", "imul rax, rax, 3", "ret")
+}
+
+#[test]
+fn a_tail_call_between_two_uretprobed_functions_returns_once_through_the_first() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let expected = |x: u64| ((x + 5) * 7 + 1) * 3;
+    let (caller_exit, callee_exit) = (Seen::default(), Seen::default());
+    let caller = unsafe { attach_uretprobe(rewriter_test_tail_caller as *const () as usize, record, data(&caller_exit)) }.unwrap();
+    let callee = unsafe { attach_uretprobe(rewriter_test_tail_callee as *const () as usize, record, data(&callee_exit)) }.unwrap();
+    assert_eq!(rewriter::mechanism(caller).unwrap(), Mechanism::Trampoline);
+    assert_eq!(rewriter::mechanism(callee).unwrap(), Mechanism::Trampoline);
+    for x in 0..20 {
+        assert_eq!(black_box(rewriter_test_tail_caller)(black_box(x)), expected(x));
+        assert_eq!(caller_exit.ax.load(Ordering::SeqCst), expected(x));
+    }
+    // The callee shares the caller's frame: its return is the caller's.
+    assert_eq!(caller_exit.hits.load(Ordering::SeqCst), 20);
+    assert_eq!(callee_exit.hits.load(Ordering::SeqCst), 0);
+    assert_eq!(black_box(rewriter_test_tail_callee)(black_box(4)), 15);
+    assert_eq!(callee_exit.hits.load(Ordering::SeqCst), 1);
+    detach(caller).unwrap();
+    detach(callee).unwrap();
+    assert_eq!(black_box(rewriter_test_tail_caller)(black_box(1)), expected(1));
+}
