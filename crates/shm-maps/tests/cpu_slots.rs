@@ -160,7 +160,7 @@ fn slots_of_a_killed_holder_are_taken_over_and_reaped() {
     assert_eq!(t.reg.cpu_slot_stats().steals, 1);
     assert_eq!(t.reg.cpu_slot_stats().timeouts, 0);
     drop(run);
-    // reap() (the agent runs it periodically) frees the rest at once.
+    // reap() (run by every Registry::open) frees the rest at once.
     t.reg.reap();
     assert!(t.reg.cpu_slot_holders().is_empty(), "reap frees dead holders' slots");
     let run = t.reg.enter_run(true);
