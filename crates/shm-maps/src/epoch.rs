@@ -123,7 +123,50 @@ impl Drop for ReadGuard<'_> {
 /// Enters a read section on `shared`'s registry for the calling thread.
 #[inline]
 pub(crate) fn enter(shared: &Arc<Shared>) -> ReadGuard<'_> {
-    enter_inner(shared, false).0
+    let ptr = Arc::as_ptr(shared);
+    let entered = READERS.try_with(|r| {
+        let mut r = r.borrow_mut();
+        let idx = thread_reader_index(&mut r, shared);
+        let t = &mut r[idx];
+        if t.depth == 0 && !t.slot.is_null() {
+            let e = shared.epoch_state().epoch.load(Ordering::SeqCst);
+            // A SeqCst swap is a full barrier (xchg on x86): the slot is
+            // visible before any map memory is read in the section.
+            // SAFETY: slot inside the registry mapping, alive while `shared` is.
+            unsafe { &*t.slot }.epoch.swap(e, Ordering::SeqCst);
+        }
+        t.depth += 1;
+    });
+    ReadGuard {
+        shared: if entered.is_ok() { ptr } else { std::ptr::null() },
+        _registry: std::marker::PhantomData,
+        _not_send: std::marker::PhantomData,
+    }
+}
+
+/// Index of the calling thread's reader for `shared` in `r`, claiming a
+/// reader slot on first use (and again in a forked child).
+#[inline(always)]
+fn thread_reader_index(r: &mut Vec<ThreadReader>, shared: &Arc<Shared>) -> usize {
+    let ptr = Arc::as_ptr(shared);
+    let fe = crate::registry::fork_epoch();
+    match r.iter().position(|t| Weak::as_ptr(&t.shared) == ptr) {
+        Some(i) if r[i].fork_epoch == fe => i,
+        Some(i) => {
+            // Forked child: the inherited slot is the parent's; take our own.
+            (r[i].slot, r[i].run_token) = claim_slot(shared);
+            r[i].fork_epoch = fe;
+            r[i].depth = 0;
+            i
+        }
+        None => {
+            // Forget registries this thread used that are gone.
+            r.retain(|t| t.shared.strong_count() > 0);
+            let (slot, run_token) = claim_slot(shared);
+            r.push(ThreadReader { shared: Arc::downgrade(shared), slot, depth: 0, fork_epoch: fe, run_token });
+            r.len() - 1
+        }
+    }
 }
 
 /// A program run in progress: a read section, plus (when asked for) an
@@ -169,9 +212,12 @@ impl Drop for RunGuard<'_> {
 /// `cpu_slot` for the bounded wait when every slot is held).
 #[inline]
 pub(crate) fn enter_run(shared: &Arc<Shared>, claim_cpu: bool) -> RunGuard<'_> {
-    let (section, token, fence_pending) = enter_inner(shared, claim_cpu);
+    if !claim_cpu {
+        return RunGuard { cpu_slot: std::ptr::null(), cpu: crate::cpu::CURRENT, _section: enter(shared) };
+    }
+    let (section, token, fence_pending) = enter_deferring_fence(shared);
     let mut guard = RunGuard { cpu_slot: std::ptr::null(), cpu: crate::cpu::CURRENT, _section: section };
-    if claim_cpu {
+    {
         let token = if token != 0 { token } else { crate::cpu_slot::token(shared.reader_owner_id(), 0) };
         match crate::cpu_slot::claim(shared, token) {
             Some((index, slot)) => {
@@ -196,47 +242,23 @@ pub(crate) fn enter_run(shared: &Arc<Shared>, claim_cpu: bool) -> RunGuard<'_> {
     guard
 }
 
-/// Enters a read section; with `defer_fence` the epoch is stored plainly
-/// and the caller must issue a full barrier (returned `true`) before it
-/// reads map memory. Also returns the thread's run token (0 if unknown).
+/// Enters a read section storing the epoch plainly: the caller must issue
+/// a full barrier (returned `true`) before it reads map memory. Also
+/// returns the thread's run token (0 if unknown).
 #[inline(always)]
-fn enter_inner(shared: &Arc<Shared>, defer_fence: bool) -> (ReadGuard<'_>, u64, bool) {
+fn enter_deferring_fence(shared: &Arc<Shared>) -> (ReadGuard<'_>, u64, bool) {
     let ptr = Arc::as_ptr(shared);
     let mut token = 0;
     let mut fence_pending = false;
     let entered = READERS.try_with(|r| {
         let mut r = r.borrow_mut();
-        let fe = crate::registry::fork_epoch();
-        let idx = match r.iter().position(|t| Weak::as_ptr(&t.shared) == ptr) {
-            Some(i) if r[i].fork_epoch == fe => i,
-            Some(i) => {
-                // Forked child: the inherited slot is the parent's; take our own.
-                (r[i].slot, r[i].run_token) = claim_slot(shared);
-                r[i].fork_epoch = fe;
-                r[i].depth = 0;
-                i
-            }
-            None => {
-                // Forget registries this thread used that are gone.
-                r.retain(|t| t.shared.strong_count() > 0);
-                let (slot, run_token) = claim_slot(shared);
-                r.push(ThreadReader { shared: Arc::downgrade(shared), slot, depth: 0, fork_epoch: fe, run_token });
-                r.len() - 1
-            }
-        };
+        let idx = thread_reader_index(&mut r, shared);
         let t = &mut r[idx];
         if t.depth == 0 && !t.slot.is_null() {
             let e = shared.epoch_state().epoch.load(Ordering::SeqCst);
             // SAFETY: slot inside the registry mapping, alive while `shared` is.
-            let slot = unsafe { &*t.slot };
-            if defer_fence {
-                slot.epoch.store(e, Ordering::Relaxed);
-                fence_pending = true;
-            } else {
-                // A SeqCst swap is a full barrier (xchg on x86): the slot is
-                // visible before any map memory is read in the section.
-                slot.epoch.swap(e, Ordering::SeqCst);
-            }
+            unsafe { &*t.slot }.epoch.store(e, Ordering::Relaxed);
+            fence_pending = true;
         }
         t.depth += 1;
         token = t.run_token;
