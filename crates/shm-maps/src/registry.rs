@@ -894,8 +894,14 @@ impl Registry {
                     dead_files.push(entry.path());
                 }
             } else if let Some(rest) = name.strip_prefix(".tmp-") {
-                // An owner file never published: its creator died in between.
-                if rest.parse::<u32>().is_ok_and(|id| !self.shared.owner_alive(id)) {
+                // An owner file not yet published. Its creator locks it right
+                // after creating it and renames it to `owners/<id>` right
+                // after that, so `owner_alive(id)` (which looks at the final
+                // name) would call a creator in the middle of registering
+                // dead. Judge the temporary file itself: abandoned only if
+                // nobody holds its lock and it is older than a live creator
+                // could ever leave it.
+                if rest.parse::<u32>().is_ok() && owner_temp_abandoned(&entry.path()) {
                     let _ = fs::remove_file(entry.path());
                 }
             }
@@ -934,6 +940,27 @@ impl Registry {
         }
         removed
     }
+}
+
+/// How long an unpublished owner file may exist before an unlocked one is
+/// taken as abandoned (its creator died between creating and locking it).
+/// A live creator publishes it within microseconds.
+const OWNER_TEMP_GRACE: Duration = Duration::from_secs(10);
+
+/// Whether `owners/.tmp-<id>` was abandoned by a creator that died before
+/// publishing it: nobody holds its lock and it is older than
+/// [`OWNER_TEMP_GRACE`]. Any doubt (open or stat failing) keeps the file.
+fn owner_temp_abandoned(path: &Path) -> bool {
+    let Ok(fd) = sys::open(path, libc::O_RDWR, 0) else { return false };
+    // Closing `fd` releases the probe lock if we got it.
+    if !matches!(sys::ofd_try_lock(&fd), Ok(true)) {
+        return false;
+    }
+    fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age > OWNER_TEMP_GRACE)
 }
 
 fn read_owner(path: &Path, offset: u64) -> Option<u32> {

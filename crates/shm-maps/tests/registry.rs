@@ -272,3 +272,42 @@ fn corrupt_map_headers_are_refused() {
     std::fs::write(&path, &good).unwrap();
     t.reg.open_map(m.id()).unwrap();
 }
+
+/// An owner file between creation and publication (`owners/.tmp-<id>`) belongs
+/// to a process in the middle of registering: a concurrent `reap` must not
+/// delete it (that made a live loader look dead and its probes never fire).
+/// Only an unlocked one older than the grace period is abandoned.
+#[test]
+fn an_owner_file_being_registered_is_not_reaped() {
+    use std::os::fd::AsRawFd;
+    let t = TempRegistry::new("owner-tmp");
+    let tmp = t.dir.join("owners").join(".tmp-4000000000");
+    let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&tmp).unwrap();
+    // The creator holds an OFD write lock on it, as `create_owner_file` does.
+    // SAFETY: zeroed flock is valid; fields set below; fd is open.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as _;
+    fl.l_whence = libc::SEEK_SET as _;
+    assert_eq!(unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &fl) }, 0);
+    let set_age = |secs_ago: i64| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        let ts = libc::timespec { tv_sec: now - secs_ago, tv_nsec: 0 };
+        let times = [ts, ts];
+        let c = std::ffi::CString::new(tmp.to_str().unwrap()).unwrap();
+        // SAFETY: valid path and two timespecs.
+        assert_eq!(unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), 0) }, 0);
+    };
+    // Locked, even when old: its creator is alive.
+    set_age(3600);
+    t.reg.reap();
+    assert!(tmp.exists(), "a locked owner file being registered was reaped");
+    drop(file);
+    // Unlocked but fresh: a creator may be between create and lock.
+    set_age(0);
+    t.reg.reap();
+    assert!(tmp.exists(), "a fresh unpublished owner file was reaped");
+    // Unlocked and old: abandoned by a creator that died.
+    set_age(3600);
+    t.reg.reap();
+    assert!(!tmp.exists(), "an abandoned owner file was kept");
+}
