@@ -22,7 +22,8 @@ const FAIL_BY_OUTCOME: &[(&str, &str)] = &[
     (
         "error.data",
         "`or %r0, %r10` is structurally valid (reading r0 before writing it is a verifier \
-         matter); the vector expects the error text \"Invalid\"",
+         matter, refused by `crates/verifier/tests/conformance_negative.rs`); the vector \
+         expects the error text \"Invalid\"",
     ),
 ];
 
