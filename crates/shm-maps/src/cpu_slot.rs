@@ -21,9 +21,14 @@
 //! then every other slot. When every slot is held (more runs in flight than
 //! slots: holders were preempted mid-run), the **bounded wait policy**:
 //!
-//! 1. rescan with `spin_loop` hints for [`SPIN_ROUNDS`] rounds, then with
-//!    `sched_yield` between rounds (so a preempted holder on this CPU gets it
-//!    back) — the only system calls, and only on this contended path;
+//! 1. rescan with `spin_loop` hints for [`SPIN_ROUNDS`] rounds, then
+//!    **sleep** between rounds, from [`SLEEP_MIN`] doubling up to
+//!    [`SLEEP_MAX`] — the only system calls, and only on this contended
+//!    path. Sleeping, not `sched_yield`: the holders are runs preempted
+//!    mid-program and need a CPU to finish; with more waiters than CPUs,
+//!    `sched_yield` (which CFS often answers by rescheduling the caller at
+//!    once) kept the waiters spinning on the CPUs and starved the holders
+//!    past [`MAX_WAIT`] (seen as lost updates under CI load);
 //! 2. after [`LIVENESS_AFTER`] (then every [`LIVENESS_EVERY`]), probe the
 //!    holders' owners (the registry's OFD owner files) and take over the slot
 //!    of a holder whose process died (SIGKILL mid-run) — counted as a
@@ -48,6 +53,10 @@ pub(crate) const CPU_SLOT_SIZE: usize = 64;
 
 /// Rescans with only a `spin_loop` hint between them before yielding.
 const SPIN_ROUNDS: u32 = 64;
+/// First sleep of a waiter once spinning is over; doubles up to [`SLEEP_MAX`].
+const SLEEP_MIN: Duration = Duration::from_micros(10);
+/// Longest single sleep of a waiter between rescans.
+const SLEEP_MAX: Duration = Duration::from_micros(500);
 /// How long a waiter waits before probing the holders' liveness.
 const LIVENESS_AFTER: Duration = Duration::from_millis(2);
 /// Interval between liveness probes afterwards.
@@ -55,8 +64,11 @@ const LIVENESS_EVERY: Duration = Duration::from_millis(5);
 /// Longest wait for a slot; the run then goes ahead without one. Holders
 /// are runs of a few hundred nanoseconds that were preempted; on an
 /// overloaded machine the scheduler can take tens of milliseconds to give
-/// one its CPU back, and giving up early would reintroduce lost updates.
-pub const MAX_WAIT: Duration = Duration::from_millis(50);
+/// one its CPU back (several times in a row for one waiter), and giving up
+/// early reintroduces lost updates: 50 ms still timed out about once in 15
+/// runs of `percpu_exact` with two CPU hogs beside it. Exact per-CPU values
+/// are worth more than bounding the rare stall of an overloaded app.
+pub const MAX_WAIT: Duration = Duration::from_secs(1);
 
 /// One CPU slot word, alone on its cache line.
 #[repr(C, align(64))]
@@ -144,13 +156,15 @@ fn claim_contended(shared: &Shared, token: u64, first: u32, n: u32) -> Option<(u
     let started = Instant::now();
     let mut next_liveness = LIVENESS_AFTER;
     let mut rounds = 0u32;
+    let mut sleep = SLEEP_MIN;
     loop {
         if rounds < SPIN_ROUNDS {
             for _ in 0..16 {
                 std::hint::spin_loop();
             }
         } else {
-            std::thread::yield_now();
+            std::thread::sleep(sleep);
+            sleep = (sleep * 2).min(SLEEP_MAX);
         }
         rounds = rounds.saturating_add(1);
         if let Some(claimed) = try_others(shared, token, first, n) {
