@@ -31,34 +31,7 @@ pub extern "C" fn userbpf_bench_unprobed(x: u64) -> u64 {
 }
 
 fn count_program(map_id: u32) -> Vec<u8> {
-    let text = format!(
-        "
-        mov %r1, 0
-        stxdw [%r10-8], %r1
-        lddw %r1, map_fd({map_id})
-        mov %r2, %r10
-        add %r2, -8
-        call bpf_map_lookup_elem
-        jeq %r0, 0, init
-        ldxdw %r1, [%r0]
-        add %r1, 1
-        stxdw [%r0], %r1
-        ja out
-        init:
-        mov %r1, 1
-        stxdw [%r10-16], %r1
-        lddw %r1, map_fd({map_id})
-        mov %r2, %r10
-        add %r2, -8
-        mov %r3, %r10
-        add %r3, -16
-        mov %r4, 0
-        call bpf_map_update_elem
-        out:
-        mov %r0, 0
-        exit
-        "
-    );
+    let text = vm::fixtures::bpftrace_count(map_id);
     vm::asm::assemble(&text).unwrap().iter().flat_map(|i| i.to_u64().to_le_bytes()).collect()
 }
 

@@ -45,34 +45,7 @@ fn store(registry: &Registry, text: &str, map_ids: &[u32]) -> u32 {
 }
 
 fn count_text(m: u32) -> String {
-    format!(
-        "
-        mov %r1, 0
-        stxdw [%r10-8], %r1
-        lddw %r1, map_fd({m})
-        mov %r2, %r10
-        add %r2, -8
-        call bpf_map_lookup_elem
-        jeq %r0, 0, init
-        ldxdw %r1, [%r0]
-        add %r1, 1
-        stxdw [%r0], %r1
-        ja out
-        init:
-        mov %r1, 1
-        stxdw [%r10-16], %r1
-        lddw %r1, map_fd({m})
-        mov %r2, %r10
-        add %r2, -8
-        mov %r3, %r10
-        add %r3, -16
-        mov %r4, 0
-        call bpf_map_update_elem
-        out:
-        mov %r0, 0
-        exit
-        "
-    )
+    vm::fixtures::bpftrace_count(m)
 }
 
 fn percpu_sum(map: &Map, key: u64) -> u64 {

@@ -22,36 +22,10 @@ fn run(src: &str) -> Result<verifier::Verdict, verifier::VerifyError> {
     verify(&insns, ProgType::Kprobe, &maps, &VerifyOptions { log_level: 1, ..Default::default() })
 }
 
-const COUNT: &str = "
-    mov %r1, 0
-    stxdw [%r10-8], %r1
-    lddw %r1, map_fd(1)
-    mov %r2, %r10
-    add %r2, -8
-    call bpf_map_lookup_elem
-    jeq %r0, 0, miss
-    ldxdw %r1, [%r0]
-    add %r1, 1
-    stxdw [%r0], %r1
-    ja out
-miss:
-    mov %r1, 1
-    stxdw [%r10-16], %r1
-    lddw %r1, map_fd(1)
-    mov %r2, %r10
-    add %r2, -8
-    mov %r3, %r10
-    add %r3, -16
-    mov %r4, 0
-    call bpf_map_update_elem
-out:
-    mov %r0, 0
-    exit
-";
 
 #[test]
 fn bpftrace_count_is_accepted() {
-    let v = run(COUNT).unwrap_or_else(|e| panic!("{e}\n{}", e.log));
+    let v = run(&vm::fixtures::bpftrace_count(1)).unwrap_or_else(|e| panic!("{e}\n{}", e.log));
     assert!(v.insns_processed >= 20, "{}", v.log);
     assert!(v.log.contains("call bpf_map_lookup_elem#1"), "{}", v.log);
     assert!(v.log.contains("processed "), "{}", v.log);

@@ -10,6 +10,8 @@ pub mod conformance;
 pub mod disasm;
 pub mod error;
 pub mod exec_mem;
+#[doc(hidden)]
+pub mod fixtures;
 pub mod insn;
 #[cfg(target_arch = "x86_64")]
 pub mod jit;

@@ -215,34 +215,7 @@ pub fn store_program(registry: &Registry, name: &str, text: &str, map_ids: &[u32
 /// bpftrace's `@c = count()` with a constant key 0.
 pub fn count_program(registry: &Registry, map: &Map) -> u32 {
     let m = map.id();
-    let text = format!(
-        "
-        mov %r1, 0
-        stxdw [%r10-8], %r1
-        lddw %r1, map_fd({m})
-        mov %r2, %r10
-        add %r2, -8
-        call bpf_map_lookup_elem
-        jeq %r0, 0, init
-        ldxdw %r1, [%r0]
-        add %r1, 1
-        stxdw [%r0], %r1
-        ja out
-        init:
-        mov %r1, 1
-        stxdw [%r10-16], %r1
-        lddw %r1, map_fd({m})
-        mov %r2, %r10
-        add %r2, -8
-        mov %r3, %r10
-        add %r3, -16
-        mov %r4, 0
-        call bpf_map_update_elem
-        out:
-        mov %r0, 0
-        exit
-        "
-    );
+    let text = vm::fixtures::bpftrace_count(m);
     store_program(registry, "count", &text, &[m])
 }
 
