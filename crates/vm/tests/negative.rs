@@ -1,4 +1,4 @@
-//! Every vector of `/work/shared/conformance/negative/` (or
+//! Every vector of `../shared/conformance/negative/` beside the project root (or
 //! `$USERBPF_CONFORMANCE_NEGATIVE_DIR`) must be refused.
 //!
 //! Most are refused before running: unparsable files, assembler errors
