@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use shm_maps::LinkKind;
+use shm_maps::{LinkKind, Map, Registry};
 
 #[test]
 fn counts_every_call_of_a_probed_function() {
@@ -247,30 +247,7 @@ fn exec_loads_the_agent_again() {
 fn bad_pointers_in_probe_read_return_efault_without_crashing() {
     let reg = TestRegistry::new("badptr");
     let map = count_map(&reg.registry);
-    let m = map.id();
-    // key = arg0 (the pointer); value = probe_read_user(&buf, 8, arg0).
-    let text = format!(
-        "
-        ldxdw %r6, [%r1+112]
-        stxdw [%r10-8], %r6
-        mov %r1, %r10
-        add %r1, -24
-        mov %r2, 8
-        mov %r3, %r6
-        call bpf_probe_read_user
-        stxdw [%r10-16], %r0
-        lddw %r1, map_fd({m})
-        mov %r2, %r10
-        add %r2, -8
-        mov %r3, %r10
-        add %r3, -16
-        mov %r4, 0
-        call bpf_map_update_elem
-        mov %r0, 0
-        exit
-        "
-    );
-    let prog = store_program(&reg.registry, "badptr", &text, &[m]);
+    let prog = probe_read_result_program(&reg.registry, &map);
     attach(&reg.registry, prog, "target_ptr", LinkKind::Uprobe, true);
     run_app(&reg, &["badptr"]);
     let efault = (-(libc::EFAULT as i64)) as u64;
@@ -295,30 +272,7 @@ fn bad_pointers_in_probe_read_return_efault_without_crashing() {
 fn an_application_sigsegv_handler_installed_later_neither_breaks_probe_reads_nor_changes() {
     let reg = TestRegistry::new("sigsegv");
     let map = count_map(&reg.registry);
-    let m = map.id();
-    // value[arg0] = probe_read_user(&buf, 8, arg0)
-    let text = format!(
-        "
-        ldxdw %r6, [%r1+112]
-        stxdw [%r10-8], %r6
-        mov %r1, %r10
-        add %r1, -24
-        mov %r2, 8
-        mov %r3, %r6
-        call bpf_probe_read_user
-        stxdw [%r10-16], %r0
-        lddw %r1, map_fd({m})
-        mov %r2, %r10
-        add %r2, -8
-        mov %r3, %r10
-        add %r3, -16
-        mov %r4, 0
-        call bpf_map_update_elem
-        mov %r0, 0
-        exit
-        "
-    );
-    let prog = store_program(&reg.registry, "badptr", &text, &[m]);
+    let prog = probe_read_result_program(&reg.registry, &map);
     attach(&reg.registry, prog, "target_ptr", LinkKind::Uprobe, true);
     // The app sees its own handler, the probe's bad read is -EFAULT (not
     // the app's handler), and the app's real fault reaches its handler.
@@ -371,4 +325,33 @@ fn loader_process() {
     let prog: u32 = std::env::var("USERBPF_AGENT_TEST_PROG").unwrap().parse().unwrap();
     attach(&registry, prog, "target_func", LinkKind::Uprobe, true);
     std::thread::sleep(Duration::from_secs(60));
+}
+
+/// Stores `map[arg0] = bpf_probe_read_user(&buf, 8, arg0)`: the key is the
+/// pointer the probed function got, the value the helper's result (0 or
+/// -EFAULT).
+fn probe_read_result_program(registry: &Registry, map: &Map) -> u32 {
+    let m = map.id();
+    let text = format!(
+        "
+        ldxdw %r6, [%r1+112]
+        stxdw [%r10-8], %r6
+        mov %r1, %r10
+        add %r1, -24
+        mov %r2, 8
+        mov %r3, %r6
+        call bpf_probe_read_user
+        stxdw [%r10-16], %r0
+        lddw %r1, map_fd({m})
+        mov %r2, %r10
+        add %r2, -8
+        mov %r3, %r10
+        add %r3, -16
+        mov %r4, 0
+        call bpf_map_update_elem
+        mov %r0, 0
+        exit
+        "
+    );
+    store_program(registry, "badptr", &text, &[m])
 }
