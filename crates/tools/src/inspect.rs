@@ -285,87 +285,77 @@ pub fn list(json: bool) -> CliResult {
     }
     println!("registry {}{}", listing.registry, if registry.is_none() { " (not created yet)" } else { "" });
     let owners: HashMap<u32, &OwnerRow> = listing.owners.iter().map(|o| (o.id, o)).collect();
-    println!("\nmaps: {}", listing.maps.len());
-    if !listing.maps.is_empty() {
-        let rows: Vec<Vec<String>> = listing
-            .maps
-            .iter()
-            .map(|m| {
-                vec![
-                    m.id.to_string(),
-                    m.map_type.to_string(),
-                    format!("{}/{}", m.key_size, m.value_size),
-                    m.entries.map_or(format!("-/{}", m.max_entries), |n| format!("{n}/{}", m.max_entries)),
-                    owner_text(m.owner, m.owner_alive, &owners),
-                    m.name.clone(),
-                ]
-            })
-            .collect();
-        print_table(&["ID", "TYPE", "KEY/VALUE", "ENTRIES", "OWNER", "NAME"], &rows);
-    }
-    println!("\nprograms: {}", listing.programs.len());
-    if !listing.programs.is_empty() {
-        let rows: Vec<Vec<String>> = listing
-            .programs
-            .iter()
-            .map(|p| {
-                let maps: Vec<String> = p.map_ids.iter().map(u32::to_string).collect();
-                vec![
-                    p.id.to_string(),
-                    p.prog_type.clone(),
-                    p.instructions.to_string(),
-                    if maps.is_empty() { "-".into() } else { maps.join(",") },
-                    owner_text(p.owner, p.owner_alive, &owners),
-                    p.name.clone(),
-                ]
-            })
-            .collect();
-        print_table(&["ID", "TYPE", "INSNS", "MAPS", "OWNER", "NAME"], &rows);
-    }
-    println!("\nattachments: {}", listing.attachments.len());
-    if !listing.attachments.is_empty() {
-        let rows: Vec<Vec<String>> = listing
-            .attachments
-            .iter()
-            .map(|l| {
-                let pids: Vec<String> = l.processes.iter().map(i32::to_string).collect();
-                vec![
-                    l.id.to_string(),
-                    l.kind.to_string(),
-                    l.prog_id.to_string(),
-                    if l.enabled { "yes".into() } else { "no".into() },
-                    l.pid_filter.map_or("any".into(), |p| p.to_string()),
-                    if pids.is_empty() { "-".into() } else { pids.join(",") },
-                    owner_text(l.owner, l.owner_alive, &owners),
-                    l.target.clone(),
-                ]
-            })
-            .collect();
-        print_table(&["ID", "KIND", "PROG", "ENABLED", "PID", "IN", "OWNER", "TARGET"], &rows);
-    }
-    println!("\nregistered processes: {}", listing.owners.len());
-    if !listing.owners.is_empty() {
-        let rows: Vec<Vec<String>> = listing
-            .owners
-            .iter()
-            .map(|o| {
-                vec![
-                    o.id.to_string(),
-                    o.pid.map_or("?".into(), |p| p.to_string()),
-                    o.role.clone().unwrap_or_else(|| "-".into()),
-                    if o.alive { "yes".into() } else { "no".into() },
-                ]
-            })
-            .collect();
-        print_table(&["OWNER", "PID", "ROLE", "ALIVE"], &rows);
-    }
-    println!("\nprocesses with userbpf libraries (pids as seen here): {}", listing.processes.len());
-    if !listing.processes.is_empty() {
-        let rows: Vec<Vec<String>> =
-            listing.processes.iter().map(|p| vec![p.pid.to_string(), p.role.to_string(), p.command.clone()]).collect();
-        print_table(&["PID", "ROLE", "COMMAND"], &rows);
-    }
+    print_section("maps", &listing.maps, &["ID", "TYPE", "KEY/VALUE", "ENTRIES", "OWNER", "NAME"], |m| {
+        vec![
+            m.id.to_string(),
+            m.map_type.to_string(),
+            format!("{}/{}", m.key_size, m.value_size),
+            m.entries.map_or(format!("-/{}", m.max_entries), |n| format!("{n}/{}", m.max_entries)),
+            owner_text(m.owner, m.owner_alive, &owners),
+            m.name.clone(),
+        ]
+    });
+    print_section("programs", &listing.programs, &["ID", "TYPE", "INSNS", "MAPS", "OWNER", "NAME"], |p| {
+        vec![
+            p.id.to_string(),
+            p.prog_type.clone(),
+            p.instructions.to_string(),
+            comma_list_or_dash(&p.map_ids),
+            owner_text(p.owner, p.owner_alive, &owners),
+            p.name.clone(),
+        ]
+    });
+    print_section(
+        "attachments",
+        &listing.attachments,
+        &["ID", "KIND", "PROG", "ENABLED", "PID", "IN", "OWNER", "TARGET"],
+        |l| {
+            vec![
+                l.id.to_string(),
+                l.kind.to_string(),
+                l.prog_id.to_string(),
+                if l.enabled { "yes".into() } else { "no".into() },
+                l.pid_filter.map_or("any".into(), |p| p.to_string()),
+                comma_list_or_dash(&l.processes),
+                owner_text(l.owner, l.owner_alive, &owners),
+                l.target.clone(),
+            ]
+        },
+    );
+    print_section("registered processes", &listing.owners, &["OWNER", "PID", "ROLE", "ALIVE"], |o| {
+        vec![
+            o.id.to_string(),
+            o.pid.map_or("?".into(), |p| p.to_string()),
+            o.role.clone().unwrap_or_else(|| "-".into()),
+            if o.alive { "yes".into() } else { "no".into() },
+        ]
+    });
+    print_section(
+        "processes with userbpf libraries (pids as seen here)",
+        &listing.processes,
+        &["PID", "ROLE", "COMMAND"],
+        |p| vec![p.pid.to_string(), p.role.to_string(), p.command.clone()],
+    );
     Ok(exit::OK)
+}
+
+/// One section of `userbpf list`: a blank line, `TITLE: COUNT`, then a table
+/// of the items when there are any.
+fn print_section<T>(title: &str, items: &[T], headers: &[&str], row: impl Fn(&T) -> Vec<String>) {
+    println!("\n{title}: {}", items.len());
+    if !items.is_empty() {
+        let rows: Vec<Vec<String>> = items.iter().map(row).collect();
+        print_table(headers, &rows);
+    }
+}
+
+/// `1,2,3`, or `-` for none.
+fn comma_list_or_dash<T: ToString>(values: &[T]) -> String {
+    if values.is_empty() {
+        "-".into()
+    } else {
+        values.iter().map(T::to_string).collect::<Vec<_>>().join(",")
+    }
 }
 
 /// Finds a map by id, exact name, or bpftrace name (`@x` is stored as `AT_x`,
