@@ -164,92 +164,20 @@ const KERNEL_ACCEPTS: &[(&str, &str)] = &[
     ("atomic-spilled-pointer", "root may apply atomics to spilled pointers in the kernel; userbpf refuses it"),
 ];
 
-mod kernel {
-    //! Minimal `bpf(2)` client for the oracle: create the corpus maps, load a program.
-    use super::*;
+mod kernel_client;
 
-    fn bpf(cmd: i64, attr: &mut [u8; 128]) -> Result<i32, i32> {
-        // SAFETY: `attr` is a zero-filled `union bpf_attr`-sized buffer the
-        // kernel reads (and for PROG_LOAD, the pointers in it are live).
-        let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len()) };
-        if r < 0 {
-            Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
-        } else {
-            Ok(r as i32)
-        }
-    }
-
-    fn put32(a: &mut [u8; 128], off: usize, v: u32) {
-        a[off..off + 4].copy_from_slice(&v.to_le_bytes());
-    }
-    fn put64(a: &mut [u8; 128], off: usize, v: u64) {
-        a[off..off + 8].copy_from_slice(&v.to_le_bytes());
-    }
-
-    /// Real maps for corpus fds 1..=8; returns corpus fd -> kernel fd.
-    pub fn create_maps() -> Vec<(i32, i32)> {
-        let mut out = Vec::new();
-        for fd in 1..=9 {
-            let d = corpus_map(fd).unwrap();
-            let mut a = [0u8; 128];
-            put32(&mut a, 0, d.map_type);
-            put32(&mut a, 4, d.key_size);
-            put32(&mut a, 8, d.value_size);
-            put32(&mut a, 12, d.max_entries);
-            put32(&mut a, 16, if fd == 6 || fd == 9 { 1 << 7 } else { 0 }); // BPF_F_RDONLY_PROG
-            let kfd = bpf(0, &mut a).unwrap_or_else(|e| panic!("BPF_MAP_CREATE for corpus map {fd}: errno {e}"));
-            if fd == 6 {
-                let key = 0u32;
-                let mut u = [0u8; 128];
-                put32(&mut u, 0, kfd as u32);
-                put64(&mut u, 8, &key as *const u32 as u64);
-                put64(&mut u, 16, FROZEN_VALUE.as_ptr() as u64);
-                bpf(2, &mut u).expect("BPF_MAP_UPDATE_ELEM");
-                let mut f = [0u8; 128];
-                put32(&mut f, 0, kfd as u32);
-                bpf(22, &mut f).expect("BPF_MAP_FREEZE");
-            }
-            out.push((fd, kfd));
-        }
-        out
-    }
-
-    /// Load into the kernel: `Ok(())` if accepted, else errno and the log's last line.
-    pub fn load(insns: &[vm::insn::Insn], prog_type: ProgType, fds: &[(i32, i32)]) -> Result<(), (i32, String)> {
-        let mut words: Vec<u64> = Vec::with_capacity(insns.len());
-        for (pc, i) in insns.iter().enumerate() {
-            let mut i = *i;
-            let is_map = i.opc == vm::insn::LDDW && matches!(i.src, 1 | 2) && (pc == 0 || insns[pc - 1].opc != vm::insn::LDDW);
-            if is_map {
-                if let Some((_, k)) = fds.iter().find(|(c, _)| *c == i.imm) {
-                    i.imm = *k;
-                }
-            }
-            words.push(i.to_u64());
-        }
-        let license = b"GPL\0";
-        let mut log = vec![0u8; 1 << 20];
-        let mut a = [0u8; 128];
-        put32(&mut a, 0, prog_type.to_kernel());
-        put32(&mut a, 4, words.len() as u32);
-        put64(&mut a, 8, words.as_ptr() as u64);
-        put64(&mut a, 16, license.as_ptr() as u64);
-        put32(&mut a, 24, 1);
-        put32(&mut a, 28, log.len() as u32);
-        put64(&mut a, 32, log.as_mut_ptr() as u64);
-        match bpf(5, &mut a) {
-            Ok(fd) => {
-                // SAFETY: closing the program fd the kernel just returned.
-                unsafe { libc::close(fd) };
-                Ok(())
-            }
-            Err(e) => {
-                let text = String::from_utf8_lossy(&log[..log.iter().position(|&b| b == 0).unwrap_or(0)]).to_string();
-                let reason = text.lines().rev().find(|l| !l.starts_with("processed ") && !l.trim().is_empty()).unwrap_or("").to_string();
-                Err((e, reason))
-            }
-        }
-    }
+/// The corpus maps (fds 1..=9) in the kernel; 6 and 9 read-only for
+/// programs, 6 also frozen with [`FROZEN_VALUE`], as `CorpusMaps` says.
+fn kernel_corpus_maps() -> Vec<(i32, i32)> {
+    let maps: Vec<kernel_client::KernelMap> = (1..=9)
+        .map(|fd| kernel_client::KernelMap {
+            fd,
+            desc: corpus_map(fd).unwrap(),
+            readonly_for_programs: fd == 6 || fd == 9,
+            frozen_value: (fd == 6).then_some(&FROZEN_VALUE[..]),
+        })
+        .collect();
+    kernel_client::create_maps(&maps)
 }
 
 #[test]
@@ -260,7 +188,7 @@ fn the_kernel_refuses_the_corpus_too() {
     }
     // SAFETY: geteuid has no preconditions.
     assert_eq!(unsafe { libc::geteuid() }, 0, "USERBPF_KERNEL_ORACLE=1 needs root");
-    let fds = kernel::create_maps();
+    let fds = kernel_corpus_maps();
     let mut disagreements = Vec::new();
     let mut agreed = 0;
     for path in case_files() {
@@ -274,7 +202,7 @@ fn the_kernel_refuses_the_corpus_too() {
         let insns = vm::asm::assemble(&c.asm).unwrap();
         let name = c.file.split_once('-').map_or("", |(_, n)| n.trim_end_matches(".case"));
         let known = KERNEL_ACCEPTS.iter().find(|(n, _)| *n == name);
-        match (kernel::load(&insns, c.prog_type, &fds), known) {
+        match (kernel_client::load(&insns, c.prog_type, &fds), known) {
             (Err((e, reason)), None) => {
                 agreed += 1;
                 println!("{}: kernel errno {e}: {reason}", c.file);

@@ -75,7 +75,9 @@ pub fn fuzz_map(fd: i32) -> Option<MapDesc> {
     }
 }
 
-const FROZEN: [u8; 8] = [3, 0, 0, 0, 0, 0, 0, 0];
+/// Element 0 of the frozen read-only map 6 (also frozen into the kernel map
+/// by `examples/kernel_diff.rs`).
+pub const FROZEN: [u8; 8] = [3, 0, 0, 0, 0, 0, 0, 0];
 
 /// The fuzzing maps as the verifier sees them (map 6 frozen, read-only).
 pub struct FuzzMaps;
