@@ -33,30 +33,7 @@ fn main() {
     };
     let map = registry.create_map(&spec).expect("create map");
     let m = map.id();
-    let text = format!(
-        "
-        mov %r1, 0
-        stxdw [%r10-8], %r1
-        lddw %r1, map_fd({m})
-        mov %r2, %r10
-        add %r2, -8
-        call bpf_map_lookup_elem
-        mov %r1, 0
-        jeq %r0, 0, +1
-        ldxdw %r1, [%r0]
-        add %r1, 1
-        stxdw [%r10-16], %r1
-        lddw %r1, map_fd({m})
-        mov %r2, %r10
-        add %r2, -8
-        mov %r3, %r10
-        add %r3, -16
-        mov %r4, 0
-        call bpf_map_update_elem
-        mov %r0, 0
-        exit
-        "
-    );
+    let text = vm::fixtures::bpftrace_sum_one(m);
     let insns = vm::asm::assemble(&text).expect("assemble");
     let record = ProgRecord {
         prog_type: 2,

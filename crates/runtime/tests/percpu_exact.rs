@@ -37,25 +37,7 @@ fn store(registry: &Registry, name: &str, text: &str, map_ids: &[u32]) -> u32 {
 /// of `array`.
 fn racy_program(hash: u32, array: u32) -> String {
     format!(
-        "
-        mov %r1, 0
-        stxdw [%r10-8], %r1
-        lddw %r1, map_fd({hash})
-        mov %r2, %r10
-        add %r2, -8
-        call bpf_map_lookup_elem
-        mov %r1, 0
-        jeq %r0, 0, +1
-        ldxdw %r1, [%r0]
-        add %r1, 1
-        stxdw [%r10-16], %r1
-        lddw %r1, map_fd({hash})
-        mov %r2, %r10
-        add %r2, -8
-        mov %r3, %r10
-        add %r3, -16
-        mov %r4, 0
-        call bpf_map_update_elem
+        "{}
         mov %r1, 0
         stxw [%r10-4], %r1
         lddw %r1, map_fd({array})
@@ -68,7 +50,8 @@ fn racy_program(hash: u32, array: u32) -> String {
         stxdw [%r0], %r1
         mov %r0, 0
         exit
-        "
+        ",
+        vm::fixtures::bpftrace_sum_one_steps(hash)
     )
 }
 
