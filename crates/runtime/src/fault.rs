@@ -17,6 +17,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use libc::{c_int, c_void, siginfo_t};
+// libc's own `sigaction`, bypassing any interposer (the agent exports one
+// that keeps our handler first; calling it from here would recurse).
+use preload::next::real_sigaction;
 
 std::arch::global_asm!(
     ".pushsection .text.userbpf_fault,\"ax\",@progbits",
@@ -118,27 +121,6 @@ fn faults_deliverable_here() -> bool {
 /// noticed within one tick).
 pub fn recheck_signal_masks() {
     MASK_EPOCH.fetch_add(1, Ordering::Relaxed);
-}
-
-type SigactionFn = unsafe extern "C" fn(c_int, *const libc::sigaction, *mut libc::sigaction) -> c_int;
-
-/// libc's own `sigaction`, bypassing any interposer (the agent exports one
-/// that keeps our handler first; calling it from here would recurse).
-fn real_sigaction() -> SigactionFn {
-    use std::sync::OnceLock;
-    static REAL: OnceLock<usize> = OnceLock::new();
-    let address = *REAL.get_or_init(|| {
-        // SAFETY: dlsym with a NUL-terminated name; null is handled.
-        let next = unsafe { libc::dlsym(libc::RTLD_NEXT, c"sigaction".as_ptr()) };
-        if next.is_null() {
-            libc::sigaction as *const () as usize
-        } else {
-            next as usize
-        }
-    });
-    // SAFETY: `address` is libc's sigaction (or the linked one), which has
-    // exactly this signature.
-    unsafe { std::mem::transmute::<usize, SigactionFn>(address) }
 }
 
 /// The handlers that were installed before ours (index 0: SIGSEGV, 1: SIGBUS).
