@@ -91,6 +91,23 @@ pub fn replace_application_handler(signal: libc::c_int, action: Option<&libc::si
     signals::replace_application_handler(signal, action)
 }
 
+/// Keeps every probe from firing on the calling thread while the returned
+/// guard lives; hits there are skipped and counted in
+/// [`Counters::skipped_suppressed`]. For the code of the tracer itself
+/// (the agent's constructor and watcher thread): its calls to probed
+/// functions (`malloc`, `read`, `getpid`…) are not the application's, and
+/// a probe that fires inside the patching code could recurse. Guards nest;
+/// the thread can still attach and detach while suppressed.
+pub fn suppress_probes_on_this_thread() -> ProbesSuppressed {
+    ProbesSuppressed { _guard: thread_state::Suppressed::new() }
+}
+
+/// See [`suppress_probes_on_this_thread`]. Not `Send`: dropped on the
+/// thread it was made on.
+pub struct ProbesSuppressed {
+    _guard: thread_state::Suppressed,
+}
+
 /// How the probe's site runs handlers.
 pub fn mechanism(id: ProbeId) -> Result<Mechanism> {
     probes::registry()?.as_mut().expect("initialised by registry()").mechanism(id)
@@ -101,6 +118,9 @@ pub fn mechanism(id: ProbeId) -> Result<Mechanism> {
 pub struct Counters {
     /// Probe hits skipped because the thread was already running a handler.
     pub skipped_reentrant: u64,
+    /// Probe hits skipped on threads (or during calls) that suppress probes:
+    /// the tracer's own work (see [`suppress_probes_on_this_thread`]).
+    pub skipped_suppressed: u64,
     /// uretprobes skipped because the thread's shadow stack was full.
     pub shadow_stack_overflows: u64,
     /// uretprobes not reported because an exception or cancellation
@@ -113,6 +133,7 @@ pub struct Counters {
 pub fn counters() -> Counters {
     Counters {
         skipped_reentrant: thread_state::SKIPPED_REENTRANT.load(Ordering::Relaxed),
+        skipped_suppressed: thread_state::SKIPPED_SUPPRESSED.load(Ordering::Relaxed),
         shadow_stack_overflows: thread_state::SHADOW_STACK_OVERFLOWS.load(Ordering::Relaxed),
         uretprobes_lost_to_unwinding: uretprobe::LOST_TO_UNWINDING.load(Ordering::Relaxed),
         thread_slots_exhausted: thread_state::THREAD_SLOTS_EXHAUSTED.load(Ordering::Relaxed),

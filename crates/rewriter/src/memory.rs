@@ -104,8 +104,7 @@ pub(crate) unsafe fn seal_code_page(page: usize, code: &[u8]) -> Result<()> {
 /// the pid changed.
 fn with_proc_self_mem<T>(f: impl FnOnce(&File) -> T) -> Option<T> {
     static FILE: Mutex<Option<(libc::pid_t, Option<File>)>> = Mutex::new(None);
-    // SAFETY: getpid has no preconditions.
-    let pid = unsafe { libc::getpid() };
+    let pid = preload::raw::getpid();
     let mut cached = FILE.lock().unwrap_or_else(|e| e.into_inner());
     if cached.as_ref().is_none_or(|(opened_by, _)| *opened_by != pid) {
         *cached = Some((pid, File::options().read(true).write(true).open("/proc/self/mem").ok()));
@@ -195,8 +194,7 @@ pub(crate) struct Barriers {
 /// `fork` child starts unregistered) and returns what the kernel granted.
 pub(crate) fn barriers() -> Barriers {
     static REGISTERED: Mutex<Option<(libc::pid_t, Barriers)>> = Mutex::new(None);
-    // SAFETY: getpid has no preconditions.
-    let pid = unsafe { libc::getpid() };
+    let pid = preload::raw::getpid();
     let mut registered = REGISTERED.lock().unwrap_or_else(|e| e.into_inner());
     match *registered {
         Some((registered_by, barriers)) if registered_by == pid => barriers,

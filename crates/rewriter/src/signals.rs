@@ -148,12 +148,9 @@ pub(crate) fn install() -> Result<()> {
 }
 
 fn install_one(index: usize, signal: libc::c_int, call: &'static str) -> Result<()> {
-    // SAFETY: querying the current disposition into a zeroed struct.
-    let mut current: libc::sigaction = unsafe { std::mem::zeroed() };
-    // SAFETY: valid pointers.
-    if unsafe { libc::sigaction(signal, std::ptr::null(), &mut current) } != 0 {
-        return Err(Error::sys(call));
-    }
+    // libc's own sigaction: the agent interposes `sigaction` and routes the
+    // application's calls for these signals to `replace_application_handler`.
+    let current = preload::next::disposition(signal).map_err(|_| Error::sys(call))?;
     if current.sa_sigaction == on_signal as *const () as usize {
         return Ok(());
     }
@@ -166,10 +163,8 @@ fn install_one(index: usize, signal: libc::c_int, call: &'static str) -> Result<
     PREVIOUS_FLAGS[index].store(current.sa_flags as usize, Ordering::Relaxed);
     PREVIOUS_HANDLER[index].store(current.sa_sigaction, Ordering::Release);
     APPLICATION_ACTION.lock().unwrap_or_else(|e| e.into_inner())[index] = Some(current);
-    // SAFETY: valid pointers; `ours.sa_mask` is empty (zeroed).
-    if unsafe { libc::sigaction(signal, &ours, std::ptr::null_mut()) } != 0 {
-        return Err(Error::sys(call));
-    }
+    // `ours.sa_mask` is empty (zeroed).
+    preload::next::set_disposition(signal, &ours).map_err(|_| Error::sys(call))?;
     Ok(())
 }
 
@@ -216,8 +211,7 @@ pub(crate) fn rendezvous(interior: Option<&Interior>) -> Result<usize> {
 }
 
 fn signal_all_and_wait(generation: u64, interior: Option<&Interior>) -> Result<usize> {
-    // SAFETY: trivial libc calls.
-    let me = unsafe { libc::gettid() };
+    let me = preload::raw::gettid();
     let address = interior.map_or(0, |i| i.start);
     let tasks = std::fs::read_dir("/proc/self/task").map_err(|source| Error::Io { path: "/proc/self/task".into(), source })?;
     let mut unanswered: Vec<libc::pid_t> = tasks
@@ -272,8 +266,7 @@ fn signal_all_and_wait(generation: u64, interior: Option<&Interior>) -> Result<u
 
 /// Queues the rendezvous signal to `tid`; false if the thread is gone.
 fn send_rendezvous(tid: libc::pid_t, generation: u64) -> bool {
-    // SAFETY: trivial libc calls.
-    let pid = unsafe { libc::getpid() };
+    let pid = preload::raw::getpid();
     // SAFETY: zeroed siginfo filled as rt_tgsigqueueinfo expects for SI_QUEUE.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
     info.si_signo = rendezvous_signal();
@@ -328,8 +321,7 @@ extern "C" fn on_signal(signal: libc::c_int, info: *mut libc::siginfo_t, context
             let base = info as *const u8;
             (*(base.add(16) as *const i32), *(base.add(24) as *const u64))
         };
-        // SAFETY: getpid has no preconditions.
-            if pid == unsafe { libc::getpid() } && value & 0xffff_ffff_0000_0000 == RENDEZVOUS_MAGIC {
+            if pid == preload::raw::getpid() && value & 0xffff_ffff_0000_0000 == RENDEZVOUS_MAGIC {
                 on_rendezvous(value & 0xffff_ffff, uc);
                 return;
             }
@@ -445,13 +437,15 @@ fn chain_to_application(index: usize, signal: libc::c_int, info: *mut libc::sigi
     }
     if handler == libc::SIG_DFL {
         // Default action (terminate, with a core dump for SIGTRAP), exactly
-        // as without us: restore it and re-raise (the signal is not blocked
-        // inside our handler thanks to SA_NODEFER).
-        // SAFETY: async-signal-safe libc calls.
-        unsafe {
-            libc::signal(signal, libc::SIG_DFL);
-            libc::raise(signal);
-        }
+        // as without us: restore it (with libc's own sigaction: the agent's
+        // interposer would only record SIG_DFL as the application's choice)
+        // and re-raise (the signal is not blocked inside our handler thanks
+        // to SA_NODEFER).
+        // SAFETY: an all-zero sigaction is SIG_DFL with no flags.
+        let default: libc::sigaction = unsafe { std::mem::zeroed() };
+        let _ = preload::next::set_disposition(signal, &default);
+        // SAFETY: async-signal-safe libc call.
+        unsafe { libc::raise(signal) };
         return;
     }
     if flags & libc::SA_SIGINFO != 0 {

@@ -44,6 +44,9 @@ pub(crate) struct ThreadSlot {
     owner: AtomicU32,
     /// Odd while the owner runs probe handlers.
     sequence: AtomicU64,
+    /// Nesting depth of [`Suppressed`] guards: while non-zero no probe
+    /// fires on the owner (the agent's own threads and calls).
+    suppressed: Cell<u32>,
     shadow_len: Cell<usize>,
     shadow: UnsafeCell<[ShadowEntry; SHADOW_STACK_DEPTH]>,
 }
@@ -58,6 +61,7 @@ unsafe impl Sync for ThreadSlot {}
 const FREE_SLOT: ThreadSlot = ThreadSlot {
     owner: AtomicU32::new(0),
     sequence: AtomicU64::new(0),
+    suppressed: Cell::new(0),
     shadow_len: Cell::new(0),
     shadow: UnsafeCell::new([EMPTY_ENTRY; SHADOW_STACK_DEPTH]),
 };
@@ -73,6 +77,7 @@ thread_local! {
 }
 
 pub(crate) static SKIPPED_REENTRANT: AtomicU64 = AtomicU64::new(0);
+pub(crate) static SKIPPED_SUPPRESSED: AtomicU64 = AtomicU64::new(0);
 pub(crate) static THREAD_SLOTS_EXHAUSTED: AtomicU64 = AtomicU64::new(0);
 pub(crate) static SHADOW_STACK_OVERFLOWS: AtomicU64 = AtomicU64::new(0);
 
@@ -102,12 +107,12 @@ extern "C" fn release_on_exit(slot: *mut libc::c_void) {
     // one another thread may claim as soon as it is released.
     CURRENT.with(|c| c.set(std::ptr::null()));
     slot.shadow_len.set(0);
+    slot.suppressed.set(0);
     slot.owner.store(0, Ordering::Release);
 }
 
 extern "C" fn release_after_fork() {
-    // SAFETY: gettid has no preconditions.
-    let me = unsafe { libc::gettid() } as u32;
+    let me = preload::raw::gettid() as u32;
     for slot in &SLOTS[..SLOTS_HIGH_WATER.load(Ordering::Relaxed)] {
         let owner = slot.owner.load(Ordering::Relaxed);
         if owner != 0 {
@@ -115,6 +120,7 @@ extern "C" fn release_after_fork() {
                 continue;
             }
             slot.sequence.store(0, Ordering::Relaxed);
+            slot.suppressed.set(0);
             slot.owner.store(0, Ordering::Relaxed);
         }
     }
@@ -128,18 +134,22 @@ extern "C" fn release_after_fork() {
 
 #[cold]
 fn claim_slot() -> Option<&'static ThreadSlot> {
-    // SAFETY: gettid has no preconditions.
-    let me = unsafe { libc::gettid() } as u32;
+    let me = preload::raw::gettid() as u32;
     for (i, slot) in SLOTS.iter().enumerate() {
         if slot.owner.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
             SLOTS_HIGH_WATER.fetch_max(i + 1, Ordering::Release);
             slot.shadow_len.set(0);
+            slot.suppressed.set(0);
             CURRENT.with(|c| c.set(slot));
             let key = EXIT_KEY.load(Ordering::Relaxed);
             if key != u32::MAX {
+                // A probe on pthread_setspecific must not count this call,
+                // which is ours, not the application's.
+                slot.suppressed.set(1);
                 // SAFETY: valid key; keys below PTHREAD_KEY_2NDLEVEL_SIZE do
                 // not allocate in glibc.
                 unsafe { libc::pthread_setspecific(key, slot as *const ThreadSlot as *const libc::c_void) };
+                slot.suppressed.set(0);
             }
             return Some(slot);
         }
@@ -176,6 +186,10 @@ impl InProbe {
             SKIPPED_REENTRANT.fetch_add(1, Ordering::Relaxed);
             return None;
         }
+        if slot.suppressed.get() != 0 {
+            SKIPPED_SUPPRESSED.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
         slot.sequence.store(sequence + 1, Ordering::Relaxed);
         if READERS_FENCE.load(Ordering::Relaxed) {
             fence(Ordering::SeqCst);
@@ -194,6 +208,38 @@ impl Drop for InProbe {
     #[inline]
     fn drop(&mut self) {
         self.slot.sequence.store(self.sequence + 1, Ordering::Release);
+    }
+}
+
+/// While alive, no probe fires on the thread that made it: every hit there
+/// is skipped and counted (`SKIPPED_SUPPRESSED`), whatever the mechanism
+/// (trampoline, breakpoint, the breakpoint of a patch in flight). Nests.
+/// Unlike being inside a probe it does not make the thread a reader of
+/// handler lists, so `synchronize` never waits for it and the thread may
+/// attach and detach.
+pub(crate) struct Suppressed {
+    slot: Option<&'static ThreadSlot>,
+    /// Not `Send`: the guard must be dropped on the thread it counts for.
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl Suppressed {
+    pub(crate) fn new() -> Suppressed {
+        // No slot (more threads than MAX_THREADS): hits on this thread find
+        // none either and are skipped anyway.
+        let slot = current_slot();
+        if let Some(slot) = slot {
+            slot.suppressed.set(slot.suppressed.get() + 1);
+        }
+        Suppressed { slot, _not_send: std::marker::PhantomData }
+    }
+}
+
+impl Drop for Suppressed {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot {
+            slot.suppressed.set(slot.suppressed.get().saturating_sub(1));
+        }
     }
 }
 
