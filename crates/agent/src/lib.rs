@@ -21,8 +21,19 @@
 //!   afresh.
 //!
 //! Nothing here may crash or alter the application: every entry point from
-//! C catches panics, the watcher thread blocks every signal, and failures
-//! are reported, never raised.
+//! C catches panics, the watcher thread blocks every asynchronous signal,
+//! and failures are reported, never raised.
+//!
+//! The agent's own work is invisible to probes: the constructor, the
+//! watcher thread, the fork handler and the detach/reattach entry points
+//! run with `rewriter::suppress_probes_on_this_thread`, so their calls to
+//! probed functions (`malloc`, `read`, `getpid`…) are neither counted as
+//! the application's nor able to recurse into the patching they are part
+//! of. The watcher keeps the synchronous signals the rewriter and runtime
+//! handle (SIGTRAP, SIGSEGV, SIGBUS, SIGILL, SIGFPE) unblocked: a
+//! breakpoint it meets in a function it calls while that function is being
+//! patched is then handled (and skipped), where a blocked SIGTRAP would
+//! make the kernel kill the process.
 
 pub mod config;
 pub mod log;
@@ -76,6 +87,9 @@ pub fn start() {
     if STARTED.swap(true, Ordering::AcqRel) {
         return;
     }
+    // Runs on the application's main thread, after the first probes may
+    // already be live: none of this is the application's work.
+    let _quiet = rewriter::suppress_probes_on_this_thread();
     let began = Instant::now();
     let config = config::Config::from_env();
     log::configure(config.quiet, config.debug);
@@ -139,6 +153,7 @@ fn preloaded() -> bool {
 #[no_mangle]
 pub extern "C" fn userbpf_agent_detach() -> i32 {
     std::panic::catch_unwind(|| {
+        let _quiet = rewriter::suppress_probes_on_this_thread();
         let mut state = watcher::lock_state();
         match state.as_mut() {
             Some(agent) => agent.suspend() as i32,
@@ -154,6 +169,7 @@ pub extern "C" fn userbpf_agent_detach() -> i32 {
 #[no_mangle]
 pub extern "C" fn userbpf_agent_reattach() -> i32 {
     std::panic::catch_unwind(|| {
+        let _quiet = rewriter::suppress_probes_on_this_thread();
         let mut state = watcher::lock_state();
         match state.as_mut() {
             Some(agent) => {
@@ -186,26 +202,62 @@ fn open_trace_sink(registry: &Registry) {
     }
 }
 
-/// Start the watcher with every signal blocked, so the application's
-/// signals are never delivered to (and handled on) the agent's thread.
+/// The signals the watcher thread keeps unblocked: the synchronous ones
+/// that userbpf's own handlers resolve (breakpoints, faults in probe reads)
+/// and that the kernel delivers by force, killing the process, when they
+/// are blocked.
+const SYNCHRONOUS_SIGNALS: [libc::c_int; 5] = [libc::SIGTRAP, libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE];
+
+/// Start the watcher with every asynchronous signal blocked, so the
+/// application's signals are never delivered to (and handled on) the
+/// agent's thread. The mask is set before the thread exists (it inherits
+/// it), so the spawning code runs with the same mask: it calls `malloc`
+/// and `pthread_create`, which may carry probes.
+///
+/// A bare `pthread_create`, not `std::thread`: std runs its own set-up in
+/// the new thread (signal stack `mmap`, `sigaltstack`, thread name) before
+/// the closure could suppress probes, and those calls would be counted as
+/// the application's. Here the first instruction of the thread's own code
+/// suppresses them; only glibc's `start_thread` runs before it.
 fn spawn_watcher() {
-    // SAFETY: sigset manipulation on locals; the old mask is restored.
-    unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-        let spawned = std::thread::Builder::new().name("userbpf-agent".into()).spawn(|| {
-            if std::panic::catch_unwind(watcher::run).is_err() {
-                log::warn("internal error in the watcher; probes stay as they are");
-            }
-        });
-        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-        if let Err(e) = spawned {
-            log::warn(&format!("cannot start the watcher thread: {e}"));
+    extern "C" fn watcher_thread(_: *mut libc::c_void) -> *mut libc::c_void {
+        // Everything this thread does is the agent's, for its whole life.
+        let _quiet = rewriter::suppress_probes_on_this_thread();
+        // SAFETY: naming the calling thread with a NUL-terminated name of
+        // at most 15 bytes.
+        unsafe { libc::pthread_setname_np(libc::pthread_self(), c"userbpf-agent".as_ptr()) };
+        if std::panic::catch_unwind(watcher::run).is_err() {
+            log::warn("internal error in the watcher; probes stay as they are");
         }
+        std::ptr::null_mut()
+    }
+    // SAFETY: sigset and thread-attribute manipulation on locals; the old
+    // mask is restored; the thread routine takes no argument.
+    let rc = unsafe {
+        let mut blocked: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut blocked);
+        for signal in SYNCHRONOUS_SIGNALS {
+            libc::sigdelset(&mut blocked, signal);
+        }
+        libc::pthread_sigmask(libc::SIG_SETMASK, &blocked, &mut old);
+        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+        libc::pthread_attr_init(&mut attr);
+        libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+        libc::pthread_attr_setstacksize(&mut attr, WATCHER_STACK);
+        let mut thread: libc::pthread_t = 0;
+        let rc = libc::pthread_create(&mut thread, &attr, watcher_thread, std::ptr::null_mut());
+        libc::pthread_attr_destroy(&mut attr);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        rc
+    };
+    if rc != 0 {
+        log::warn(&format!("cannot start the watcher thread: {}", std::io::Error::from_raw_os_error(rc)));
     }
 }
+
+/// The watcher's stack, as `std::thread` would give it.
+const WATCHER_STACK: usize = 2 << 20;
 
 /// The state lock is held across `fork` so the child never inherits it
 /// locked by a thread that does not exist there.
