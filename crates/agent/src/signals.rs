@@ -1,27 +1,34 @@
-//! Keeps the fault handler of `runtime::fault` first in line when the
-//! application installs its own SIGSEGV/SIGBUS handler after the agent
-//! loaded: `libagent.so` exports `sigaction` and `signal`, and for those two
-//! signals records the application's handler as the one to chain to (and
-//! answers queries with it), so the application sees exactly what it set
-//! while bad `probe_read` pointers still resolve to `-EFAULT`. Every other
-//! signal, and every call before the fault handler is installed, goes to
-//! libc unchanged.
+//! Keeps userbpf's signal handlers first in line when the application
+//! installs its own after the agent loaded. `libagent.so` exports
+//! `sigaction` and `signal`; for the signals userbpf owns it records the
+//! application's handler as the one to chain to (and answers queries with
+//! it), so the application sees exactly what it set while userbpf's
+//! handlers keep working:
+//! - SIGSEGV/SIGBUS: `runtime::fault` (bad `probe_read` pointers resolve
+//!   to `-EFAULT`);
+//! - SIGTRAP and `SIGRTMAX - 1`: the rewriter's breakpoint and rendezvous
+//!   handlers ([`rewriter::owned_signals`]); an application SIGTRAP handler
+//!   installed after attach would otherwise turn every breakpoint probe
+//!   into the application's trap, and a rendezvous into a lost patch.
+//!
+//! Every other signal, and every call before the corresponding handler is
+//! installed, goes to libc unchanged. The owners install their own handlers
+//! with libc's `sigaction` (`preload::next::real_sigaction`), never through
+//! these interposers.
 
 use libc::{c_int, sighandler_t};
 
-type SigactionFn = unsafe extern "C" fn(c_int, *const libc::sigaction, *mut libc::sigaction) -> c_int;
-
-fn next_sigaction() -> Option<SigactionFn> {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let mut address = NEXT.load(Ordering::Relaxed);
-    if address == 0 {
-        // SAFETY: dlsym with a NUL-terminated name.
-        address = unsafe { libc::dlsym(libc::RTLD_NEXT, c"sigaction".as_ptr()) } as usize;
-        NEXT.store(address, Ordering::Relaxed);
+/// The application's previous disposition of `signal` if userbpf owns the
+/// signal now (after recording `new` as the application's handler), or
+/// `None` when the call belongs to libc.
+fn route_owned(signal: c_int, new: Option<&libc::sigaction>) -> Option<libc::sigaction> {
+    if signal == libc::SIGSEGV || signal == libc::SIGBUS {
+        return runtime::fault::replace_chained_handler(signal, new);
     }
-    // SAFETY: a non-null `sigaction` symbol has this signature.
-    (address != 0).then(|| unsafe { std::mem::transmute::<usize, SigactionFn>(address) })
+    if rewriter::owned_signals().contains(&signal) {
+        return rewriter::replace_application_handler(signal, new);
+    }
+    None
 }
 
 /// Interposed `sigaction(2)`.
@@ -30,26 +37,17 @@ fn next_sigaction() -> Option<SigactionFn> {
 /// Same contract as libc's `sigaction`.
 #[no_mangle]
 pub unsafe extern "C" fn sigaction(signal: c_int, action: *const libc::sigaction, old: *mut libc::sigaction) -> c_int {
-    if signal == libc::SIGSEGV || signal == libc::SIGBUS {
-        // SAFETY: `action` is null or a valid sigaction (caller contract).
-        let new = unsafe { action.as_ref() };
-        if let Some(previous) = runtime::fault::replace_chained_handler(signal, new) {
-            if !old.is_null() {
-                // SAFETY: `old` is writable (caller contract).
-                unsafe { *old = previous };
-            }
-            return 0;
+    // SAFETY: `action` is null or a valid sigaction (caller contract).
+    let new = unsafe { action.as_ref() };
+    if let Some(previous) = route_owned(signal, new) {
+        if !old.is_null() {
+            // SAFETY: `old` is writable (caller contract).
+            unsafe { *old = previous };
         }
+        return 0;
     }
-    match next_sigaction() {
-        // SAFETY: forwarding the caller's arguments to libc.
-        Some(next) => unsafe { next(signal, action, old) },
-        None => {
-            // SAFETY: errno is thread-local.
-            unsafe { *libc::__errno_location() = libc::ENOSYS };
-            -1
-        }
-    }
+    // SAFETY: forwarding the caller's arguments to libc.
+    unsafe { preload::next::real_sigaction()(signal, action, old) }
 }
 
 /// Interposed `signal(3)` (glibc's `signal` does not go through the

@@ -16,6 +16,18 @@
  *   target sigsegv      install a SIGSEGV handler, check sigaction reports
  *                       it, call target_ptr with a bad pointer, then fault
  *                       for real: the handler prints "done" and exits 0
+ *   target spin         print "ready", then call target_func in a loop that
+ *                       makes no libc call at all (timed by rdtsc) for at
+ *                       most about a minute; killed by the test
+ *   target sigown       print "ready"; call target_ptr and target_tiny (a
+ *                       breakpoint site) every millisecond until a line
+ *                       arrives on stdin; then install its own
+ *                       SIGTRAP, SIGSEGV and SIGRTMAX-1 handlers, check
+ *                       sigaction reports them, raise each once and print
+ *                       "handlers"; call target_func and target_tiny every
+ *                       millisecond until
+ *                       a second line arrives; then check each handler ran
+ *                       exactly once (userbpf's signals never reached them)
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -35,6 +47,25 @@ __attribute__((noinline)) long target_func(long x) {
 __attribute__((noinline)) long target_ptr(const char *p) {
     __asm__ volatile("" ::: "memory");
     return p != 0;
+}
+
+/* Shorter than a jump: probed through a breakpoint (int3) site. */
+__attribute__((noinline)) long target_tiny(long x) {
+    return x;
+}
+
+static volatile sig_atomic_t own_signals[3];
+static void on_own(int sig, siginfo_t *info, void *ctx) {
+    (void)info; (void)ctx;
+    if (sig == SIGTRAP) own_signals[0]++;
+    else if (sig == SIGSEGV) own_signals[1]++;
+    else if (sig == SIGRTMAX - 1) own_signals[2]++;
+}
+
+/* Reads stdin without blocking; true once a line (or EOF) arrived. */
+static int line_arrived(void) {
+    char buf[16];
+    return read(0, buf, sizeof buf) >= 0;
 }
 
 static void on_segv(int sig, siginfo_t *info, void *ctx) {
@@ -130,6 +161,38 @@ int main(int argc, char **argv) {
         fflush(stdout);
         *(volatile int *)0x8 = 1;
         return 15;
+    } else if (!strcmp(argv[1], "spin")) {
+        printf("ready\n");
+        fflush(stdout);
+        unsigned long long start = __builtin_ia32_rdtsc();
+        while (__builtin_ia32_rdtsc() - start < 200000000000ULL) sum += target_func(sum & 0xffff);
+    } else if (!strcmp(argv[1], "sigown")) {
+        printf("ready\n");
+        fflush(stdout);
+        int flags = fcntl(0, F_GETFL);
+        fcntl(0, F_SETFL, flags | O_NONBLOCK);
+        while (!line_arrived()) {
+            sum += target_ptr("x") + target_tiny(1);
+            usleep(1000);
+        }
+        int signals[3] = {SIGTRAP, SIGSEGV, SIGRTMAX - 1};
+        for (int i = 0; i < 3; i++) {
+            struct sigaction sa, seen;
+            memset(&sa, 0, sizeof sa);
+            sa.sa_sigaction = on_own;
+            sa.sa_flags = SA_SIGINFO;
+            if (sigaction(signals[i], &sa, 0)) return 16;
+            if (sigaction(signals[i], 0, &seen) || seen.sa_sigaction != on_own) return 17;
+            raise(signals[i]);
+        }
+        if (own_signals[0] != 1 || own_signals[1] != 1 || own_signals[2] != 1) return 18;
+        printf("handlers\n");
+        fflush(stdout);
+        while (!line_arrived()) {
+            sum += target_func(sum & 0xffff) + target_tiny(1);
+            usleep(1000);
+        }
+        if (own_signals[0] != 1 || own_signals[1] != 1 || own_signals[2] != 1) return 19;
     } else if (!strcmp(argv[1], "exec") && argc == 3) {
         char *args[] = {argv[0], "count", argv[2], 0};
         execv("/proc/self/exe", args);
