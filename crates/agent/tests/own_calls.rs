@@ -61,29 +61,8 @@ fn count_by_cookie_program(registry: &Registry, map: &Map) -> u32 {
         "
         call bpf_get_attach_cookie
         stxdw [%r10-8], %r0
-        lddw %r1, map_fd({m})
-        mov %r2, %r10
-        add %r2, -8
-        call bpf_map_lookup_elem
-        jeq %r0, 0, init
-        ldxdw %r1, [%r0]
-        add %r1, 1
-        stxdw [%r0], %r1
-        ja out
-        init:
-        mov %r1, 1
-        stxdw [%r10-16], %r1
-        lddw %r1, map_fd({m})
-        mov %r2, %r10
-        add %r2, -8
-        mov %r3, %r10
-        add %r3, -16
-        mov %r4, 0
-        call bpf_map_update_elem
-        out:
-        mov %r0, 0
-        exit
-        "
+        {}",
+        vm::fixtures::count_key_at_fp_minus_8(m)
     );
     store_program(registry, "count_by_cookie", &text, &[m])
 }

@@ -13,6 +13,17 @@ pub fn bpftrace_count(map: u32) -> String {
         "
         mov %r1, 0
         stxdw [%r10-8], %r1
+        {}",
+        count_key_at_fp_minus_8(map)
+    )
+}
+
+/// bpftrace's `count()` steps for the 8-byte key already stored at
+/// `[r10-8]`, through the final `exit`: for programs that compute their key
+/// first (e.g. from `bpf_get_attach_cookie`).
+pub fn count_key_at_fp_minus_8(map: u32) -> String {
+    format!(
+        "
         lddw %r1, map_fd({map})
         mov %r2, %r10
         add %r2, -8
