@@ -71,7 +71,13 @@ enum Command {
     Load(CommandLine),
 
     /// Shorthand for `userbpf load -- bpftrace ARGS…`.
-    #[command(after_help = "Example:\n  userbpf bpftrace -e 'uprobe:./app:handle { @[arg0] = count(); }'")]
+    // -h/--help/-V/--version are bpftrace's here, passed on like every other
+    // argument (`userbpf help bpftrace` shows this help).
+    #[command(
+        after_help = "Example:\n  userbpf bpftrace -e 'uprobe:./app:handle { @[arg0] = count(); }'",
+        disable_help_flag = true,
+        disable_version_flag = true
+    )]
     Bpftrace {
         /// Arguments passed to bpftrace unchanged.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
@@ -217,6 +223,13 @@ fn install_panic_hook() {
 }
 
 fn main() {
+    // Like every Unix tool, end quietly when the reader of our output goes
+    // away (`userbpf list | head -1`): Rust ignores SIGPIPE, which turns the
+    // write into an EPIPE panic inside `println!`. The default disposition
+    // is also what the commands `run`/`load` exec must inherit (an ignored
+    // signal stays ignored across exec).
+    // SAFETY: setting a standard disposition before any other thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     install_panic_hook();
     let cli = Cli::parse();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli)));
@@ -252,5 +265,14 @@ mod tests {
         let cli = Cli::try_parse_from(["userbpf", "bpftrace", "-e", "BEGIN { exit(); }"]).unwrap();
         let Command::Bpftrace { args } = cli.command else { panic!("not bpftrace") };
         assert_eq!(args, ["-e", "BEGIN { exit(); }"]);
+    }
+
+    #[test]
+    fn bpftrace_gets_its_own_help_and_version_flags() {
+        for flag in ["-V", "--version", "-h", "--help"] {
+            let cli = Cli::try_parse_from(["userbpf", "bpftrace", flag]).unwrap_or_else(|e| panic!("{flag}: {e}"));
+            let Command::Bpftrace { args } = cli.command else { panic!("not bpftrace") };
+            assert_eq!(args, [flag]);
+        }
     }
 }

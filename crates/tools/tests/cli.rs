@@ -61,3 +61,25 @@ fn doctor_reports_every_check_as_json() {
         assert!(stdout.contains(&format!("] {name} ")), "doctor checks {name}:\n{stdout}");
     }
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_the_output_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let scratch = Scratch::new("epipe");
+    let registry = scratch.path("registry");
+    for args in [&["list"][..], &["list", "--json"], &["--help"]] {
+        let mut child = userbpf()
+            .args(args)
+            .env("USERBPF_DIR", &registry)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Close the read end before the child (still starting) writes.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("internal error") && !stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{args:?}: {:?} {stderr}", out.status);
+    }
+}
