@@ -64,22 +64,39 @@ fn doctor_reports_every_check_as_json() {
 
 #[test]
 fn a_reader_that_goes_away_ends_the_output_quietly() {
+    use std::os::fd::{FromRawFd, OwnedFd};
     use std::os::unix::process::ExitStatusExt;
     let scratch = Scratch::new("epipe");
     let registry = scratch.path("registry");
     for args in [&["list"][..], &["list", "--json"], &["--help"]] {
-        let mut child = userbpf()
-            .args(args)
-            .env("USERBPF_DIR", &registry)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        // Close the read end before the child (still starting) writes.
-        drop(child.stdout.take());
-        let out = child.wait_with_output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!stderr.contains("internal error") && !stderr.contains("panicked"), "{args:?}: {stderr}");
-        assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{args:?}: {:?} {stderr}", out.status);
+        // A pipe whose read end is closed before the child exists. A child
+        // that another test thread forks at that moment may hold the read
+        // end until it execs, letting one write through: a few attempts,
+        // each of which must end quietly, and at least one by SIGPIPE.
+        let mut by_sigpipe = 0;
+        for _ in 0..5 {
+            let mut fds = [0; 2];
+            // SAFETY: pipe2 fills two fds we then own.
+            assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+            // SAFETY: both fds were just created and are owned only here.
+            let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+            drop(read_end);
+            let out = userbpf()
+                .args(args)
+                .env("USERBPF_DIR", &registry)
+                .stdout(std::process::Stdio::from(write_end))
+                .stderr(std::process::Stdio::piped())
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(!stderr.contains("internal error") && !stderr.contains("panicked"), "{args:?}: {stderr}");
+            assert!(
+                out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
+                "{args:?}: {:?} {stderr}",
+                out.status
+            );
+            by_sigpipe += usize::from(out.status.signal() == Some(libc::SIGPIPE));
+        }
+        assert!(by_sigpipe > 0, "{args:?}: never met the closed pipe");
     }
 }
