@@ -786,6 +786,7 @@ impl Registry {
                 .mode(self.shared.file_mode())
                 .custom_flags(libc::O_CLOEXEC)
                 .open(&tmp)?;
+            sys::set_exact_mode(&f, self.shared.file_mode())?;
             f.write_all(bytes)?;
             if replace {
                 // The record must still exist (not removed meanwhile).

@@ -86,7 +86,22 @@ pub fn open(path: &Path, flags: i32, mode: u32) -> io::Result<OwnedFd> {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: fd was just returned by open and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    if flags & (libc::O_CREAT | libc::O_EXCL) == libc::O_CREAT | libc::O_EXCL {
+        set_exact_mode(&fd, mode)?;
+    }
+    Ok(fd)
+}
+
+/// Gives a file this process just created exactly `mode`: the umask (022
+/// by default) would otherwise narrow a group-shared registry's 0660 to
+/// 0640, and a second group member could not open what the first created.
+pub fn set_exact_mode(fd: &impl AsRawFd, mode: u32) -> io::Result<()> {
+    // SAFETY: plain syscall on an open fd.
+    if unsafe { libc::fchmod(fd.as_raw_fd(), mode) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Sizes a new file and makes tmpfs commit the pages now, so a map that

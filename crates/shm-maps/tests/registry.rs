@@ -311,3 +311,30 @@ fn an_owner_file_being_registered_is_not_reaped() {
     t.reg.reap();
     assert!(!tmp.exists(), "an abandoned owner file was kept");
 }
+
+#[test]
+fn a_shared_registry_creates_group_writable_files_whatever_the_umask() {
+    // SAFETY: umask has no preconditions; 022 is the usual default, set
+    // here so the test does not depend on the caller's.
+    let previous = unsafe { libc::umask(0o022) };
+    let dir = unique_dir("shared-umask");
+    let reg = Registry::open_with(&dir, &RegistryOptions { shared: true }).unwrap();
+    let map = reg
+        .create_map(&shm_maps::MapSpec { map_type: HASH, key_size: 8, value_size: 8, max_entries: 4, ..Default::default() })
+        .unwrap();
+    let prog = reg.create_prog(&ProgRecord { name: "p".into(), insns: vec![0; 8], ..Default::default() }).unwrap();
+    reg.create_link(&LinkRecord { kind: LinkKind::Uprobe, prog_id: prog, ..Default::default() }).unwrap();
+    // SAFETY: as above.
+    unsafe { libc::umask(previous) };
+    let mut files = vec![dir.join("registry")];
+    for sub in ["owners", "maps", "progs", "links"] {
+        files.extend(std::fs::read_dir(dir.join(sub)).unwrap().map(|e| e.unwrap().path()));
+    }
+    assert!(files.len() >= 5, "{files:?}");
+    for file in &files {
+        let mode = std::fs::metadata(file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o660, "{} is {mode:o}", file.display());
+    }
+    drop(map);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
