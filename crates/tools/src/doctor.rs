@@ -189,6 +189,17 @@ fn check_registry_dir() -> Check {
     if !meta.is_dir() {
         return problem(name, format!("{shown} is not a directory"), format!("remove it or point USERBPF_DIR elsewhere: `rm {}`", dir.display()));
     }
+    // A directory that holds other things and no registry (USERBPF_DIR=/tmp)
+    // is not userbpf's to remove or chmod: advise a dedicated one instead.
+    let holds_registry = dir.join("registry").exists();
+    let holds_other_files = std::fs::read_dir(&dir).is_ok_and(|mut entries| entries.next().is_some());
+    if !holds_registry && holds_other_files {
+        return problem(
+            name,
+            format!("{shown} is not a userbpf registry: it holds other files and no `registry`"),
+            "set USERBPF_DIR to a directory of its own (the default is /dev/shm/userbpf-<uid>); never point it at a shared directory such as /tmp",
+        );
+    }
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
     let mode = meta.permissions().mode() & 0o7777;

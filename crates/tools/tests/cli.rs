@@ -100,3 +100,18 @@ fn a_reader_that_goes_away_ends_the_output_quietly() {
         assert!(by_sigpipe > 0, "{args:?}: never met the closed pipe");
     }
 }
+
+#[test]
+fn doctor_never_advises_removing_or_chmodding_a_directory_that_is_not_a_registry() {
+    let scratch = Scratch::new("doctor-tmp");
+    let not_a_registry = scratch.path("shared-tmp");
+    std::fs::create_dir(&not_a_registry).unwrap();
+    std::fs::write(not_a_registry.join("somebody-elses-file"), b"x").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&not_a_registry, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let out = run_with_timeout(userbpf().arg("doctor").env("USERBPF_DIR", &not_a_registry));
+    let (stdout, stderr) = texts(&out);
+    let all = format!("{stdout}{stderr}");
+    assert!(all.contains("not a userbpf registry"), "{all}");
+    assert!(!all.contains("rm -r") && !all.contains("chmod"), "{all}");
+}
