@@ -135,13 +135,30 @@ fn churn(registry: &Registry, prog: u32, pid: i32) {
     }
 }
 
+/// A registry with a count-by-cookie program, and the libc functions the
+/// agent calls (not yet attached).
+struct LibcProbes {
+    libc: PathBuf,
+    names: Vec<String>,
+    reg: TestRegistry,
+    map: Map,
+    prog: u32,
+}
+
+impl LibcProbes {
+    fn new(tag: &str) -> LibcProbes {
+        let libc = libc_path();
+        let names = agent_libc_calls(&libc);
+        let reg = TestRegistry::new(tag);
+        let map = count_map(&reg.registry);
+        let prog = count_by_cookie_program(&reg.registry, &map);
+        LibcProbes { libc, names, reg, map, prog }
+    }
+}
+
 #[test]
 fn live_probes_on_every_libc_function_the_agent_calls_do_not_crash_it_or_count_its_calls() {
-    let libc = libc_path();
-    let names = agent_libc_calls(&libc);
-    let reg = TestRegistry::new("own-calls-live");
-    let map = count_map(&reg.registry);
-    let prog = count_by_cookie_program(&reg.registry, &map);
+    let LibcProbes { libc, names, reg, map, prog } = LibcProbes::new("own-calls-live");
     let mut app = RunningApp::start(&reg, &["spin"]);
     let pid = app.pid();
     attach_libc(&reg.registry, prog, &libc, &names, pid);
@@ -160,11 +177,7 @@ fn live_probes_on_every_libc_function_the_agent_calls_do_not_crash_it_or_count_i
 
 #[test]
 fn probes_on_every_libc_function_the_agent_calls_present_at_start_are_harmless() {
-    let libc = libc_path();
-    let names = agent_libc_calls(&libc);
-    let reg = TestRegistry::new("own-calls-start");
-    let map = count_map(&reg.registry);
-    let prog = count_by_cookie_program(&reg.registry, &map);
+    let LibcProbes { libc, names, reg, map, prog } = LibcProbes::new("own-calls-start");
     // Every process: the constructor attaches them before `main`.
     attach_libc(&reg.registry, prog, &libc, &names, -1);
     let stderr = run_app(&reg, &["count", "1000"]);
