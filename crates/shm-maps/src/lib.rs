@@ -60,7 +60,7 @@
 //!   `get_stackid(ips, flags)`, `id_at(index)` (tail calls), `array_value_ptr(index)`
 //!   (`BPF_PSEUDO_MAP_VALUE`).
 //! - [`Map`] maintenance: `verify()`, `recover()`, `lock_breaks()`, `path()`,
-//!   `ringbuf_mmap_for_loader(offset, len, prot)` (the server's `mmap` of a ring buffer fd).
+//!   `ringbuf_mmap_for_loader(offset, len, prot, fixed)` (the server's `mmap` of a ring buffer fd).
 //! - [`PerfRing`]: `output(data)` (producer), `read(|rec| ..)`, `readable()`,
 //!   `wait_readable(timeout)` (consumer; the server emulates epoll with it), `path()`.
 //! - [`cpu`]: `current()` (rseq), `CURRENT` (the `cpu` argument for "no claimed slot"),

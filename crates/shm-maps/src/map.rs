@@ -147,6 +147,20 @@ unsafe impl Send for Map {}
 // SAFETY: as above.
 unsafe impl Sync for Map {}
 
+impl Map {
+    /// Whether `[addr, addr + len)` lies inside this process's mapping(s)
+    /// of the map (its file mapping, and a ring buffer's double view): the
+    /// memory a BPF program knows as "kernel" memory (map values).
+    pub fn holds(&self, addr: u64, len: u64) -> bool {
+        let inside = |base: *mut u8, size: usize| {
+            let start = base as u64;
+            addr >= start && addr.checked_add(len).is_some_and(|end| end <= start + size as u64)
+        };
+        inside(self.mapping.base(), self.mapping.len())
+            || self.ringbuf.as_deref().is_some_and(|v| v.holds(addr, len))
+    }
+}
+
 impl std::fmt::Debug for Map {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Map")
@@ -177,8 +191,12 @@ fn validate(spec: &MapSpec) -> Result<(), Error> {
             if lru && flags & BPF_F_NO_PREALLOC != 0 {
                 return Err(Error::kernel(format!("{tn}: BPF_F_NO_PREALLOC is not supported for LRU maps"), Errno::ENOTSUPP));
             }
-            if spec.key_size > 512 {
-                return Err(Error::kernel(format!("{tn}: key_size {} > 512", spec.key_size), Errno::E2BIG));
+            // The kernel's htab_map_alloc_check: an element (48-byte
+            // `struct htab_elem` + key + value) must fit one kmalloc (4 MiB).
+            // Keys longer than the BPF stack are fine: programs pass them
+            // from map values (bpftrace 0.20+ keys strings of 1024 bytes).
+            if spec.key_size as u64 + spec.value_size as u64 >= (1 << 22) - 48 {
+                return Err(Error::kernel(format!("{tn}: key_size {} + value_size {} too large", spec.key_size, spec.value_size), Errno::E2BIG));
             }
             let max_val = if matches!(t, PERCPU_HASH | LRU_PERCPU_HASH) { 32768 } else { 1 << 22 };
             if spec.value_size > max_val {

@@ -138,6 +138,11 @@ impl RingbufView {
         unsafe { &*(self.data().add((pos as usize) & (self.data_size - 1)) as *const AtomicU32) }
     }
 
+    pub(crate) fn holds(&self, addr: u64, len: u64) -> bool {
+        let start = self.mapping.base() as u64;
+        addr >= start && addr.checked_add(len).is_some_and(|end| end <= start + self.mapping.len() as u64)
+    }
+
     fn contains(&self, p: *const u8) -> bool {
         let start = self.data() as usize;
         (start..start + 2 * self.data_size).contains(&(p as usize))
@@ -352,36 +357,89 @@ impl Map {
         v.readable()
     }
 
-    /// What the syscall server does for a loader's `mmap(ringbuf_map_fd)`:
-    /// libbpf maps the consumer page (`offset` 0, one page, read-write) and
-    /// the producer page plus data twice (`offset` = page size, length
-    /// `page + 2 * max_entries`, read-only). The kernel builds the double
-    /// mapping itself; here this call does, from the map file, and returns
-    /// the address (the loader later `munmap`s the whole range normally).
-    pub fn ringbuf_mmap_for_loader(&self, offset: usize, len: usize, prot: i32) -> Result<*mut u8, Errno> {
+    /// What the syscall server does for a loader's `mmap(ringbuf_map_fd)`,
+    /// with the kernel's rules (`ringbuf_map_mmap_kern`). The kernel shows
+    /// the ring as `[consumer page | producer page | data | data]`, the data
+    /// area twice so a record that wraps is contiguous. libbpf maps the
+    /// consumer page read-write (`offset` 0, one page) and the rest
+    /// read-only (`offset` = one page, `page + 2 * max_entries` bytes); any
+    /// page-aligned range inside the layout may be mapped read-only.
+    /// - a writable mapping of anything but exactly the consumer page: EPERM;
+    /// - a range beyond the layout, or an unaligned offset: EINVAL.
+    ///
+    /// Read-only ranges are mapped from a read-only descriptor, so a later
+    /// `mprotect(PROT_WRITE)` fails (EACCES) as it does on the kernel's.
+    /// `fixed` is the caller's `MAP_FIXED` address, if any. Returns the
+    /// address; the loader later `munmap`s it normally.
+    pub fn ringbuf_mmap_for_loader(
+        &self,
+        offset: usize,
+        len: usize,
+        prot: i32,
+        fixed: Option<*mut u8>,
+    ) -> Result<*mut u8, Errno> {
         let Some(v) = self.rb() else { return Err(Errno::EINVAL) };
         let page = v.page;
-        let path = self.registry().map_path(self.id);
-        let fd = sys::open(&path, libc::O_RDWR, 0).map_err(|e| Errno(e.raw_os_error().unwrap_or(libc::EIO)))?;
-        if offset == 0 && len <= page {
-            // SAFETY: fresh mapping of the consumer page; result checked.
-            let p = unsafe { libc::mmap(ptr::null_mut(), len, prot, libc::MAP_SHARED, fd.as_raw_fd(), HEADER_PAGE as libc::off_t) };
-            if p == libc::MAP_FAILED {
-                return Err(Errno(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::ENOMEM)));
-            }
-            return Ok(p as *mut u8);
-        }
-        if offset != page || len != page + 2 * v.data_size {
+        let once = 2 * page + v.data_size; // virtual bytes backed by the file once
+        let layout = once + v.data_size;
+        let len = len.div_ceil(page) * page;
+        if len == 0 || offset % page != 0 {
             return Err(Errno::EINVAL);
         }
-        let (base, total) = map_double(&fd, HEADER_PAGE, page, v.data_size, prot)
-            .map_err(|e| Errno(e.raw_os_error().unwrap_or(libc::ENOMEM)))?;
-        // Drop the leading consumer page so the result is exactly
-        // [producer page | data | data], as the loader asked.
-        // SAFETY: unmapping the first page of the mapping we just made.
-        unsafe { libc::munmap(base.as_ptr() as *mut _, page) };
-        debug_assert_eq!(total - page, len);
-        // SAFETY: base + page is inside the mapping.
-        Ok(unsafe { base.as_ptr().add(page) })
+        if prot & libc::PROT_WRITE != 0 && (offset != 0 || len != page) {
+            return Err(Errno(libc::EPERM));
+        }
+        if offset.checked_add(len).is_none_or(|end| end > layout) {
+            return Err(Errno::EINVAL);
+        }
+        let os = |e: std::io::Error| Errno(e.raw_os_error().unwrap_or(libc::ENOMEM));
+        let path = self.registry().map_path(self.id);
+        let mode = if prot & libc::PROT_WRITE != 0 { libc::O_RDWR } else { libc::O_RDONLY };
+        let fd = sys::open(&path, mode, 0).map_err(os)?;
+        let (base, reserved) = match fixed {
+            Some(addr) => (addr as *mut libc::c_void, false),
+            None => {
+                // SAFETY: reserve address space nobody else uses; checked below.
+                let b = unsafe { libc::mmap(ptr::null_mut(), len, libc::PROT_NONE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0) };
+                if b == libc::MAP_FAILED {
+                    return Err(os(std::io::Error::last_os_error()));
+                }
+                (b, true)
+            }
+        };
+        // The pieces: [offset, once) from file offset HEADER_PAGE + v, and
+        // [once, layout) (the second copy of the data) from the data again.
+        let end = offset + len;
+        let mut pieces = Vec::with_capacity(2);
+        if offset < once {
+            pieces.push((offset, end.min(once), HEADER_PAGE + offset));
+        }
+        if end > once {
+            let from = offset.max(once);
+            pieces.push((from, end, HEADER_PAGE + 2 * page + (from - once)));
+        }
+        for (from, to, file_off) in pieces {
+            // SAFETY: MAP_FIXED inside our reservation, or at the caller's
+            // own MAP_FIXED address (the caller asked to replace that range).
+            let p = unsafe {
+                libc::mmap(
+                    (base as *mut u8).add(from - offset).cast(),
+                    to - from,
+                    prot,
+                    libc::MAP_SHARED | libc::MAP_FIXED,
+                    fd.as_raw_fd(),
+                    file_off as libc::off_t,
+                )
+            };
+            if p == libc::MAP_FAILED {
+                let e = os(std::io::Error::last_os_error());
+                if reserved {
+                    // SAFETY: unmapping our own reservation.
+                    unsafe { libc::munmap(base, len) };
+                }
+                return Err(e);
+            }
+        }
+        Ok(base as *mut u8)
     }
 }
