@@ -58,7 +58,7 @@ pub struct LoadedProgram {
     jit_refusal: Option<String>,
     /// Maps referenced by the program: their handles' addresses are baked
     /// into the instructions, so they must live as long as the program.
-    _maps: Vec<Arc<MapHandle>>,
+    maps: Vec<Arc<MapHandle>>,
     /// Tail-call views of the PROG_ARRAY maps among them (same reason).
     _prog_arrays: Vec<Arc<ProgArray>>,
     /// Whether a run claims a CPU slot (see [`needs_cpu_slot`]).
@@ -192,10 +192,16 @@ impl LoadedProgram {
             program,
             engine,
             jit_refusal,
-            _maps: bound,
+            maps: bound,
             _prog_arrays: prog_arrays,
             claims_cpu_slot,
         })
+    }
+
+    /// Whether `[addr, addr + len)` is memory of one of the program's maps
+    /// (what `bpf_probe_read_kernel` may read, see `helpers::probe`).
+    pub fn holds_map_memory(&self, addr: u64, len: u64) -> bool {
+        self.maps.iter().any(|m| m.holds(addr, len))
     }
 
     pub fn id(&self) -> u32 {
@@ -248,7 +254,7 @@ impl LoadedProgram {
         // keep a value pointer for the whole run. A program touching
         // per-CPU state also holds a CPU slot exclusively, as a kernel
         // program holds its CPU: its index is the run's CPU.
-        let run = self._maps.first().map(|m| m.enter_run(self.claims_cpu_slot));
+        let run = self.maps.first().map(|m| m.enter_run(self.claims_cpu_slot));
         env.cpu = run.as_ref().map_or(shm_maps::cpu::CURRENT, |r| r.cpu());
         let env_ptr = env as *mut RunEnv as *mut c_void;
         match &self.engine {

@@ -194,3 +194,64 @@ fn tail_calls_follow_the_prog_array_including_later_updates() {
         assert_eq!(empty.run_detached(std::ptr::null_mut()), 7);
     }
 }
+
+/// bpftrace 0.20+ copies strings between its scratch map values with
+/// `bpf_probe_read_kernel` (and zeroes them with a NULL source): map values
+/// and the BPF stack are the runtime's "kernel" memory and read fine; the
+/// app's own memory (here: the context) is user memory and gives -EFAULT
+/// with the destination zeroed, as on the kernel.
+#[test]
+fn probe_read_kernel_reads_map_values_and_the_stack_only() {
+    let t = TempRegistry::new("read-kernel");
+    let global = map(&t.registry, map_type::ARRAY, 4, 64);
+    let g = global.id();
+    let mut value = [0u8; 64];
+    value[..6].copy_from_slice(b"hello\0");
+    value[48..56].copy_from_slice(&[0xaa; 8]);
+    global.update(&0u32.to_le_bytes(), &value, 0).unwrap();
+    // r6: map value -> stack (16 bytes), r7: stack -> value+16, r8: the
+    // context -> value+48 (must fail and zero it), r9: NULL -> stack.
+    let text = format!(
+        "
+        mov %r9, %r1
+        mov %r1, %r10
+        add %r1, -16
+        mov %r2, 16
+        lddw %r3, map_value({g})+0
+        call bpf_probe_read_kernel
+        mov %r6, %r0
+        lddw %r1, map_value({g})+16
+        mov %r2, 16
+        mov %r3, %r10
+        add %r3, -16
+        call bpf_probe_read_kernel
+        mov %r7, %r0
+        lddw %r1, map_value({g})+48
+        mov %r2, 8
+        mov %r3, %r9
+        call bpf_probe_read_kernel
+        mov %r8, %r0
+        mov %r1, %r10
+        add %r1, -16
+        mov %r2, 16
+        mov %r3, 0
+        call bpf_probe_read_kernel
+        mov %r0, %r6
+        or %r0, %r7
+        lsh %r0, 8
+        and %r8, 0xff
+        or %r0, %r8
+        exit
+        "
+    );
+    let id = store(&t.registry, &text, &[g]);
+    let program = LoadedProgram::from_registry(&t.registry, id).unwrap();
+    let mut app_memory = [0x77u8; 8];
+    // SAFETY: the program reads its context only through the helper.
+    let r = unsafe { program.run_detached(app_memory.as_mut_ptr()) };
+    let efault = (-(libc::EFAULT as i64)) as u64 & 0xff;
+    assert_eq!(r, efault, "map value and stack reads return 0, the app's memory -EFAULT");
+    global.lookup(&0u32.to_le_bytes(), &mut value).unwrap();
+    assert_eq!(&value[16..22], b"hello\0", "copied value -> stack -> value");
+    assert_eq!(&value[48..56], &[0; 8], "a failed read zeroes the destination");
+}

@@ -7,9 +7,7 @@
 
 use std::ffi::c_void;
 
-use crate::env::RunEnv;
 use crate::maps::MapHandle;
-use crate::program::LoadedProgram;
 
 const EINVAL: u64 = -(libc::EINVAL as i64) as u64;
 const E2BIG: u64 = -(libc::E2BIG as i64) as u64;
@@ -18,13 +16,7 @@ const MAX_LOOPS: u64 = 1 << 23;
 /// Largest key `bpf_for_each_map_elem` iterates (kept on the native stack).
 const MAX_ITER_KEY: usize = 512;
 
-/// # Safety
-/// `env` is the helper's env argument.
-unsafe fn running_program<'a>(env: *mut c_void) -> Option<&'a LoadedProgram> {
-    // SAFETY: `env` is null or a RunEnv whose `program` is null or the
-    // running LoadedProgram (LoadedProgram::run's contract).
-    unsafe { RunEnv::from_helper_arg(env).and_then(|e| (e.program as *const LoadedProgram).as_ref()) }
-}
+use super::running_program;
 
 /// `bpf_loop(nr_loops, callback, ctx, flags)`: calls `callback(i, ctx)` for
 /// i in 0..nr_loops until it returns non-zero; returns the number of calls.

@@ -109,6 +109,16 @@ pub fn implementation(id: u32) -> Option<HelperFn> {
     Some(f)
 }
 
+/// The program being run, from a helper's `env` argument.
+///
+/// # Safety
+/// `env` is the helper's env argument.
+pub(crate) unsafe fn running_program<'a>(env: *mut c_void) -> Option<&'a crate::program::LoadedProgram> {
+    // SAFETY: `env` is null or a RunEnv whose `program` is null or the
+    // running LoadedProgram (LoadedProgram::run's contract).
+    unsafe { crate::env::RunEnv::from_helper_arg(env).and_then(|e| (e.program as *const crate::program::LoadedProgram).as_ref()) }
+}
+
 /// Helpers of the verifier's table that this runtime cannot run.
 #[derive(Clone, Debug, thiserror::Error)]
 #[error("helpers offered by the verifier but not implemented by the runtime: {}", names.join(", "))]

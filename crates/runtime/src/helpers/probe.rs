@@ -1,8 +1,15 @@
 //! The `probe_read*` helper family. User-memory reads go through the
 //! fault-tolerant copy in [`crate::fault`]: a bad pointer yields `-EFAULT`
-//! (destination zeroed), never a crash. There is no kernel memory here, so
-//! the `_kernel` variants always fail with `-EFAULT`, zeroing the buffer
-//! exactly as the kernel does for an unreadable kernel address.
+//! (destination zeroed), never a crash.
+//!
+//! The `_kernel` variants read what a BPF program knows as kernel memory:
+//! here, the memory the runtime owns for the run, i.e. the values of the
+//! program's maps and the BPF stack (which lives on the native stack,
+//! a little above the helper's own frame). bpftrace 0.20 and later copy
+//! strings between its scratch map values with `bpf_probe_read_kernel`, and
+//! zero buffers with `probe_read_kernel(dst, n, NULL)`. Anything else fails
+//! with `-EFAULT` and a zeroed buffer, as the kernel does for an unreadable
+//! kernel address: the app's own memory is user memory.
 
 use std::ffi::c_void;
 
@@ -35,16 +42,47 @@ pub unsafe extern "C" fn probe_read_user_str(dst: u64, size: u64, src: u64, _: u
     fault::read_user_str(dst as *mut u8, src, size as usize) as u64
 }
 
-/// `bpf_probe_read_kernel(dst, size, src)`: no kernel memory is readable
-/// from user space; the buffer is zeroed and `-EFAULT` returned.
-pub unsafe extern "C" fn probe_read_kernel(dst: u64, size: u64, _: u64, _: u64, _: u64, _: *mut c_void) -> u64 {
+/// Whether `[src, src + len)` is runtime memory of the running program:
+/// a value of one of its maps, or the BPF stack.
+///
+/// The BPF stack is in the JIT's (or the interpreter's) frame, which lies
+/// between this helper's frame and the run's `RunEnv`, which the caller of
+/// the run keeps in its own frame: the app's stack is above that, so it
+/// stays user memory.
+///
+/// # Safety
+/// `env` is the helper's env argument.
+unsafe fn is_runtime_memory(src: u64, len: u64, env: *mut c_void) -> bool {
+    let here = &len as *const u64 as u64; // an address in this frame
+    let limit = env as u64;
+    let on_bpf_stack = !env.is_null() && src >= here && src.checked_add(len).is_some_and(|end| end <= limit);
+    // SAFETY: forwarded.
+    on_bpf_stack || unsafe { super::running_program(env) }.is_some_and(|p| p.holds_map_memory(src, len))
+}
+
+/// `bpf_probe_read_kernel(dst, size, src)`: reads runtime memory (see the
+/// module docs); anything else zeroes `dst` and returns `-EFAULT`.
+pub unsafe extern "C" fn probe_read_kernel(dst: u64, size: u64, src: u64, _: u64, _: u64, env: *mut c_void) -> u64 {
+    // SAFETY: env is the helper's env argument.
+    if size > 0 && unsafe { is_runtime_memory(src, size, env) } {
+        // SAFETY: the verifier proved `dst` writable for `size` bytes; the
+        // copy tolerates faults anyway.
+        return fault::read_user(dst as *mut u8, src, size as usize) as u64;
+    }
     // SAFETY: the verifier proved `dst` writable for `size` bytes.
     std::ptr::write_bytes(dst as *mut u8, 0, size as usize);
     EFAULT
 }
 
-/// `bpf_probe_read_kernel_str(dst, size, src)`: as `probe_read_kernel`.
-pub unsafe extern "C" fn probe_read_kernel_str(dst: u64, size: u64, _: u64, _: u64, _: u64, _: *mut c_void) -> u64 {
+/// `bpf_probe_read_kernel_str(dst, size, src)`: as `probe_read_kernel`,
+/// for a NUL-terminated string (the first byte must be runtime memory; the
+/// copy stops at the NUL).
+pub unsafe extern "C" fn probe_read_kernel_str(dst: u64, size: u64, src: u64, _: u64, _: u64, env: *mut c_void) -> u64 {
+    // SAFETY: env is the helper's env argument.
+    if size > 0 && unsafe { is_runtime_memory(src, 1, env) } {
+        // SAFETY: the verifier proved `dst` writable for `size` bytes.
+        return fault::read_user_str(dst as *mut u8, src, size as usize) as u64;
+    }
     // SAFETY: as above.
     std::ptr::write_bytes(dst as *mut u8, 0, size as usize);
     EFAULT
