@@ -40,6 +40,7 @@ pub const BPF_LINK_GET_FD_BY_ID: u32 = 30;
 pub const BPF_LINK_GET_NEXT_ID: u32 = 31;
 pub const BPF_LINK_DETACH: u32 = 34;
 pub const BPF_PROG_BIND_MAP: u32 = 35;
+pub const BPF_TOKEN_CREATE: u32 = 36;
 
 /// Name of a bpf() command for "not supported" messages.
 pub fn bpf_cmd_name(cmd: u32) -> &'static str {
@@ -123,9 +124,71 @@ pub fn prog_type_name(t: u32) -> &'static str {
     }
 }
 
+/// `bpf(CMD, {…})` for `USERBPF_TRACE`: the command and the attr fields
+/// that tell calls apart (map and program type and name, fds).
+///
+/// # Safety
+/// `attr_ptr` is the loader's attr of `size` bytes, already read by the
+/// handler (and so readable).
+pub unsafe fn describe_bpf_call(cmd: u32, attr_ptr: *const u8, size: u32) -> String {
+    // SAFETY: caller contract.
+    let Ok(a) = (unsafe { Attr::from_user(attr_ptr, size as usize) }) else {
+        return format!("bpf({}, ?)", bpf_cmd_name(cmd));
+    };
+    let fields = match cmd {
+        BPF_MAP_CREATE => format!(
+            "map_type={}, key_size={}, value_size={}, max_entries={}, map_flags={:#x}, name={:?}",
+            a.u32(attr::MAP_TYPE),
+            a.u32(attr::KEY_SIZE),
+            a.u32(attr::VALUE_SIZE),
+            a.u32(attr::MAX_ENTRIES),
+            a.u32(attr::MAP_FLAGS),
+            a.name(attr::MAP_NAME)
+        ),
+        BPF_PROG_LOAD => {
+            let n = a.u32(attr::INSN_CNT);
+            let mut s = format!(
+                "prog_type={}, insn_cnt={n}, expected_attach_type={}, name={:?}",
+                a.u32(attr::PROG_TYPE),
+                a.u32(attr::EXPECTED_ATTACH_TYPE),
+                a.name(attr::PROG_NAME)
+            );
+            // Feature probes are a few instructions: show them.
+            let insns = a.u64(attr::INSNS);
+            if n <= 8 {
+                // SAFETY: a checked copy (EFAULT for a bad pointer).
+                if let Ok(bytes) = unsafe { crate::bpf::user_bytes(insns, n as usize * 8) } {
+                    for w in bytes.chunks_exact(8) {
+                        let w = u64::from_ne_bytes(w.try_into().expect("8 bytes"));
+                        s.push_str(&format!(" {w:016x}"));
+                    }
+                }
+            }
+            s
+        }
+        BPF_LINK_CREATE => format!(
+            "prog_fd={}, target_fd={}, attach_type={}",
+            a.u32(attr::LINK_PROG_FD),
+            a.u32(attr::LINK_TARGET_FD),
+            a.u32(attr::LINK_ATTACH_TYPE)
+        ),
+        _ => format!("fd={}", a.u32(0)),
+    };
+    format!("bpf({}, {{{fields}}})", bpf_cmd_name(cmd))
+}
+
 // Attach types used with BPF_LINK_CREATE.
 pub const BPF_PERF_EVENT: u32 = 41;
 pub const BPF_TRACE_KPROBE_MULTI: u32 = 42;
+pub const BPF_TRACE_UPROBE_MULTI: u32 = 48;
+/// `link_create.uprobe_multi.flags`: the probes are uretprobes.
+pub const BPF_F_UPROBE_MULTI_RETURN: u32 = 1;
+/// The kernel's `MAX_UPROBE_MULTI_CNT`.
+pub const MAX_UPROBE_MULTI_CNT: u32 = 1 << 20;
+
+// `enum bpf_link_type` (`bpf_link_info.type`).
+pub const BPF_LINK_TYPE_PERF_EVENT: u32 = 7;
+pub const BPF_LINK_TYPE_UPROBE_MULTI: u32 = 12;
 
 // Pseudo sources of `lddw`.
 /// `BPF_MAP_CREATE` flag: programs may only read the map (libbpf's `.rodata`).
@@ -183,7 +246,15 @@ pub mod attr {
     pub const LINK_PROG_FD: usize = 0;
     pub const LINK_TARGET_FD: usize = 4;
     pub const LINK_ATTACH_TYPE: usize = 8;
+    pub const LINK_FLAGS: usize = 12;
     pub const LINK_PERF_COOKIE: usize = 16;
+    pub const LINK_UPROBE_MULTI_PATH: usize = 16;
+    pub const LINK_UPROBE_MULTI_OFFSETS: usize = 24;
+    pub const LINK_UPROBE_MULTI_REF_CTR_OFFSETS: usize = 32;
+    pub const LINK_UPROBE_MULTI_COOKIES: usize = 40;
+    pub const LINK_UPROBE_MULTI_CNT: usize = 48;
+    pub const LINK_UPROBE_MULTI_FLAGS: usize = 52;
+    pub const LINK_UPROBE_MULTI_PID: usize = 56;
     // BPF_BTF_LOAD
     pub const BTF_LOG_BUF: usize = 8;
     pub const BTF_LOG_SIZE: usize = 20;
@@ -272,6 +343,10 @@ pub mod perf {
     pub const PERF_COUNT_SW_CPU_CLOCK: u64 = 0;
     pub const PERF_COUNT_SW_TASK_CLOCK: u64 = 1;
     pub const PERF_COUNT_SW_BPF_OUTPUT: u64 = 10;
+
+    /// Uprobe PMU `config:32-63`: the USDT semaphore's file offset
+    /// (`format/ref_ctr_offset`).
+    pub const PERF_UPROBE_REF_CTR_OFFSET_SHIFT: u32 = 32;
 
     /// Bit 10 of the flags word: `freq` (sample_freq instead of period).
     pub const FLAG_FREQ: u64 = 1 << 10;

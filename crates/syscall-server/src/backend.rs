@@ -246,6 +246,8 @@ pub struct AttachSpec {
     /// Uprobes: target file and offset.
     pub path: String,
     pub file_offset: u64,
+    /// Uprobes: offset of the USDT semaphore in the file (0: none).
+    pub ref_ctr_offset: u64,
     /// Only this pid (`-p PID`), -1 for every process.
     pub pid: i32,
     /// Perf events: config, sample period and cpu.
@@ -276,8 +278,14 @@ impl Attachment {
         &self.spec
     }
 
-    /// Bind program `prog` (an `Object::Prog`) with registry id `prog_id`.
-    pub fn set_program(&self, prog_id: u32, prog: Arc<crate::objects::Object>) -> Result<(), i32> {
+    /// Bind program `prog` (an `Object::Prog`) with registry id `prog_id`;
+    /// `bpf_get_attach_cookie` returns `cookie` in it.
+    pub fn set_program(
+        &self,
+        prog_id: u32,
+        prog: Arc<crate::objects::Object>,
+        cookie: u64,
+    ) -> Result<(), i32> {
         let reg = registry()?;
         let mut link = self.link.lock().map_err(|_| libc::EIO)?;
         if link.is_some() {
@@ -295,8 +303,10 @@ impl Attachment {
             prog_id,
             enabled,
             pid: self.spec.pid,
+            cookie,
             target_path: self.spec.path.clone(),
             file_offset: self.spec.file_offset,
+            ref_ctr_offset: self.spec.ref_ctr_offset,
             dev,
             inode,
             config: self.spec.config,

@@ -60,6 +60,11 @@ pub unsafe fn bpf(cmd: u32, attr_ptr: *mut u8, size: u32) -> Result<c_long, i32>
             Err(libc::EOPNOTSUPP)
         }
         abi::BPF_PROG_BIND_MAP => Ok(0),
+        // BPF tokens delegate kernel BPF rights from a bpffs mount; the
+        // server grants its loader everything already. This is the answer
+        // of a kernel whose bpffs has no delegation set up (EINVAL), after
+        // which libbpf and bpftrace carry on without a token.
+        abi::BPF_TOKEN_CREATE => Err(libc::EINVAL),
         _ => {
             report::unsupported(
                 abi::bpf_cmd_name(cmd),
@@ -164,16 +169,58 @@ enum ElemOp {
     LookupAndDelete,
 }
 
-/// Copy `len` bytes of user memory at `ptr`.
+/// Copy `len` bytes of user memory at `ptr`. A pointer the loader got
+/// wrong gives EFAULT, as in the kernel, rather than a crash of the loader:
+/// the copy goes through `process_vm_readv` on this very process, which
+/// checks the addresses (a process may always read itself). Where that call
+/// is not allowed (a seccomp filter), the copy is direct.
 ///
 /// # Safety
-/// `ptr` must be readable for `len` bytes (the loader's key/value buffers).
-unsafe fn user_bytes(ptr: u64, len: usize) -> Result<Vec<u8>, i32> {
+/// `ptr` should be readable for `len` bytes (the loader's buffers); if it is
+/// not, and `process_vm_readv` is filtered, the process faults as it would
+/// reading the buffer itself.
+pub(crate) unsafe fn user_bytes(ptr: u64, len: usize) -> Result<Vec<u8>, i32> {
     if ptr == 0 {
         return Err(libc::EFAULT);
     }
-    // SAFETY: caller contract.
-    Ok(unsafe { std::slice::from_raw_parts(ptr as *const u8, len) }.to_vec())
+    let mut out = vec![0u8; len];
+    if len == 0 {
+        return Ok(out);
+    }
+    let local = libc::iovec {
+        iov_base: out.as_mut_ptr().cast(),
+        iov_len: len,
+    };
+    let remote = libc::iovec {
+        iov_base: ptr as *mut libc::c_void,
+        iov_len: len,
+    };
+    // SAFETY: `local` is our own buffer of `len` bytes; the kernel checks `remote`.
+    let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+    if n == len as isize {
+        return Ok(out);
+    }
+    match report::errno() {
+        libc::ENOSYS | libc::EPERM => {
+            // SAFETY: caller contract.
+            unsafe { std::ptr::copy_nonoverlapping(ptr as *const u8, out.as_mut_ptr(), len) };
+            Ok(out)
+        }
+        _ => Err(libc::EFAULT),
+    }
+}
+
+/// `cnt` u64s of user memory at `ptr` (uprobe_multi arrays).
+///
+/// # Safety
+/// As [`user_bytes`].
+unsafe fn user_u64s(ptr: u64, cnt: usize) -> Result<Vec<u64>, i32> {
+    // SAFETY: forwarded.
+    let bytes = unsafe { user_bytes(ptr, cnt * 8)? };
+    Ok(bytes
+        .chunks_exact(8)
+        .map(|c| u64::from_ne_bytes(c.try_into().expect("8 bytes")))
+        .collect())
 }
 
 /// Copy `data` into user memory at `ptr`.
@@ -436,6 +483,7 @@ fn prog_load(a: &Attr) -> Result<c_long, i32> {
             prog,
             id,
             prog_type,
+            expected_attach_type: a.u32(attr::EXPECTED_ATTACH_TYPE),
             name,
             insn_count: insn_cnt,
             map_ids,
@@ -443,36 +491,58 @@ fn prog_load(a: &Attr) -> Result<c_long, i32> {
     )
 }
 
-/// An `mmap` of one of our fds: the file offset to map at, or the kernel's
-/// errno. Perf rings: see [`crate::perf::prepare_ring_mmap`]. Maps: only
-/// `BPF_F_MMAPABLE` arrays can be mapped (EINVAL otherwise, ENODEV for other
-/// map types, private mappings EINVAL, as the kernel); a frozen map cannot
-/// be mapped writable (EPERM).
+/// What the `mmap` interposer does with one of our fds.
+pub enum MmapAnswer {
+    /// Map the fd itself at this file offset.
+    Offset(i64),
+    /// Already mapped here (ring buffers, whose layout maps a part of the
+    /// file twice).
+    Mapped(*mut u8),
+}
+
+/// An `mmap` of one of our fds, or the kernel's errno. Perf rings: see
+/// [`crate::perf::prepare_ring_mmap`]. Maps (the kernel's `bpf_map_mmap`):
+/// private mappings EINVAL; ring buffers as
+/// [`shm_maps::Map::ringbuf_mmap_for_loader`]; arrays only with
+/// `BPF_F_MMAPABLE` (EINVAL otherwise), and a frozen one not writable
+/// (EPERM); other map types ENODEV.
 /// The values of an array start at a page boundary of the map file, after
 /// the registry's header: the loader's offset is relative to them.
 pub fn prepare_mmap(
     fd: RawFd,
     obj: &Object,
-    len: usize,
-    prot: i32,
-    flags: i32,
-    off: i64,
-) -> Result<i64, i32> {
+    req: MmapRequest,
+) -> Result<MmapAnswer, i32> {
+    let MmapRequest { addr, len, prot, flags, off } = req;
     match obj {
-        Object::Output(_) => crate::perf::prepare_ring_mmap(fd, obj, len).map(|()| off),
+        Object::Output(_) => {
+            crate::perf::prepare_ring_mmap(fd, obj, len).map(|()| MmapAnswer::Offset(off))
+        }
         Object::Map(m) => {
+            if flags & libc::MAP_SHARED == 0 {
+                return Err(libc::EINVAL); // the kernel maps maps shared only
+            }
+            if m.spec.map_type == abi::BPF_MAP_TYPE_RINGBUF {
+                if off < 0 {
+                    return Err(libc::EINVAL);
+                }
+                let fixed = (flags & libc::MAP_FIXED != 0).then_some(addr);
+                return m
+                    .map
+                    .map
+                    .ringbuf_mmap_for_loader(off as usize, len, prot, fixed)
+                    .map(MmapAnswer::Mapped)
+                    .map_err(|e| e.0);
+            }
             if m.spec.map_type != abi::BPF_MAP_TYPE_ARRAY {
                 report::unsupported(
                     &format!("mmap of a map of type {}", m.spec.map_type),
-                    "only BPF_F_MMAPABLE arrays can be mapped",
+                    "only BPF_F_MMAPABLE arrays and ring buffers can be mapped",
                 );
                 return Err(libc::ENODEV);
             }
             if m.spec.map_flags & shm_maps::map_flags::BPF_F_MMAPABLE == 0 {
                 return Err(libc::EINVAL);
-            }
-            if flags & libc::MAP_SHARED == 0 {
-                return Err(libc::EINVAL); // the kernel maps maps shared only
             }
             if m.is_frozen() && prot & libc::PROT_WRITE != 0 {
                 return Err(libc::EPERM);
@@ -481,10 +551,20 @@ pub fn prepare_mmap(
                 report::line("userbpf: cannot locate an array map's values in its file");
                 libc::EIO
             })?;
-            Ok(off + values as i64)
+            Ok(MmapAnswer::Offset(off + values as i64))
         }
         _ => Err(libc::ENODEV),
     }
+}
+
+/// The arguments of the loader's `mmap` call.
+#[derive(Clone, Copy)]
+pub struct MmapRequest {
+    pub addr: *mut u8,
+    pub len: usize,
+    pub prot: i32,
+    pub flags: i32,
+    pub off: i64,
 }
 
 /// File offset of element 0 of an array map's values, found through this
@@ -654,11 +734,15 @@ unsafe fn obj_get_info(a: &Attr, attr_ptr: *mut u8) -> Result<c_long, i32> {
             info.resize(80 + 8, 0);
         }
         Object::Link(l) => {
-            // struct bpf_link_info: type (BPF_LINK_TYPE_PERF_EVENT = 7), id, prog_id
-            put32(&mut info, 7);
-            put32(&mut info, 0);
+            // struct bpf_link_info: type, id, prog_id, then the union at 16.
+            put32(&mut info, l.link_type);
+            put32(&mut info, l.id);
             put32(&mut info, l.prog_id);
             info.resize(16, 0);
+            if let Some(u) = &l.uprobe_multi {
+                // SAFETY: the loader's info buffer and the arrays it names.
+                unsafe { uprobe_multi_info(a, u, &mut info)? };
+            }
         }
         other => {
             let _ = other;
@@ -675,6 +759,77 @@ unsafe fn obj_get_info(a: &Attr, attr_ptr: *mut u8) -> Result<c_long, i32> {
     Ok(0)
 }
 
+/// Ids of links, counted per loader from 1 (`bpf_link_info.id`).
+static NEXT_LINK_ID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+
+fn new_link(link: LinkObject) -> Result<c_long, i32> {
+    let fd = crate::sysfs::memfd_with(c"userbpf-link", &[])?;
+    register(fd, Object::Link(link))
+}
+
+/// `bpf_link_info.uprobe_multi` (offset 16): `path`, `offsets`,
+/// `ref_ctr_offsets`, `cookies` (user pointers, filled when non-null),
+/// `path_size`, `count`, `flags`, `pid`. As in the kernel, arrays are filled
+/// only when the caller's `count` is large enough (ENOSPC after writing the
+/// counts otherwise), and the path is truncated to `path_size`.
+///
+/// # Safety
+/// `a` is an OBJ_GET_INFO_BY_FD attr whose buffer pointers are the loader's.
+unsafe fn uprobe_multi_info(
+    a: &Attr,
+    u: &crate::objects::UprobeMultiInfo,
+    info: &mut Vec<u8>,
+) -> Result<(), i32> {
+    const BASE: usize = 16;
+    let user_len = a.u32(attr::INFO_LEN) as usize;
+    // SAFETY: the loader gave `info_len` readable bytes at `info`.
+    let given = unsafe { user_bytes(a.u64(attr::INFO_PTR), user_len.min(BASE + 48))? };
+    let field64 = |off: usize| {
+        given
+            .get(BASE + off..BASE + off + 8)
+            .map_or(0, |b| u64::from_ne_bytes(b.try_into().expect("8 bytes")))
+    };
+    let field32 = |off: usize| {
+        given
+            .get(BASE + off..BASE + off + 4)
+            .map_or(0, |b| u32::from_ne_bytes(b.try_into().expect("4 bytes")))
+    };
+    let (upath, uoffsets, uref, ucookies) = (field64(0), field64(8), field64(16), field64(24));
+    let (upath_size, ucount) = (field32(32) as usize, field32(36) as usize);
+    let mut path_size = u.path.len() as u32 + 1;
+    if upath != 0 && upath_size > 0 {
+        let mut bytes = u.path.as_bytes()[..u.path.len().min(upath_size - 1)].to_vec();
+        bytes.push(0);
+        // SAFETY: the loader's buffer of `path_size` bytes.
+        unsafe { to_user(upath, &bytes)? };
+        path_size = bytes.len() as u32;
+    }
+    info.resize(BASE + 48, 0);
+    info[BASE..BASE + 32].copy_from_slice(&given.get(BASE..BASE + 32).map_or([0; 32], |b| {
+        let mut z = [0u8; 32];
+        z[..b.len()].copy_from_slice(b);
+        z
+    }));
+    let count = u.offsets.len();
+    for (off, v) in [(32, path_size), (36, count as u32), (40, u.flags), (44, u.pid)] {
+        info[BASE + off..BASE + off + 4].copy_from_slice(&v.to_ne_bytes());
+    }
+    if uoffsets == 0 && uref == 0 && ucookies == 0 {
+        return Ok(());
+    }
+    if ucount < count {
+        return Err(libc::ENOSPC);
+    }
+    let as_bytes = |v: &[u64]| v.iter().flat_map(|x| x.to_ne_bytes()).collect::<Vec<u8>>();
+    for (ptr, values) in [(uoffsets, &u.offsets), (uref, &u.ref_ctr_offsets), (ucookies, &u.cookies)] {
+        if ptr != 0 {
+            // SAFETY: the loader's array of at least `count` u64s.
+            unsafe { to_user(ptr, &as_bytes(values))? };
+        }
+    }
+    Ok(())
+}
+
 fn link_create(a: &Attr) -> Result<c_long, i32> {
     let attach_type = a.u32(attr::LINK_ATTACH_TYPE);
     match attach_type {
@@ -684,35 +839,158 @@ fn link_create(a: &Attr) -> Result<c_long, i32> {
                 .get(a.u32(attr::LINK_TARGET_FD) as RawFd)
                 .ok_or(libc::EBADF)?;
             let cookie = a.u64(attr::LINK_PERF_COOKIE);
-            if cookie != 0 {
-                report::unsupported(
-                    "BPF cookies on perf-event links",
-                    "the cookie would be ignored",
-                );
-                return Err(libc::EOPNOTSUPP);
-            }
-            crate::perf::set_bpf(&event, &prog)?;
+            crate::perf::set_bpf(&event, &prog, cookie)?;
             crate::perf::set_enabled(&event, true)?;
             let Object::Prog(p) = &*prog else {
                 unreachable!()
             };
-            let fd = crate::sysfs::memfd_with(c"userbpf-link", &[])?;
-            register(
-                fd,
-                Object::Link(LinkObject {
-                    event,
-                    prog_id: p.id,
-                }),
-            )
+            new_link(LinkObject {
+                link_type: abi::BPF_LINK_TYPE_PERF_EVENT,
+                events: vec![event],
+                prog_id: p.id,
+                id: NEXT_LINK_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                uprobe_multi: None,
+            })
+        }
+        abi::BPF_TRACE_UPROBE_MULTI => {
+            // SAFETY: the attr's pointers are the loader's.
+            unsafe { uprobe_multi_link(a) }
         }
         // Feature probe for multi-kprobes: a kernel feature userbpf lacks.
         abi::BPF_TRACE_KPROBE_MULTI => Err(libc::EOPNOTSUPP),
         _ => {
             report::unsupported(
                 &format!("BPF_LINK_CREATE with attach type {attach_type}"),
-                "userbpf links only perf events (uprobes, timers)",
+                "userbpf links perf events (uprobes, timers) and uprobe_multi",
             );
             Err(libc::EOPNOTSUPP)
         }
     }
+}
+
+/// `BPF_LINK_CREATE(BPF_TRACE_UPROBE_MULTI)`: one uprobe per offset of one
+/// file, each with its own cookie and USDT semaphore, all bound to one
+/// program and enabled together. Checks and errnos follow the kernel's
+/// `bpf_uprobe_multi_link_attach` in order, so libbpf's and bpftrace's
+/// feature probes (path "/" gives EBADF, pid -1 gives EINVAL) read the
+/// answers of a kernel that has uprobe_multi.
+///
+/// # Safety
+/// The attr's pointers are the loader's (bad ones give EFAULT).
+unsafe fn uprobe_multi_link(a: &Attr) -> Result<c_long, i32> {
+    use crate::objects::{UprobeEvent, UprobeMultiInfo};
+    let prog = prog_of(a.u32(attr::LINK_PROG_FD))?;
+    let Object::Prog(p) = &*prog else {
+        unreachable!()
+    };
+    if p.prog_type != abi::BPF_PROG_TYPE_KPROBE
+        || p.expected_attach_type != abi::BPF_TRACE_UPROBE_MULTI
+    {
+        return Err(libc::EINVAL);
+    }
+    let flags = a.u32(attr::LINK_UPROBE_MULTI_FLAGS);
+    if flags & !abi::BPF_F_UPROBE_MULTI_RETURN != 0 {
+        return Err(libc::EINVAL);
+    }
+    let path_ptr = a.u64(attr::LINK_UPROBE_MULTI_PATH);
+    let offsets_ptr = a.u64(attr::LINK_UPROBE_MULTI_OFFSETS);
+    let cnt = a.u32(attr::LINK_UPROBE_MULTI_CNT);
+    let pid = a.u32(attr::LINK_UPROBE_MULTI_PID) as i32;
+    if path_ptr == 0 || offsets_ptr == 0 || cnt == 0 || pid < 0 {
+        return Err(libc::EINVAL);
+    }
+    if cnt > abi::MAX_UPROBE_MULTI_CNT {
+        return Err(libc::E2BIG);
+    }
+    // SAFETY: forwarded; a bad pointer gives EFAULT.
+    let path = unsafe { user_path(path_ptr)? };
+    let meta = std::fs::metadata(&path).map_err(|e| e.raw_os_error().unwrap_or(libc::ENOENT))?;
+    if !meta.is_file() {
+        return Err(libc::EBADF);
+    }
+    if pid > 0 && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        return Err(libc::ESRCH);
+    }
+    let n = cnt as usize;
+    // SAFETY: the loader's arrays of `cnt` u64s; bad pointers give EFAULT.
+    let offsets = unsafe { user_u64s(offsets_ptr, n)? };
+    let optional = |ptr: u64| -> Result<Vec<u64>, i32> {
+        if ptr == 0 {
+            Ok(vec![0; n])
+        } else {
+            // SAFETY: as above.
+            unsafe { user_u64s(ptr, n) }
+        }
+    };
+    let ref_ctr_offsets = optional(a.u64(attr::LINK_UPROBE_MULTI_REF_CTR_OFFSETS))?;
+    let cookies = optional(a.u64(attr::LINK_UPROBE_MULTI_COOKIES))?;
+    if offsets.iter().any(|&o| (o as i64) < 0) {
+        return Err(libc::EINVAL);
+    }
+    if pid > 0 {
+        crate::perf::warn_if_no_agent(pid);
+    }
+    let kind = if flags & abi::BPF_F_UPROBE_MULTI_RETURN != 0 {
+        shm_maps::LinkKind::Uretprobe
+    } else {
+        shm_maps::LinkKind::Uprobe
+    };
+    let mut events = Vec::with_capacity(n);
+    for i in 0..n {
+        let event = Arc::new(Object::Uprobe(UprobeEvent {
+            attachment: backend::Attachment::new(backend::AttachSpec {
+                kind,
+                path: path.clone(),
+                file_offset: offsets[i],
+                ref_ctr_offset: ref_ctr_offsets[i],
+                pid: if pid > 0 { pid } else { -1 },
+                config: 0,
+                sample_period: 0,
+                cpu: -1,
+            }),
+        }));
+        crate::perf::set_bpf(&event, &prog, cookies[i])?;
+        events.push(event);
+    }
+    // Enable all once all are bound, so the probes start together.
+    for event in &events {
+        crate::perf::set_enabled(event, true)?;
+    }
+    new_link(LinkObject {
+        link_type: abi::BPF_LINK_TYPE_UPROBE_MULTI,
+        events,
+        prog_id: p.id,
+        id: NEXT_LINK_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        uprobe_multi: Some(UprobeMultiInfo {
+            path,
+            offsets,
+            ref_ctr_offsets,
+            cookies,
+            flags,
+            pid: pid as u32,
+        }),
+    })
+}
+
+/// A NUL-terminated path of at most `PATH_MAX` bytes from the loader
+/// (the kernel's `strndup_user`: EFAULT for a bad pointer, ENAMETOOLONG).
+///
+/// # Safety
+/// As [`user_bytes`].
+unsafe fn user_path(ptr: u64) -> Result<String, i32> {
+    let mut out = Vec::new();
+    let mut at = ptr;
+    while out.len() < libc::PATH_MAX as usize {
+        // Read up to the end of the page, so a path at the end of a mapping is not overrun.
+        let chunk = (4096 - (at % 4096) as usize).min(libc::PATH_MAX as usize - out.len());
+        // SAFETY: forwarded; a bad pointer gives EFAULT.
+        let bytes = unsafe { user_bytes(at, chunk)? };
+        if let Some(end) = bytes.iter().position(|&b| b == 0) {
+            out.extend_from_slice(&bytes[..end]);
+            return String::from_utf8(out).map_err(|_| libc::EINVAL);
+        }
+        out.extend_from_slice(&bytes);
+        at += chunk as u64;
+    }
+    Err(libc::ENAMETOOLONG)
 }

@@ -1,7 +1,9 @@
-//! Perf rings in the loader's epoll sets.
+//! Perf rings and BPF ring buffers in the loader's epoll sets.
 //!
 //! A ring's fd is a regular (shared-memory) file, which the kernel refuses
-//! to add to an epoll set (EPERM). The server keeps such registrations
+//! to add to an epoll set (EPERM). Perf rings are ready when they hold
+//! unread records; ring buffer maps when `producer_pos != consumer_pos`
+//! (the kernel's `ringbuf_map_poll_kern`), both level-triggered. The server keeps such registrations
 //! itself: `epoll_ctl` on a ring fd is recorded here, and `epoll_wait` on a
 //! set holding rings reports a ring ready when it has unread records,
 //! merged with whatever the real epoll set reports. While nothing is ready it
@@ -40,7 +42,7 @@ pub unsafe fn ctl(
     event: *mut libc::epoll_event,
 ) -> Option<Result<(), i32>> {
     let obj = TABLE.get(fd)?;
-    if !matches!(&*obj, Object::Output(_)) {
+    if !is_pollable(&obj) {
         return None;
     }
     let key = file_key(fd)?;
@@ -92,6 +94,24 @@ pub unsafe fn ctl(
     })
 }
 
+/// Our objects the loader can wait for: perf rings and ring buffer maps.
+fn is_pollable(obj: &Object) -> bool {
+    match obj {
+        Object::Output(_) => true,
+        Object::Map(m) => m.spec.map_type == crate::abi::BPF_MAP_TYPE_RINGBUF,
+        _ => false,
+    }
+}
+
+/// Whether a pollable object has records to read.
+fn has_data(obj: &Object) -> bool {
+    match obj {
+        Object::Output(o) => o.ring.has_data(),
+        Object::Map(m) => m.map.map.ringbuf_query(shm_maps::BPF_RB_AVAIL_DATA) > 0,
+        _ => false,
+    }
+}
+
 /// Drop registrations of an epoll fd being closed.
 pub fn forget_epoll_fd(fd: c_int) {
     if let Ok(mut sets) = SETS.lock() {
@@ -112,10 +132,7 @@ fn registrations(epfd: c_int) -> Vec<Registration> {
 fn ready(regs: &[Registration]) -> Vec<libc::epoll_event> {
     regs.iter()
         .filter(|r| r.events & libc::EPOLLIN as u32 != 0)
-        .filter(|r| match TABLE.get_key(r.ring).as_deref() {
-            Some(Object::Output(o)) => o.ring.has_data(),
-            _ => false,
-        })
+        .filter(|r| TABLE.get_key(r.ring).as_deref().is_some_and(has_data))
         .map(|r| libc::epoll_event {
             events: libc::EPOLLIN as u32,
             u64: r.data,

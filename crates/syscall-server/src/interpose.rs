@@ -73,20 +73,34 @@ pub unsafe extern "C" fn syscall(
     a6: c_long,
 ) -> c_long {
     if n == SYS_BPF {
-        // SAFETY: a2/a3 are the caller's bpf_attr pointer and size.
-        if let Some(r) = enter(|| unsafe { crate::bpf::bpf(a1 as u32, a2 as *mut u8, a3 as u32) }) {
+        if let Some(r) = enter(|| {
+            // SAFETY: a2/a3 are the caller's bpf_attr pointer and size.
+            let r = unsafe { crate::bpf::bpf(a1 as u32, a2 as *mut u8, a3 as u32) };
+            if report::tracing() {
+                // SAFETY: the same attr, read by the handler just now.
+                let call = unsafe { crate::abi::describe_bpf_call(a1 as u32, a2 as *const u8, a3 as u32) };
+                report::trace(&call, r);
+            }
+            r
+        }) {
             return c_result(r);
         }
     } else if n == SYS_PERF_EVENT_OPEN {
-        // SAFETY: a1 is the caller's perf_event_attr.
-        if let Some(r) = enter(|| unsafe {
-            crate::perf::perf_event_open(
-                a1 as *const u8,
-                a2 as i32,
-                a3 as i32,
-                a4 as i32,
-                a5 as u64,
-            )
+        if let Some(r) = enter(|| {
+            // SAFETY: a1 is the caller's perf_event_attr.
+            let r = unsafe {
+                crate::perf::perf_event_open(
+                    a1 as *const u8,
+                    a2 as i32,
+                    a3 as i32,
+                    a4 as i32,
+                    a5 as u64,
+                )
+            };
+            if report::tracing() {
+                report::trace(&format!("perf_event_open(pid={}, cpu={})", a2 as i32, a3 as i32), r);
+            }
+            r
         }) {
             return c_result(r);
         }
@@ -297,7 +311,8 @@ macro_rules! interpose_mmap {
         /// `mmap` maps them directly; a ring is resized to the length the
         /// loader asks for ([`crate::perf::prepare_ring_mmap`]). Map fds are
         /// the map files: an mmapable array's values start after the map's
-        /// header, so the offset is moved there ([`crate::bpf::prepare_mmap`]).
+        /// header, so the offset is moved there; a ring buffer is mapped in
+        /// the kernel's layout, its data twice ([`crate::bpf::prepare_mmap`]).
         ///
         /// # Safety
         /// Same contract as libc's function of this name.
@@ -314,7 +329,16 @@ macro_rules! interpose_mmap {
                 let answer = enter(|| {
                     TABLE
                         .get(fd)
-                        .map(|obj| crate::bpf::prepare_mmap(fd, &obj, len, prot, flags, off))
+                        .map(|obj| {
+                            let req = crate::bpf::MmapRequest {
+                                addr: addr.cast(),
+                                len,
+                                prot,
+                                flags,
+                                off: off as i64,
+                            };
+                            crate::bpf::prepare_mmap(fd, &obj, req)
+                        })
                 })
                 .flatten();
                 match answer {
@@ -323,9 +347,12 @@ macro_rules! interpose_mmap {
                         return libc::MAP_FAILED;
                     }
                     // SAFETY: forwarding with the file offset of the object's data.
-                    Some(Ok(file_off)) => {
-                        return unsafe { real::$name(addr, len, prot, flags, fd, file_off) }
+                    Some(Ok(crate::bpf::MmapAnswer::Offset(file_off))) => {
+                        return unsafe {
+                            real::$name(addr, len, prot, flags, fd, file_off as libc::off_t)
+                        };
                     }
+                    Some(Ok(crate::bpf::MmapAnswer::Mapped(p))) => return p.cast(),
                     None => {}
                 }
             }

@@ -73,6 +73,9 @@ pub struct ProgObject {
     pub prog: backend::Prog,
     pub id: u32,
     pub prog_type: u32,
+    /// `expected_attach_type` at load (`BPF_TRACE_UPROBE_MULTI` programs
+    /// are the only ones a uprobe_multi link accepts, as in the kernel).
+    pub expected_attach_type: u32,
     pub name: String,
     /// Instructions as stored (map fds already resolved to registry ids).
     pub insn_count: u32,
@@ -93,16 +96,38 @@ pub struct OutputEvent {
     pub published: std::sync::atomic::AtomicBool,
 }
 
+/// A `BPF_LINK_CREATE` link.
 pub struct LinkObject {
-    /// The perf event this link enabled (kept alive by the link).
-    pub event: Arc<Object>,
+    /// `enum bpf_link_type`: `BPF_LINK_TYPE_PERF_EVENT` or `…_UPROBE_MULTI`.
+    pub link_type: u32,
+    /// The events this link enabled, kept alive by the link: the loader's
+    /// perf event for a perf-event link; one uprobe per offset, owned by the
+    /// link alone, for a uprobe_multi link.
+    pub events: Vec<Arc<Object>>,
     pub prog_id: u32,
+    /// Registry id of the link (`bpf_link_info.id`).
+    pub id: u32,
+    /// uprobe_multi: what the loader asked for, for `bpf_link_info`.
+    pub uprobe_multi: Option<UprobeMultiInfo>,
+}
+
+/// `bpf_link_info.uprobe_multi` of a uprobe_multi link.
+pub struct UprobeMultiInfo {
+    pub path: String,
+    pub offsets: Vec<u64>,
+    pub ref_ctr_offsets: Vec<u64>,
+    pub cookies: Vec<u64>,
+    pub flags: u32,
+    pub pid: u32,
 }
 
 impl Drop for LinkObject {
-    /// Closing a link detaches: its perf event goes back to disabled.
+    /// Closing a link detaches: its perf events go back to disabled (a
+    /// uprobe_multi link's own uprobes are removed as they drop).
     fn drop(&mut self) {
-        let _ = crate::perf::set_enabled(&self.event, false);
+        for event in &self.events {
+            let _ = crate::perf::set_enabled(event, false);
+        }
     }
 }
 

@@ -144,6 +144,7 @@ pub unsafe fn perf_event_open(
                 },
                 path,
                 file_offset: u64_at(CONFIG2),
+                ref_ctr_offset: config >> PERF_UPROBE_REF_CTR_OFFSET_SHIFT,
                 pid: if pid > 0 { pid } else { -1 },
                 config: 0,
                 sample_period: 0,
@@ -264,7 +265,14 @@ pub fn pid_option(args: impl IntoIterator<Item = String>) -> Option<i32> {
 /// `-p PID` on a process without the agent would silently never fire:
 /// say so (once per pid). The probe is still created, since an agent can be
 /// injected later (`userbpf attach PID`).
-fn warn_if_no_agent(pid: i32) {
+pub(crate) fn warn_if_no_agent(pid: i32) {
+    // `bpftrace -c CMD` (0.20 and later) forks, opens the probes on the
+    // child, then lets it exec: a child still running the loader's own
+    // program gets the agent at exec (`crate::child_env`).
+    let exe = |p: &str| std::fs::read_link(format!("/proc/{p}/exe")).ok();
+    if exe(&pid.to_string()).is_some_and(|e| Some(e) == exe("self")) {
+        return;
+    }
     let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
         return;
     };
@@ -300,7 +308,7 @@ pub fn ioctl(obj: &Arc<Object>, request: u64, arg: u64) -> Result<i32, i32> {
         PERF_EVENT_IOC_RESET => Ok(0),
         PERF_EVENT_IOC_SET_BPF => {
             let prog = crate::bpf::prog_of(arg as u32)?;
-            set_bpf(obj, &prog).map(|_| 0)
+            set_bpf(obj, &prog, 0).map(|_| 0)
         }
         _ => {
             report::unsupported(
@@ -313,8 +321,9 @@ pub fn ioctl(obj: &Arc<Object>, request: u64, arg: u64) -> Result<i32, i32> {
 }
 
 /// Bind `prog` (an `Object::Prog`) to the event (`PERF_EVENT_IOC_SET_BPF`,
-/// `BPF_LINK_CREATE`). The event keeps the program alive.
-pub fn set_bpf(event: &Arc<Object>, prog_obj: &Arc<Object>) -> Result<(), i32> {
+/// `BPF_LINK_CREATE`) with the BPF cookie `cookie` (0 for the ioctl). The
+/// event keeps the program alive.
+pub fn set_bpf(event: &Arc<Object>, prog_obj: &Arc<Object>, cookie: u64) -> Result<(), i32> {
     use crate::abi::{BPF_PROG_TYPE_KPROBE, BPF_PROG_TYPE_PERF_EVENT};
     let Object::Prog(prog) = &**prog_obj else {
         return Err(libc::EINVAL);
@@ -324,11 +333,18 @@ pub fn set_bpf(event: &Arc<Object>, prog_obj: &Arc<Object>) -> Result<(), i32> {
             if prog.prog_type != BPF_PROG_TYPE_KPROBE {
                 return Err(libc::EINVAL);
             }
-            u.attachment.set_program(prog.id, prog_obj.clone())
+            u.attachment.set_program(prog.id, prog_obj.clone(), cookie)
         }
         Object::Timer(t) => {
             if prog.prog_type != BPF_PROG_TYPE_PERF_EVENT {
                 return Err(libc::EINVAL);
+            }
+            if cookie != 0 {
+                report::unsupported(
+                    "BPF cookies on cpu-clock perf events (interval:/profile:)",
+                    "the timer program would not see the cookie",
+                );
+                return Err(libc::EOPNOTSUPP);
             }
             t.set_program(prog.id, prog_obj.clone())
         }

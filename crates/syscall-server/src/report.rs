@@ -54,6 +54,48 @@ pub fn line(msg: &str) {
     unsafe { libc::write(fd, buf.as_ptr() as *const _, buf.len()) };
 }
 
+/// `USERBPF_TRACE=1`: each `bpf()` and `perf_event_open` the server
+/// answers is printed with its answer, like `strace` would show a kernel's
+/// (which sees none of them). For operators asking "what did the loader
+/// ask for that failed?".
+pub fn tracing() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("USERBPF_TRACE").is_some_and(|v| !v.is_empty() && v != "0"))
+}
+
+/// Print one traced call (see [`tracing`]).
+pub fn trace(call: &str, result: Result<std::ffi::c_long, i32>) {
+    let answer = match result {
+        Ok(v) => format!("= {v}"),
+        Err(e) => format!("= -1 {} ({})", errno_name(e), std::io::Error::from_raw_os_error(e)),
+    };
+    line(&format!("userbpf trace: {call} {answer}"));
+}
+
+/// The symbolic name of the errnos the server answers with.
+fn errno_name(e: i32) -> &'static str {
+    match e {
+        libc::EPERM => "EPERM",
+        libc::ENOENT => "ENOENT",
+        libc::ESRCH => "ESRCH",
+        libc::EBADF => "EBADF",
+        libc::EAGAIN => "EAGAIN",
+        libc::ENOMEM => "ENOMEM",
+        libc::EACCES => "EACCES",
+        libc::EFAULT => "EFAULT",
+        libc::EEXIST => "EEXIST",
+        libc::ENODEV => "ENODEV",
+        libc::EINVAL => "EINVAL",
+        libc::ENOSPC => "ENOSPC",
+        libc::E2BIG => "E2BIG",
+        libc::ENOTTY => "ENOTTY",
+        libc::ENAMETOOLONG => "ENAMETOOLONG",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        crate::abi::ENOTSUPP => "ENOTSUPP",
+        _ => "E?",
+    }
+}
+
 /// The calling thread's errno.
 pub fn errno() -> i32 {
     // SAFETY: __errno_location always returns this thread's errno slot.

@@ -1,0 +1,325 @@
+//! What libbpf 1.5 and bpftrace 0.20–0.27 ask of a current kernel, answered
+//! by the server with that kernel's values and errnos (each errno was
+//! checked against Linux 6.18 as root): BPF tokens refused the way a kernel
+//! without a delegated bpffs refuses them, uprobe_multi links (feature
+//! probes, bad input, cookies, the link's info, detach on close), and BPF
+//! ring buffers mapped and polled as libbpf's `ring_buffer__new` does.
+//!
+//! One test function: the server's registry is process-wide, opened once
+//! from `USERBPF_DIR`.
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+
+use common::*;
+
+const BPF_PROG_LOAD: i64 = 5;
+const BPF_OBJ_GET_INFO_BY_FD: i64 = 15;
+const BPF_LINK_CREATE: i64 = 28;
+const BPF_TOKEN_CREATE: i64 = 36;
+const BPF_PROG_TYPE_KPROBE: u32 = 2;
+const BPF_TRACE_UPROBE_MULTI: u32 = 48;
+const BPF_F_UPROBE_MULTI_RETURN: u32 = 1;
+const BPF_LINK_TYPE_UPROBE_MULTI: u32 = 12;
+const RINGBUF: u32 = 27;
+
+fn put32(a: &mut [u8; 128], off: usize, v: u32) {
+    a[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+}
+
+fn put64(a: &mut [u8; 128], off: usize, v: u64) {
+    a[off..off + 8].copy_from_slice(&v.to_ne_bytes());
+}
+
+/// A kprobe-type program `r0 = 0; exit` with this expected attach type.
+fn prog_load(expected_attach_type: u32) -> i32 {
+    let insns: [u64; 2] = [0x0000_0000_0000_00b7, 0x0000_0000_0000_0095];
+    let license = c"GPL";
+    let mut a = [0u8; 128];
+    put32(&mut a, 0, BPF_PROG_TYPE_KPROBE);
+    put32(&mut a, 4, insns.len() as u32);
+    put64(&mut a, 8, insns.as_ptr() as u64);
+    put64(&mut a, 16, license.as_ptr() as u64);
+    put32(&mut a, 68, expected_attach_type);
+    bpf(BPF_PROG_LOAD, &mut a).expect("load a uprobe program") as i32
+}
+
+/// The arrays and scalars of one `link_create.uprobe_multi`.
+struct Multi<'a> {
+    path: &'a std::ffi::CStr,
+    offsets: u64,
+    ref_ctr_offsets: u64,
+    cookies: u64,
+    cnt: u32,
+    flags: u32,
+    pid: u32,
+}
+
+fn uprobe_multi(prog: i32, m: &Multi<'_>) -> Result<i32, i32> {
+    let mut a = [0u8; 128];
+    put32(&mut a, 0, prog as u32);
+    put32(&mut a, 8, BPF_TRACE_UPROBE_MULTI);
+    put64(&mut a, 16, m.path.as_ptr() as u64);
+    put64(&mut a, 24, m.offsets);
+    put64(&mut a, 32, m.ref_ctr_offsets);
+    put64(&mut a, 40, m.cookies);
+    put32(&mut a, 48, m.cnt);
+    put32(&mut a, 52, m.flags);
+    put32(&mut a, 56, m.pid);
+    bpf(BPF_LINK_CREATE, &mut a).map(|fd| fd as i32)
+}
+
+fn close(fd: i32) {
+    // SAFETY: closing a descriptor this test owns, through the server.
+    unsafe { interpose::close(fd) };
+}
+
+/// `bpf_link_info` of a uprobe_multi link, its arrays filled into these buffers.
+fn link_info(fd: i32, path: &mut [u8], offsets: &mut [u64], cookies: &mut [u64]) -> Result<[u8; 64], i32> {
+    let mut info = [0u8; 64];
+    info[16..24].copy_from_slice(&(path.as_mut_ptr() as u64).to_ne_bytes());
+    info[24..32].copy_from_slice(&(offsets.as_mut_ptr() as u64).to_ne_bytes());
+    info[40..48].copy_from_slice(&(cookies.as_mut_ptr() as u64).to_ne_bytes());
+    info[48..52].copy_from_slice(&(path.len() as u32).to_ne_bytes());
+    info[52..56].copy_from_slice(&(offsets.len().min(cookies.len()) as u32).to_ne_bytes());
+    let mut a = [0u8; 128];
+    put32(&mut a, 0, fd as u32);
+    put32(&mut a, 4, info.len() as u32);
+    put64(&mut a, 8, info.as_mut_ptr() as u64);
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut a).map(|_| info)
+}
+
+fn u32_at(b: &[u8], off: usize) -> u32 {
+    u32::from_ne_bytes(b[off..off + 4].try_into().unwrap())
+}
+
+fn mmap_ring(fd: i32, len: usize, prot: i32, flags: i32, off: i64) -> Result<*mut u8, i32> {
+    // SAFETY: a fresh mapping of our own fd, through the server.
+    let p = unsafe { interpose::mmap(std::ptr::null_mut(), len, prot, flags, fd, off) };
+    if p == libc::MAP_FAILED {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    } else {
+        Ok(p as *mut u8)
+    }
+}
+
+fn epoll_ready(epfd: i32) -> Vec<u64> {
+    let mut events = [libc::epoll_event { events: 0, u64: 0 }; 4];
+    // SAFETY: `events` has room for 4 entries.
+    let n = unsafe { interpose::epoll_wait(epfd, events.as_mut_ptr(), 4, 0) };
+    assert!(n >= 0, "epoll_wait: {}", std::io::Error::last_os_error());
+    events[..n as usize].iter().map(|e| e.u64).collect()
+}
+
+#[test]
+fn modern_loader_abi() {
+    let dir = std::env::temp_dir().join(format!("userbpf-modern-abi-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .expect("chmod");
+    std::env::set_var("USERBPF_DIR", &dir);
+
+    // BPF tokens: refused as by a kernel whose bpffs has no delegation, so
+    // libbpf carries on without one.
+    let mut a = [0u8; 128];
+    assert_eq!(bpf(BPF_TOKEN_CREATE, &mut a), Err(libc::EINVAL));
+
+    // uprobe_multi: the feature probes and bad input, in the kernel's order.
+    let prog = prog_load(BPF_TRACE_UPROBE_MULTI);
+    let exe = std::env::current_exe().expect("test binary");
+    let exe_c = std::ffi::CString::new(exe.as_os_str().as_encoded_bytes()).unwrap();
+    let offsets: [u64; 3] = [0x1000, 0x1010, 0x1020];
+    let cookies: [u64; 3] = [7, 8, 9];
+    let good = Multi {
+        path: &exe_c,
+        offsets: offsets.as_ptr() as u64,
+        ref_ctr_offsets: 0,
+        cookies: cookies.as_ptr() as u64,
+        cnt: 3,
+        flags: BPF_F_UPROBE_MULTI_RETURN,
+        pid: 0,
+    };
+    let probe = Multi { path: c"/", cnt: 1, cookies: 0, flags: 0, ..good };
+    assert_eq!(uprobe_multi(prog, &probe), Err(libc::EBADF), "libbpf's probe: \"/\" is not a file");
+    assert_eq!(
+        uprobe_multi(prog, &Multi { pid: u32::MAX, ..probe }),
+        Err(libc::EINVAL),
+        "libbpf's probe of fixed pid filtering: pid -1"
+    );
+    assert_eq!(uprobe_multi(prog, &Multi { cnt: 0, ..good }), Err(libc::EINVAL), "no offsets");
+    assert_eq!(uprobe_multi(prog, &Multi { offsets: 0, ..good }), Err(libc::EINVAL), "null offsets");
+    assert_eq!(uprobe_multi(prog, &Multi { flags: 2, ..good }), Err(libc::EINVAL), "unknown flag");
+    assert_eq!(uprobe_multi(prog, &Multi { cnt: (1 << 20) + 1, ..good }), Err(libc::E2BIG));
+    assert_eq!(
+        uprobe_multi(prog, &Multi { path: c"/nonexistent/userbpf", ..good }),
+        Err(libc::ENOENT)
+    );
+    assert_eq!(uprobe_multi(prog, &Multi { offsets: 8, ..good }), Err(libc::EFAULT), "bad offsets pointer");
+    assert_eq!(uprobe_multi(prog, &Multi { cookies: 8, ..good }), Err(libc::EFAULT), "bad cookies pointer");
+    // A count larger than the arrays reads past them: EFAULT where that
+    // memory is unmapped (the page after a page-aligned array).
+    let page = mmap_anon(2);
+    // SAFETY: unmapping the second page of our own mapping.
+    unsafe { libc::munmap(page.add(PAGE).cast(), PAGE) };
+    let tail = page as u64 + (PAGE - 16) as u64;
+    assert_eq!(
+        uprobe_multi(prog, &Multi { offsets: tail, cookies: 0, ..good }),
+        Err(libc::EFAULT),
+        "cnt 3 with 2 offsets before unmapped memory"
+    );
+    let negative: [u64; 3] = [0x1000, u64::MAX, 0x1020];
+    assert_eq!(uprobe_multi(prog, &Multi { offsets: negative.as_ptr() as u64, ..good }), Err(libc::EINVAL));
+    let plain = prog_load(0);
+    assert_eq!(uprobe_multi(plain, &good), Err(libc::EINVAL), "program not loaded for uprobe_multi");
+
+    // A good link: one enabled uretprobe per offset, each with its cookie,
+    // on the file's inode.
+    let reg = shm_maps::Registry::open(&dir).expect("registry");
+    let before = reg.links().len();
+    let link = uprobe_multi(prog, &good).expect("uprobe_multi link");
+    let links = reg.links();
+    assert_eq!(links.len(), before + 3);
+    let ino = std::fs::metadata(&exe).unwrap().ino();
+    let mut got: Vec<(u64, u64)> = links
+        .iter()
+        .filter(|l| l.inode == ino)
+        .map(|l| {
+            assert_eq!(l.kind, shm_maps::LinkKind::Uretprobe);
+            assert!(l.enabled);
+            assert_eq!(l.pid, -1, "pid 0: every process");
+            (l.file_offset, l.cookie)
+        })
+        .collect();
+    got.sort();
+    assert_eq!(got, vec![(0x1000, 7), (0x1010, 8), (0x1020, 9)]);
+
+    // Its info, as bpftool reads it; too small a count is ENOSPC.
+    let mut path = [0u8; 4096];
+    let (mut offs, mut cks) = ([0u64; 3], [0u64; 3]);
+    let info = link_info(link, &mut path, &mut offs, &mut cks).expect("link info");
+    assert_eq!(u32_at(&info, 0), BPF_LINK_TYPE_UPROBE_MULTI);
+    assert_ne!(u32_at(&info, 4), 0, "a link id");
+    assert_eq!(u32_at(&info, 52), 3, "count");
+    assert_eq!(u32_at(&info, 56), BPF_F_UPROBE_MULTI_RETURN, "flags");
+    assert_eq!(offs, offsets);
+    assert_eq!(cks, cookies);
+    let len = path.iter().position(|&b| b == 0).unwrap();
+    assert_eq!(&path[..len], exe_c.as_bytes());
+    assert_eq!(u32_at(&info, 48) as usize, len + 1, "path_size");
+    let (mut small_offs, mut small_cks) = ([0u64; 2], [0u64; 2]);
+    assert_eq!(link_info(link, &mut path, &mut small_offs, &mut small_cks).err(), Some(libc::ENOSPC));
+
+    // Closing the link detaches every probe.
+    close(link);
+    assert_eq!(reg.links().len(), before, "close(link) removes its probes");
+    close(plain);
+    close(prog);
+
+    // Ring buffers: libbpf's two mappings, and the kernel's refusals.
+    let rb = map_create(RINGBUF, 0, 0, 8192, 0).expect("create ringbuf");
+    let rw = libc::PROT_READ | libc::PROT_WRITE;
+    let shared = libc::MAP_SHARED;
+    assert_eq!(mmap_ring(rb, PAGE, rw, libc::MAP_PRIVATE, 0).err(), Some(libc::EINVAL), "private");
+    assert_eq!(mmap_ring(rb, PAGE, rw, shared, PAGE as i64).err(), Some(libc::EPERM), "writable producer page");
+    assert_eq!(
+        mmap_ring(rb, PAGE + 2 * 8192, rw, shared, PAGE as i64).err(),
+        Some(libc::EPERM),
+        "writable data"
+    );
+    assert_eq!(
+        mmap_ring(rb, 2 * PAGE + 2 * 8192, libc::PROT_READ, shared, PAGE as i64).err(),
+        Some(libc::EINVAL),
+        "past the end of the layout"
+    );
+    let consumer = mmap_ring(rb, PAGE, rw, shared, 0).expect("consumer page");
+    let producer = mmap_ring(rb, PAGE + 2 * 8192, libc::PROT_READ, shared, PAGE as i64).expect("producer + data");
+
+    // epoll: ready exactly while records are unread, as ringbuf_map_poll_kern.
+    // SAFETY: plain epoll_create1.
+    let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: 0x5eed };
+    // SAFETY: registering our ring fd with a valid event.
+    assert_eq!(unsafe { interpose::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, rb, &mut ev) }, 0);
+    assert_eq!(epoll_ready(epfd), Vec::<u64>::new(), "empty ring");
+    let mut info = [0u8; 128];
+    let mut a = [0u8; 128];
+    put32(&mut a, 0, rb as u32);
+    put32(&mut a, 4, 88);
+    put64(&mut a, 8, info.as_mut_ptr() as u64);
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut a).expect("map info");
+    assert_eq!(u32_at(&info, 0), RINGBUF);
+    assert_eq!(u32_at(&info, 16), 8192, "max_entries, which libbpf maps twice");
+    produce_one_record(rb);
+    assert_eq!(epoll_ready(epfd), vec![0x5eed], "a record to read");
+    // SAFETY: the mappings made above: consumer_pos at 0 of the consumer
+    // page, producer_pos at 0 of the producer page, then the data.
+    unsafe {
+        let prod_pos = *(producer as *const u64);
+        assert_eq!(prod_pos, 24, "one 8-byte header + 16 bytes");
+        assert_eq!(*(producer.add(PAGE) as *const u32), 16, "record length, busy bit clear");
+        assert_eq!(std::slice::from_raw_parts(producer.add(PAGE + 8), 16), b"sixteen bytes!!\0");
+        assert_eq!(std::ptr::read_volatile(producer.add(PAGE + 24)), 0, "nothing beyond");
+        *(consumer as *mut u64) = prod_pos; // consumed, as ring_buffer__consume does
+    }
+    assert_eq!(epoll_ready(epfd), Vec::<u64>::new(), "all consumed");
+    // SAFETY: unmapping our own mappings, closing our own fds.
+    unsafe {
+        libc::munmap(consumer.cast(), PAGE);
+        libc::munmap(producer.cast(), PAGE + 2 * 8192);
+        libc::close(epfd);
+    }
+    close(rb);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A program writes one 16-byte record into ring buffer `rb` (a
+/// raw_tracepoint program test-run by the loader, as BEGIN probes are).
+fn produce_one_record(rb: i32) {
+    let text = format!(
+        "
+        lddw %r1, 0x2121217365747962
+        stxdw [%r10-8], %r1
+        lddw %r1, 0x206e656574786973
+        stxdw [%r10-16], %r1
+        mov %r1, 0
+        stxb [%r10-1], %r1
+        lddw %r1, map_fd({rb})
+        mov %r2, %r10
+        add %r2, -16
+        mov %r3, 16
+        mov %r4, 0
+        call bpf_ringbuf_output
+        exit
+        "
+    );
+    let insns: Vec<u64> = vm::asm::assemble(&text).unwrap().iter().map(|i| i.to_u64()).collect();
+    let license = c"GPL";
+    let mut a = [0u8; 128];
+    put32(&mut a, 0, 17); // BPF_PROG_TYPE_RAW_TRACEPOINT
+    put32(&mut a, 4, insns.len() as u32);
+    put64(&mut a, 8, insns.as_ptr() as u64);
+    put64(&mut a, 16, license.as_ptr() as u64);
+    let prog = bpf(BPF_PROG_LOAD, &mut a).expect("load the producer") as i32;
+    let mut a = [0u8; 128];
+    put32(&mut a, 0, prog as u32);
+    bpf(10 /* BPF_PROG_TEST_RUN */, &mut a).expect("run the producer");
+    assert_eq!(u32_at(&a, 4), 0, "bpf_ringbuf_output returned 0");
+    close(prog);
+}
+
+fn mmap_anon(pages: usize) -> *mut u8 {
+    // SAFETY: a fresh private anonymous mapping.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            pages * PAGE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(p, libc::MAP_FAILED);
+    p as *mut u8
+}
