@@ -85,6 +85,9 @@ pub unsafe extern "C" fn syscall(
         }) {
             return c_result(r);
         }
+    } else if n == libc::SYS_capget {
+        // SAFETY: a1/a2 are the caller's capget header and data.
+        return unsafe { capget(a1 as *mut c_void, a2 as *mut c_void) } as c_long;
     } else if n == SYS_PERF_EVENT_OPEN {
         if let Some(r) = enter(|| {
             // SAFETY: a1 is the caller's perf_event_attr.
@@ -121,6 +124,26 @@ pub extern "C" fn geteuid() -> libc::uid_t {
     } else {
         0
     }
+}
+
+/// Loaders check capabilities, not only the euid (bpftrace 0.27 refuses
+/// to start without CAP_BPF): the loader's own process is reported with
+/// the capabilities the server stands in for ([`crate::caps`]). Other
+/// processes, and the server's own queries, get the truth.
+///
+/// # Safety
+/// Same contract as libc's `capget`.
+#[no_mangle]
+pub unsafe extern "C" fn capget(hdr: *mut c_void, data: *mut c_void) -> c_int {
+    // SAFETY: forwarding unchanged.
+    let r = unsafe { real::capget(hdr, data) };
+    let in_server = IN_SERVER.try_with(|c| c.get()).unwrap_or(true);
+    if r == 0 && !in_server {
+        // SAFETY: a successful capget: hdr and data are the caller's,
+        // data sized for the header's version.
+        unsafe { crate::caps::grant(hdr, data) };
+    }
+    r
 }
 
 /// Mark the calling thread as a server thread for its whole life (the

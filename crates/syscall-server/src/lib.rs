@@ -12,10 +12,12 @@
 //! - [`backend`]: the registry (`shm-maps`); [`verify`]: the verifier;
 //! - [`loader_run`]: programs the loader runs itself (BEGIN/END, `interval:`)
 //!   through the shared `runtime`; [`timer`]: `interval:`/`profile:` timers;
-//! - [`child_env`]: children of the loader get the agent, not the server.
+//! - [`child_env`]: children of the loader get the agent, not the server;
+//! - [`caps`]: the capabilities `capget` reports to the loader.
 
 pub mod abi;
 pub mod backend;
+pub mod caps;
 pub mod bpf;
 pub mod child_env;
 pub mod epoll;

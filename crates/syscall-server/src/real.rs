@@ -61,6 +61,7 @@ real_fn! {
     fn epoll_wait(epfd: c_int, events: *mut libc::epoll_event, max: c_int, timeout: c_int) -> c_int;
     fn epoll_pwait(epfd: c_int, events: *mut libc::epoll_event, max: c_int, timeout: c_int, mask: *const libc::sigset_t) -> c_int;
     fn geteuid() -> libc::uid_t;
+    fn capget(hdr: *mut c_void, data: *mut c_void) -> c_int;
     fn setrlimit(resource: c_int, rlim: *const libc::rlimit) -> c_int;
     fn setrlimit64(resource: c_int, rlim: *const libc::rlimit) -> c_int;
     fn prlimit64(pid: libc::pid_t, resource: c_int, new: *const libc::rlimit, old: *mut libc::rlimit) -> c_int;
