@@ -255,3 +255,28 @@ fn probe_read_kernel_reads_map_values_and_the_stack_only() {
     assert_eq!(&value[16..22], b"hello\0", "copied value -> stack -> value");
     assert_eq!(&value[48..56], &[0; 8], "a failed read zeroes the destination");
 }
+
+/// `bpf_map_lookup_percpu_elem(map, key, cpu)` reads the value of that CPU
+/// (bpftrace 0.20+ sums per-CPU counters with it); a CPU that does not
+/// exist gives null.
+#[test]
+fn map_lookup_percpu_elem_reads_the_given_cpu() {
+    let t = TempRegistry::new("percpu-elem");
+    let m = map(&t.registry, map_type::PERCPU_ARRAY, 4, 8);
+    let ncpu = shm_maps::cpu::nr_possible() as usize;
+    let values: Vec<u8> = (0..ncpu as u64).flat_map(|c| (100 + c).to_le_bytes()).collect();
+    m.update(&0u32.to_le_bytes(), &values, 0).unwrap();
+    let text = |cpu: u64| {
+        format!(
+            "mov %r1, 0\nstxw [%r10-4], %r1\nlddw %r1, map_fd({})\nmov %r2, %r10\nadd %r2, -4\nlddw %r3, {cpu}\n\
+             call bpf_map_lookup_percpu_elem\njeq %r0, 0, +2\nldxdw %r0, [%r0]\nexit\nmov %r0, -1\nexit",
+            m.id()
+        )
+    };
+    for (cpu, want) in [(0, 100), ((ncpu - 1) as u64, 100 + ncpu as u64 - 1), (ncpu as u64, u64::MAX), (1 << 40, u64::MAX)] {
+        let id = store(&t.registry, &text(cpu), &[m.id()]);
+        let program = LoadedProgram::from_registry(&t.registry, id).unwrap();
+        // SAFETY: the program does not touch its context.
+        assert_eq!(unsafe { program.run_detached(std::ptr::null_mut()) }, want, "cpu {cpu}");
+    }
+}

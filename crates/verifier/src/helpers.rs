@@ -112,6 +112,8 @@ const ELEMENT_MAPS: &[u32] = &[
 const DELETABLE_MAPS: &[u32] =
     &[map_type::HASH, map_type::PERCPU_HASH, map_type::LRU_HASH, map_type::LRU_PERCPU_HASH];
 const QUEUE_MAPS: &[u32] = &[map_type::QUEUE, map_type::STACK];
+/// Per-CPU maps (`bpf_map_lookup_percpu_elem`).
+const PERCPU_MAPS: &[u32] = &[map_type::PERCPU_HASH, map_type::PERCPU_ARRAY, map_type::LRU_PERCPU_HASH];
 const RINGBUF: &[u32] = &[map_type::RINGBUF];
 
 /// Every helper userbpf offers, sorted by id.
@@ -121,7 +123,9 @@ pub static HELPERS: &[HelperProto] = &[
     with_maps(proto(3, "bpf_map_delete_elem", [ConstMapPtr, MapKey, D, D, D], RetKind::Integer), DELETABLE_MAPS),
     proto(4, "bpf_probe_read", [UninitMem, ConstSizeOrZero, Anything, D, D], RetKind::Integer),
     proto(5, "bpf_ktime_get_ns", [D; 5], RetKind::Integer),
-    proto(6, "bpf_trace_printk", [Mem, ConstSize, Anything, Anything, Anything], RetKind::Integer),
+    // The kernel checks only the format (bpf_trace_printk_proto has two
+    // argument types): unused value registers may be uninitialized.
+    proto(6, "bpf_trace_printk", [Mem, ConstSize, D, D, D], RetKind::Integer),
     ret_u32(proto(7, "bpf_get_prandom_u32", [D; 5], RetKind::Integer)),
     ret_u32(proto(8, "bpf_get_smp_processor_id", [D; 5], RetKind::Integer)),
     with_maps(proto(12, "bpf_tail_call", [Ctx, ConstMapPtr, Anything, D, D], RetKind::Integer), &[map_type::PROG_ARRAY]),
@@ -162,6 +166,10 @@ pub static HELPERS: &[HelperProto] = &[
     proto(174, "bpf_get_attach_cookie", [Ctx, D, D, D, D], RetKind::Integer),
     proto(181, "bpf_loop", [Anything, Callback, CallbackCtx, Anything, D], RetKind::Integer),
     proto(182, "bpf_strncmp", [Mem, ConstSize, ConstStr, D, D], RetKind::Integer),
+    with_maps(
+        proto(195, "bpf_map_lookup_percpu_elem", [ConstMapPtr, MapKey, Anything, D, D], RetKind::MapValueOrNull),
+        PERCPU_MAPS,
+    ),
 ];
 
 /// The prototype of helper `id`, if userbpf offers it.

@@ -150,3 +150,28 @@ fn hostile_shapes_do_not_blow_up() {
 fn run_insns(insns: &[vm::insn::Insn]) -> Result<verifier::Verdict, verifier::VerifyError> {
     verify(insns, ProgType::Kprobe, &maps, &VerifyOptions::default())
 }
+
+/// The kernel's `bpf_trace_printk_proto` types two arguments: a one-value
+/// format leaves r4 and r5 unset (`bpf_trace_printk("hi %d\n", 1)`).
+#[test]
+fn trace_printk_checks_only_its_format() {
+    let src = "mov %r1, 0x0a6420\nstxdw [%r10-8], %r1\nmov %r1, %r10\nadd %r1, -8\nmov %r2, 8\nmov %r3, 1\n\
+               call bpf_trace_printk\nmov %r0, 0\nexit";
+    run(src).unwrap_or_else(|e| panic!("{e}\n{}", e.log));
+}
+
+/// bpftrace 0.20+ reads per-CPU values with `bpf_map_lookup_percpu_elem`
+/// (which it probes for at start-up): per-CPU maps only, as in the kernel.
+#[test]
+fn map_lookup_percpu_elem_takes_per_cpu_maps_only() {
+    let lookup = |fd: u32| {
+        format!(
+            "mov %r1, 0\nstxdw [%r10-8], %r1\nlddw %r1, map_fd({fd})\nmov %r2, %r10\nadd %r2, -8\nmov %r3, 1\n\
+             call bpf_map_lookup_percpu_elem\njeq %r0, 0, +1\nldxdw %r0, [%r0]\nmov %r0, 0\nexit"
+        )
+    };
+    run(&lookup(1)).unwrap_or_else(|e| panic!("{e}\n{}", e.log));
+    let e = run(&lookup(3)).unwrap_err();
+    assert_eq!(e.errno, EINVAL);
+    assert!(e.message.contains("cannot pass map_type 2 into func bpf_map_lookup_percpu_elem#195"), "{}", e.message);
+}

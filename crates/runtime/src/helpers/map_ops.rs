@@ -24,6 +24,18 @@ pub unsafe extern "C" fn map_lookup_elem(m: u64, key: u64, _: u64, _: u64, _: u6
     unsafe { map(m).prog_lookup_on_cpu(key as *const u8, RunEnv::cpu_from_helper_arg(env)) as u64 }
 }
 
+/// `bpf_map_lookup_percpu_elem(map, key, cpu)`: CPU `cpu`'s value of a
+/// per-CPU map (bpftrace 0.20+ reads per-CPU counters with it), null for a
+/// CPU that does not exist, as the kernel.
+pub unsafe extern "C" fn map_lookup_percpu_elem(m: u64, key: u64, cpu: u64, _: u64, _: u64, _: *mut c_void) -> u64 {
+    if cpu >= shm_maps::cpu::nr_possible() as u64 {
+        return 0;
+    }
+    // SAFETY: the verifier proved `key` readable for key_size bytes and the
+    // map per-CPU; `cpu` is a valid slot.
+    unsafe { map(m).prog_lookup_on_cpu(key as *const u8, cpu as u32) as u64 }
+}
+
 /// `bpf_map_update_elem(map, key, value, flags)` (per-CPU maps: the run's
 /// CPU's value).
 pub unsafe extern "C" fn map_update_elem(m: u64, key: u64, value: u64, flags: u64, _: u64, env: *mut c_void) -> u64 {

@@ -104,6 +104,7 @@ pub fn implementation(id: u32) -> Option<HelperFn> {
         174 => misc::get_attach_cookie,
         181 => callbacks::bpf_loop,
         182 => misc::strncmp,
+        195 => map_ops::map_lookup_percpu_elem,
         _ => return None,
     };
     Some(f)
