@@ -14,6 +14,12 @@
 //! - output normalisation and comparison with the kernel-derived expected
 //!   files in `expected/` ([`normalize`]).
 //!
+//! - which bpftrace runs ([`Bpftrace`]): Debian 12's own (0.17), or the
+//!   bpftrace of Debian 13 (0.23) or sid (0.27) inside a chroot made by
+//!   `scripts/chroots.sh`. For a chroot the world lives under the chroot's
+//!   `/tmp`, so bpftrace inside and the traced apps outside name the very
+//!   same files (the same inodes) by two paths.
+//!
 //! The test cases themselves live in `tests/`, the shared case table in
 //! [`cases`].
 
@@ -30,6 +36,89 @@ use std::time::{Duration, Instant};
 
 /// The user the loader and the targets run as when the tests run as root.
 pub const NOBODY: u32 = 65534;
+
+/// A bpftrace release the tests run: the host's, or one in a Debian chroot.
+#[derive(Clone, Debug)]
+pub struct Bpftrace {
+    /// `0.17`, `0.23`, `0.27`: names the expected outputs' directory.
+    pub version: &'static str,
+    /// The chroot bpftrace runs in (`None`: the host's `/usr/bin/bpftrace`).
+    pub root: Option<PathBuf>,
+}
+
+/// The Debian suites whose bpftrace the tests run, made by
+/// `scripts/chroots.sh` (one place, shared with the script through
+/// `USERBPF_CHROOTS`).
+pub const CHROOT_SUITES: &[(&str, &str)] = &[("trixie", "0.23"), ("sid", "0.27")];
+
+impl Bpftrace {
+    /// Debian 12's bpftrace (0.17).
+    pub fn host() -> Bpftrace {
+        Bpftrace {
+            version: "0.17",
+            root: None,
+        }
+    }
+
+    /// The bpftrace of a Debian suite's chroot ([`CHROOT_SUITES`]), found
+    /// under `$USERBPF_CHROOTS` (default: `.cache/chroots` of the
+    /// workspace) with `/proc`, `/dev` and `/sys` mounted, as
+    /// `scripts/chroots.sh` leaves it.
+    pub fn debian(suite: &str) -> Result<Bpftrace, SetupError> {
+        let version = CHROOT_SUITES
+            .iter()
+            .find(|(s, _)| *s == suite)
+            .map(|(_, v)| *v)
+            .ok_or_else(|| SetupError(format!("no chroot suite {suite}")))?;
+        let dir = std::env::var_os("USERBPF_CHROOTS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/chroots"));
+        let root = dir.join(suite);
+        let fix = "run scripts/chroots.sh as root (CI does)";
+        if !root.join("usr/bin/bpftrace").exists() {
+            return Err(SetupError(format!(
+                "no bpftrace {version} chroot at {}: {fix}",
+                root.display()
+            )));
+        }
+        if !root.join("proc/self").exists() || !root.join("sys/kernel").exists() {
+            return Err(SetupError(format!(
+                "{} lacks /proc or /sys mounts: {fix}",
+                root.display()
+            )));
+        }
+        if !is_root() {
+            return Err(SetupError(format!(
+                "bpftrace {version} runs in a chroot, which needs root"
+            )));
+        }
+        Ok(Bpftrace {
+            version,
+            root: Some(root),
+        })
+    }
+
+    /// Where this release's expected outputs live: `expected/` for 0.17,
+    /// `expected/bpftrace-<version>/` for the others.
+    pub fn expected_dir(&self) -> PathBuf {
+        match self.root {
+            None => expected_dir(),
+            Some(_) => expected_dir().join(format!("bpftrace-{}", self.version)),
+        }
+    }
+
+    /// `bpftrace ARGS` as the kernel oracle runs it: as root, in the chroot.
+    pub fn oracle_command(&self) -> Command {
+        match &self.root {
+            None => Command::new(BPFTRACE),
+            Some(root) => {
+                let mut c = Command::new("chroot");
+                c.arg(root).arg(BPFTRACE);
+                c
+            }
+        }
+    }
+}
 /// The bpftrace every test drives.
 pub const BPFTRACE: &str = "/usr/bin/bpftrace";
 
@@ -95,6 +184,10 @@ pub struct World {
     pub lib: PathBuf,
     /// `USERBPF_DIR` for every process of this world.
     pub registry: PathBuf,
+    /// The bpftrace this world runs.
+    pub bpftrace: Bpftrace,
+    /// `dir` as bpftrace sees it (inside its chroot; else `dir`).
+    pub inner: PathBuf,
 }
 
 static WORLD_COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -138,9 +231,15 @@ fn chown_to_runner(path: &Path) -> Result<(), SetupError> {
 }
 
 impl World {
-    /// Build a world: copy the cdylibs, compile the sample app and library.
+    /// Build a world for the host's bpftrace: copy the cdylibs, compile
+    /// the sample app and library.
     pub fn new() -> Result<World, SetupError> {
-        if !Path::new(BPFTRACE).exists() {
+        World::with(Bpftrace::host())
+    }
+
+    /// Build a world for `bpftrace`: for a chroot, under its `/tmp`.
+    pub fn with(bpftrace: Bpftrace) -> Result<World, SetupError> {
+        if bpftrace.root.is_none() && !Path::new(BPFTRACE).exists() {
             return Err(SetupError(format!(
                 "{BPFTRACE} is not installed (run scripts/setup.sh)"
             )));
@@ -150,7 +249,14 @@ impl World {
             SAID.call_once(|| eprintln!("e2e: not root, so loader and targets run as the current user (not uid {NOBODY})"));
         }
         let n = WORLD_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("userbpf-e2e-{}-{n}", std::process::id()));
+        let name = format!("userbpf-e2e-{}-{n}", std::process::id());
+        let (dir, inner) = match &bpftrace.root {
+            None => {
+                let d = std::env::temp_dir().join(&name);
+                (d.clone(), d)
+            }
+            Some(root) => (root.join("tmp").join(&name), Path::new("/tmp").join(&name)),
+        };
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)
             .map_err(|e| SetupError(format!("mkdir {}: {e}", dir.display())))?;
@@ -196,14 +302,48 @@ impl World {
             app,
             lib,
             registry,
+            bpftrace,
+            inner,
         })
     }
 
-    /// Substitute `{APP}`, `{LIB}`, `{DIR}` in a script or command.
+    /// `path` (inside the world) as bpftrace sees it.
+    pub fn inner_path(&self, path: &Path) -> PathBuf {
+        match path.strip_prefix(&self.dir) {
+            Ok(rest) => self.inner.join(rest),
+            Err(_) => path.to_path_buf(),
+        }
+    }
+
+    /// Substitute `{APP}`, `{LIB}`, `{DIR}` in a script or command for
+    /// bpftrace (the paths as bpftrace sees them).
     pub fn expand(&self, s: &str) -> String {
-        s.replace("{APP}", &self.app.to_string_lossy())
-            .replace("{LIB}", &self.lib.to_string_lossy())
-            .replace("{DIR}", &self.dir.to_string_lossy())
+        s.replace("{APP}", &self.inner_path(&self.app).to_string_lossy())
+            .replace("{LIB}", &self.inner_path(&self.lib).to_string_lossy())
+            .replace("{DIR}", &self.inner.to_string_lossy())
+    }
+
+    /// `bpftrace` with the syscall server, as the test user, in its chroot
+    /// if it has one; the world's paths as bpftrace sees them.
+    fn bpftrace_command(&self) -> Command {
+        let Some(root) = &self.bpftrace.root else {
+            return self.command(BPFTRACE, &self.server);
+        };
+        let mut cmd = Command::new("chroot");
+        cmd.arg(format!("--userspec={NOBODY}:{NOBODY}"))
+            .arg(format!("--groups={NOBODY}"))
+            .arg(root)
+            .arg("env")
+            .arg(format!("USERBPF_DIR={}", self.inner_path(&self.registry).display()))
+            .arg(format!("LD_PRELOAD={}", self.inner_path(&self.server).display()))
+            .arg(format!("HOME={}", self.inner.display()))
+            .arg(BPFTRACE)
+            .env_remove("LD_PRELOAD")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        cmd
     }
 
     /// A command that runs `program` as the test user with the world's
@@ -242,7 +382,7 @@ impl World {
 
     /// Start bpftrace (with the syscall server) on `script` plus extra args.
     pub fn spawn_bpftrace(&self, script: &str, extra: &[String]) -> Result<Proc, SetupError> {
-        let mut cmd = self.command(BPFTRACE, &self.server);
+        let mut cmd = self.bpftrace_command();
         cmd.arg("-e").arg(self.expand(script)).args(extra);
         Proc::spawn(cmd, "bpftrace")
     }
@@ -250,14 +390,14 @@ impl World {
     /// Start bpftrace like [`World::spawn_bpftrace`], leaving its stdout
     /// for the caller to read ([`Proc::take_stdout`]) with exact timing.
     pub fn spawn_bpftrace_raw(&self, script: &str, extra: &[String]) -> Result<Proc, SetupError> {
-        let mut cmd = self.command(BPFTRACE, &self.server);
+        let mut cmd = self.bpftrace_command();
         cmd.arg("-e").arg(self.expand(script)).args(extra);
         Proc::spawn_raw(cmd, "bpftrace")
     }
 
     /// Start bpftrace (with the syscall server) on a script file.
     pub fn spawn_bpftrace_file(&self, script: &str, extra: &[String]) -> Result<Proc, SetupError> {
-        let mut cmd = self.command(BPFTRACE, &self.server);
+        let mut cmd = self.bpftrace_command();
         cmd.arg(script).args(extra);
         Proc::spawn(cmd, "bpftrace")
     }

@@ -2,17 +2,48 @@
 //! target as an ordinary user, compared with the output kernel bpftrace
 //! printed for the same script (`expected/`, derived once with
 //! `kernel_oracle` below; these tests never need kernel eBPF).
+//!
+//! Every case runs under three bpftrace releases: Debian 12's 0.17, and
+//! Debian 13's 0.23 and sid's 0.27 in the chroots `scripts/chroots.sh`
+//! makes, each against its own kernel output
+//! (`expected/bpftrace-<version>/`).
 
 use std::time::Duration;
 
 use tests::cases::{case, Case, CASES};
-use tests::{expected_dir, mismatch, normalize, run_uid, World};
+use tests::{mismatch, normalize, run_uid, Bpftrace, World, CHROOT_SUITES};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 
-fn check(c: &Case) {
-    let world = World::new().unwrap_or_else(|e| panic!("e2e setup: {e}"));
-    let expected_path = expected_dir().join(format!("{}.out", c.name));
+/// Every release the cases run under.
+fn releases() -> Vec<Result<Bpftrace, String>> {
+    std::iter::once(Ok(Bpftrace::host()))
+        .chain(
+            CHROOT_SUITES
+                .iter()
+                .map(|(suite, _)| Bpftrace::debian(suite).map_err(|e| e.0)),
+        )
+        .collect()
+}
+
+/// The release of one `bpftrace_<version>` test module.
+fn release(version: &str) -> Bpftrace {
+    if version == "0.17" {
+        return Bpftrace::host();
+    }
+    let (suite, _) = CHROOT_SUITES
+        .iter()
+        .find(|(_, v)| *v == version)
+        .unwrap_or_else(|| panic!("no bpftrace {version} suite"));
+    Bpftrace::debian(suite).unwrap_or_else(|e| panic!("e2e setup: {e}"))
+}
+
+fn check(bpftrace: Bpftrace, c: &Case) {
+    let world = World::with(bpftrace).unwrap_or_else(|e| panic!("e2e setup: {e}"));
+    let expected_path = world
+        .bpftrace
+        .expected_dir()
+        .join(format!("{}.out", c.name));
     let expected = std::fs::read_to_string(&expected_path).unwrap_or_else(|e| {
         panic!(
             "{}: {e} (derive it with the kernel_oracle test)",
@@ -21,13 +52,14 @@ fn check(c: &Case) {
     });
     let out = world.bpftrace_c(c.script, c.command, RUN_TIMEOUT);
     let uid = run_uid();
-    let actual = normalize(&out.stdout, Some(&world.dir), uid);
+    let actual = normalize(&out.stdout, Some(&world.inner), uid);
     let expected = normalize(&expected, None, uid);
     assert_eq!(
         actual,
         expected,
-        "case {}{}\n{}",
+        "case {} under bpftrace {}{}\n{}",
         c.name,
+        world.bpftrace.version,
         c.kernel_artefact
             .map(|w| format!(" (differs from the kernel on purpose: {w})"))
             .unwrap_or_default(),
@@ -42,12 +74,32 @@ fn check(c: &Case) {
 }
 
 macro_rules! case_tests {
-    ($($name:ident),* $(,)?) => {$(
-        #[test]
-        fn $name() {
-            check(case(stringify!($name)));
+    ($($name:ident),* $(,)?) => {
+        mod bpftrace_0_17 {
+            $(
+                #[test]
+                fn $name() {
+                    super::check(super::release("0.17"), super::case(stringify!($name)));
+                }
+            )*
         }
-    )*};
+        mod bpftrace_0_23 {
+            $(
+                #[test]
+                fn $name() {
+                    super::check(super::release("0.23"), super::case(stringify!($name)));
+                }
+            )*
+        }
+        mod bpftrace_0_27 {
+            $(
+                #[test]
+                fn $name() {
+                    super::check(super::release("0.27"), super::case(stringify!($name)));
+                }
+            )*
+        }
+    };
 }
 
 case_tests!(
@@ -70,7 +122,7 @@ case_tests!(
 );
 
 #[test]
-fn every_case_has_a_test_and_an_expected_file() {
+fn every_case_has_a_test_and_an_expected_file_for_every_release() {
     let src = include_str!("bpftrace_cases.rs");
     for c in CASES {
         assert!(
@@ -78,24 +130,38 @@ fn every_case_has_a_test_and_an_expected_file() {
             "case {} has no test",
             c.name
         );
-        assert!(
-            expected_dir().join(format!("{}.out", c.name)).is_file(),
-            "case {} has no expected output",
-            c.name
-        );
-        if c.kernel_artefact.is_some() {
+    }
+    let dirs = std::iter::once(Bpftrace::host().expected_dir()).chain(CHROOT_SUITES.iter().map(
+        |(_, version)| {
+            Bpftrace {
+                version,
+                root: Some("/".into()),
+            }
+            .expected_dir()
+        },
+    ));
+    for dir in dirs {
+        for c in CASES {
             assert!(
-                expected_dir()
-                    .join(format!("{}.kernel.out", c.name))
-                    .is_file(),
-                "case {} lacks its kernel output",
-                c.name
+                dir.join(format!("{}.out", c.name)).is_file(),
+                "case {} has no expected output in {}",
+                c.name,
+                dir.display()
             );
+            if c.kernel_artefact.is_some() {
+                assert!(
+                    dir.join(format!("{}.kernel.out", c.name)).is_file(),
+                    "case {} lacks its kernel output in {}",
+                    c.name,
+                    dir.display()
+                );
+            }
         }
     }
 }
 
-/// Derive the expected outputs from kernel bpftrace (root, kernel eBPF).
+/// Derive the expected outputs from kernel bpftrace (root, kernel eBPF),
+/// for every release (`USERBPF_ORACLE_RELEASE=0.23` for one).
 /// Opt-in: `USERBPF_KERNEL_ORACLE=1 cargo test -p tests --test bpftrace_cases -- --ignored kernel_oracle`.
 /// Cases with a `kernel_artefact` write `<name>.kernel.out` only; their
 /// `<name>.out` is maintained by hand from it.
@@ -108,12 +174,26 @@ fn kernel_oracle() {
     }
     assert!(tests::is_root(), "the kernel oracle needs root");
     let only = std::env::var("USERBPF_ORACLE_CASE").ok();
-    for c in CASES
-        .iter()
-        .filter(|c| only.as_deref().is_none_or(|o| o == c.name))
+    let only_release = std::env::var("USERBPF_ORACLE_RELEASE").ok();
+    for bpftrace in releases() {
+        let bpftrace = bpftrace.unwrap_or_else(|e| panic!("kernel_oracle: {e}"));
+        if only_release.as_deref().is_some_and(|r| r != bpftrace.version) {
+            continue;
+        }
+        std::fs::create_dir_all(bpftrace.expected_dir()).expect("mkdir expected");
+        for c in CASES
+            .iter()
+            .filter(|c| only.as_deref().is_none_or(|o| o == c.name))
+        {
+            oracle_case(&bpftrace, c);
+        }
+    }
+}
+
+fn oracle_case(bpftrace: &Bpftrace, c: &Case) {
     {
-        let world = World::new().expect("setup");
-        let mut cmd = std::process::Command::new(tests::BPFTRACE);
+        let world = World::with(bpftrace.clone()).expect("setup");
+        let mut cmd = bpftrace.oracle_command();
         cmd.arg("-e").arg(world.expand(c.script));
         if !c.command.is_empty() {
             cmd.arg("-c").arg(world.expand(c.command));
@@ -128,13 +208,14 @@ fn kernel_oracle() {
             c.name,
             String::from_utf8_lossy(&out.stderr)
         );
-        let text = normalize(&String::from_utf8_lossy(&out.stdout), Some(&world.dir), 0);
+        let text = normalize(&String::from_utf8_lossy(&out.stdout), Some(&world.inner), 0);
         let file = if c.kernel_artefact.is_some() {
             format!("{}.kernel.out", c.name)
         } else {
             format!("{}.out", c.name)
         };
-        std::fs::write(expected_dir().join(&file), text).expect("write expected");
-        eprintln!("kernel_oracle: wrote {file}");
+        let path = bpftrace.expected_dir().join(&file);
+        std::fs::write(&path, text).expect("write expected");
+        eprintln!("kernel_oracle: wrote {}", path.display());
     }
 }
