@@ -209,7 +209,7 @@ impl Env {
         }
         let r = self.rng.next();
         match id {
-            1 => {
+            1 | 195 => {
                 let fd = self.fd_of_handle(a[0]).unwrap_or(0);
                 if r % 3 == 0 { 0 } else { self.values[fd as usize].as_ptr() as u64 }
             }
@@ -272,7 +272,7 @@ macro_rules! fakes {
     };
 }
 
-fakes!(1, 2, 3, 4, 5, 6, 7, 8, 14, 15, 16, 25, 27, 35, 45, 67, 80, 87, 88, 89, 112, 113, 114, 115, 125, 130, 131, 132, 133, 134, 164, 165, 173, 174, 181, 182);
+fakes!(1, 2, 3, 4, 5, 6, 7, 8, 14, 15, 16, 25, 27, 35, 45, 67, 80, 87, 88, 89, 112, 113, 114, 115, 125, 130, 131, 132, 133, 134, 164, 165, 173, 174, 181, 182, 195);
 
 /// Fake implementations of every helper in the table (tail calls are the
 /// interpreter's own).
