@@ -402,6 +402,14 @@ impl World {
         Proc::spawn(cmd, "bpftrace")
     }
 
+    /// Start a loader (a libbpf or bcc tool) with the syscall server, as the
+    /// test user.
+    pub fn spawn_loader(&self, program: &str, args: &[&str]) -> Result<Proc, SetupError> {
+        let mut cmd = self.command(program, &self.server);
+        cmd.args(args);
+        Proc::spawn(cmd, "loader")
+    }
+
     /// Start the sample app with the agent.
     pub fn spawn_app(&self, args: &[&str]) -> Result<Proc, SetupError> {
         self.spawn_with_agent(&self.app.to_string_lossy(), args, None)

@@ -28,27 +28,19 @@ use tests::{Output, Proc, World};
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Start a libbpf tool with the syscall server preloaded.
-///
-/// The harness only starts bpftrace as a loader; here `/usr/bin/env` runs
-/// first with the agent (what [`World::spawn_with_agent`] preloads) and
-/// execs the tool with the server instead, so the server is loaded by the
-/// loader itself, as it must be.
 fn spawn_tool(world: &World, tool: &str, args: &[&str]) -> Proc {
-    let preload = format!("LD_PRELOAD={}", world.server.display());
-    let mut argv: Vec<&str> = vec![&preload, tool];
-    argv.extend_from_slice(args);
     world
-        .spawn_with_agent("/usr/bin/env", &argv, None)
+        .spawn_loader(tool, args)
         .unwrap_or_else(|e| panic!("spawn {tool}: {e}"))
 }
 
-/// Whether `tool` is installed; prints why a test is skipped.
-fn installed(tool: &str) -> bool {
-    let ok = Path::new(tool).exists();
-    if !ok {
-        eprintln!("skipped: {tool} is not installed (Debian package libbpf-tools)");
-    }
-    ok
+/// `tool` must be installed: `scripts/setup.sh` installs it (CI runs it),
+/// so a missing one is a failure, not a skip.
+fn require(tool: &str, package: &str) {
+    assert!(
+        Path::new(tool).exists(),
+        "{tool} is not installed (Debian package {package}; scripts/setup.sh installs it)"
+    );
 }
 
 /// Wait until the loader has published `n` attachments (uprobe links) in the
@@ -96,9 +88,7 @@ fn interrupt(loader: Proc) -> Output {
 #[test]
 fn gethostlatency() {
     let tool = "/usr/sbin/gethostlatency";
-    if !installed(tool) {
-        return;
-    }
+    require(tool, "libbpf-tools");
     let world = World::new().unwrap_or_else(|e| panic!("e2e setup: {e}"));
     let resolver = world
         .compile_app("resolver")
@@ -148,10 +138,8 @@ fn gethostlatency() {
 #[test]
 fn bashreadline() {
     let tool = "/usr/sbin/bashreadline";
-    if !installed(tool) || !Path::new("/usr/bin/script").exists() {
-        eprintln!("skipped: script(1) is needed for a terminal");
-        return;
-    }
+    require(tool, "libbpf-tools");
+    require("/usr/bin/script", "util-linux"); // a terminal for readline
     let world = World::new().unwrap_or_else(|e| panic!("e2e setup: {e}"));
     let mut loader = spawn_tool(&world, tool, &[]);
     // One uretprobe on /usr/bin/bash:readline.
@@ -271,9 +259,7 @@ fn check_napper_histogram(out: &Output, target: &str) {
 #[test]
 fn funclatency_program_function() {
     let tool = "/usr/sbin/funclatency";
-    if !installed(tool) {
-        return;
-    }
+    require(tool, "libbpf-tools");
     let world = World::new().unwrap_or_else(|e| panic!("e2e setup: {e}"));
     let napper = world
         .compile_app("napper")
@@ -296,9 +282,7 @@ fn funclatency_program_function() {
 #[test]
 fn funclatency_pid_binary_function() {
     let tool = "/usr/sbin/funclatency";
-    if !installed(tool) {
-        return;
-    }
+    require(tool, "libbpf-tools");
     let world = World::new().unwrap_or_else(|e| panic!("e2e setup: {e}"));
     let napper = world
         .compile_app("napper")
