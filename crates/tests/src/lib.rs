@@ -73,7 +73,9 @@ impl Bpftrace {
         let dir = std::env::var_os("USERBPF_CHROOTS")
             .map(PathBuf::from)
             .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/chroots"));
+        // Canonical: the apps' /proc/PID/maps name files by canonical path.
         let root = dir.join(suite);
+        let root = root.canonicalize().unwrap_or(root);
         let fix = "run scripts/chroots.sh as root (CI does)";
         if !root.join("usr/bin/bpftrace").exists() {
             return Err(SetupError(format!(
@@ -96,6 +98,25 @@ impl Bpftrace {
             version,
             root: Some(root),
         })
+    }
+
+    /// The release `version` (`0.17`, or one of [`CHROOT_SUITES`]).
+    pub fn release(version: &str) -> Result<Bpftrace, SetupError> {
+        if version == "0.17" {
+            return Ok(Bpftrace::host());
+        }
+        let (suite, _) = CHROOT_SUITES
+            .iter()
+            .find(|(_, v)| *v == version)
+            .ok_or_else(|| SetupError(format!("no bpftrace {version} suite")))?;
+        Bpftrace::debian(suite)
+    }
+
+    /// Every release the end-to-end tests run: the host's, then the chroots'.
+    pub fn all() -> Vec<Result<Bpftrace, SetupError>> {
+        std::iter::once(Ok(Bpftrace::host()))
+            .chain(CHROOT_SUITES.iter().map(|(suite, _)| Bpftrace::debian(suite)))
+            .collect()
     }
 
     /// Where this release's expected outputs live: `expected/` for 0.17,
@@ -589,6 +610,23 @@ impl Proc {
     /// Stderr so far.
     pub fn stderr_now(&self) -> String {
         self.stderr.text()
+    }
+
+    /// Wait until bpftrace says its probes are attached: "Attaching N
+    /// probes..." on stdout (up to 0.2x), "Attached N probes" on stderr
+    /// (0.27); false on timeout or exit.
+    pub fn wait_for_attach(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.stdout.text().contains("Attaching") || self.stderr.text().contains("Attached") {
+                return true;
+            }
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
     }
 
     /// Wait until stdout contains `needle`; false on timeout or exit.

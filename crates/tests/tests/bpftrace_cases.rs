@@ -15,27 +15,9 @@ use tests::{mismatch, normalize, run_uid, Bpftrace, World, CHROOT_SUITES};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Every release the cases run under.
-fn releases() -> Vec<Result<Bpftrace, String>> {
-    std::iter::once(Ok(Bpftrace::host()))
-        .chain(
-            CHROOT_SUITES
-                .iter()
-                .map(|(suite, _)| Bpftrace::debian(suite).map_err(|e| e.0)),
-        )
-        .collect()
-}
-
 /// The release of one `bpftrace_<version>` test module.
 fn release(version: &str) -> Bpftrace {
-    if version == "0.17" {
-        return Bpftrace::host();
-    }
-    let (suite, _) = CHROOT_SUITES
-        .iter()
-        .find(|(_, v)| *v == version)
-        .unwrap_or_else(|| panic!("no bpftrace {version} suite"));
-    Bpftrace::debian(suite).unwrap_or_else(|e| panic!("e2e setup: {e}"))
+    Bpftrace::release(version).unwrap_or_else(|e| panic!("e2e setup: {e}"))
 }
 
 fn check(bpftrace: Bpftrace, c: &Case) {
@@ -175,7 +157,7 @@ fn kernel_oracle() {
     assert!(tests::is_root(), "the kernel oracle needs root");
     let only = std::env::var("USERBPF_ORACLE_CASE").ok();
     let only_release = std::env::var("USERBPF_ORACLE_RELEASE").ok();
-    for bpftrace in releases() {
+    for bpftrace in Bpftrace::all() {
         let bpftrace = bpftrace.unwrap_or_else(|e| panic!("kernel_oracle: {e}"));
         if only_release.as_deref().is_some_and(|r| r != bpftrace.version) {
             continue;

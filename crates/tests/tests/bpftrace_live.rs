@@ -3,17 +3,46 @@
 //! run as an ordinary user; expected outputs (`expected/live_*.out`) are what
 //! kernel bpftrace printed for the same scripts and app, e.g.
 //! `sample 10 0 1000 1 & bpftrace -e '<script>' -p $!` as root.
+//!
+//! Every test runs under bpftrace 0.17, 0.23 and 0.27 (`tests::Bpftrace`).
+//! For 0.23 and 0.27 bpftrace runs inside its Debian chroot while the app
+//! runs outside, both naming the same executable (one inode, two paths)
+//! and the same registry; their expected outputs are in
+//! `expected/bpftrace-<version>/`, from the same commands as root with the
+//! chroot's bpftrace.
 
 use std::time::Duration;
 
-use tests::{expected_dir, mismatch, normalize, run_uid, Proc, World};
+use tests::{mismatch, normalize, run_uid, Bpftrace, Proc, World};
 
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn expected(name: &str) -> String {
-    let p = expected_dir().join(format!("{name}.out"));
+fn expected(world: &World, name: &str) -> String {
+    let p = world.bpftrace.expected_dir().join(format!("{name}.out"));
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
+
+fn world(version: &str) -> World {
+    Bpftrace::release(version)
+        .and_then(World::with)
+        .unwrap_or_else(|e| panic!("e2e setup: {e}"))
+}
+
+/// One test per release of each scenario below.
+macro_rules! per_release {
+    ($($name:ident),* $(,)?) => {
+        mod bpftrace_0_17 { $( #[test] fn $name() { super::$name(super::world("0.17")); } )* }
+        mod bpftrace_0_23 { $( #[test] fn $name() { super::$name(super::world("0.23")); } )* }
+        mod bpftrace_0_27 { $( #[test] fn $name() { super::$name(super::world("0.27")); } )* }
+    };
+}
+
+per_release!(
+    attach_by_pid_with_exit,
+    ctrl_c_prints_maps,
+    two_loaders_on_one_app_see_only_their_own_maps,
+    killed_loader_detaches_its_probes,
+);
 
 /// The sample app looping forever over 10 iterations, 1 ms apart.
 fn running_app(world: &World) -> Proc {
@@ -27,9 +56,15 @@ fn running_app(world: &World) -> Proc {
 
 fn assert_output(world: &World, name: &str, out: &tests::Output) {
     let uid = run_uid();
-    let want = normalize(&expected(name), None, uid);
-    let got = normalize(&out.stdout, Some(&world.dir), uid);
-    assert_eq!(got, want, "{name}\n{}", mismatch(&want, &got, out));
+    let want = normalize(&expected(world, name), None, uid);
+    let got = normalize(&out.stdout, Some(&world.inner), uid);
+    assert_eq!(
+        got,
+        want,
+        "{name} under bpftrace {}\n{}",
+        world.bpftrace.version,
+        mismatch(&want, &got, out)
+    );
     assert_eq!(
         out.status,
         Some(0),
@@ -38,9 +73,7 @@ fn assert_output(world: &World, name: &str, out: &tests::Output) {
     );
 }
 
-#[test]
-fn attach_by_pid_with_exit() {
-    let world = World::new().unwrap_or_else(|e| panic!("e2e setup: {e}"));
+fn attach_by_pid_with_exit(world: World) {
     let app = running_app(&world);
     let bt = world
         .spawn_bpftrace(
@@ -52,9 +85,7 @@ fn attach_by_pid_with_exit() {
     assert_output(&world, "live_attach_pid", &out);
 }
 
-#[test]
-fn ctrl_c_prints_maps() {
-    let world = World::new().unwrap_or_else(|e| panic!("e2e setup: {e}"));
+fn ctrl_c_prints_maps(world: World) {
     let app = running_app(&world);
     let mut bt = world
         .spawn_bpftrace(
@@ -63,7 +94,7 @@ fn ctrl_c_prints_maps() {
         )
         .expect("spawn bpftrace");
     assert!(
-        bt.wait_for_stdout("Attaching", STEP_TIMEOUT),
+        bt.wait_for_attach(STEP_TIMEOUT),
         "bpftrace never attached: {}",
         bt.stderr_now()
     );
@@ -80,9 +111,7 @@ fn ctrl_c_prints_maps() {
     );
 }
 
-#[test]
-fn two_loaders_on_one_app_see_only_their_own_maps() {
-    let world = World::new().unwrap_or_else(|e| panic!("e2e setup: {e}"));
+fn two_loaders_on_one_app_see_only_their_own_maps(world: World) {
     let app = running_app(&world);
     let pid = app.pid().to_string();
     // Both scripts use a map named @x; each must print its own value.
@@ -122,9 +151,7 @@ fn add2_patched(world: &World, app: &Proc) -> bool {
     disk != mem
 }
 
-#[test]
-fn killed_loader_detaches_its_probes() {
-    let world = World::new().unwrap_or_else(|e| panic!("e2e setup: {e}"));
+fn killed_loader_detaches_its_probes(world: World) {
     let app = running_app(&world);
     assert!(!add2_patched(&world, &app), "add2 patched before any probe");
     let mut bt = world
@@ -134,7 +161,7 @@ fn killed_loader_detaches_its_probes() {
         )
         .expect("spawn bpftrace");
     assert!(
-        bt.wait_for_stdout("Attaching", STEP_TIMEOUT),
+        bt.wait_for_attach(STEP_TIMEOUT),
         "bpftrace never attached: {}",
         bt.stderr_now()
     );
