@@ -13,7 +13,10 @@ use vm::program::PseudoLoad;
 
 use crate::cfg::Cfg;
 use crate::error::{Reject, E2BIG, EBADF};
-use crate::helpers::{helper, ArgKind, RetKind};
+use crate::helpers::{self, helper, ArgKind, RetKind};
+
+/// The kernel's `MAX_ERRNO`: helpers return -errno down to this.
+const MAX_ERRNO: i64 = 4095;
 use crate::log::{alu_op_name, Log};
 use crate::maps::{MapDesc, Maps};
 use crate::prog_type::ProgType;
@@ -914,6 +917,8 @@ impl<'a> Analyzer<'a> {
         let mut callback: Option<u32> = None;
         let mut callback_ctx = Reg::scalar(Scalar::constant(0));
         let mut alloc_size = 0u32;
+        // Largest value of the size argument (the kernel's msize_max_value).
+        let mut msize_max = 0u64;
         for (k, kind) in proto.args.iter().copied().enumerate() {
             let regno = k as u8 + 1;
             if kind == ArgKind::DontCare {
@@ -968,6 +973,7 @@ impl<'a> Analyzer<'a> {
                     if kind == ArgKind::ConstSize && v.umin == 0 {
                         return Err(acc(pc, format!("R{regno} invalid zero-sized read")));
                     }
+                    msize_max = v.umax;
                     let (mregno, mreg, write) = pending_mem.take().expect("helper table: size follows memory");
                     if mreg.is_const(0) && mreg.kind == Kind::Scalar {
                         if v.umax != 0 {
@@ -1035,6 +1041,12 @@ impl<'a> Analyzer<'a> {
         }
         let r0 = match proto.ret {
             RetKind::Integer if proto.ret_u32 => Reg::scalar(Scalar::unsigned_bytes(4)),
+            // The kernel's do_refine_retval_range: these return the bytes
+            // written (at most the size argument) or -errno. bpftrace
+            // 0.20+ bounds its ustack hashing loop by bpf_get_stack's result.
+            RetKind::Integer if helpers::RETURNS_SIZE_OR_ERRNO.contains(&proto.id) => {
+                Reg::scalar(Scalar::srange(-MAX_ERRNO, msize_max.min(i64::MAX as u64) as i64))
+            }
             RetKind::Integer => Reg::unknown(),
             RetKind::Void => Reg::NOT_INIT,
             RetKind::MapValueOrNull => {

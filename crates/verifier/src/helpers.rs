@@ -172,6 +172,12 @@ pub static HELPERS: &[HelperProto] = &[
     ),
 ];
 
+/// Helpers whose result is the number of bytes written, at most their size
+/// argument, or -errno: `bpf_probe_read_str`, `bpf_get_stack`,
+/// `bpf_probe_read_user_str`, `bpf_probe_read_kernel_str` (the kernel's
+/// `do_refine_retval_range`).
+pub const RETURNS_SIZE_OR_ERRNO: &[u32] = &[45, 67, 114, 115];
+
 /// The prototype of helper `id`, if userbpf offers it.
 pub fn helper(id: u32) -> Option<&'static HelperProto> {
     HELPERS.binary_search_by_key(&id, |h| h.id).ok().map(|i| &HELPERS[i])

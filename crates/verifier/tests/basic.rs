@@ -175,3 +175,15 @@ fn map_lookup_percpu_elem_takes_per_cpu_maps_only() {
     assert_eq!(e.errno, EINVAL);
     assert!(e.message.contains("cannot pass map_type 2 into func bpf_map_lookup_percpu_elem#195"), "{}", e.message);
 }
+
+/// `bpf_get_stack` returns the bytes written (at most its size argument) or
+/// -errno, which the kernel's verifier knows (do_refine_retval_range):
+/// bpftrace 0.20+ bounds its ustack hashing loop by that result.
+#[test]
+fn get_stack_result_is_bounded_by_its_size() {
+    let src = "mov %r7, %r1\nmov %r1, 0\nstxw [%r10-4], %r1\nlddw %r1, map_fd(3)\nmov %r2, %r10\nadd %r2, -4\n\
+               call bpf_map_lookup_elem\njeq %r0, 0, out\nmov %r6, %r0\nmov %r1, %r7\nmov %r2, %r6\nmov %r3, 64\n\
+               mov %r4, 256\ncall bpf_get_stack\njslt %r0, 8, out\nadd %r0, -8\nadd %r6, %r0\nldxdw %r0, [%r6]\n\
+               out:\nmov %r0, 0\nexit";
+    run(src).unwrap_or_else(|e| panic!("{e}\n{}", e.log));
+}
