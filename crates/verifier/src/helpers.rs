@@ -148,6 +148,7 @@ pub static HELPERS: &[HelperProto] = &[
     proto(113, "bpf_probe_read_kernel", [UninitMem, ConstSizeOrZero, Anything, D, D], RetKind::Integer),
     proto(114, "bpf_probe_read_user_str", [UninitMem, ConstSizeOrZero, Anything, D, D], RetKind::Integer),
     proto(115, "bpf_probe_read_kernel_str", [UninitMem, ConstSizeOrZero, Anything, D, D], RetKind::Integer),
+    proto(120, "bpf_get_ns_current_pid_tgid", [Anything, Anything, UninitMem, ConstSize, D], RetKind::Integer),
     proto(125, "bpf_ktime_get_boot_ns", [D; 5], RetKind::Integer),
     with_maps(proto(130, "bpf_ringbuf_output", [ConstMapPtr, Mem, ConstSizeOrZero, Anything, D], RetKind::Integer), RINGBUF),
     with_maps(
@@ -170,6 +171,7 @@ pub static HELPERS: &[HelperProto] = &[
         proto(195, "bpf_map_lookup_percpu_elem", [ConstMapPtr, MapKey, Anything, D, D], RetKind::MapValueOrNull),
         PERCPU_MAPS,
     ),
+    proto(208, "bpf_ktime_get_tai_ns", [D; 5], RetKind::Integer),
 ];
 
 /// Helpers whose result is the number of bytes written, at most their size

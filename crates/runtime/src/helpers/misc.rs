@@ -23,6 +23,11 @@ pub unsafe extern "C" fn ktime_get_boot_ns(_: u64, _: u64, _: u64, _: u64, _: u6
     clock_ns(libc::CLOCK_BOOTTIME)
 }
 
+/// `bpf_ktime_get_tai_ns()`: CLOCK_TAI (bpftrace's `nsecs(tai)`).
+pub unsafe extern "C" fn ktime_get_tai_ns(_: u64, _: u64, _: u64, _: u64, _: u64, _: *mut c_void) -> u64 {
+    clock_ns(libc::CLOCK_TAI)
+}
+
 thread_local! {
     /// xorshift64* state; 0 means "not seeded yet".
     static PRANDOM_STATE: Cell<u64> = const { Cell::new(0) };

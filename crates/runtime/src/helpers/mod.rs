@@ -92,6 +92,7 @@ pub fn implementation(id: u32) -> Option<HelperFn> {
         113 => probe::probe_read_kernel,
         114 => probe::probe_read_user_str,
         115 => probe::probe_read_kernel_str,
+        120 => task::get_ns_current_pid_tgid,
         125 => misc::ktime_get_boot_ns,
         164 => callbacks::for_each_map_elem,
         130 => map_ops::ringbuf_output,
@@ -105,6 +106,7 @@ pub fn implementation(id: u32) -> Option<HelperFn> {
         181 => callbacks::bpf_loop,
         182 => misc::strncmp,
         195 => map_ops::map_lookup_percpu_elem,
+        208 => misc::ktime_get_tai_ns,
         _ => return None,
     };
     Some(f)

@@ -4,7 +4,7 @@
 //! - pid/tgid: per-thread cache, invalidated by a fork generation counter
 //!   bumped in a `pthread_atfork` child handler ([`after_fork_child`],
 //!   registered by `runtime::init_process`).
-//! - uid/gid and cgroup id: process-wide atomics, refreshed by
+//! - uid/gid, cgroup id and the pid namespace: process-wide atomics, refreshed by
 //!   [`refresh_slow_caches`] (the agent's watcher calls it on every wake).
 //! - comm: per-thread cache tagged with a refresh epoch; a thread re-reads
 //!   its name (one `prctl`) at most once per epoch.
@@ -19,6 +19,9 @@ static COMM_EPOCH: AtomicU64 = AtomicU64::new(1);
 static UID_GID: AtomicU64 = AtomicU64::new(u64::MAX);
 /// `u64::MAX` until first refreshed; 0 when the process has no cgroup v2 path.
 static CGROUP_ID: AtomicU64 = AtomicU64::new(u64::MAX);
+/// `st_dev` and `st_ino` of `/proc/self/ns/pid`; `u64::MAX` until refreshed.
+static PIDNS_DEV: AtomicU64 = AtomicU64::new(u64::MAX);
+static PIDNS_INO: AtomicU64 = AtomicU64::new(u64::MAX);
 
 const TASK_COMM_LEN: usize = 16;
 
@@ -43,6 +46,9 @@ pub fn refresh_slow_caches() {
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     UID_GID.store(((gid as u64) << 32) | uid as u64, Ordering::Relaxed);
     CGROUP_ID.store(read_cgroup_id().unwrap_or(0), Ordering::Relaxed);
+    let (dev, ino) = read_pid_namespace().unwrap_or((0, 0));
+    PIDNS_INO.store(ino, Ordering::Relaxed);
+    PIDNS_DEV.store(dev, Ordering::Release);
     COMM_EPOCH.fetch_add(1, Ordering::Release);
     crate::fault::recheck_signal_masks();
 }
@@ -55,6 +61,44 @@ fn read_cgroup_id() -> Option<u64> {
     let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
     let meta = std::fs::metadata(format!("/sys/fs/cgroup{path}")).ok()?;
     Some(meta.ino())
+}
+
+/// `(st_dev, st_ino)` of this process's pid namespace.
+fn read_pid_namespace() -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata("/proc/self/ns/pid").ok()?;
+    Some((meta.dev(), meta.ino()))
+}
+
+/// `bpf_get_ns_current_pid_tgid(dev, ino, nsdata, size)`: the pid and tgid
+/// as seen in the pid namespace `dev`/`ino` (what `stat` of a
+/// `/proc/PID/ns/pid` gives; bpftrace 0.20+ passes its own when it runs in
+/// a container), if the app lives in it. The program runs in the app, so
+/// in its own namespace those are its own `getpid`/`gettid`. Otherwise, or
+/// for a wrong size, `nsdata` is zeroed and -EINVAL returned, as the kernel.
+pub unsafe extern "C" fn get_ns_current_pid_tgid(dev: u64, ino: u64, nsdata: u64, size: u64, _: u64, _: *mut c_void) -> u64 {
+    const EINVAL: u64 = -(libc::EINVAL as i64) as u64;
+    if PIDNS_DEV.load(Ordering::Acquire) == u64::MAX {
+        refresh_slow_caches();
+    }
+    let (ns_dev, ns_ino) = (PIDNS_DEV.load(Ordering::Acquire), PIDNS_INO.load(Ordering::Relaxed));
+    // The kernel compares its own dev_t encoding (major << 20 | minor);
+    // loaders pass stat's, which is the same for nsfs' small minor numbers.
+    let kernel_dev = (libc::major(ns_dev) as u64) << 20 | libc::minor(ns_dev) as u64;
+    let matches = size == 8 && ns_ino != 0 && ino == ns_ino && (dev == ns_dev || dev == kernel_dev);
+    let out = nsdata as *mut u32;
+    if !matches {
+        // SAFETY: the verifier proved `nsdata` writable for `size` bytes.
+        unsafe { std::ptr::write_bytes(out as *mut u8, 0, size as usize) };
+        return EINVAL;
+    }
+    let v = current_pid_tgid();
+    // SAFETY: `struct bpf_pidns_info { u32 pid; u32 tgid; }`, 8 writable bytes.
+    unsafe {
+        out.write_unaligned(v as u32);
+        out.add(1).write_unaligned((v >> 32) as u32);
+    }
+    0
 }
 
 #[inline]
@@ -183,6 +227,28 @@ mod tests {
             .unwrap();
         assert_eq!(other >> 32, v >> 32);
         assert_ne!(other & 0xffff_ffff, v & 0xffff_ffff);
+    }
+
+    /// The app's own pid namespace (as a loader in it would `stat` it)
+    /// gives its pid and tid; another namespace or a wrong size gives
+    /// -EINVAL and zeroes, as the kernel.
+    #[test]
+    fn ns_pid_tgid_answers_for_the_apps_own_namespace_only() {
+        use std::os::unix::fs::MetadataExt;
+        let ns = std::fs::metadata("/proc/self/ns/pid").unwrap();
+        let call = |dev: u64, ino: u64, size: u64| {
+            let mut out = [0xffu8; 8];
+            // SAFETY: `out` has 8 writable bytes, at least `size`.
+            let r = unsafe { get_ns_current_pid_tgid(dev, ino, out.as_mut_ptr() as u64, size, 0, std::ptr::null_mut()) };
+            (r as i64, u32::from_ne_bytes(out[..4].try_into().unwrap()), u32::from_ne_bytes(out[4..].try_into().unwrap()))
+        };
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() } as u32;
+        assert_eq!(call(ns.dev(), ns.ino(), 8), (0, tid, std::process::id()));
+        let einval = -(libc::EINVAL as i64);
+        assert_eq!(call(ns.dev(), ns.ino() + 1, 8), (einval, 0, 0), "another namespace");
+        assert_eq!(call(ns.dev() + 1, ns.ino(), 8).0, einval, "another device");
+        assert_eq!(call(ns.dev(), ns.ino(), 4), (einval, 0, u32::MAX), "size 4: 4 bytes zeroed");
     }
 
     #[test]

@@ -214,9 +214,10 @@ impl Env {
                 if r % 3 == 0 { 0 } else { self.values[fd as usize].as_ptr() as u64 }
             }
             // Helpers that fill memory: write random bytes where they may.
-            4 | 16 | 45 | 67 | 88 | 89 | 112..=115 => {
+            4 | 16 | 45 | 67 | 88 | 89 | 112..=115 | 120 => {
                 let (dst, size) = match id {
                     67 => (a[1], a[2]),
+                    120 => (a[2], a[3]),
                     88 | 89 => (a[1], map.map_or(0, |m| m.value_size) as u64),
                     _ => (a[0], a[1]),
                 };
@@ -272,7 +273,7 @@ macro_rules! fakes {
     };
 }
 
-fakes!(1, 2, 3, 4, 5, 6, 7, 8, 14, 15, 16, 25, 27, 35, 45, 67, 80, 87, 88, 89, 112, 113, 114, 115, 125, 130, 131, 132, 133, 134, 164, 165, 173, 174, 181, 182, 195);
+fakes!(1, 2, 3, 4, 5, 6, 7, 8, 14, 15, 16, 25, 27, 35, 45, 67, 80, 87, 88, 89, 112, 113, 114, 115, 125, 130, 131, 132, 133, 134, 164, 165, 173, 174, 181, 182, 195, 120, 208);
 
 /// Fake implementations of every helper in the table (tail calls are the
 /// interpreter's own).
