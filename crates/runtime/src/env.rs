@@ -22,6 +22,11 @@ pub struct RunEnv {
     /// Opaque pointer to the `LoadedProgram` being run, for helpers that
     /// call back into BPF code (`bpf_loop`, `bpf_for_each_map_elem`).
     pub program: *const c_void,
+    /// The run's context (`r1` at entry: the probe's `struct pt_regs`),
+    /// set by `LoadedProgram::run`: runtime memory that
+    /// `bpf_probe_read_kernel` may read (libbpf's USDT argument fetching
+    /// reads registers from it that way).
+    pub ctx: u64,
     /// The run's CPU: the CPU slot `LoadedProgram::run` claimed for a
     /// program that touches per-CPU state, else `shm_maps::cpu::CURRENT`
     /// ("the CPU the thread runs on"). Set by `run` itself — whatever the
@@ -38,6 +43,7 @@ impl RunEnv {
             program_id,
             attachment_id: 0,
             program: std::ptr::null(),
+            ctx: 0,
             cpu: shm_maps::cpu::CURRENT,
         }
     }

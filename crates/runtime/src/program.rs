@@ -241,7 +241,7 @@ impl LoadedProgram {
     }
 
     /// Run with `r1 = ctx`; `env` is what helpers see (this sets
-    /// `env.cpu`). Returns r0.
+    /// `env.cpu` and `env.ctx`). Returns r0.
     ///
     /// # Safety
     /// The program must have been verified for a context like `ctx` (for
@@ -256,6 +256,7 @@ impl LoadedProgram {
         // program holds its CPU: its index is the run's CPU.
         let run = self.maps.first().map(|m| m.enter_run(self.claims_cpu_slot));
         env.cpu = run.as_ref().map_or(shm_maps::cpu::CURRENT, |r| r.cpu());
+        env.ctx = ctx as u64;
         let env_ptr = env as *mut RunEnv as *mut c_void;
         match &self.engine {
             // SAFETY: forwarded from this function's contract.

@@ -4,8 +4,10 @@
 //!
 //! The `_kernel` variants read what a BPF program knows as kernel memory:
 //! here, the memory the runtime owns for the run, i.e. the values of the
-//! program's maps and the BPF stack (which lives on the native stack,
-//! a little above the helper's own frame). bpftrace 0.20 and later copy
+//! program's maps, the run's context (the probe's saved registers: libbpf's
+//! `usdt.bpf.h`, which bpftrace 0.27 uses, reads USDT arguments from
+//! `struct pt_regs` with it) and the BPF stack (which lives on the native
+//! stack, a little above the helper's own frame). bpftrace 0.20 and later copy
 //! strings between its scratch map values with `bpf_probe_read_kernel`, and
 //! zero buffers with `probe_read_kernel(dst, n, NULL)`. Anything else fails
 //! with `-EFAULT` and a zeroed buffer, as the kernel does for an unreadable
@@ -42,8 +44,12 @@ pub unsafe extern "C" fn probe_read_user_str(dst: u64, size: u64, src: u64, _: u
     fault::read_user_str(dst as *mut u8, src, size as usize) as u64
 }
 
+/// Bytes of the largest context a run gets (`struct bpf_perf_event_data`:
+/// `struct pt_regs` and two u64s).
+const CTX_BYTES: u64 = 21 * 8 + 16;
+
 /// Whether `[src, src + len)` is runtime memory of the running program:
-/// a value of one of its maps, or the BPF stack.
+/// a value of one of its maps, its context, or the BPF stack.
 ///
 /// The BPF stack is in the JIT's (or the interpreter's) frame, which lies
 /// between this helper's frame and the run's `RunEnv`, which the caller of
@@ -55,9 +61,13 @@ pub unsafe extern "C" fn probe_read_user_str(dst: u64, size: u64, src: u64, _: u
 unsafe fn is_runtime_memory(src: u64, len: u64, env: *mut c_void) -> bool {
     let here = &len as *const u64 as u64; // an address in this frame
     let limit = env as u64;
-    let on_bpf_stack = !env.is_null() && src >= here && src.checked_add(len).is_some_and(|end| end <= limit);
+    let end = src.checked_add(len);
+    let on_bpf_stack = !env.is_null() && src >= here && end.is_some_and(|end| end <= limit);
     // SAFETY: forwarded.
-    on_bpf_stack || unsafe { super::running_program(env) }.is_some_and(|p| p.holds_map_memory(src, len))
+    let ctx = unsafe { crate::env::RunEnv::from_helper_arg(env) }.map_or(0, |e| e.ctx);
+    let in_ctx = ctx != 0 && src >= ctx && end.is_some_and(|end| end <= ctx + CTX_BYTES);
+    // SAFETY: forwarded.
+    on_bpf_stack || in_ctx || unsafe { super::running_program(env) }.is_some_and(|p| p.holds_map_memory(src, len))
 }
 
 /// `bpf_probe_read_kernel(dst, size, src)`: reads runtime memory (see the
