@@ -4,7 +4,8 @@
 //!
 //! Scripts are written so the kernel's output is deterministic: no raw pids,
 //! timestamps or addresses (they are compared: `pid == cpid`, `nsecs > 0`).
-//! `{APP}`/`{LIB}` are the sample executable and library.
+//! `{APP}`/`{LIB}` are the sample executable and library, `{USDT}` the
+//! USDT sample (`apps/usdt.c`).
 
 /// One `bpftrace -e SCRIPT -c COMMAND` run (no `-c` when `command` is empty).
 pub struct Case {
@@ -19,6 +20,12 @@ pub struct Case {
 }
 
 pub const CASES: &[Case] = &[
+    Case {
+        name: "usdt_args",
+        script: "usdt:{USDT}:sample:tick { @[arg0] = sum(arg1); } usdt:{USDT}:sample:tock { @t = count(); }",
+        command: "{USDT} 4",
+        kernel_artefact: None,
+    },
     Case {
         name: "loader_only",
         script: r#"BEGIN { printf("begin %s\n", "loader"); @b[1] = 5; } interval:ms:50 { @n++; if (@n == 3) { printf("ticks %d\n", @n); exit(); } } END { printf("end\n"); delete(@b[1]); }"#,

@@ -311,6 +311,16 @@ impl World {
             std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o755))
                 .map_err(|e| SetupError(format!("chmod {}: {e}", f.display())))?;
         }
+        let usdt = dir.join("usdt");
+        run_ok(
+            Command::new("gcc")
+                .args(["-O1", "-g", "-o"])
+                .arg(&usdt)
+                .arg(apps_dir().join("usdt.c")),
+            "gcc usdt (needs <sys/sdt.h>: Debian package systemtap-sdt-dev)",
+        )?;
+        std::fs::set_permissions(&usdt, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| SetupError(format!("chmod {}: {e}", usdt.display())))?;
         let registry = dir.join("registry");
         std::fs::create_dir(&registry).map_err(|e| SetupError(format!("mkdir registry: {e}")))?;
         std::fs::set_permissions(&registry, std::fs::Permissions::from_mode(0o700))
@@ -336,10 +346,11 @@ impl World {
         }
     }
 
-    /// Substitute `{APP}`, `{LIB}`, `{DIR}` in a script or command for
-    /// bpftrace (the paths as bpftrace sees them).
+    /// Substitute `{APP}`, `{LIB}`, `{USDT}` (`apps/usdt.c`), `{DIR}` in a
+    /// script or command for bpftrace (the paths as bpftrace sees them).
     pub fn expand(&self, s: &str) -> String {
         s.replace("{APP}", &self.inner_path(&self.app).to_string_lossy())
+            .replace("{USDT}", &self.inner.join("usdt").to_string_lossy())
             .replace("{LIB}", &self.inner_path(&self.lib).to_string_lossy())
             .replace("{DIR}", &self.inner.to_string_lossy())
     }

@@ -101,6 +101,7 @@ case_tests!(
     control_flow,
     print_time,
     interval,
+    usdt_args,
 );
 
 #[test]
