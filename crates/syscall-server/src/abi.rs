@@ -124,6 +124,23 @@ pub fn prog_type_name(t: u32) -> &'static str {
     }
 }
 
+/// What a program is, for refusals: `prog_type_name`, made precise by
+/// `expected_attach_type` where one program type covers several kinds
+/// (`BPF_PROG_TYPE_TRACING` is tp_btf, fentry, fexit, fmod_ret or iter).
+pub fn program_kind_name(prog_type: u32, expected_attach_type: u32) -> &'static str {
+    match (prog_type, expected_attach_type) {
+        (26, 23) => "tracing (tp_btf, BTF-enabled raw tracepoint)",
+        (26, 24) => "tracing (fentry)",
+        (26, 25) => "tracing (fexit)",
+        (26, 26) => "tracing (fmod_ret)",
+        (26, 28) => "tracing (iter)",
+        (27, _) => "struct_ops",
+        (29, _) => "lsm",
+        (28, _) => "ext (freplace)",
+        _ => prog_type_name(prog_type),
+    }
+}
+
 /// `bpf(CMD, {…})` for `USERBPF_TRACE`: the command and the attr fields
 /// that tell calls apart (map and program type and name, fds).
 ///

@@ -376,11 +376,10 @@ fn prog_load(a: &Attr) -> Result<c_long, i32> {
         return Err(libc::EINVAL); // the kernel's rule for a too small log buffer
     }
     if !crate::verify::prog_type_supported(prog_type) {
-        log.write(&format!(
-            "userbpf: program type {} ({prog_type}) is not supported: userbpf runs uprobe (kprobe-type), \
-             perf_event and raw_tracepoint programs only\n",
-            abi::prog_type_name(prog_type)
-        ));
+        let kind = abi::program_kind_name(prog_type, a.u32(attr::EXPECTED_ATTACH_TYPE));
+        let why = "userbpf runs uprobe (kprobe-type), perf_event and raw_tracepoint programs only";
+        log.write(&format!("userbpf: program type {kind} ({prog_type}) is not supported: {why}\n"));
+        report::unsupported(&format!("program type {kind} ({prog_type})"), why);
         return Err(libc::EINVAL);
     }
 
