@@ -4,7 +4,7 @@
 # tools), a C toolchain for the sample apps, and zlib for the rewriter's
 # real-library tests. Safe to run again: it installs only what is missing.
 set -euo pipefail
-pkgs=(bpftrace bpfcc-tools libbpf-tools bpftool clang llvm libbpf-dev libelf-dev systemtap-sdt-dev strace gdb zlib1g-dev gcc g++ make util-linux)
+pkgs=(bpftrace bpfcc-tools libbpf-tools bpftool clang llvm libbpf-dev libelf-dev systemtap-sdt-dev linux-headers-amd64 strace gdb zlib1g-dev gcc g++ make util-linux)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -13,7 +13,8 @@
 //! - [`loader_run`]: programs the loader runs itself (BEGIN/END, `interval:`)
 //!   through the shared `runtime`; [`timer`]: `interval:`/`profile:` timers;
 //! - [`child_env`]: children of the loader get the agent, not the server;
-//! - [`caps`]: the capabilities `capget` reports to the loader.
+//! - [`caps`]: the capabilities `capget` reports to the loader;
+//! - [`kheaders`]: kernel headers for bcc, joined from Debian's packages.
 
 pub mod abi;
 pub mod backend;
@@ -22,6 +23,7 @@ pub mod bpf;
 pub mod child_env;
 pub mod epoll;
 pub mod interpose;
+pub mod kheaders;
 pub mod loader_run;
 pub mod objects;
 pub mod perf;
@@ -35,6 +37,7 @@ pub mod verify;
 extern "C" fn on_load() {
     report::save_stderr();
     child_env::rewrite_ld_preload();
+    kheaders::point_bcc_at_headers();
 }
 
 #[used]

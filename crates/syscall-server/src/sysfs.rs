@@ -59,6 +59,10 @@ pub fn answer(path: &str) -> FileAnswer {
         | "/sys/bus/event_source/devices/kprobe/format/retprobe" => {
             FileAnswer::Missing(libc::ENOENT)
         }
+        // bcc reads the kprobe blacklist before attaching kprobes; userbpf
+        // has no kernel probes, so nothing in the kernel is blacklisted
+        // (kprobe attachment itself is refused with a message).
+        "/sys/kernel/debug/kprobes/blacklist" => FileAnswer::Synthesized(Vec::new()),
         "/sys/kernel/security/lockdown" => {
             FileAnswer::Synthesized(b"[none] integrity confidentiality\n".to_vec())
         }

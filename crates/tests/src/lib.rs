@@ -442,6 +442,27 @@ impl World {
         Proc::spawn(cmd, "loader")
     }
 
+    /// Wait until a loader has published `n` attachments (uprobe links) in
+    /// the world's registry: its probes are then in place for every agent
+    /// that starts afterwards. Panics with the loader's stderr on timeout.
+    /// (Loaders whose stdout is a pipe print nothing until they exit.)
+    pub fn wait_for_links(&self, loader: &Proc, n: usize, timeout: Duration) {
+        let links = self.registry.join("links");
+        let deadline = Instant::now() + timeout;
+        loop {
+            let count = std::fs::read_dir(&links).map(|d| d.count()).unwrap_or(0);
+            if count >= n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the loader did not attach {n} probes within {timeout:?} ({count} seen); stderr:\n{}",
+                loader.stderr_now()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Start the sample app with the agent.
     pub fn spawn_app(&self, args: &[&str]) -> Result<Proc, SetupError> {
         self.spawn_with_agent(&self.app.to_string_lossy(), args, None)

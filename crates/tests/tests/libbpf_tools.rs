@@ -43,24 +43,9 @@ fn require(tool: &str, package: &str) {
     );
 }
 
-/// Wait until the loader has published `n` attachments (uprobe links) in the
-/// world's registry: its probes are then in place for every agent that
-/// starts afterwards (and reach running agents at their next reconcile).
+/// Wait until the loader has published `n` attachments.
 fn wait_for_links(world: &World, loader: &mut Proc, n: usize) {
-    let links = world.registry.join("links");
-    let deadline = Instant::now() + STEP_TIMEOUT;
-    loop {
-        let count = std::fs::read_dir(&links).map(|d| d.count()).unwrap_or(0);
-        if count >= n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the loader did not attach {n} probes within {STEP_TIMEOUT:?} ({count} seen); stderr:\n{}",
-            loader.stderr_now()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    world.wait_for_links(loader, n, STEP_TIMEOUT);
 }
 
 fn describe(out: &Output) -> String {

@@ -301,6 +301,32 @@ fn check_tool_suite(name: &'static str, probe_program: &str, package: &str) -> C
     }
 }
 
+/// bcc compiles its programs against kernel headers at run time: the
+/// running kernel's own, `$BCC_KERNEL_SOURCE`, or (joined by the syscall
+/// server, see the `kheaders` crate) Debian's `linux-headers-amd64`.
+fn check_bcc_headers() -> Option<Check> {
+    const NAME: &str = "bcc kernel headers";
+    find_program("opensnoop-bpfcc")?;
+    if let Some(dir) = std::env::var_os("BCC_KERNEL_SOURCE") {
+        return Some(ok(NAME, format!("BCC_KERNEL_SOURCE={}", std::path::Path::new(&dir).display())));
+    }
+    if kheaders::running_kernel_has_headers() {
+        return Some(ok(NAME, "the running kernel's own headers are installed".to_string()));
+    }
+    Some(match kheaders::newest_debian_headers(std::path::Path::new("/usr/src")) {
+        Some((_, arch)) => ok(
+            NAME,
+            format!("{} (with its -common half; the syscall server joins them for bcc)", arch.display()),
+        ),
+        None => warning(
+            NAME,
+            "bcc tools compile their programs against kernel headers, and none are installed".to_string(),
+            "Debian/Ubuntu: `apt-get install --no-install-recommends linux-headers-amd64` (the syscall server then finds them)"
+                .to_string(),
+        ),
+    })
+}
+
 /// Runs every check.
 pub fn run_checks() -> Vec<Check> {
     vec![
@@ -317,6 +343,9 @@ pub fn run_checks() -> Vec<Check> {
         check_tool_suite("bcc tools", "opensnoop-bpfcc", "bpfcc-tools"),
         check_tool_suite("libbpf tools", "bashreadline", "libbpf-tools"),
     ]
+    .into_iter()
+    .chain(check_bcc_headers())
+    .collect()
 }
 
 /// `userbpf doctor`.
