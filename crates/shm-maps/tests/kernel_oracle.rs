@@ -97,18 +97,12 @@ fn run_kernel(fd: i32, value_len: usize, key_len: usize, op: &Op) -> (Result<(),
     (r, out)
 }
 
-fn kernel_available() -> bool {
+/// The oracle needs kernel eBPF: root, and `BPF_MAP_CREATE` working.
+fn require_kernel() {
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("kernel oracle skipped: not root");
-        return false;
-    }
-    match kernel_create(&MapSpec { map_type: ARRAY, key_size: 4, value_size: 4, max_entries: 1, ..Default::default() }) {
-        Ok(_) => true,
-        Err(e) => {
-            eprintln!("kernel oracle skipped: bpf(BPF_MAP_CREATE) failed with {e}");
-            false
-        }
+    assert_eq!(unsafe { libc::geteuid() }, 0, "the kernel oracle needs root");
+    if let Err(e) = kernel_create(&MapSpec { map_type: ARRAY, key_size: 4, value_size: 4, max_entries: 1, ..Default::default() }) {
+        panic!("the kernel oracle needs kernel eBPF: bpf(BPF_MAP_CREATE) failed with {e}");
     }
 }
 
@@ -143,10 +137,9 @@ fn u64v(v: u64) -> Vec<u8> {
 }
 
 #[test]
+#[ignore = "needs root and kernel eBPF: cargo test -p shm-maps --test kernel_oracle -- --ignored"]
 fn errnos_match_the_kernel() {
-    if !kernel_available() {
-        return;
-    }
+    require_kernel();
     use Op::*;
     let spec = |map_type, key_size, value_size, max_entries| MapSpec { map_type, key_size, value_size, max_entries, ..Default::default() };
     let ncpus = shm_maps::cpu::nr_possible() as usize;

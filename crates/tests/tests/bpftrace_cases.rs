@@ -151,10 +151,10 @@ fn every_case_has_a_test_and_an_expected_file_for_every_release() {
 #[test]
 #[ignore = "needs root and kernel eBPF; regenerates expected/"]
 fn kernel_oracle() {
-    if std::env::var_os("USERBPF_KERNEL_ORACLE").is_none() {
-        eprintln!("kernel_oracle: set USERBPF_KERNEL_ORACLE=1 to regenerate expected/ with kernel bpftrace");
-        return;
-    }
+    assert!(
+        std::env::var_os("USERBPF_KERNEL_ORACLE").is_some(),
+        "set USERBPF_KERNEL_ORACLE=1 to regenerate expected/ with kernel bpftrace (it overwrites the files)"
+    );
     assert!(tests::is_root(), "the kernel oracle needs root");
     let only = std::env::var("USERBPF_ORACLE_CASE").ok();
     let only_release = std::env::var("USERBPF_ORACLE_RELEASE").ok();

@@ -20,10 +20,10 @@ fn expected(name: &str) -> String {
 #[test]
 fn gethostlatency_bt() {
     let tool = "/usr/sbin/gethostlatency.bt";
-    if !Path::new(tool).exists() {
-        eprintln!("skipped: {tool} is not installed");
-        return;
-    }
+    assert!(
+        Path::new(tool).exists(),
+        "{tool} is not installed (Debian package bpftrace; scripts/setup.sh installs it)"
+    );
     let world = World::new().unwrap_or_else(|e| panic!("e2e setup: {e}"));
     let resolver = world
         .compile_app("resolver")
@@ -43,10 +43,10 @@ fn gethostlatency_bt() {
 #[test]
 fn bashreadline_bt() {
     let tool = "/usr/sbin/bashreadline.bt";
-    if !Path::new(tool).exists() || !Path::new("/usr/bin/script").exists() {
-        eprintln!("skipped: {tool} or script(1) is not installed");
-        return;
-    }
+    assert!(
+        Path::new(tool).exists() && Path::new("/usr/bin/script").exists(),
+        "{tool} or script(1) is not installed (Debian packages bpftrace, util-linux; scripts/setup.sh installs them)"
+    );
     let world = World::new().unwrap_or_else(|e| panic!("e2e setup: {e}"));
     let mut bt = world
         .spawn_bpftrace_file(tool, &[])

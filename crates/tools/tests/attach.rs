@@ -106,8 +106,7 @@ fn attach_to_a_thread_blocked_in_read() {
 #[test]
 fn attach_reports_the_loaders_error_and_leaves_the_app_running() {
     if let Some(scope) = yama_blocks_attach() {
-        eprintln!("skipped: Yama ptrace_scope {scope} forbids attaching here");
-        return;
+        panic!("Yama ptrace_scope {scope} forbids attaching here: run as root, or lower kernel.yama.ptrace_scope");
     }
     let scratch = Scratch::new("attach-bad-lib");
     let target_bin = build_target(&scratch);
@@ -146,8 +145,7 @@ fn attach_and_detach_fail_clearly() {
 #[test]
 fn detach_needs_the_agents_detach_function() {
     if let Some(scope) = yama_blocks_attach() {
-        eprintln!("skipped: Yama ptrace_scope {scope} forbids attaching here");
-        return;
+        panic!("Yama ptrace_scope {scope} forbids attaching here: run as root, or lower kernel.yama.ptrace_scope");
     }
     let scratch = Scratch::new("detach-old-agent");
     let target_bin = build_target(&scratch);
@@ -174,8 +172,7 @@ fn detach_needs_the_agents_detach_function() {
 #[test]
 fn a_library_replaced_on_disk_is_not_called_into() {
     if let Some(scope) = yama_blocks_attach() {
-        eprintln!("skipped: Yama ptrace_scope {scope} forbids attaching here");
-        return;
+        panic!("Yama ptrace_scope {scope} forbids attaching here: run as root, or lower kernel.yama.ptrace_scope");
     }
     let scratch = Scratch::new("replaced-lib");
     let target_bin = build_target(&scratch);

@@ -88,13 +88,9 @@ fn poll<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 
 #[test]
 fn attach_trace_with_stock_bpftrace_inspect_and_detach() {
-    if let Some(why) = missing_prerequisite() {
-        eprintln!("skipped: {why}");
-        return;
-    }
+    require_prerequisites();
     if let Some(scope) = yama_blocks_attach() {
-        eprintln!("skipped: Yama ptrace_scope {scope} forbids attaching here (tests/attach.rs checks the message)");
-        return;
+        panic!("Yama ptrace_scope {scope} forbids attaching here: run as root, or lower kernel.yama.ptrace_scope");
     }
     let w = World::new("e2e-attach");
     let pidfile = w.scratch.path("run/app.pid");
@@ -191,10 +187,7 @@ fn attach_trace_with_stock_bpftrace_inspect_and_detach() {
 /// in another, as an ordinary user.
 #[test]
 fn quick_start_run_and_bpftrace() {
-    if let Some(why) = missing_prerequisite() {
-        eprintln!("skipped: {why}");
-        return;
-    }
+    require_prerequisites();
     let w = World::new("e2e-quick-start");
     let pidfile = w.scratch.path("run/app.pid");
     let app_cmd = w.userbpf(&["run", "--", w.app.to_str().unwrap(), pidfile.to_str().unwrap()]).stderr(Stdio::piped()).spawn();

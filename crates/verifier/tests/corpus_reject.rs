@@ -181,11 +181,12 @@ fn kernel_corpus_maps() -> Vec<(i32, i32)> {
 }
 
 #[test]
+#[ignore = "needs root and kernel eBPF: USERBPF_KERNEL_ORACLE=1 cargo test -p verifier --test corpus_reject -- --ignored"]
 fn the_kernel_refuses_the_corpus_too() {
-    if std::env::var("USERBPF_KERNEL_ORACLE").map_or(true, |v| v != "1") {
-        println!("kernel oracle skipped: set USERBPF_KERNEL_ORACLE=1 (as root, with kernel eBPF) to compare verdicts");
-        return;
-    }
+    assert!(
+        std::env::var("USERBPF_KERNEL_ORACLE").is_ok_and(|v| v == "1"),
+        "set USERBPF_KERNEL_ORACLE=1 (as root, with kernel eBPF) to compare verdicts"
+    );
     // SAFETY: geteuid has no preconditions.
     assert_eq!(unsafe { libc::geteuid() }, 0, "USERBPF_KERNEL_ORACLE=1 needs root");
     let fds = kernel_corpus_maps();

@@ -265,11 +265,12 @@ fn interpreter_run(insns: &[Insn]) -> u64 {
 }
 
 #[test]
+#[ignore = "needs root and kernel eBPF: USERBPF_KERNEL_ORACLE=1 cargo test -p vm --test kernel_oracle -- --ignored"]
 fn interpreter_matches_kernel_on_random_programs() {
-    if std::env::var_os("USERBPF_KERNEL_ORACLE").is_none() {
-        println!("skipped: set USERBPF_KERNEL_ORACLE=1 to compare with the kernel (needs root and kernel eBPF)");
-        return;
-    }
+    assert!(
+        std::env::var_os("USERBPF_KERNEL_ORACLE").is_some(),
+        "set USERBPF_KERNEL_ORACLE=1 to compare with the kernel (needs root and kernel eBPF)"
+    );
     let seed = std::env::var("USERBPF_KERNEL_ORACLE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_1234u64);
     let count = std::env::var("USERBPF_KERNEL_ORACLE_PROGRAMS").ok().and_then(|s| s.parse().ok()).unwrap_or(300);
     let mut rng = Rng(seed | 1);

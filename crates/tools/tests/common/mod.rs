@@ -195,7 +195,15 @@ pub fn built_library(name: &str) -> Option<PathBuf> {
 }
 
 /// Why the end-to-end test cannot run here, if it cannot.
-pub fn missing_prerequisite() -> Option<String> {
+/// Panics naming what is missing: `scripts/setup.sh` installs bpftrace and
+/// the build makes the libraries, so a missing one is a failure, not a skip.
+pub fn require_prerequisites() {
+    if let Some(why) = missing_prerequisite() {
+        panic!("end-to-end prerequisite missing: {why}");
+    }
+}
+
+fn missing_prerequisite() -> Option<String> {
     if !Path::new(BPFTRACE).exists() {
         return Some(format!("{BPFTRACE} is not installed"));
     }
