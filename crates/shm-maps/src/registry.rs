@@ -824,6 +824,20 @@ impl Registry {
         decode_prog(&bytes).ok_or_else(|| Error::Incompatible { path: p, reason: "malformed program record".into() })
     }
 
+    /// Ids of every program in the registry, ascending.
+    pub fn prog_ids(&self) -> Vec<u32> {
+        let mut ids = self.ids_in("progs");
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Ids of every map in the registry, ascending.
+    pub fn map_ids(&self) -> Vec<u32> {
+        let mut ids = self.ids_in("maps");
+        ids.sort_unstable();
+        ids
+    }
+
     /// Every program in the registry.
     pub fn progs(&self) -> Vec<ProgRecord> {
         self.ids_in("progs").into_iter().filter_map(|id| self.prog(id).ok()).collect()

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use crate::abi::{self, attr, Attr};
 use crate::backend;
-use crate::objects::{LinkObject, MapObject, Object, ProgObject, TABLE};
+use crate::objects::{ForeignObject, LinkObject, MapObject, Object, ProgObject, TABLE};
 use crate::report;
 
 /// Largest program the server accepts (the kernel's `BPF_COMPLEXITY_LIMIT_INSNS`).
@@ -37,16 +37,18 @@ pub unsafe fn bpf(cmd: u32, attr_ptr: *mut u8, size: u32) -> Result<c_long, i32>
         abi::BPF_PROG_TEST_RUN => unsafe { prog_test_run(&a, attr_ptr) },
         // SAFETY: as above.
         abi::BPF_OBJ_GET_INFO_BY_FD => unsafe { obj_get_info(&a, attr_ptr) },
-        // userbpf exposes no kernel BTF and no global object ids: iteration
-        // ends at once, which loaders read as "no objects".
-        abi::BPF_BTF_GET_NEXT_ID
-        | abi::BPF_PROG_GET_NEXT_ID
-        | abi::BPF_MAP_GET_NEXT_ID
-        | abi::BPF_LINK_GET_NEXT_ID => Err(libc::ENOENT),
-        abi::BPF_BTF_GET_FD_BY_ID
-        | abi::BPF_PROG_GET_FD_BY_ID
-        | abi::BPF_MAP_GET_FD_BY_ID
-        | abi::BPF_LINK_GET_FD_BY_ID => Err(libc::ENOENT),
+        // Programs and maps are listed from the registry (bpftool prog/map
+        // show). userbpf exposes no kernel BTF, so BTF iteration ends at
+        // once, which loaders read as "no kernel BTF objects"; links are
+        // not listed by id.
+        // SAFETY: attr_ptr is the caller's writable attr.
+        abi::BPF_PROG_GET_NEXT_ID => unsafe { next_id(&a, attr_ptr, backend::registry()?.prog_ids()) },
+        // SAFETY: as above.
+        abi::BPF_MAP_GET_NEXT_ID => unsafe { next_id(&a, attr_ptr, backend::registry()?.map_ids()) },
+        abi::BPF_PROG_GET_FD_BY_ID => fd_by_id(ForeignObject::Prog(a.u32(attr::ID_START))),
+        abi::BPF_MAP_GET_FD_BY_ID => fd_by_id(ForeignObject::Map(a.u32(attr::ID_START))),
+        abi::BPF_BTF_GET_NEXT_ID | abi::BPF_LINK_GET_NEXT_ID => Err(libc::ENOENT),
+        abi::BPF_BTF_GET_FD_BY_ID | abi::BPF_LINK_GET_FD_BY_ID => Err(libc::ENOENT),
         abi::BPF_BTF_LOAD => {
             // Loaders treat BTF as optional; userbpf has no use for it.
             Err(libc::EINVAL)
@@ -689,6 +691,147 @@ unsafe fn prog_test_run(a: &Attr, attr_ptr: *mut u8) -> Result<c_long, i32> {
     Ok(0)
 }
 
+/// `struct bpf_map_info` (88 bytes): type, id, key_size, value_size,
+/// max_entries, map_flags, name[16], then no ifindex, netns or BTF.
+fn map_info_bytes(info: &mut Vec<u8>, spec: &backend::MapSpec, id: u32) {
+    for v in [spec.map_type, id, spec.key_size, spec.value_size, spec.max_entries, spec.map_flags] {
+        info.extend_from_slice(&v.to_ne_bytes());
+    }
+    info.extend_from_slice(&name16(&spec.name));
+    info.resize(88, 0);
+}
+
+/// A name as the kernel stores it: at most 15 bytes and a NUL in 16.
+fn name16(s: &str) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    let n = s.len().min(15);
+    b[..n].copy_from_slice(&s.as_bytes()[..n]);
+    b
+}
+
+/// The kernel's program tag (`bpf_prog_calc_tag`): the first 8 bytes of
+/// the SHA-256 of the instructions with the immediates of map loads
+/// zeroed, so the tag does not depend on fd numbers (or here, registry
+/// ids). Linux 6.18 hashes with SHA-256 (checked as root: `r0 = 0; exit`
+/// has tag 59f4a931744dcdc6); older kernels used SHA-1, so tags of the
+/// same program differ between kernels too.
+pub fn prog_tag(insns: &[u8]) -> [u8; 8] {
+    use sha2::{Digest, Sha256};
+    let mut words: Vec<[u8; 8]> = insns
+        .chunks_exact(8)
+        .map(|c| c.try_into().expect("8 bytes"))
+        .collect();
+    let mut i = 0;
+    while i < words.len() {
+        let src = words[i][1] >> 4;
+        if words[i][0] == 0x18 && (src == abi::BPF_PSEUDO_MAP_FD || src == abi::BPF_PSEUDO_MAP_VALUE) {
+            words[i][4..].fill(0);
+            if let Some(next) = words.get_mut(i + 1) {
+                next[4..].fill(0);
+            }
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    let digest = Sha256::digest(words.concat());
+    digest[..8].try_into().expect("8 bytes")
+}
+
+/// Whether the kernel would call `license` GPL-compatible (`license_is_gpl_compatible`).
+fn gpl_compatible(license: &str) -> bool {
+    matches!(
+        license,
+        "GPL" | "GPL v2" | "GPL and additional rights" | "Dual BSD/GPL" | "Dual MIT/GPL" | "Dual MPL/GPL"
+    )
+}
+
+/// `struct bpf_prog_info` (232 bytes) of a registry program: type, id,
+/// tag, `xlated_prog_len` (the stored instructions, map loads naming
+/// registry map ids as the kernel's dump names map ids), `created_by_uid`,
+/// `nr_map_ids`, name, `gpl_compatible`, `verified_insns`. As in the
+/// kernel, the instructions and map ids are copied into the caller's
+/// `xlated_prog_insns`/`map_ids` buffers when given, up to the lengths the
+/// caller said they hold; the full lengths are reported either way. The
+/// program runs JIT-compiled in the apps, not here, so `jited_prog_len` is 0.
+///
+/// # Safety
+/// `a` is an OBJ_GET_INFO_BY_FD attr whose buffer pointers are the loader's.
+unsafe fn prog_info_bytes(a: &Attr, p: &shm_maps::ProgRecord, info: &mut Vec<u8>) -> Result<(), i32> {
+    const SIZE: usize = 232;
+    let user_len = (a.u32(attr::INFO_LEN) as usize).min(SIZE);
+    // SAFETY: the loader gave `info_len` readable bytes at `info`.
+    let given = unsafe { user_bytes(a.u64(attr::INFO_PTR), user_len)? };
+    let u32_at = |o: usize| given.get(o..o + 4).map_or(0, |b| u32::from_ne_bytes(b.try_into().expect("4")));
+    let u64_at = |o: usize| given.get(o..o + 8).map_or(0, |b| u64::from_ne_bytes(b.try_into().expect("8")));
+    info.resize(SIZE, 0);
+    let put32 = |info: &mut Vec<u8>, o: usize, v: u32| info[o..o + 4].copy_from_slice(&v.to_ne_bytes());
+    put32(info, 0, p.prog_type);
+    put32(info, 4, p.id);
+    info[8..16].copy_from_slice(&prog_tag(&p.insns));
+    put32(info, 20, p.insns.len() as u32);
+    // The caller's buffer pointers stay as given (the kernel leaves them).
+    info[24..40].copy_from_slice(&given.get(24..40).map_or([0; 16], |b| b.try_into().unwrap_or([0; 16])));
+    // SAFETY: getuid has no preconditions.
+    put32(info, 48, unsafe { libc::getuid() });
+    put32(info, 52, p.map_ids.len() as u32);
+    info[56..64].copy_from_slice(&u64_at(56).to_ne_bytes());
+    info[64..80].copy_from_slice(&name16(&p.name));
+    put32(info, 84, gpl_compatible(&p.license) as u32);
+    put32(info, 216, (p.insns.len() / 8) as u32);
+    let xlated = u64_at(32);
+    if xlated != 0 {
+        let n = (u32_at(20) as usize).min(p.insns.len());
+        // SAFETY: the caller's buffer of `xlated_prog_len` bytes.
+        unsafe { to_user(xlated, &p.insns[..n])? };
+    }
+    let ids = u64_at(56);
+    if ids != 0 {
+        let n = (u32_at(52) as usize).min(p.map_ids.len());
+        let bytes: Vec<u8> = p.map_ids[..n].iter().flat_map(|i| i.to_ne_bytes()).collect();
+        // SAFETY: the caller's array of `nr_map_ids` u32s.
+        unsafe { to_user(ids, &bytes)? };
+    }
+    Ok(())
+}
+
+/// `BPF_{PROG,MAP}_GET_NEXT_ID`: the smallest registry id above `start_id`.
+///
+/// # Safety
+/// `attr_ptr` is the caller's writable attr.
+unsafe fn next_id(a: &Attr, attr_ptr: *mut u8, ids: Vec<u32>) -> Result<c_long, i32> {
+    let start = a.u32(attr::ID_START);
+    let next = ids.into_iter().find(|&id| id > start).ok_or(libc::ENOENT)?;
+    // SAFETY: writing `next_id` inside the caller's attr.
+    unsafe { abi::write_attr_u32(attr_ptr, attr::ID_NEXT, next) };
+    Ok(0)
+}
+
+/// `BPF_{PROG,MAP}_GET_FD_BY_ID`: a new fd on the object's registry file.
+/// If this loader created the object, the fd names it (objects are keyed by
+/// file); otherwise it is a [`ForeignObject`] whose close removes nothing.
+fn fd_by_id(object: ForeignObject) -> Result<c_long, i32> {
+    use std::os::fd::IntoRawFd;
+    let reg = backend::registry()?;
+    let path = match object {
+        ForeignObject::Prog(id) => reg.prog_path(id),
+        ForeignObject::Map(id) => reg.map_path(id),
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOENT) | None => libc::ENOENT,
+            Some(e) => e,
+        })?;
+    let fd = file.into_raw_fd();
+    if TABLE.get(fd).is_some() {
+        return Ok(fd as c_long);
+    }
+    register(fd, Object::Foreign(object))
+}
+
 /// # Safety
 /// `attr_ptr` is the caller's writable attr.
 unsafe fn obj_get_info(a: &Attr, attr_ptr: *mut u8) -> Result<c_long, i32> {
@@ -696,41 +839,32 @@ unsafe fn obj_get_info(a: &Attr, attr_ptr: *mut u8) -> Result<c_long, i32> {
     let obj = TABLE.get(fd as RawFd).ok_or(libc::EBADF)?;
     let mut info = Vec::new();
     let put32 = |v: &mut Vec<u8>, x: u32| v.extend_from_slice(&x.to_ne_bytes());
-    let name16 = |v: &mut Vec<u8>, s: &str| {
-        let mut b = [0u8; 16];
-        let n = s.len().min(15);
-        b[..n].copy_from_slice(&s.as_bytes()[..n]);
-        v.extend_from_slice(&b);
-    };
     match &*obj {
         Object::Map(m) => {
-            // struct bpf_map_info: type, id, key_size, value_size, max_entries,
-            // map_flags, name[16], ...
-            put32(&mut info, m.spec.map_type);
-            put32(&mut info, m.map.id());
-            put32(&mut info, m.spec.key_size);
-            put32(&mut info, m.spec.value_size);
-            put32(&mut info, m.spec.max_entries);
-            put32(&mut info, m.spec.map_flags);
-            name16(&mut info, &m.spec.name);
-            info.resize(88, 0);
+            map_info_bytes(&mut info, &m.spec, m.map.id());
+        }
+        Object::Foreign(ForeignObject::Map(id)) => {
+            let i = backend::registry()?.map_info(*id).map_err(|_| libc::ENOENT)?;
+            let spec = backend::MapSpec {
+                map_type: i.map_type,
+                key_size: i.key_size,
+                value_size: i.value_size,
+                max_entries: i.max_entries,
+                map_flags: i.map_flags,
+                name: i.name,
+                ..Default::default()
+            };
+            map_info_bytes(&mut info, &spec, *id);
         }
         Object::Prog(p) => {
-            // struct bpf_prog_info: type, id, tag[8], jited_prog_len,
-            // xlated_prog_len, jited_prog_insns, xlated_prog_insns, load_time,
-            // created_by_uid, nr_map_ids, map_ids, name[16], ...
-            put32(&mut info, p.prog_type);
-            put32(&mut info, p.id);
-            info.extend_from_slice(&[0u8; 8]);
-            put32(&mut info, 0);
-            put32(&mut info, p.insn_count * 8);
-            info.extend_from_slice(&[0u8; 24]);
-            // SAFETY: getuid has no preconditions.
-            put32(&mut info, unsafe { libc::getuid() });
-            put32(&mut info, 0); // nr_map_ids: map id arrays are not reported
-            info.extend_from_slice(&[0u8; 8]);
-            name16(&mut info, &p.name);
-            info.resize(80 + 8, 0);
+            let record = backend::registry()?.prog(p.id).map_err(|_| libc::ENOENT)?;
+            // SAFETY: the loader's info buffer and the arrays it names.
+            unsafe { prog_info_bytes(a, &record, &mut info)? };
+        }
+        Object::Foreign(ForeignObject::Prog(id)) => {
+            let record = backend::registry()?.prog(*id).map_err(|_| libc::ENOENT)?;
+            // SAFETY: as above.
+            unsafe { prog_info_bytes(a, &record, &mut info)? };
         }
         Object::Link(l) => {
             // struct bpf_link_info: type, id, prog_id, then the union at 16.

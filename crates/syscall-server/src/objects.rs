@@ -36,6 +36,16 @@ pub enum Object {
     Timer(crate::timer::TimerEvent),
     /// `BPF_LINK_CREATE(BPF_PERF_EVENT)`: holds its perf event enabled.
     Link(LinkObject),
+    /// `BPF_{PROG,MAP}_GET_FD_BY_ID` of a registry object this loader did
+    /// not create (bpftool listing another loader's programs): only
+    /// `OBJ_GET_INFO_BY_FD` answers, and closing it removes nothing.
+    Foreign(ForeignObject),
+}
+
+/// A registry object opened by id (see [`Object::Foreign`]).
+pub enum ForeignObject {
+    Prog(u32),
+    Map(u32),
 }
 
 impl Object {
@@ -47,6 +57,8 @@ impl Object {
             Object::Output(_) => "BPF output perf event",
             Object::Timer(_) => "cpu-clock perf event",
             Object::Link(_) => "link",
+            Object::Foreign(ForeignObject::Prog(_)) => "program (by id)",
+            Object::Foreign(ForeignObject::Map(_)) => "map (by id)",
         }
     }
 }

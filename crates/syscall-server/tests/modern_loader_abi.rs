@@ -2,8 +2,9 @@
 //! by the server with that kernel's values and errnos (each errno was
 //! checked against Linux 6.18 as root): BPF tokens refused the way a kernel
 //! without a delegated bpffs refuses them, uprobe_multi links (feature
-//! probes, bad input, cookies, the link's info, detach on close), and BPF
-//! ring buffers mapped and polled as libbpf's `ring_buffer__new` does.
+//! probes, bad input, cookies, the link's info, detach on close), BPF
+//! ring buffers mapped and polled as libbpf's `ring_buffer__new` does, and
+//! the listing by id bpftool does (`prog show`, `map show`, `prog dump`).
 //!
 //! One test function: the server's registry is process-wide, opened once
 //! from `USERBPF_DIR`.
@@ -270,7 +271,116 @@ fn modern_loader_abi() {
         libc::close(epfd);
     }
     close(rb);
+
+    listing_by_id(&reg);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+const BPF_PROG_GET_NEXT_ID: i64 = 11;
+const BPF_MAP_GET_NEXT_ID: i64 = 12;
+const BPF_PROG_GET_FD_BY_ID: i64 = 13;
+const BPF_MAP_GET_FD_BY_ID: i64 = 14;
+
+/// `*_GET_NEXT_ID` from `start`: the next id, or the errno.
+fn next_id(cmd: i64, start: u32) -> Result<u32, i32> {
+    let mut a = [0u8; 128];
+    put32(&mut a, 0, start);
+    bpf(cmd, &mut a).map(|_| u32_at(&a, 4))
+}
+
+fn fd_by_id(cmd: i64, id: u32) -> Result<i32, i32> {
+    let mut a = [0u8; 128];
+    put32(&mut a, 0, id);
+    bpf(cmd, &mut a).map(|fd| fd as i32)
+}
+
+/// `bpf_prog_info` of `fd`, with room for `insns` xlated bytes and 4 map ids.
+fn prog_info(fd: i32, xlated: &mut [u8], map_ids: &mut [u32; 4]) -> [u8; 232] {
+    let mut info = [0u8; 232];
+    info[20..24].copy_from_slice(&(xlated.len() as u32).to_ne_bytes());
+    info[32..40].copy_from_slice(&(xlated.as_mut_ptr() as u64).to_ne_bytes());
+    info[52..56].copy_from_slice(&4u32.to_ne_bytes());
+    info[56..64].copy_from_slice(&(map_ids.as_mut_ptr() as u64).to_ne_bytes());
+    let mut a = [0u8; 128];
+    put32(&mut a, 0, fd as u32);
+    put32(&mut a, 4, info.len() as u32);
+    put64(&mut a, 8, info.as_mut_ptr() as u64);
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut a).expect("prog info");
+    info
+}
+
+/// bpftool's `prog show`/`map show`/`prog dump xlated`: ids from the
+/// registry, fds by id (for another loader's objects too), info with the
+/// kernel's tag and the program's instructions.
+fn listing_by_id(reg: &shm_maps::Registry) {
+    let prog = prog_load(0);
+    let mut mine = [0u8; 232];
+    let mut a = [0u8; 128];
+    put32(&mut a, 0, prog as u32);
+    put32(&mut a, 4, 232);
+    put64(&mut a, 8, mine.as_mut_ptr() as u64);
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut a).expect("info");
+    let id = u32_at(&mine, 4);
+    // Linux 6.18, as root, gives `r0 = 0; exit` this tag (SHA-256 based).
+    assert_eq!(mine[8..16], [0x59, 0xf4, 0xa9, 0x31, 0x74, 0x4d, 0xcd, 0xc6], "the kernel's tag");
+    assert_eq!(u32_at(&mine, 20), 16, "xlated_prog_len");
+    assert_eq!(u32_at(&mine, 84) & 1, 1, "gpl_compatible");
+
+    // Iteration visits the program; past the last id: ENOENT.
+    let mut ids = Vec::new();
+    let mut at = 0;
+    while let Ok(next) = next_id(BPF_PROG_GET_NEXT_ID, at) {
+        ids.push(next);
+        at = next;
+    }
+    assert!(ids.contains(&id), "{ids:?} lacks {id}");
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ascending: {ids:?}");
+    assert_eq!(next_id(BPF_PROG_GET_NEXT_ID, u32::MAX - 1), Err(libc::ENOENT));
+    assert_eq!(fd_by_id(BPF_PROG_GET_FD_BY_ID, u32::MAX - 1), Err(libc::ENOENT));
+
+    // By id: the same program, its instructions dumped.
+    let again = fd_by_id(BPF_PROG_GET_FD_BY_ID, id).expect("fd by id");
+    let mut xlated = [0u8; 16];
+    let mut map_ids = [0u32; 4];
+    let info = prog_info(again, &mut xlated, &mut map_ids);
+    assert_eq!(u32_at(&info, 4), id);
+    assert_eq!(info[8..16], mine[8..16]);
+    assert_eq!(xlated, [0xb7, 0, 0, 0, 0, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(u32_at(&info, 52), 0, "no maps");
+    close(again);
+    close(prog);
+
+    // Another loader's map: listed, opened by id, described, and closing
+    // that fd leaves it alone.
+    let foreign = reg
+        .create_map(&shm_maps::MapSpec {
+            map_type: 1,
+            key_size: 8,
+            value_size: 16,
+            max_entries: 32,
+            name: "theirs".into(),
+            ..Default::default()
+        })
+        .expect("a map of another loader");
+    let mut at = 0;
+    let mut found = false;
+    while let Ok(next) = next_id(BPF_MAP_GET_NEXT_ID, at) {
+        found |= next == foreign.id();
+        at = next;
+    }
+    assert!(found, "map {} not listed", foreign.id());
+    let fd = fd_by_id(BPF_MAP_GET_FD_BY_ID, foreign.id()).expect("map fd by id");
+    let mut info = [0u8; 88];
+    let mut a = [0u8; 128];
+    put32(&mut a, 0, fd as u32);
+    put32(&mut a, 4, 88);
+    put64(&mut a, 8, info.as_mut_ptr() as u64);
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut a).expect("map info by id");
+    assert_eq!((u32_at(&info, 0), u32_at(&info, 4)), (1, foreign.id()));
+    assert_eq!((u32_at(&info, 8), u32_at(&info, 12), u32_at(&info, 16)), (8, 16, 32));
+    assert_eq!(&info[24..31], b"theirs\0");
+    close(fd);
+    assert!(reg.map_info(foreign.id()).is_ok(), "closing a by-id fd removed the map");
 }
 
 /// A program writes one 16-byte record into ring buffer `rb` (a
