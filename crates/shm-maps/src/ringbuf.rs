@@ -181,7 +181,11 @@ impl RingbufView {
         ptr::null_mut()
     }
 
-    /// Discards BUSY records of dead producers from the consumer position on.
+    /// Discards BUSY records of dead producers at the consumer position: the
+    /// run of BUSY records the consumer is blocked on. Records further on do
+    /// not block it yet; each is handled when it reaches the head. Stops at
+    /// the first committed record, so a ring that is full only because its
+    /// consumer is slow costs one header read here, not a walk of the ring.
     fn discard_dead(&self, shared: &Shared) -> bool {
         let mut pos = self.consumer_pos().load(Ordering::Acquire);
         let prod = self.prod_u64(0).load(Ordering::Acquire);
@@ -189,15 +193,16 @@ impl RingbufView {
         while pos < prod {
             let h = self.hdr(pos);
             let len = h.load(Ordering::Acquire);
-            if len & BPF_RINGBUF_BUSY_BIT != 0 {
-                // SAFETY: pg_off word right after len.
-                let owner = unsafe { ptr::read_volatile((h as *const AtomicU32 as *const u32).add(1)) };
-                if !self.stall.stuck_for_long(pos) || shared.owner_alive(owner) {
-                    break;
-                }
-                let done = (len & !BPF_RINGBUF_BUSY_BIT) | BPF_RINGBUF_DISCARD_BIT;
-                fixed |= h.compare_exchange(len, done, Ordering::AcqRel, Ordering::Relaxed).is_ok();
+            if len & BPF_RINGBUF_BUSY_BIT == 0 {
+                break;
             }
+            // SAFETY: pg_off word right after len.
+            let owner = unsafe { ptr::read_volatile((h as *const AtomicU32 as *const u32).add(1)) };
+            if !self.stall.stuck_for_long(pos) || shared.owner_alive(owner) {
+                break;
+            }
+            let done = (len & !BPF_RINGBUF_BUSY_BIT) | BPF_RINGBUF_DISCARD_BIT;
+            fixed |= h.compare_exchange(len, done, Ordering::AcqRel, Ordering::Relaxed).is_ok();
             let sz = (len & !(BPF_RINGBUF_BUSY_BIT | BPF_RINGBUF_DISCARD_BIT)) as u64;
             pos += (sz + BPF_RINGBUF_HDR_SZ as u64 + 7) & !7;
         }
@@ -209,7 +214,19 @@ impl RingbufView {
         let h = unsafe { &*(sample.sub(BPF_RINGBUF_HDR_SZ) as *const AtomicU32) };
         let len = h.load(Ordering::Relaxed) & !BPF_RINGBUF_BUSY_BIT;
         h.store(if discard { len | BPF_RINGBUF_DISCARD_BIT } else { len }, Ordering::SeqCst);
-        if flags & BPF_RB_NO_WAKEUP == 0 && self.prod_u32(PROD_WAITERS).load(Ordering::SeqCst) > 0 {
+        // The kernel's rule (bpf_ringbuf_commit): wake the consumer only for
+        // the record it waits for next, i.e. when it has consumed everything
+        // before this one; a consumer still busy with earlier records finds
+        // this one without a wakeup. So a flowing ring costs no system call
+        // per record, and FORCE_WAKEUP always wakes, NO_WAKEUP never.
+        let rec_off = (h as *const AtomicU32 as usize - self.data() as usize) & (self.data_size - 1);
+        let next_for_consumer = || (self.consumer_pos().load(Ordering::SeqCst) as usize & (self.data_size - 1)) == rec_off;
+        let wake = if flags & BPF_RB_FORCE_WAKEUP != 0 {
+            true
+        } else {
+            flags & BPF_RB_NO_WAKEUP == 0 && next_for_consumer()
+        };
+        if wake && self.prod_u32(PROD_WAITERS).load(Ordering::SeqCst) > 0 {
             self.prod_u32(PROD_WAKE).fetch_add(1, Ordering::SeqCst);
             sys::futex_wake_all(self.prod_u32(PROD_WAKE));
         }
