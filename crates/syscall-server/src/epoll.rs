@@ -209,6 +209,17 @@ pub unsafe fn wait(
         _ => &blocked.previous,
     };
     let deadline = (timeout >= 0).then(|| Instant::now() + Duration::from_millis(timeout as u64));
+    // One ring buffer alone in the set (libbpf's `ring_buffer__new` makes
+    // such a set): sleep on its producers' futex, so a record wakes the
+    // loader at once instead of at the next slice (producers only make that
+    // FUTEX_WAKE while a consumer sleeps, and the real set is still checked
+    // every slice).
+    let lone_ring = match regs.as_slice() {
+        [r] if r.events & libc::EPOLLIN as u32 != 0 => TABLE
+            .get_key(r.ring)
+            .filter(|o| matches!(&**o, Object::Map(m) if m.spec.map_type == crate::abi::BPF_MAP_TYPE_RINGBUF)),
+        _ => None,
+    };
     loop {
         let ours = ready(&regs);
         if !ours.is_empty() {
@@ -235,6 +246,16 @@ pub unsafe fn wait(
                 (d - now).min(POLL_SLICE)
             }
         };
+        if let Some(Object::Map(m)) = lone_ring.as_deref() {
+            // SAFETY: forwarding with no timeout; pending signals are
+            // delivered (EINTR) as this call unblocks them.
+            let r = unsafe { real_wait(epfd, events, max, 0, Some(wait_mask)) };
+            if r != 0 {
+                return r;
+            }
+            m.map.map.ringbuf_wait_readable(Some(slice));
+            continue;
+        }
         // SAFETY: forwarding with a bounded timeout; signals pending since
         // we blocked them are delivered (EINTR) as this wait unblocks them.
         let r = unsafe {
