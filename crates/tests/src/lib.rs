@@ -504,6 +504,53 @@ impl World {
         Ok(out)
     }
 
+    /// Build the libbpf-bootstrap-style tool `apps/<name>/` into the world:
+    /// `<name>.bpf.c` with clang, its skeleton with `bpftool gen skeleton`,
+    /// `<name>.c` with gcc against Debian's libbpf. Returns the executable.
+    pub fn build_libbpf_tool(&self, name: &str) -> Result<PathBuf, SetupError> {
+        let src = apps_dir().join(name);
+        let obj = self.dir.join(format!("{name}.bpf.o"));
+        let hint = "(scripts/setup.sh installs clang, bpftool, libbpf-dev)";
+        run_ok(
+            Command::new("clang")
+                .args(["-g", "-O2", "-target", "bpf", "-D__TARGET_ARCH_x86"])
+                .arg("-I/usr/include/x86_64-linux-gnu")
+                .arg("-c")
+                .arg(src.join(format!("{name}.bpf.c")))
+                .arg("-o")
+                .arg(&obj),
+            &format!("clang -target bpf {name}.bpf.c {hint}"),
+        )?;
+        let skel = Command::new("bpftool")
+            .args(["gen", "skeleton"])
+            .arg(&obj)
+            .output()
+            .map_err(|e| SetupError(format!("bpftool gen skeleton: {e} {hint}")))?;
+        if !skel.status.success() {
+            return Err(SetupError(format!(
+                "bpftool gen skeleton: {}",
+                String::from_utf8_lossy(&skel.stderr)
+            )));
+        }
+        std::fs::write(self.dir.join(format!("{name}.skel.h")), &skel.stdout)
+            .map_err(|e| SetupError(format!("write {name}.skel.h: {e}")))?;
+        let tool = self.dir.join(name);
+        run_ok(
+            Command::new("gcc")
+                .args(["-O1", "-g"])
+                .arg(format!("-I{}", self.dir.display()))
+                .arg(format!("-I{}", src.display()))
+                .arg("-o")
+                .arg(&tool)
+                .arg(src.join(format!("{name}.c")))
+                .args(["-lbpf", "-lelf", "-lz"]),
+            &format!("gcc {name}.c {hint}"),
+        )?;
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| SetupError(format!("chmod {}: {e}", tool.display())))?;
+        Ok(tool)
+    }
+
     /// Run bpftrace with `-c "{APP} args…"` (none if `command` is empty) to completion.
     pub fn bpftrace_c(&self, script: &str, command: &str, timeout: Duration) -> Output {
         let extra = if command.is_empty() {

@@ -10,66 +10,11 @@
 //! when the tool never drains its ring buffer, the same count of records
 //! that fit and of reservations that failed. These tests need no kernel eBPF.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use tests::{expected_dir, Proc, World};
 
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
-
-fn run(cmd: &mut Command, what: &str) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: {e} (scripts/setup.sh installs clang, bpftool, libbpf-dev)"));
-    assert!(
-        out.status.success(),
-        "{what} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Build `rbtool` in the world: BPF object, skeleton header, executable.
-fn build_tool(world: &World) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("apps/rbtool");
-    let obj = world.dir.join("rbtool.bpf.o");
-    run(
-        Command::new("clang")
-            .args(["-g", "-O2", "-target", "bpf", "-D__TARGET_ARCH_x86"])
-            .arg("-I/usr/include/x86_64-linux-gnu")
-            .arg("-c")
-            .arg(src.join("rbtool.bpf.c"))
-            .arg("-o")
-            .arg(&obj),
-        "clang -target bpf rbtool.bpf.c",
-    );
-    let skel = Command::new("bpftool")
-        .args(["gen", "skeleton"])
-        .arg(&obj)
-        .output()
-        .unwrap_or_else(|e| panic!("bpftool: {e} (Debian package bpftool; scripts/setup.sh installs it)"));
-    assert!(
-        skel.status.success(),
-        "bpftool gen skeleton: {}",
-        String::from_utf8_lossy(&skel.stderr)
-    );
-    std::fs::write(world.dir.join("rbtool.skel.h"), &skel.stdout).expect("write skeleton");
-    let tool = world.dir.join("rbtool");
-    run(
-        Command::new("gcc")
-            .args(["-O1", "-g"])
-            .arg(format!("-I{}", world.dir.display()))
-            .arg(format!("-I{}", src.display()))
-            .arg("-o")
-            .arg(&tool)
-            .arg(src.join("rbtool.c"))
-            .args(["-lbpf", "-lelf", "-lz"]),
-        "gcc rbtool.c",
-    );
-    std::fs::set_permissions(&tool, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("chmod rbtool");
-    tool
-}
 
 fn expected(name: &str) -> String {
     let p = expected_dir().join(name);
@@ -78,7 +23,9 @@ fn expected(name: &str) -> String {
 
 /// Start rbtool on `add2` of the sample app and wait until it attached.
 fn start_tool(world: &World, min_arg: &str, expected_records: &str) -> Proc {
-    let tool = build_tool(world);
+    let tool = world
+        .build_libbpf_tool("rbtool")
+        .unwrap_or_else(|e| panic!("build rbtool: {e}"));
     let app = world.app.to_string_lossy().into_owned();
     let mut loader = world
         .spawn_loader(&tool.to_string_lossy(), &[&app, "add2", min_arg, expected_records])
