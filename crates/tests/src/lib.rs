@@ -446,7 +446,7 @@ impl World {
     /// the world's registry: its probes are then in place for every agent
     /// that starts afterwards. Panics with the loader's stderr on timeout.
     /// (Loaders whose stdout is a pipe print nothing until they exit.)
-    pub fn wait_for_links(&self, loader: &Proc, n: usize, timeout: Duration) {
+    pub fn wait_for_links(&self, loader: &mut Proc, n: usize, timeout: Duration) {
         let links = self.registry.join("links");
         let deadline = Instant::now() + timeout;
         loop {
@@ -454,9 +454,11 @@ impl World {
             if count >= n {
                 return;
             }
+            let exited = loader.has_exited();
             assert!(
-                Instant::now() < deadline,
-                "the loader did not attach {n} probes within {timeout:?} ({count} seen); stderr:\n{}",
+                Instant::now() < deadline && !exited,
+                "the loader did not attach {n} probes ({count} seen; {}); stderr:\n{}",
+                if exited { "it exited".to_string() } else { format!("waited {timeout:?}") },
                 loader.stderr_now()
             );
             std::thread::sleep(Duration::from_millis(20));
@@ -684,6 +686,11 @@ impl Proc {
     /// Stdout so far.
     pub fn stdout_now(&self) -> String {
         self.stdout.text()
+    }
+
+    /// Whether the process has exited (it is reaped when it has).
+    pub fn has_exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
     }
 
     /// Stderr so far.

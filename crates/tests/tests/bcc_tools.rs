@@ -24,10 +24,10 @@ fn funccount_counts_calls_with_headers_found_by_the_server() {
     );
     let world = World::new().unwrap_or_else(|e| panic!("e2e setup: {e}"));
     let target = format!("{}:add2", world.app.display());
-    let loader = world
+    let mut loader = world
         .spawn_loader(tool, &["-d", "6", &target])
         .unwrap_or_else(|e| panic!("spawn funccount: {e}"));
-    world.wait_for_links(&loader, 1, STEP_TIMEOUT);
+    world.wait_for_links(&mut loader, 1, STEP_TIMEOUT);
     let app = world.spawn_app(&["7"]).expect("spawn the sample app");
     let app_out = app.wait_timeout(STEP_TIMEOUT);
     assert_eq!(app_out.status, Some(0), "sample failed: {}", app_out.stderr);
