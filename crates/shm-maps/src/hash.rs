@@ -587,8 +587,18 @@ impl Map {
             OP_DELETE => {
                 let idx = bucket.pending_elem.load(Ordering::Acquire);
                 // Still linked, or unlinked but not yet freed: finish it.
+                // LIVE alone does not mean "not yet freed": if the holder died
+                // after free_elem, the element may already have been reused
+                // by an insert into another bucket (that needs no lock of
+                // ours) and be LIVE on that chain. It can never have been
+                // reinserted here, as the dead holder kept this bucket locked,
+                // so LIVE with a hash of this bucket, read after the state
+                // (whose Release store publishes the reuser's hash), is ours.
                 if idx < self.pool_size
-                    && (self.unlink(b, idx) || self.elem(idx).state.load(Ordering::Acquire) == STATE_LIVE)
+                    && (self.unlink(b, idx) || {
+                        let e = self.elem(idx);
+                        e.state.load(Ordering::Acquire) == STATE_LIVE && e.hash.load(Ordering::Relaxed) & self.bucket_mask == b
+                    })
                 {
                     dec_count();
                     self.free_elem(idx);
