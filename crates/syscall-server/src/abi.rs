@@ -35,6 +35,8 @@ pub const BPF_BTF_GET_FD_BY_ID: u32 = 19;
 pub const BPF_MAP_LOOKUP_AND_DELETE_ELEM: u32 = 21;
 pub const BPF_MAP_FREEZE: u32 = 22;
 pub const BPF_BTF_GET_NEXT_ID: u32 = 23;
+pub const BPF_MAP_LOOKUP_BATCH: u32 = 24;
+pub const BPF_MAP_DELETE_BATCH: u32 = 27;
 pub const BPF_LINK_CREATE: u32 = 28;
 pub const BPF_LINK_GET_FD_BY_ID: u32 = 30;
 pub const BPF_LINK_GET_NEXT_ID: u32 = 31;
@@ -198,6 +200,7 @@ pub unsafe fn describe_bpf_call(cmd: u32, attr_ptr: *const u8, size: u32) -> Str
 pub const BPF_PERF_EVENT: u32 = 41;
 pub const BPF_TRACE_KPROBE_MULTI: u32 = 42;
 pub const BPF_TRACE_UPROBE_MULTI: u32 = 48;
+pub const BPF_TRACE_KPROBE_SESSION: u32 = 56;
 /// `link_create.uprobe_multi.flags`: the probes are uretprobes.
 pub const BPF_F_UPROBE_MULTI_RETURN: u32 = 1;
 /// The kernel's `MAX_UPROBE_MULTI_CNT`.

@@ -62,6 +62,10 @@ pub unsafe fn bpf(cmd: u32, attr_ptr: *mut u8, size: u32) -> Result<c_long, i32>
             Err(libc::EOPNOTSUPP)
         }
         abi::BPF_PROG_BIND_MAP => Ok(0),
+        // Batch map operations are an optimisation loaders probe for and do
+        // without (bpftrace prints maps element by element when they fail):
+        // refused quietly, as by a kernel older than 5.6 (USERBPF_TRACE shows it).
+        abi::BPF_MAP_LOOKUP_BATCH..=abi::BPF_MAP_DELETE_BATCH => Err(libc::EINVAL),
         // BPF tokens delegate kernel BPF rights from a bpffs mount; the
         // server grants its loader everything already. This is the answer
         // of a kernel whose bpffs has no delegation set up (EINVAL), after
@@ -381,7 +385,9 @@ fn prog_load(a: &Attr) -> Result<c_long, i32> {
         let kind = abi::program_kind_name(prog_type, a.u32(attr::EXPECTED_ATTACH_TYPE));
         let why = "userbpf runs uprobe (kprobe-type), perf_event and raw_tracepoint programs only";
         log.write(&format!("userbpf: program type {kind} ({prog_type}) is not supported: {why}\n"));
-        report::unsupported(&format!("program type {kind} ({prog_type})"), why);
+        // Only in the log: loaders probe program types (bpftrace's fentry
+        // and iter probes at every start, libbpf's feature probes) and carry
+        // on without them; libbpf prints the log when a tool's program fails.
         return Err(libc::EINVAL);
     }
 
@@ -989,8 +995,9 @@ fn link_create(a: &Attr) -> Result<c_long, i32> {
             // SAFETY: the attr's pointers are the loader's.
             unsafe { uprobe_multi_link(a) }
         }
-        // Feature probe for multi-kprobes: a kernel feature userbpf lacks.
-        abi::BPF_TRACE_KPROBE_MULTI => Err(libc::EOPNOTSUPP),
+        // Feature probes for multi-kprobes and kprobe sessions (bpftrace
+        // 0.27 at start-up): kernel features, refused quietly.
+        abi::BPF_TRACE_KPROBE_MULTI | abi::BPF_TRACE_KPROBE_SESSION => Err(libc::EOPNOTSUPP),
         _ => {
             report::unsupported(
                 &format!("BPF_LINK_CREATE with attach type {attach_type}"),

@@ -427,6 +427,14 @@ impl World {
         Proc::spawn_raw(cmd, "bpftrace")
     }
 
+    /// Start bpftrace (with the syscall server) with only these arguments
+    /// (`--info`, `-l PATTERN`).
+    pub fn spawn_bpftrace_args(&self, args: &[&str]) -> Result<Proc, SetupError> {
+        let mut cmd = self.bpftrace_command();
+        cmd.args(args);
+        Proc::spawn(cmd, "bpftrace")
+    }
+
     /// Start bpftrace (with the syscall server) on a script file.
     pub fn spawn_bpftrace_file(&self, script: &str, extra: &[String]) -> Result<Proc, SetupError> {
         let mut cmd = self.bpftrace_command();

@@ -57,3 +57,23 @@ fn hardware_events_are_refused_by_name() {
         "userbpf: hardware perf events (hardware:) is not supported",
     );
 }
+
+/// `bpftrace --info` probes every feature, many of them kernel-only: the
+/// answers must be the quiet ones of a kernel without them (no `userbpf:`
+/// line in the middle of its report), under every bpftrace release.
+#[test]
+fn feature_probes_of_bpftrace_info_are_quiet() {
+    for bpftrace in tests::Bpftrace::all() {
+        let bpftrace = bpftrace.unwrap_or_else(|e| panic!("e2e setup: {e}"));
+        let version = bpftrace.version;
+        let world = World::with(bpftrace).unwrap_or_else(|e| panic!("e2e setup: {e}"));
+        let out = world
+            .spawn_bpftrace_args(&["--info"])
+            .expect("spawn bpftrace --info")
+            .wait_timeout(TIMEOUT);
+        assert_eq!(out.status, Some(0), "bpftrace {version} --info failed:\n{}", out.stderr);
+        let text = format!("{}{}", out.stdout, out.stderr);
+        assert!(text.contains("Kernel features"), "bpftrace {version} --info printed no report:\n{text}");
+        assert!(!text.contains("userbpf:"), "bpftrace {version} --info:\n{text}");
+    }
+}
