@@ -19,7 +19,7 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::errno::Errno;
@@ -58,6 +58,9 @@ pub(crate) struct RingbufView {
 /// Ring buffers mapped in this process, so `bpf_ringbuf_submit(sample)`
 /// (which gets no map argument) can find its ring from the pointer.
 static VIEWS: [AtomicPtr<RingbufView>; 64] = [const { AtomicPtr::new(ptr::null_mut()) }; 64];
+/// One past the highest slot of `VIEWS` ever used: `bpf_ringbuf_submit`
+/// scans only that far (a process maps one or two rings, not 64).
+static VIEWS_USED: AtomicUsize = AtomicUsize::new(0);
 
 /// Maps `[consumer page | producer page | data | data]` from `fd` (file
 /// offset `file_off` is the consumer page). Returns the base and length.
@@ -104,8 +107,9 @@ impl RingbufView {
         let mapping = unsafe { Mapping::from_raw(base, len) };
         let view = Box::new(RingbufView { mapping, data_size, page, stall: sys::Stall::default() });
         let p = &*view as *const RingbufView as *mut RingbufView;
-        for slot in VIEWS.iter() {
+        for (i, slot) in VIEWS.iter().enumerate() {
             if slot.compare_exchange(ptr::null_mut(), p, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                VIEWS_USED.fetch_max(i + 1, Ordering::AcqRel);
                 return Ok(view);
             }
         }
@@ -219,6 +223,11 @@ impl RingbufView {
         // before this one; a consumer still busy with earlier records finds
         // this one without a wakeup. So a flowing ring costs no system call
         // per record, and FORCE_WAKEUP always wakes, NO_WAKEUP never.
+        // Waiters first: the consumer page is the consumer's hot line, read
+        // only when someone sleeps.
+        if self.prod_u32(PROD_WAITERS).load(Ordering::SeqCst) == 0 {
+            return;
+        }
         let rec_off = (h as *const AtomicU32 as usize - self.data() as usize) & (self.data_size - 1);
         let next_for_consumer = || (self.consumer_pos().load(Ordering::SeqCst) as usize & (self.data_size - 1)) == rec_off;
         let wake = if flags & BPF_RB_FORCE_WAKEUP != 0 {
@@ -226,7 +235,7 @@ impl RingbufView {
         } else {
             flags & BPF_RB_NO_WAKEUP == 0 && next_for_consumer()
         };
-        if wake && self.prod_u32(PROD_WAITERS).load(Ordering::SeqCst) > 0 {
+        if wake {
             self.prod_u32(PROD_WAKE).fetch_add(1, Ordering::SeqCst);
             sys::futex_wake_all(self.prod_u32(PROD_WAKE));
         }
@@ -248,7 +257,7 @@ impl Drop for RingbufView {
 }
 
 fn view_of(sample: *const u8) -> Option<&'static RingbufView> {
-    for slot in VIEWS.iter() {
+    for slot in &VIEWS[..VIEWS_USED.load(Ordering::Acquire)] {
         let p = slot.load(Ordering::Acquire);
         // SAFETY: registered views are alive until their Map drops, which
         // must not happen while a program still holds a reserved sample.
