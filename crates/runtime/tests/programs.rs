@@ -5,17 +5,24 @@
 use runtime::{LoadedProgram, RunEnv};
 use shm_maps::{map_type, Map, MapSpec, ProgRecord, Registry};
 
+/// One test at a time: the runtime caches map handles process-wide by
+/// registry map id, and every test's fresh registry numbers its maps from 1,
+/// so two tests running at once would share each other's maps.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 struct TempRegistry {
     dir: std::path::PathBuf,
     registry: Registry,
+    _serial: std::sync::MutexGuard<'static, ()>,
 }
 
 impl TempRegistry {
     fn new(name: &str) -> TempRegistry {
+        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let dir = std::env::temp_dir().join(format!("userbpf-runtime-test-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let registry = Registry::open(&dir).unwrap();
-        TempRegistry { dir, registry }
+        TempRegistry { dir, registry, _serial: serial }
     }
 }
 
@@ -195,11 +202,14 @@ fn tail_calls_follow_the_prog_array_including_later_updates() {
     }
 }
 
+/// The app's own memory, as a program would name it by address.
+static APP_MEMORY: [u8; 8] = [0x77; 8];
+
 /// bpftrace 0.20+ copies strings between its scratch map values with
 /// `bpf_probe_read_kernel` (and zeroes them with a NULL source): map values
 /// and the BPF stack are the runtime's "kernel" memory and read fine; the
-/// app's own memory (here: the context) is user memory and gives -EFAULT
-/// with the destination zeroed, as on the kernel.
+/// app's own memory is user memory and gives -EFAULT with the destination
+/// zeroed, as on the kernel.
 #[test]
 fn probe_read_kernel_reads_map_values_and_the_stack_only() {
     let t = TempRegistry::new("read-kernel");
@@ -210,10 +220,11 @@ fn probe_read_kernel_reads_map_values_and_the_stack_only() {
     value[48..56].copy_from_slice(&[0xaa; 8]);
     global.update(&0u32.to_le_bytes(), &value, 0).unwrap();
     // r6: map value -> stack (16 bytes), r7: stack -> value+16, r8: the
-    // context -> value+48 (must fail and zero it), r9: NULL -> stack.
+    // app's memory -> value+48 (must fail and zero it), r9: NULL -> stack.
+    let app = APP_MEMORY.as_ptr() as u64;
     let text = format!(
         "
-        mov %r9, %r1
+        lddw %r9, {app:#x}
         mov %r1, %r10
         add %r1, -16
         mov %r2, 16
@@ -246,9 +257,8 @@ fn probe_read_kernel_reads_map_values_and_the_stack_only() {
     );
     let id = store(&t.registry, &text, &[g]);
     let program = LoadedProgram::from_registry(&t.registry, id).unwrap();
-    let mut app_memory = [0x77u8; 8];
-    // SAFETY: the program reads its context only through the helper.
-    let r = unsafe { program.run_detached(app_memory.as_mut_ptr()) };
+    // SAFETY: the program does not touch its context.
+    let r = unsafe { program.run_detached(std::ptr::null_mut()) };
     let efault = (-(libc::EFAULT as i64)) as u64 & 0xff;
     assert_eq!(r, efault, "map value and stack reads return 0, the app's memory -EFAULT");
     global.lookup(&0u32.to_le_bytes(), &mut value).unwrap();
