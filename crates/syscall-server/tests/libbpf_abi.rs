@@ -14,11 +14,7 @@ use common::*;
 
 #[test]
 fn libbpf_load_time_abi() {
-    let dir = std::env::temp_dir().join(format!("userbpf-libbpf-abi-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .expect("chmod");
-    std::env::set_var("USERBPF_DIR", &dir);
+    let dir = scratch_registry("libbpf-abi");
 
     // .rodata: created read-only for programs and mmapable, filled, frozen.
     let rodata =

@@ -84,11 +84,16 @@ fn link_info(fd: i32, path: &mut [u8], offsets: &mut [u64], cookies: &mut [u64])
     info[40..48].copy_from_slice(&(cookies.as_mut_ptr() as u64).to_ne_bytes());
     info[48..52].copy_from_slice(&(path.len() as u32).to_ne_bytes());
     info[52..56].copy_from_slice(&(offsets.len().min(cookies.len()) as u32).to_ne_bytes());
+    obj_info(fd, &mut info).map(|_| info)
+}
+
+/// `BPF_OBJ_GET_INFO_BY_FD` of `fd` into `info` (its length is `info_len`).
+fn obj_info(fd: i32, info: &mut [u8]) -> Result<i64, i32> {
     let mut a = [0u8; 128];
     put32(&mut a, 0, fd as u32);
     put32(&mut a, 4, info.len() as u32);
     put64(&mut a, 8, info.as_mut_ptr() as u64);
-    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut a).map(|_| info)
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut a)
 }
 
 fn u32_at(b: &[u8], off: usize) -> u32 {
@@ -115,11 +120,7 @@ fn epoll_ready(epfd: i32) -> Vec<u64> {
 
 #[test]
 fn modern_loader_abi() {
-    let dir = std::env::temp_dir().join(format!("userbpf-modern-abi-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .expect("chmod");
-    std::env::set_var("USERBPF_DIR", &dir);
+    let dir = scratch_registry("modern-abi");
 
     // BPF tokens: refused as by a kernel whose bpffs has no delegation, so
     // libbpf carries on without one.
@@ -243,12 +244,8 @@ fn modern_loader_abi() {
     // SAFETY: registering our ring fd with a valid event.
     assert_eq!(unsafe { interpose::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, rb, &mut ev) }, 0);
     assert_eq!(epoll_ready(epfd), Vec::<u64>::new(), "empty ring");
-    let mut info = [0u8; 128];
-    let mut a = [0u8; 128];
-    put32(&mut a, 0, rb as u32);
-    put32(&mut a, 4, 88);
-    put64(&mut a, 8, info.as_mut_ptr() as u64);
-    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut a).expect("map info");
+    let mut info = [0u8; 88];
+    obj_info(rb, &mut info).expect("map info");
     assert_eq!(u32_at(&info, 0), RINGBUF);
     assert_eq!(u32_at(&info, 16), 8192, "max_entries, which libbpf maps twice");
     produce_one_record(rb);
@@ -301,11 +298,7 @@ fn prog_info(fd: i32, xlated: &mut [u8], map_ids: &mut [u32; 4]) -> [u8; 232] {
     info[32..40].copy_from_slice(&(xlated.as_mut_ptr() as u64).to_ne_bytes());
     info[52..56].copy_from_slice(&4u32.to_ne_bytes());
     info[56..64].copy_from_slice(&(map_ids.as_mut_ptr() as u64).to_ne_bytes());
-    let mut a = [0u8; 128];
-    put32(&mut a, 0, fd as u32);
-    put32(&mut a, 4, info.len() as u32);
-    put64(&mut a, 8, info.as_mut_ptr() as u64);
-    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut a).expect("prog info");
+    obj_info(fd, &mut info).expect("prog info");
     info
 }
 
@@ -315,11 +308,7 @@ fn prog_info(fd: i32, xlated: &mut [u8], map_ids: &mut [u32; 4]) -> [u8; 232] {
 fn listing_by_id(reg: &shm_maps::Registry) {
     let prog = prog_load(0);
     let mut mine = [0u8; 232];
-    let mut a = [0u8; 128];
-    put32(&mut a, 0, prog as u32);
-    put32(&mut a, 4, 232);
-    put64(&mut a, 8, mine.as_mut_ptr() as u64);
-    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut a).expect("info");
+    obj_info(prog, &mut mine).expect("info");
     let id = u32_at(&mine, 4);
     // Linux 6.18, as root, gives `r0 = 0; exit` this tag (SHA-256 based).
     assert_eq!(mine[8..16], [0x59, 0xf4, 0xa9, 0x31, 0x74, 0x4d, 0xcd, 0xc6], "the kernel's tag");
@@ -371,11 +360,7 @@ fn listing_by_id(reg: &shm_maps::Registry) {
     assert!(found, "map {} not listed", foreign.id());
     let fd = fd_by_id(BPF_MAP_GET_FD_BY_ID, foreign.id()).expect("map fd by id");
     let mut info = [0u8; 88];
-    let mut a = [0u8; 128];
-    put32(&mut a, 0, fd as u32);
-    put32(&mut a, 4, 88);
-    put64(&mut a, 8, info.as_mut_ptr() as u64);
-    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut a).expect("map info by id");
+    obj_info(fd, &mut info).expect("map info by id");
     assert_eq!((u32_at(&info, 0), u32_at(&info, 4)), (1, foreign.id()));
     assert_eq!((u32_at(&info, 8), u32_at(&info, 12), u32_at(&info, 16)), (8, 16, 32));
     assert_eq!(&info[24..31], b"theirs\0");

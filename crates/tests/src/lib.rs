@@ -365,17 +365,9 @@ impl World {
         cmd.arg(format!("--userspec={NOBODY}:{NOBODY}"))
             .arg(format!("--groups={NOBODY}"))
             .arg(root)
-            .arg("env")
-            .arg(format!("USERBPF_DIR={}", self.inner_path(&self.registry).display()))
-            .arg(format!("LD_PRELOAD={}", self.inner_path(&self.server).display()))
-            .arg(format!("HOME={}", self.inner.display()))
-            .arg(BPFTRACE)
-            .env_remove("LD_PRELOAD")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
-        cmd
+            .arg("env");
+        let (registry, server) = (self.inner_path(&self.registry), self.inner_path(&self.server));
+        self.finish_command(cmd, BPFTRACE, &registry, &server, &self.inner)
     }
 
     /// A command that runs `program` as the test user with the world's
@@ -399,9 +391,16 @@ impl World {
         } else {
             Command::new("env")
         };
-        cmd.arg(format!("USERBPF_DIR={}", self.registry.display()))
+        self.finish_command(cmd, program, &self.registry, preload, &self.dir)
+    }
+
+    /// `cmd` (ending in `env`) then `USERBPF_DIR=registry`,
+    /// `LD_PRELOAD=preload`, `HOME=home` (paths as `program` sees them) and
+    /// `program`; stdin closed, stdout/stderr piped, its own process group.
+    fn finish_command(&self, mut cmd: Command, program: &str, registry: &Path, preload: &Path, home: &Path) -> Command {
+        cmd.arg(format!("USERBPF_DIR={}", registry.display()))
             .arg(format!("LD_PRELOAD={}", preload.display()))
-            .arg(format!("HOME={}", self.dir.display()))
+            .arg(format!("HOME={}", home.display()))
             .arg(program)
             .current_dir(&self.dir)
             .env_remove("LD_PRELOAD")

@@ -88,3 +88,14 @@ pub fn unmap(p: *mut u8, len: usize) {
     unsafe { libc::munmap(p as *mut c_void, len) };
 }
 
+
+/// A private scratch registry directory, made the server's (`USERBPF_DIR`,
+/// read once per process: one test function per binary).
+pub fn scratch_registry(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("userbpf-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .expect("chmod");
+    std::env::set_var("USERBPF_DIR", &dir);
+    dir
+}
