@@ -196,6 +196,11 @@ pub unsafe fn describe_bpf_call(cmd: u32, attr_ptr: *const u8, size: u32) -> Str
     format!("bpf({}, {{{fields}}})", bpf_cmd_name(cmd))
 }
 
+/// `BTF_MAX_SIZE`: the largest BTF blob the kernel loads.
+pub const BTF_MAX_SIZE: usize = 16 * 1024 * 1024;
+/// `BTF_MAGIC` at the start of every BTF blob.
+pub const BTF_MAGIC: u16 = 0xeb9f;
+
 // Attach types used with BPF_LINK_CREATE.
 pub const BPF_PERF_EVENT: u32 = 41;
 pub const BPF_TRACE_KPROBE_MULTI: u32 = 42;
@@ -276,8 +281,11 @@ pub mod attr {
     pub const LINK_UPROBE_MULTI_FLAGS: usize = 52;
     pub const LINK_UPROBE_MULTI_PID: usize = 56;
     // BPF_BTF_LOAD
+    pub const BTF_DATA: usize = 0;
     pub const BTF_LOG_BUF: usize = 8;
+    pub const BTF_SIZE: usize = 16;
     pub const BTF_LOG_SIZE: usize = 20;
+    pub const BTF_LOG_LEVEL: usize = 24;
 }
 
 /// The largest `bpf_attr` prefix the server reads; larger callers must have

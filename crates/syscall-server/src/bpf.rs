@@ -49,10 +49,7 @@ pub unsafe fn bpf(cmd: u32, attr_ptr: *mut u8, size: u32) -> Result<c_long, i32>
         abi::BPF_MAP_GET_FD_BY_ID => fd_by_id(ForeignObject::Map(a.u32(attr::ID_START))),
         abi::BPF_BTF_GET_NEXT_ID | abi::BPF_LINK_GET_NEXT_ID => Err(libc::ENOENT),
         abi::BPF_BTF_GET_FD_BY_ID | abi::BPF_LINK_GET_FD_BY_ID => Err(libc::ENOENT),
-        abi::BPF_BTF_LOAD => {
-            // Loaders treat BTF as optional; userbpf has no use for it.
-            Err(libc::EINVAL)
-        }
+        abi::BPF_BTF_LOAD => btf_load(&a),
         abi::BPF_LINK_CREATE => link_create(&a),
         abi::BPF_RAW_TRACEPOINT_OPEN => {
             report::unsupported(
@@ -872,6 +869,28 @@ unsafe fn obj_get_info(a: &Attr, attr_ptr: *mut u8) -> Result<c_long, i32> {
             // SAFETY: as above.
             unsafe { prog_info_bytes(a, &record, &mut info)? };
         }
+        Object::Btf(b) => {
+            // struct bpf_btf_info: btf (ptr), btf_size, id, name (ptr),
+            // name_len, kernel_btf. As the kernel: as much of the blob as
+            // `btf_size` says is copied, and the full size reported; a
+            // loader's BTF has no name.
+            let user_len = (a.u32(attr::INFO_LEN) as usize).min(32);
+            // SAFETY: the loader gave `info_len` readable bytes at `info`.
+            let given = unsafe { user_bytes(a.u64(attr::INFO_PTR), user_len)? };
+            let ubtf = given.get(0..8).map_or(0, |v| u64::from_ne_bytes(v.try_into().expect("8")));
+            let usize_ = given.get(8..12).map_or(0, |v| u32::from_ne_bytes(v.try_into().expect("4")));
+            if ubtf != 0 {
+                let n = (usize_ as usize).min(b.data.len());
+                // SAFETY: the loader's buffer of `btf_size` bytes.
+                unsafe { to_user(ubtf, &b.data[..n])? };
+            }
+            info.extend_from_slice(&ubtf.to_ne_bytes());
+            put32(&mut info, b.data.len() as u32);
+            put32(&mut info, b.id);
+            info.extend_from_slice(&given.get(16..24).map_or([0; 8], |v| v.try_into().unwrap_or([0; 8])));
+            put32(&mut info, 0); // name_len
+            put32(&mut info, 0); // kernel_btf
+        }
         Object::Link(l) => {
             // struct bpf_link_info: type, id, prog_id, then the union at 16.
             put32(&mut info, l.link_type);
@@ -896,6 +915,79 @@ unsafe fn obj_get_info(a: &Attr, attr_ptr: *mut u8) -> Result<c_long, i32> {
         abi::write_attr_u32(attr_ptr, attr::INFO_LEN, n as u32);
     }
     Ok(0)
+}
+
+/// Ids of BTF objects, counted per loader from 1 (`bpf_btf_info.id`).
+static NEXT_BTF_ID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+
+/// `BPF_BTF_LOAD`: keep the loader's BTF behind a memfd that holds it. The
+/// header is checked as the kernel's `btf_parse_hdr` does (magic, version,
+/// header length, the type and string sections inside the blob), since
+/// libbpf probes BTF support by loading small blobs and decides from the
+/// answer whether to upload its object's BTF; userbpf does not interpret
+/// the types themselves (its verifier works without them), so a blob with a
+/// sound header is accepted whatever kinds it uses.
+fn btf_load(a: &Attr) -> Result<c_long, i32> {
+    let size = a.u32(attr::BTF_SIZE) as usize;
+    let log = LogBuf {
+        level: a.u32(attr::BTF_LOG_LEVEL),
+        size: a.u32(attr::BTF_LOG_SIZE),
+        ptr: a.u64(attr::BTF_LOG_BUF),
+    };
+    if size > abi::BTF_MAX_SIZE {
+        return Err(libc::E2BIG);
+    }
+    if size == 0 {
+        return Err(libc::EINVAL);
+    }
+    // SAFETY: the loader's blob of `size` bytes; a bad pointer gives EFAULT.
+    let data = unsafe { user_bytes(a.u64(attr::BTF_DATA), size)? };
+    if let Err(why) = btf_header_ok(&data) {
+        log.write(&format!("{why}\n"));
+        if report::tracing() {
+            report::line(&format!("userbpf trace: BTF of {size} bytes refused: {why}"));
+        }
+        return Err(libc::EINVAL);
+    }
+    let id = NEXT_BTF_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let fd = crate::sysfs::memfd_with(c"userbpf-btf", &data)?;
+    register(fd, Object::Btf(crate::objects::BtfObject { id, data }))
+}
+
+/// The kernel's `btf_parse_hdr` checks, with its log messages.
+fn btf_header_ok(data: &[u8]) -> Result<(), &'static str> {
+    let u16_at = |o: usize| data.get(o..o + 2).map(|b| u16::from_ne_bytes(b.try_into().expect("2")));
+    let u32_at = |o: usize| data.get(o..o + 4).map(|b| u32::from_ne_bytes(b.try_into().expect("4")));
+    // struct btf_header: magic u16, version u8, flags u8, hdr_len u32,
+    // type_off, type_len, str_off, str_len (u32 each).
+    let (Some(magic), Some(hdr_len)) = (u16_at(0), u32_at(4)) else {
+        return Err("btf_header not found");
+    };
+    if magic != abi::BTF_MAGIC {
+        return Err("Invalid magic");
+    }
+    if data[2] != 1 {
+        return Err("Unsupported version");
+    }
+    if data[3] != 0 {
+        return Err("Unsupported flags");
+    }
+    let hdr_len = hdr_len as usize;
+    if hdr_len < 24 || hdr_len > data.len() {
+        return Err("hdr_len not found");
+    }
+    let fields = [u32_at(8), u32_at(12), u32_at(16), u32_at(20)];
+    let [Some(type_off), Some(type_len), Some(str_off), Some(str_len)] = fields.map(|f| f.map(|v| v as u64)) else {
+        return Err("btf_header not found");
+    };
+    let body = (data.len() - hdr_len) as u64;
+    if type_off % 4 != 0 {
+        return Err("Unaligned type_off");
+    }
+    if str_len == 0 || str_off + str_len > body || type_off + type_len > body {
+        return Err("Invalid string section");
+    }
+    Ok(())
 }
 
 /// Ids of links, counted per loader from 1 (`bpf_link_info.id`).

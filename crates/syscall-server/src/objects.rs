@@ -36,10 +36,19 @@ pub enum Object {
     Timer(crate::timer::TimerEvent),
     /// `BPF_LINK_CREATE(BPF_PERF_EVENT)`: holds its perf event enabled.
     Link(LinkObject),
+    /// `BPF_BTF_LOAD`: the loader's BTF, kept for `OBJ_GET_INFO_BY_FD`.
+    Btf(BtfObject),
     /// `BPF_{PROG,MAP}_GET_FD_BY_ID` of a registry object this loader did
     /// not create (bpftool listing another loader's programs): only
     /// `OBJ_GET_INFO_BY_FD` answers, and closing it removes nothing.
     Foreign(ForeignObject),
+}
+
+/// A loaded BTF blob. Programs and maps may name it (`prog_btf_fd`,
+/// `btf_fd`); userbpf's verifier does not need it, so it is only kept.
+pub struct BtfObject {
+    pub id: u32,
+    pub data: Vec<u8>,
 }
 
 /// A registry object opened by id (see [`Object::Foreign`]).
@@ -57,6 +66,7 @@ impl Object {
             Object::Output(_) => "BPF output perf event",
             Object::Timer(_) => "cpu-clock perf event",
             Object::Link(_) => "link",
+            Object::Btf(_) => "BTF",
             Object::Foreign(ForeignObject::Prog(_)) => "program (by id)",
             Object::Foreign(ForeignObject::Map(_)) => "map (by id)",
         }

@@ -270,6 +270,7 @@ fn modern_loader_abi() {
     close(rb);
 
     listing_by_id(&reg);
+    btf_objects();
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -417,4 +418,54 @@ fn mmap_anon(pages: usize) -> *mut u8 {
     };
     assert_ne!(p, libc::MAP_FAILED);
     p as *mut u8
+}
+
+const BPF_BTF_LOAD: i64 = 18;
+
+/// `BPF_BTF_LOAD(blob)`: the fd or the errno.
+fn btf_load(blob: &[u8]) -> Result<i32, i32> {
+    let mut a = [0u8; 128];
+    put64(&mut a, 0, blob.as_ptr() as u64);
+    put32(&mut a, 16, blob.len() as u32);
+    bpf(BPF_BTF_LOAD, &mut a).map(|fd| fd as i32)
+}
+
+/// libbpf probes BTF support by loading small blobs, then uploads its
+/// object's BTF: a sound blob is kept (its info gives it back), a broken
+/// header is refused as by the kernel's btf_parse_hdr.
+fn btf_objects() {
+    // One `int` (BTF_KIND_INT, 4 bytes, 32 bits), strings "\0int\0".
+    let mut blob = Vec::new();
+    blob.extend_from_slice(&0xeb9fu16.to_ne_bytes());
+    blob.extend_from_slice(&[1, 0]);
+    for v in [24u32, 0, 16, 16, 5] {
+        blob.extend_from_slice(&v.to_ne_bytes());
+    }
+    for v in [1u32, 1 << 24, 4, 32] {
+        blob.extend_from_slice(&v.to_ne_bytes());
+    }
+    blob.extend_from_slice(b"\0int\0");
+    let fd = btf_load(&blob).expect("a sound BTF blob");
+    let mut copy = vec![0u8; blob.len()];
+    let mut info = [0u8; 32];
+    info[0..8].copy_from_slice(&(copy.as_mut_ptr() as u64).to_ne_bytes());
+    info[8..12].copy_from_slice(&(copy.len() as u32).to_ne_bytes());
+    obj_info(fd, &mut info).expect("BTF info");
+    assert_eq!(u32_at(&info, 8) as usize, blob.len(), "btf_size");
+    assert_ne!(u32_at(&info, 12), 0, "an id");
+    assert_eq!(copy, blob, "the blob comes back");
+    assert_eq!(u32_at(&info, 28), 0, "not kernel BTF");
+    close(fd);
+
+    let mut bad_magic = blob.clone();
+    bad_magic[0] ^= 0xff;
+    assert_eq!(btf_load(&bad_magic), Err(libc::EINVAL), "magic");
+    let mut bad_version = blob.clone();
+    bad_version[2] = 2;
+    assert_eq!(btf_load(&bad_version), Err(libc::EINVAL), "version");
+    let mut past_end = blob.clone();
+    past_end[20..24].copy_from_slice(&100u32.to_ne_bytes());
+    assert_eq!(btf_load(&past_end), Err(libc::EINVAL), "strings past the end");
+    assert_eq!(btf_load(&blob[..10]), Err(libc::EINVAL), "truncated header");
+    assert_eq!(btf_load(&[]), Err(libc::EINVAL), "empty");
 }

@@ -378,7 +378,7 @@ impl World {
     /// children of whatever process loads it, so it must be loaded by the
     /// loader itself.
     fn command(&self, program: &str, preload: &Path) -> Command {
-        let mut cmd = if is_root() {
+        let cmd = if is_root() {
             let mut c = Command::new("setpriv");
             c.args([
                 format!("--reuid={NOBODY}"),
