@@ -106,6 +106,8 @@ impl RingbufView {
         // SAFETY: base..base+len is our fresh mapping, unmapped once on drop.
         let mapping = unsafe { Mapping::from_raw(base, len) };
         let view = Box::new(RingbufView { mapping, data_size, page, stall: sys::Stall::default() });
+        // Producers here may then publish records without a fence (`commit`).
+        sys::register_global_barrier();
         let p = &*view as *const RingbufView as *mut RingbufView;
         for (i, slot) in VIEWS.iter().enumerate() {
             if slot.compare_exchange(ptr::null_mut(), p, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
@@ -217,7 +219,22 @@ impl RingbufView {
         // SAFETY: sample came from reserve: its header precedes it.
         let h = unsafe { &*(sample.sub(BPF_RINGBUF_HDR_SZ) as *const AtomicU32) };
         let len = h.load(Ordering::Relaxed) & !BPF_RINGBUF_BUSY_BIT;
-        h.store(if discard { len | BPF_RINGBUF_DISCARD_BIT } else { len }, Ordering::SeqCst);
+        let done = if discard { len | BPF_RINGBUF_DISCARD_BIT } else { len };
+        // Publishing the record and reading PROD_WAITERS is a Dekker
+        // handshake with a consumer going to sleep (`ringbuf_wait_readable`):
+        // one side must not see the other's write late. A process
+        // registered for the consumer's global membarrier gets its fence
+        // from that barrier and publishes with a plain release store; the
+        // caught-up consumer keeps reading this header, so a locked store
+        // here would wait for the cache line on every record. Others fence.
+        let waiters = if sys::global_barrier_registered() {
+            h.store(done, Ordering::Release);
+            std::sync::atomic::compiler_fence(Ordering::SeqCst);
+            self.prod_u32(PROD_WAITERS).load(Ordering::Relaxed)
+        } else {
+            h.store(done, Ordering::SeqCst);
+            self.prod_u32(PROD_WAITERS).load(Ordering::SeqCst)
+        };
         // The kernel's rule (bpf_ringbuf_commit): wake the consumer only for
         // the record it waits for next, i.e. when it has consumed everything
         // before this one; a consumer still busy with earlier records finds
@@ -225,7 +242,7 @@ impl RingbufView {
         // per record, and FORCE_WAKEUP always wakes, NO_WAKEUP never.
         // Waiters first: the consumer page is the consumer's hot line, read
         // only when someone sleeps.
-        if self.prod_u32(PROD_WAITERS).load(Ordering::SeqCst) == 0 {
+        if waiters == 0 {
             return;
         }
         let rec_off = (h as *const AtomicU32 as usize - self.data() as usize) & (self.data_size - 1);
@@ -375,6 +392,10 @@ impl Map {
             return true;
         }
         v.prod_u32(PROD_WAITERS).fetch_add(1, Ordering::SeqCst);
+        // The slow side of the handshake in `commit`: every producer that
+        // publishes without a fence has its record visible now, and reads
+        // our registration in its next commit.
+        sys::global_barrier();
         let seq = v.prod_u32(PROD_WAKE).load(Ordering::SeqCst);
         if !v.readable() {
             sys::futex_wait(v.prod_u32(PROD_WAKE), seq, timeout);

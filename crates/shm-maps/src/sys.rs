@@ -180,6 +180,52 @@ pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
     }
 }
 
+/// Whether this process takes part in consumers' global barriers
+/// ([`global_barrier`]): its ring buffer producers may then publish records
+/// with a plain release store. Cleared in a `fork` child, which starts
+/// unregistered (registration belongs to the address space).
+static GLOBAL_BARRIER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+const MEMBARRIER_CMD_GLOBAL_EXPEDITED: libc::c_int = 1 << 1;
+const MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED: libc::c_int = 1 << 2;
+
+extern "C" fn forget_global_barrier_in_child() {
+    GLOBAL_BARRIER.store(false, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Register this process for `membarrier(GLOBAL_EXPEDITED)` (once; later
+/// calls only report). Returns whether it is registered.
+pub fn register_global_barrier() -> bool {
+    use std::sync::atomic::Ordering;
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: membarrier takes no pointers; pthread_atfork gets a
+        // handler that only stores to an atomic.
+        unsafe {
+            if libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0) == 0 {
+                libc::pthread_atfork(None, None, Some(forget_global_barrier_in_child));
+                GLOBAL_BARRIER.store(true, Ordering::Release);
+            }
+        }
+    });
+    GLOBAL_BARRIER.load(Ordering::Acquire)
+}
+
+/// Whether [`register_global_barrier`] succeeded in this very process.
+#[inline(always)]
+pub fn global_barrier_registered() -> bool {
+    GLOBAL_BARRIER.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A full memory barrier on every running thread of every registered
+/// process: the slow side of an asymmetric Dekker handshake (a consumer
+/// about to sleep), whose fast side (producers) then needs no fence.
+pub fn global_barrier() {
+    // SAFETY: membarrier takes no pointers. A failure only means no
+    // process registered, whose producers then fence themselves.
+    unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) };
+}
+
 /// `FUTEX_WAKE` all waiters on a shared word.
 pub fn futex_wake_all(word: &AtomicU32) {
     // SAFETY: word is a valid, aligned u32.

@@ -60,8 +60,10 @@ int BPF_KRETPROBE(on_return, long ret)
 	e->ret = ret;
 	e->same_process = (bpf_get_current_pid_tgid() >> 32) != 0;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
-	bpf_ringbuf_submit(e, 0);
+	/* Counted before the record is published: the loader reads the
+	 * counters as soon as it has the last record. */
 	__sync_fetch_and_add(&returns, 1);
+	bpf_ringbuf_submit(e, 0);
 	bpf_map_delete_elem(&args, &tid);
 	return 0;
 }
