@@ -61,6 +61,9 @@ pub struct Agent {
     /// The uprobe/uretprobe links as of `links_generation`.
     links: Vec<LinkRecord>,
     links_generation: Option<u32>,
+    /// USDT semaphores this agent incremented, per attached link: the
+    /// address of the `unsigned short` and the file it belongs to.
+    semaphores: HashMap<u32, (usize, (u64, u64))>,
 }
 
 /// The agent state; `None` until started (or when inert).
@@ -88,6 +91,7 @@ impl Agent {
             saw_links: false,
             links: Vec::new(),
             links_generation: None,
+            semaphores: HashMap::new(),
         }
     }
 
@@ -178,6 +182,7 @@ impl Agent {
                     });
                     self.failed.remove(&link.id);
                     self.attached.insert(link.id, probe);
+                    self.enable_semaphore(link);
                 }
                 Err(message) => {
                     log::warn(&format!(
@@ -192,6 +197,7 @@ impl Agent {
         for id in stale {
             if let Some(probe) = self.attached.remove(&id) {
                 log::debug(|| format!("detaching link {id}"));
+                self.disable_semaphore(id);
                 // After a dlclose the address may hold nothing, or another
                 // file's code: restoring "original" bytes there would corrupt
                 // it. Such probes are switched off and kept instead.
@@ -224,6 +230,64 @@ impl Agent {
     /// Whether `address` is in an executable mapping of `file` (dev, ino).
     fn maps_file_at(&self, address: usize, file: (u64, u64)) -> bool {
         self.mappings_of(file).any(|m| address >= m.start && address < m.end)
+    }
+
+    /// Where a link's USDT semaphore (`ref_ctr_offset`, a file offset) lies
+    /// in this process: a writable private mapping of the probed file (the
+    /// `.probes` section is data), found by identity or, for files whose
+    /// mappings `/proc/self/maps` names differently (overlayfs), by the
+    /// path of the file's executable mapping.
+    fn semaphore_of(&self, link: &LinkRecord) -> Option<usize> {
+        let file = (link.dev, link.inode);
+        let off = link.ref_ctr_offset;
+        if off == 0 {
+            return None;
+        }
+        let paths: Vec<&std::path::Path> = self.mappings_of(file).map(|m| m.path.as_path()).collect();
+        self.mappings
+            .iter()
+            .filter(|m| m.writable && !m.shared && ((m.dev, m.inode) == file || paths.contains(&m.path.as_path())))
+            .find(|m| off >= m.offset && off + 2 <= m.offset + (m.end - m.start) as u64)
+            .map(|m| m.start + (off - m.offset) as usize)
+    }
+
+    /// The kernel's uprobe `ref_ctr_offset`: while a probe on a USDT site
+    /// is attached, its semaphore counts it, so code guarded by
+    /// `PROVIDER_NAME_ENABLED()` runs. One increment per attached link.
+    fn enable_semaphore(&mut self, link: &LinkRecord) {
+        let Some(address) = self.semaphore_of(link) else {
+            if link.ref_ctr_offset != 0 {
+                log::warn(&format!(
+                    "USDT semaphore of probe {} ({}+{:#x}) is not mapped here: its guarded code will not run",
+                    link.id, link.target_path, link.ref_ctr_offset
+                ));
+            }
+            return;
+        };
+        // SAFETY: `address` lies inside a writable private mapping of the
+        // probed file (just read from /proc/self/maps); the semaphore is a
+        // naturally aligned u16 the app only reads.
+        let counter = unsafe { &*(address as *const std::sync::atomic::AtomicU16) };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.semaphores.insert(link.id, (address, (link.dev, link.inode)));
+    }
+
+    /// Undo [`Agent::enable_semaphore`] for link `id`, if the file is still
+    /// mapped there (after a `dlclose` the address may be anything).
+    fn disable_semaphore(&mut self, id: u32) {
+        let Some((address, file)) = self.semaphores.remove(&id) else { return };
+        let paths: Vec<&std::path::Path> = self.mappings_of(file).map(|m| m.path.as_path()).collect();
+        let still_mapped = self.mappings.iter().any(|m| {
+            m.writable
+                && address >= m.start
+                && address + 2 <= m.end
+                && ((m.dev, m.inode) == file || paths.contains(&m.path.as_path()))
+        });
+        if still_mapped {
+            // SAFETY: as in `enable_semaphore`; the mapping is still there.
+            let counter = unsafe { &*(address as *const std::sync::atomic::AtomicU16) };
+            let _ = counter.fetch_update(std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed, |v| v.checked_sub(1));
+        }
     }
 
     /// Where the attachment's target lies in this process, if its file is mapped.
@@ -260,6 +324,9 @@ impl Agent {
     pub fn suspend(&mut self) -> usize {
         self.suspended = true;
         let mut removed = 0;
+        for id in self.semaphores.keys().copied().collect::<Vec<_>>() {
+            self.disable_semaphore(id);
+        }
         for (id, probe) in self.attached.drain() {
             match rewriter::detach(probe.probe_id()) {
                 Ok(()) => removed += 1,

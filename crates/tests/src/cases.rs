@@ -22,7 +22,7 @@ pub struct Case {
 pub const CASES: &[Case] = &[
     Case {
         name: "usdt_args",
-        script: "usdt:{USDT}:sample:tick { @[arg0] = sum(arg1); } usdt:{USDT}:sample:tock { @t = count(); }",
+        script: "usdt:{USDT}:sample:tick { @[arg0] = sum(arg1); } usdt:{USDT}:sample:tock { @t = count(); } usdt:{USDT}:sample:guarded { @g[arg0] = count(); }",
         command: "{USDT} 4",
         kernel_artefact: None,
     },
