@@ -74,8 +74,9 @@ unsafe extern "C" fn on_hit(regs: *mut PtRegs, data: *mut c_void) {
         program_id: slot.program_id,
         attachment_id: slot.attachment_id,
         program: slot.program as *const c_void,
-        ctx: 0,                      // set by `run`
-        cpu: shm_maps::cpu::CURRENT, // set by `run`
+        ctx: 0,                         // set by `run`
+        ringbuf_wake: std::ptr::null(), // set by `run`
+        cpu: shm_maps::cpu::CURRENT,    // set by `run`
     };
     // SAFETY: the program was verified for a pt_regs context, and the slot
     // keeps it alive; `env` lives on this stack for the whole run. A panic

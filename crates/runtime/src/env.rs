@@ -27,6 +27,11 @@ pub struct RunEnv {
     /// `bpf_probe_read_kernel` may read (libbpf's USDT argument fetching
     /// reads registers from it that way).
     pub ctx: u64,
+    /// A ring buffer consumer to wake when the run ends (the futex word of
+    /// `shm_maps::WakeWord`; null for none), as the kernel wakes it from
+    /// irq_work after the program: a loader never sees a record before the
+    /// program that wrote it has finished. Reset by `LoadedProgram::run`.
+    pub ringbuf_wake: *const std::sync::atomic::AtomicU32,
     /// The run's CPU: the CPU slot `LoadedProgram::run` claimed for a
     /// program that touches per-CPU state, else `shm_maps::cpu::CURRENT`
     /// ("the CPU the thread runs on"). Set by `run` itself — whatever the
@@ -44,6 +49,7 @@ impl RunEnv {
             attachment_id: 0,
             program: std::ptr::null(),
             ctx: 0,
+            ringbuf_wake: std::ptr::null(),
             cpu: shm_maps::cpu::CURRENT,
         }
     }
@@ -56,6 +62,28 @@ impl RunEnv {
     #[inline]
     pub unsafe fn from_helper_arg<'a>(env: *mut c_void) -> Option<&'a RunEnv> {
         (env as *const RunEnv).as_ref()
+    }
+
+    /// Keep `wake` for the end of the run; a different ring's consumer
+    /// already kept is woken now (one word is kept, rings rarely mix).
+    pub fn defer_ringbuf_wake(&mut self, wake: shm_maps::WakeWord) {
+        if self.ringbuf_wake != wake.as_ptr() {
+            // SAFETY: a kept word comes from `WakeWord::as_ptr` of a ring
+            // this run's program holds.
+            if let Some(previous) = unsafe { shm_maps::WakeWord::from_ptr(self.ringbuf_wake) } {
+                previous.wake();
+            }
+            self.ringbuf_wake = wake.as_ptr();
+        }
+    }
+
+    /// Wake the consumer kept by [`RunEnv::defer_ringbuf_wake`], if any.
+    pub fn finish_ringbuf_wake(&mut self) {
+        // SAFETY: as in `defer_ringbuf_wake`; the run's maps are still held.
+        if let Some(w) = unsafe { shm_maps::WakeWord::from_ptr(self.ringbuf_wake) } {
+            self.ringbuf_wake = std::ptr::null();
+            w.wake();
+        }
     }
 
     /// The run's CPU from a helper's `env` argument (`cpu::CURRENT` when

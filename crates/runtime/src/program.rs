@@ -241,7 +241,8 @@ impl LoadedProgram {
     }
 
     /// Run with `r1 = ctx`; `env` is what helpers see (this sets
-    /// `env.cpu` and `env.ctx`). Returns r0.
+    /// `env.cpu` and `env.ctx`, and wakes the ring buffer consumers the
+    /// program's records are for once it has finished). Returns r0.
     ///
     /// # Safety
     /// The program must have been verified for a context like `ctx` (for
@@ -257,18 +258,25 @@ impl LoadedProgram {
         let run = self.maps.first().map(|m| m.enter_run(self.claims_cpu_slot));
         env.cpu = run.as_ref().map_or(shm_maps::cpu::CURRENT, |r| r.cpu());
         env.ctx = ctx as u64;
+        env.ringbuf_wake = std::ptr::null();
         let env_ptr = env as *mut RunEnv as *mut c_void;
-        match &self.engine {
+        let r0 = match &self.engine {
             // SAFETY: forwarded from this function's contract.
             Engine::Jit(jit) => unsafe { jit.call(ctx, env_ptr) },
-            Engine::Interpreter => {
-                // A verified program cannot fail; on the impossible error
-                // the run's r0 is 0, like a program that returned nothing.
-                let Ok(helpers) = helper_table() else { return 0 };
-                // SAFETY: forwarded from this function's contract.
-                unsafe { interp::run(&self.program, helpers, ctx, env_ptr, &interpreter_options()) }.unwrap_or(0)
-            }
-        }
+            Engine::Interpreter => match helper_table() {
+                // SAFETY: forwarded from this function's contract. A
+                // verified program cannot fail; on the impossible error the
+                // run's r0 is 0, like a program that returned nothing.
+                Ok(helpers) => unsafe { interp::run(&self.program, helpers, ctx, env_ptr, &interpreter_options()) }.unwrap_or(0),
+                Err(_) => 0,
+            },
+        };
+        // The run is over (its CPU slot and read section released) before a
+        // ring buffer consumer is woken, as the kernel's irq_work runs after
+        // the program.
+        drop(run);
+        env.finish_ringbuf_wake();
+        r0
     }
 
     /// Run the BPF function at instruction `entry_pc` with r1..r5 = `args`

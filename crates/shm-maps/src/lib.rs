@@ -118,6 +118,6 @@ pub use registry::{
     default_dir, LinkKind, LinkRecord, MapInfo, OwnerInfo, ProgRecord, Registry, RegistryOptions, ENV_DIR, ENV_SHARED,
 };
 pub use ringbuf::{
-    ringbuf_discard, ringbuf_submit, BPF_RB_AVAIL_DATA, BPF_RB_CONS_POS, BPF_RB_PROD_POS, BPF_RB_RING_SIZE,
+    ringbuf_discard, ringbuf_submit, WakeWord, BPF_RB_AVAIL_DATA, BPF_RB_CONS_POS, BPF_RB_PROD_POS, BPF_RB_RING_SIZE,
     BPF_RINGBUF_BUSY_BIT, BPF_RINGBUF_DISCARD_BIT, BPF_RINGBUF_HDR_SZ,
 };

@@ -215,7 +215,11 @@ impl RingbufView {
         fixed
     }
 
-    fn commit(&self, sample: *mut u8, flags: u64, discard: bool) {
+    /// Publish (or discard) a reserved record. Returns the futex word to
+    /// wake a sleeping consumer on, when one must be woken: the caller
+    /// wakes it ([`WakeWord::wake`]) once the program has finished, as the
+    /// kernel's irq_work does after the BPF program returns.
+    fn commit(&self, sample: *mut u8, flags: u64, discard: bool) -> Option<WakeWord> {
         // SAFETY: sample came from reserve: its header precedes it.
         let h = unsafe { &*(sample.sub(BPF_RINGBUF_HDR_SZ) as *const AtomicU32) };
         let len = h.load(Ordering::Relaxed) & !BPF_RINGBUF_BUSY_BIT;
@@ -243,7 +247,7 @@ impl RingbufView {
         // Waiters first: the consumer page is the consumer's hot line, read
         // only when someone sleeps.
         if waiters == 0 {
-            return;
+            return None;
         }
         let rec_off = (h as *const AtomicU32 as usize - self.data() as usize) & (self.data_size - 1);
         let next_for_consumer = || (self.consumer_pos().load(Ordering::SeqCst) as usize & (self.data_size - 1)) == rec_off;
@@ -252,10 +256,12 @@ impl RingbufView {
         } else {
             flags & BPF_RB_NO_WAKEUP == 0 && next_for_consumer()
         };
-        if wake {
-            self.prod_u32(PROD_WAKE).fetch_add(1, Ordering::SeqCst);
-            sys::futex_wake_all(self.prod_u32(PROD_WAKE));
+        if !wake {
+            return None;
         }
+        let word = self.prod_u32(PROD_WAKE);
+        word.fetch_add(1, Ordering::SeqCst);
+        Some(WakeWord(NonNull::from(word)))
     }
 
     fn readable(&self) -> bool {
@@ -286,24 +292,47 @@ fn view_of(sample: *const u8) -> Option<&'static RingbufView> {
     None
 }
 
-/// `bpf_ringbuf_submit(sample, flags)`: publishes a reserved record.
-///
-/// # Safety
-/// `sample` must come from [`Map::ringbuf_reserve`] and not be committed yet.
-pub unsafe fn ringbuf_submit(sample: *mut u8, flags: u64) {
-    if let Some(v) = view_of(sample) {
-        v.commit(sample, flags, false);
+/// A consumer to wake once the program that committed a record is done
+/// (the ring's `PROD_WAKE` futex word, already advanced). Valid while the
+/// ring's map is: a run holds its program's maps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WakeWord(NonNull<AtomicU32>);
+
+impl WakeWord {
+    /// `FUTEX_WAKE` the consumers sleeping on the ring.
+    pub fn wake(self) {
+        // SAFETY: the word lies in a mapped ring (see the type's docs).
+        sys::futex_wake_all(unsafe { self.0.as_ref() });
+    }
+
+    /// The word's address, for a run's environment to keep.
+    pub fn as_ptr(self) -> *const AtomicU32 {
+        self.0.as_ptr()
+    }
+
+    /// # Safety
+    /// `p` must come from [`WakeWord::as_ptr`] of a ring that is still mapped.
+    pub unsafe fn from_ptr(p: *const AtomicU32) -> Option<WakeWord> {
+        NonNull::new(p as *mut AtomicU32).map(WakeWord)
     }
 }
 
-/// `bpf_ringbuf_discard(sample, flags)`: drops a reserved record.
+/// `bpf_ringbuf_submit(sample, flags)`: publishes a reserved record; the
+/// consumer to wake afterwards, if any.
+///
+/// # Safety
+/// `sample` must come from [`Map::ringbuf_reserve`] and not be committed yet.
+pub unsafe fn ringbuf_submit(sample: *mut u8, flags: u64) -> Option<WakeWord> {
+    view_of(sample).and_then(|v| v.commit(sample, flags, false))
+}
+
+/// `bpf_ringbuf_discard(sample, flags)`: drops a reserved record; the
+/// consumer to wake afterwards, if any.
 ///
 /// # Safety
 /// As [`ringbuf_submit`].
-pub unsafe fn ringbuf_discard(sample: *mut u8, flags: u64) {
-    if let Some(v) = view_of(sample) {
-        v.commit(sample, flags, true);
-    }
+pub unsafe fn ringbuf_discard(sample: *mut u8, flags: u64) -> Option<WakeWord> {
+    view_of(sample).and_then(|v| v.commit(sample, flags, true))
 }
 
 impl Map {
@@ -320,21 +349,31 @@ impl Map {
         }
     }
 
-    /// `bpf_ringbuf_output(map, data, size, flags)`: 0 or -errno.
+    /// `bpf_ringbuf_output(map, data, size, flags)`: 0 or -errno; a
+    /// sleeping consumer is woken at once (programs use
+    /// [`Map::ringbuf_output_deferred`]).
     pub fn ringbuf_output(&self, data: &[u8], flags: u64) -> i64 {
-        let Some(v) = self.rb() else { return Errno::EINVAL.as_neg() };
+        let (r, wake) = self.ringbuf_output_deferred(data, flags);
+        if let Some(w) = wake {
+            w.wake();
+        }
+        r
+    }
+
+    /// [`Map::ringbuf_output`], leaving the consumer's wakeup to the caller.
+    pub fn ringbuf_output_deferred(&self, data: &[u8], flags: u64) -> (i64, Option<WakeWord>) {
+        let Some(v) = self.rb() else { return (Errno::EINVAL.as_neg(), None) };
         if flags & !(BPF_RB_NO_WAKEUP | BPF_RB_FORCE_WAKEUP) != 0 {
-            return Errno::EINVAL.as_neg();
+            return (Errno::EINVAL.as_neg(), None);
         }
         let p = v.reserve(&self.shared, data.len() as u64);
         if p.is_null() {
-            return Errno::EAGAIN.as_neg();
+            return (Errno::EAGAIN.as_neg(), None);
         }
         // SAFETY: p has data.len() writable bytes (contiguous thanks to the
         // double mapping).
         unsafe { ptr::copy_nonoverlapping(data.as_ptr(), p, data.len()) };
-        v.commit(p, flags, false);
-        0
+        (0, v.commit(p, flags, false))
     }
 
     /// `bpf_ringbuf_query(map, flags)`.

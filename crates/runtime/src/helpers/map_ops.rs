@@ -96,12 +96,29 @@ pub unsafe extern "C" fn get_stackid(ctx: u64, m: u64, flags: u64, _: u64, _: u6
     unsafe { map(m).get_stackid(&ips[..n], flags) as u64 }
 }
 
+/// Leave a ring buffer consumer's wakeup to the end of the run (the
+/// kernel's irq_work); without a run environment, wake it now.
+///
+/// # Safety
+/// `env` is the helper's env argument.
+unsafe fn defer_wake(env: *mut c_void, wake: Option<shm_maps::WakeWord>) {
+    let Some(wake) = wake else { return };
+    // SAFETY: `env` is null or the live RunEnv of this run.
+    match unsafe { (env as *mut RunEnv).as_mut() } {
+        Some(e) => e.defer_ringbuf_wake(wake),
+        None => wake.wake(),
+    }
+}
+
 /// `bpf_ringbuf_output(map, data, size, flags)`.
-pub unsafe extern "C" fn ringbuf_output(m: u64, data: u64, size: u64, flags: u64, _: u64, _: *mut c_void) -> u64 {
+pub unsafe extern "C" fn ringbuf_output(m: u64, data: u64, size: u64, flags: u64, _: u64, env: *mut c_void) -> u64 {
     // SAFETY: the verifier proved `data` readable for `size` bytes.
     let bytes = unsafe { super::guest_bytes(data, size) };
     // SAFETY: `m` is a map handle baked into the verified program.
-    unsafe { map(m).ringbuf_output(bytes, flags) as u64 }
+    let (r, wake) = unsafe { map(m).ringbuf_output_deferred(bytes, flags) };
+    // SAFETY: `env` is the RunEnv (or null) the caller passed to run.
+    unsafe { defer_wake(env, wake) };
+    r as u64
 }
 
 /// `bpf_ringbuf_reserve(map, size, flags)`: record pointer or 0.
@@ -111,16 +128,20 @@ pub unsafe extern "C" fn ringbuf_reserve(m: u64, size: u64, flags: u64, _: u64, 
 }
 
 /// `bpf_ringbuf_submit(data, flags)`.
-pub unsafe extern "C" fn ringbuf_submit(data: u64, flags: u64, _: u64, _: u64, _: u64, _: *mut c_void) -> u64 {
+pub unsafe extern "C" fn ringbuf_submit(data: u64, flags: u64, _: u64, _: u64, _: u64, env: *mut c_void) -> u64 {
     // SAFETY: the verifier proved `data` an unreleased ringbuf_reserve result.
-    unsafe { shm_maps::ringbuf_submit(data as *mut u8, flags) };
+    let wake = unsafe { shm_maps::ringbuf_submit(data as *mut u8, flags) };
+    // SAFETY: `env` is the RunEnv (or null) the caller passed to run.
+    unsafe { defer_wake(env, wake) };
     0
 }
 
 /// `bpf_ringbuf_discard(data, flags)`.
-pub unsafe extern "C" fn ringbuf_discard(data: u64, flags: u64, _: u64, _: u64, _: u64, _: *mut c_void) -> u64 {
+pub unsafe extern "C" fn ringbuf_discard(data: u64, flags: u64, _: u64, _: u64, _: u64, env: *mut c_void) -> u64 {
     // SAFETY: as for `ringbuf_submit`.
-    unsafe { shm_maps::ringbuf_discard(data as *mut u8, flags) };
+    let wake = unsafe { shm_maps::ringbuf_discard(data as *mut u8, flags) };
+    // SAFETY: as above.
+    unsafe { defer_wake(env, wake) };
     0
 }
 
