@@ -300,22 +300,19 @@ pub struct Attr {
 impl Attr {
     /// Copy `size` bytes from `ptr`. Fails with E2BIG when bytes beyond what
     /// the server understands are non-zero (the kernel's rule for newer
-    /// user-space structs), EFAULT for a null pointer.
+    /// user-space structs), EFAULT for a pointer the loader got wrong.
     ///
     /// # Safety
-    /// `ptr` must be readable for `size` bytes (it is the caller's attr).
+    /// As [`crate::uaccess::read`] (it is the caller's attr).
     pub unsafe fn from_user(ptr: *const u8, size: usize) -> Result<Attr, i32> {
-        if ptr.is_null() {
-            return Err(libc::EFAULT);
-        }
         let mut bytes = [0u8; ATTR_BYTES];
         let n = size.min(ATTR_BYTES);
-        // SAFETY: the caller guarantees `size` readable bytes at `ptr`.
-        unsafe { std::ptr::copy_nonoverlapping(ptr, bytes.as_mut_ptr(), n) };
+        // SAFETY: forwarded; a bad pointer gives EFAULT.
+        let head = unsafe { crate::uaccess::read(ptr as u64, n)? };
+        bytes[..n].copy_from_slice(&head);
         if size > ATTR_BYTES {
-            // SAFETY: as above, the tail is inside the caller's `size` bytes.
-            let tail =
-                unsafe { std::slice::from_raw_parts(ptr.add(ATTR_BYTES), size - ATTR_BYTES) };
+            // SAFETY: as above, the tail of the caller's `size` bytes.
+            let tail = unsafe { crate::uaccess::read(ptr as u64 + ATTR_BYTES as u64, size - ATTR_BYTES)? };
             if tail.iter().any(|&b| b != 0) {
                 return Err(libc::E2BIG);
             }
@@ -344,8 +341,9 @@ impl Attr {
 /// # Safety
 /// `attr` must be the caller's writable attr of at least `off + 4` bytes.
 pub unsafe fn write_attr_u32(attr: *mut u8, off: usize, v: u32) {
-    // SAFETY: guaranteed by the caller; unaligned write for safety.
-    unsafe { std::ptr::write_unaligned(attr.add(off) as *mut u32, v) }
+    // SAFETY: the attr was read from this address just before; a write
+    // that faults anyway is skipped (the call's answer stands).
+    let _ = unsafe { crate::uaccess::write(attr as u64 + off as u64, &v.to_ne_bytes()) };
 }
 
 // perf_event_attr.

@@ -172,45 +172,13 @@ enum ElemOp {
     LookupAndDelete,
 }
 
-/// Copy `len` bytes of user memory at `ptr`. A pointer the loader got
-/// wrong gives EFAULT, as in the kernel, rather than a crash of the loader:
-/// the copy goes through `process_vm_readv` on this very process, which
-/// checks the addresses (a process may always read itself). Where that call
-/// is not allowed (a seccomp filter), the copy is direct.
+/// `len` bytes of the loader's memory at `ptr` (EFAULT for a bad pointer).
 ///
 /// # Safety
-/// `ptr` should be readable for `len` bytes (the loader's buffers); if it is
-/// not, and `process_vm_readv` is filtered, the process faults as it would
-/// reading the buffer itself.
+/// As [`crate::uaccess::read`].
 pub(crate) unsafe fn user_bytes(ptr: u64, len: usize) -> Result<Vec<u8>, i32> {
-    if ptr == 0 {
-        return Err(libc::EFAULT);
-    }
-    let mut out = vec![0u8; len];
-    if len == 0 {
-        return Ok(out);
-    }
-    let local = libc::iovec {
-        iov_base: out.as_mut_ptr().cast(),
-        iov_len: len,
-    };
-    let remote = libc::iovec {
-        iov_base: ptr as *mut libc::c_void,
-        iov_len: len,
-    };
-    // SAFETY: `local` is our own buffer of `len` bytes; the kernel checks `remote`.
-    let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
-    if n == len as isize {
-        return Ok(out);
-    }
-    match report::errno() {
-        libc::ENOSYS | libc::EPERM => {
-            // SAFETY: caller contract.
-            unsafe { std::ptr::copy_nonoverlapping(ptr as *const u8, out.as_mut_ptr(), len) };
-            Ok(out)
-        }
-        _ => Err(libc::EFAULT),
-    }
+    // SAFETY: forwarded.
+    unsafe { crate::uaccess::read(ptr, len) }
 }
 
 /// `cnt` u64s of user memory at `ptr` (uprobe_multi arrays).
@@ -226,17 +194,13 @@ unsafe fn user_u64s(ptr: u64, cnt: usize) -> Result<Vec<u64>, i32> {
         .collect())
 }
 
-/// Copy `data` into user memory at `ptr`.
+/// Copy `data` into the loader's memory at `ptr` (EFAULT for a bad pointer).
 ///
 /// # Safety
-/// `ptr` must be writable for `data.len()` bytes.
+/// As [`crate::uaccess::write`].
 unsafe fn to_user(ptr: u64, data: &[u8]) -> Result<(), i32> {
-    if ptr == 0 {
-        return Err(libc::EFAULT);
-    }
-    // SAFETY: caller contract.
-    unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), ptr as *mut u8, data.len()) };
-    Ok(())
+    // SAFETY: forwarded.
+    unsafe { crate::uaccess::write(ptr, data) }
 }
 
 fn map_elem(a: &Attr, op: ElemOp) -> Result<c_long, i32> {
@@ -454,7 +418,7 @@ fn prog_load(a: &Attr) -> Result<c_long, i32> {
     map_ids.sort_unstable();
     map_ids.dedup();
     // SAFETY: `license` is the loader's NUL-terminated license string.
-    let license = unsafe { user_cstr(a.u64(attr::LICENSE)) };
+    let license = unsafe { user_cstr(a.u64(attr::LICENSE))? };
     let (prog, fd) = backend::store_program(backend::ProgSpec {
         prog_type,
         expected_attach_type: a.u32(attr::EXPECTED_ATTACH_TYPE),
@@ -611,14 +575,13 @@ fn constant_value_of(m: &MapObject) -> Option<Vec<u8>> {
 ///
 /// # Safety
 /// `ptr` is null or a NUL-terminated string.
-unsafe fn user_cstr(ptr: u64) -> String {
+unsafe fn user_cstr(ptr: u64) -> Result<String, i32> {
     if ptr == 0 {
-        return String::new();
+        return Ok(String::new());
     }
-    // SAFETY: caller contract.
-    unsafe { std::ffi::CStr::from_ptr(ptr as *const libc::c_char) }
-        .to_string_lossy()
-        .into_owned()
+    // SAFETY: forwarded; a bad pointer gives EFAULT.
+    let bytes = unsafe { crate::uaccess::read_cstr(ptr, 4095)? };
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// The loader's verifier log buffer.
@@ -635,11 +598,11 @@ impl LogBuf {
             return;
         }
         let n = text.len().min(self.size as usize - 1);
-        // SAFETY: the loader gave `size` writable bytes at `ptr`.
-        unsafe {
-            std::ptr::copy_nonoverlapping(text.as_ptr(), self.ptr as *mut u8, n);
-            *(self.ptr as *mut u8).add(n) = 0;
-        }
+        let mut bytes = text.as_bytes()[..n].to_vec();
+        bytes.push(0);
+        // SAFETY: the loader's log buffer of `size` bytes; a bad one is
+        // skipped (the load's own answer stands).
+        let _ = unsafe { crate::uaccess::write(self.ptr, &bytes) };
     }
 }
 
@@ -1209,20 +1172,8 @@ unsafe fn uprobe_multi_link(a: &Attr) -> Result<c_long, i32> {
 ///
 /// # Safety
 /// As [`user_bytes`].
-unsafe fn user_path(ptr: u64) -> Result<String, i32> {
-    let mut out = Vec::new();
-    let mut at = ptr;
-    while out.len() < libc::PATH_MAX as usize {
-        // Read up to the end of the page, so a path at the end of a mapping is not overrun.
-        let chunk = (4096 - (at % 4096) as usize).min(libc::PATH_MAX as usize - out.len());
-        // SAFETY: forwarded; a bad pointer gives EFAULT.
-        let bytes = unsafe { user_bytes(at, chunk)? };
-        if let Some(end) = bytes.iter().position(|&b| b == 0) {
-            out.extend_from_slice(&bytes[..end]);
-            return String::from_utf8(out).map_err(|_| libc::EINVAL);
-        }
-        out.extend_from_slice(&bytes);
-        at += chunk as u64;
-    }
-    Err(libc::ENAMETOOLONG)
+pub(crate) unsafe fn user_path(ptr: u64) -> Result<String, i32> {
+    // SAFETY: forwarded.
+    let bytes = unsafe { crate::uaccess::read_cstr(ptr, libc::PATH_MAX as usize - 1)? };
+    String::from_utf8(bytes).map_err(|_| libc::EINVAL)
 }

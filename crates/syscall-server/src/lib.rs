@@ -14,7 +14,8 @@
 //!   through the shared `runtime`; [`timer`]: `interval:`/`profile:` timers;
 //! - [`child_env`]: children of the loader get the agent, not the server;
 //! - [`caps`]: the capabilities `capget` reports to the loader;
-//! - [`kheaders`]: kernel headers for bcc, joined from Debian's packages.
+//! - [`kheaders`]: kernel headers for bcc, joined from Debian's packages;
+//! - [`uaccess`]: copies from and to the loader's memory (EFAULT, not a crash).
 
 pub mod abi;
 pub mod backend;
@@ -31,6 +32,7 @@ pub mod real;
 pub mod report;
 pub mod sysfs;
 pub mod timer;
+pub mod uaccess;
 pub mod verify;
 
 /// Runs when the loader maps the library (before its `main`).

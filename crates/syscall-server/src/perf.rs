@@ -14,7 +14,7 @@
 //! Everything else (kprobes, tracepoints, hardware counters, breakpoints) is
 //! a kernel feature: refused with the kernel's errno and a one-line message.
 
-use std::ffi::{c_long, CStr};
+use std::ffi::c_long;
 use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
 use std::sync::Arc;
 
@@ -108,16 +108,16 @@ pub unsafe fn perf_event_open(
     group_fd: i32,
     _flags: u64,
 ) -> Result<c_long, i32> {
-    if attr_ptr.is_null() {
-        return Err(libc::EFAULT);
-    }
     let mut a = [0u8; READ_BYTES];
-    // SAFETY: the first 8 bytes (type, size) are always present.
-    let size = unsafe { std::ptr::read_unaligned(attr_ptr.add(SIZE) as *const u32) } as usize;
+    // SAFETY: the first 8 bytes (type, size) are always present; a bad
+    // pointer gives EFAULT, as the kernel's perf_copy_attr.
+    let head = unsafe { crate::uaccess::read(attr_ptr as u64, 8)? };
+    let size = u32::from_ne_bytes(head[SIZE..SIZE + 4].try_into().expect("4")) as usize;
     // size 0 means PERF_ATTR_SIZE_VER0 (64 bytes).
     let size = if size == 0 { 64 } else { size };
-    // SAFETY: the caller's attr has `size` bytes.
-    unsafe { std::ptr::copy_nonoverlapping(attr_ptr, a.as_mut_ptr(), size.min(READ_BYTES)) };
+    let n = size.min(READ_BYTES);
+    // SAFETY: the caller's attr has `size` bytes (EFAULT otherwise).
+    a[..n].copy_from_slice(&unsafe { crate::uaccess::read(attr_ptr as u64, n)? });
     let u32_at = |o: usize| u32::from_ne_bytes(a[o..o + 4].try_into().expect("4"));
     let u64_at = |o: usize| u64::from_ne_bytes(a[o..o + 8].try_into().expect("8"));
     let ty = u32_at(TYPE);
@@ -132,10 +132,9 @@ pub unsafe fn perf_event_open(
             if path_ptr == 0 {
                 return Err(libc::EINVAL);
             }
-            // SAFETY: config1 of a uprobe event is a NUL-terminated path.
-            let path = unsafe { CStr::from_ptr(path_ptr as *const libc::c_char) }
-                .to_string_lossy()
-                .into_owned();
+            // SAFETY: config1 of a uprobe event is a NUL-terminated path; a
+            // bad pointer gives EFAULT.
+            let path = unsafe { crate::bpf::user_path(path_ptr)? };
             let spec = backend::AttachSpec {
                 kind: if config & 1 != 0 {
                     LinkKind::Uretprobe

@@ -271,6 +271,7 @@ fn modern_loader_abi() {
 
     listing_by_id(&reg);
     btf_objects();
+    bad_pointers();
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -468,4 +469,59 @@ fn btf_objects() {
     assert_eq!(btf_load(&past_end), Err(libc::EINVAL), "strings past the end");
     assert_eq!(btf_load(&blob[..10]), Err(libc::EINVAL), "truncated header");
     assert_eq!(btf_load(&[]), Err(libc::EINVAL), "empty");
+}
+
+/// Pointers a loader got wrong get EFAULT, as from the kernel, and the
+/// loader lives on: the attr itself, key and value buffers, instructions,
+/// the license, a uprobe path, a perf_event_attr.
+fn bad_pointers() {
+    // Below vm.mmap_min_addr: never mapped.
+    let bad = 0x1000u64;
+    let call = |cmd: i64, attr: u64, size: i64| {
+        // SAFETY: the server checks the attr pointer.
+        let r = unsafe { interpose::syscall(libc::SYS_bpf, cmd, attr as i64, size, 0, 0, 0) };
+        if r < 0 {
+            Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+        } else {
+            Ok(r)
+        }
+    };
+    assert_eq!(call(BPF_MAP_CREATE, bad, 80), Err(libc::EFAULT), "attr");
+    assert_eq!(call(BPF_PROG_LOAD, bad, 128), Err(libc::EFAULT), "attr");
+
+    let array = map_create(ARRAY, 4, 8, 4, 0).expect("array");
+    let mut a = [0u8; 128];
+    put32(&mut a, 0, array as u32);
+    put64(&mut a, 8, bad);
+    put64(&mut a, 16, mmap_anon(1) as u64);
+    assert_eq!(bpf(BPF_MAP_LOOKUP_ELEM, &mut a), Err(libc::EFAULT), "key");
+    let key = 0u32;
+    put64(&mut a, 8, &key as *const u32 as u64);
+    put64(&mut a, 16, bad);
+    assert_eq!(bpf(BPF_MAP_LOOKUP_ELEM, &mut a), Err(libc::EFAULT), "value written back");
+    assert_eq!(bpf(BPF_MAP_UPDATE_ELEM, &mut a), Err(libc::EFAULT), "value read");
+    close(array);
+
+    let insns: [u64; 2] = [0x0000_0000_0000_00b7, 0x0000_0000_0000_0095];
+    let mut a = [0u8; 128];
+    put32(&mut a, 0, BPF_PROG_TYPE_KPROBE);
+    put32(&mut a, 4, 2);
+    put64(&mut a, 8, bad);
+    put64(&mut a, 16, c"GPL".as_ptr() as u64);
+    assert_eq!(bpf(BPF_PROG_LOAD, &mut a), Err(libc::EFAULT), "instructions");
+    put64(&mut a, 8, insns.as_ptr() as u64);
+    put64(&mut a, 16, bad);
+    assert_eq!(bpf(BPF_PROG_LOAD, &mut a), Err(libc::EFAULT), "license");
+
+    // A perf_event_attr, and a uprobe whose path (config1) is bad.
+    // SAFETY: the server checks the pointers.
+    let perf = |attr: u64| unsafe { interpose::syscall(libc::SYS_perf_event_open, attr as i64, -1, 0, -1, 0, 0) };
+    assert_eq!(perf(bad), -1);
+    assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EFAULT), "perf_event_attr");
+    let mut attr = [0u8; 128];
+    attr[0..4].copy_from_slice(&0x7562u32.to_ne_bytes()); // the server's uprobe PMU type
+    attr[4..8].copy_from_slice(&128u32.to_ne_bytes());
+    attr[56..64].copy_from_slice(&bad.to_ne_bytes());
+    assert_eq!(perf(attr.as_ptr() as u64), -1);
+    assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EFAULT), "uprobe path");
 }
