@@ -38,6 +38,7 @@ pub const BPF_BTF_GET_NEXT_ID: u32 = 23;
 pub const BPF_MAP_LOOKUP_BATCH: u32 = 24;
 pub const BPF_MAP_DELETE_BATCH: u32 = 27;
 pub const BPF_LINK_CREATE: u32 = 28;
+pub const BPF_LINK_UPDATE: u32 = 29;
 pub const BPF_LINK_GET_FD_BY_ID: u32 = 30;
 pub const BPF_LINK_GET_NEXT_ID: u32 = 31;
 pub const BPF_LINK_DETACH: u32 = 34;
@@ -205,6 +206,8 @@ pub const BTF_MAGIC: u16 = 0xeb9f;
 pub const BPF_PERF_EVENT: u32 = 41;
 pub const BPF_TRACE_KPROBE_MULTI: u32 = 42;
 pub const BPF_TRACE_UPROBE_MULTI: u32 = 48;
+/// `link_update.flags`: replace only if the old program is `old_prog_fd`.
+pub const BPF_F_REPLACE: u32 = 1 << 2;
 pub const BPF_TRACE_KPROBE_SESSION: u32 = 56;
 /// `link_create.uprobe_multi.flags`: the probes are uretprobes.
 pub const BPF_F_UPROBE_MULTI_RETURN: u32 = 1;
@@ -280,6 +283,11 @@ pub mod attr {
     pub const LINK_UPROBE_MULTI_CNT: usize = 48;
     pub const LINK_UPROBE_MULTI_FLAGS: usize = 52;
     pub const LINK_UPROBE_MULTI_PID: usize = 56;
+    // BPF_LINK_UPDATE / BPF_LINK_DETACH
+    pub const LINK_UPDATE_LINK_FD: usize = 0;
+    pub const LINK_UPDATE_NEW_PROG_FD: usize = 4;
+    pub const LINK_UPDATE_FLAGS: usize = 8;
+    pub const LINK_DETACH_LINK_FD: usize = 0;
     // BPF_BTF_LOAD
     pub const BTF_DATA: usize = 0;
     pub const BTF_LOG_BUF: usize = 8;

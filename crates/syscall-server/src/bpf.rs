@@ -51,6 +51,8 @@ pub unsafe fn bpf(cmd: u32, attr_ptr: *mut u8, size: u32) -> Result<c_long, i32>
         abi::BPF_BTF_GET_FD_BY_ID | abi::BPF_LINK_GET_FD_BY_ID => Err(libc::ENOENT),
         abi::BPF_BTF_LOAD => btf_load(&a),
         abi::BPF_LINK_CREATE => link_create(&a),
+        abi::BPF_LINK_UPDATE => link_update(&a),
+        abi::BPF_LINK_DETACH => link_detach(&a),
         abi::BPF_RAW_TRACEPOINT_OPEN => {
             report::unsupported(
                 "kernel raw tracepoints (BPF_RAW_TRACEPOINT_OPEN)",
@@ -1061,6 +1063,34 @@ fn link_create(a: &Attr) -> Result<c_long, i32> {
             Err(libc::EOPNOTSUPP)
         }
     }
+}
+
+/// The link behind `fd`: EBADF if `fd` is not ours, EINVAL if it is not a link.
+fn link_of(fd: u32) -> Result<Arc<Object>, i32> {
+    let obj = TABLE.get(fd as RawFd).ok_or(libc::EBADF)?;
+    match &*obj {
+        Object::Link(_) => Ok(obj),
+        _ => Err(libc::EINVAL),
+    }
+}
+
+/// `BPF_LINK_UPDATE`: the kernel's perf-event and uprobe_multi links have
+/// no `update_prog`, so after checking the link and the new program it
+/// answers EINVAL; so does the server, for the same links.
+fn link_update(a: &Attr) -> Result<c_long, i32> {
+    if a.u32(attr::LINK_UPDATE_FLAGS) & !abi::BPF_F_REPLACE != 0 {
+        return Err(libc::EINVAL);
+    }
+    link_of(a.u32(attr::LINK_UPDATE_LINK_FD))?;
+    prog_of(a.u32(attr::LINK_UPDATE_NEW_PROG_FD))?;
+    Err(libc::EINVAL)
+}
+
+/// `BPF_LINK_DETACH`: the kernel's perf-event and uprobe_multi links have
+/// no `detach` operation (EOPNOTSUPP); closing the link detaches it.
+fn link_detach(a: &Attr) -> Result<c_long, i32> {
+    link_of(a.u32(attr::LINK_DETACH_LINK_FD))?;
+    Err(libc::EOPNOTSUPP)
 }
 
 /// `BPF_LINK_CREATE(BPF_TRACE_UPROBE_MULTI)`: one uprobe per offset of one

@@ -212,6 +212,19 @@ fn modern_loader_abi() {
     let (mut small_offs, mut small_cks) = ([0u64; 2], [0u64; 2]);
     assert_eq!(link_info(link, &mut path, &mut small_offs, &mut small_cks).err(), Some(libc::ENOSPC));
 
+    // The kernel's perf-event and uprobe_multi links have no detach or
+    // update operation (checked on 6.18 as root): EOPNOTSUPP and EINVAL;
+    // a program fd is not a link (EINVAL).
+    let mut a = [0u8; 128];
+    put32(&mut a, 0, link as u32);
+    assert_eq!(bpf(34 /* BPF_LINK_DETACH */, &mut a), Err(libc::EOPNOTSUPP));
+    put32(&mut a, 4, prog as u32);
+    assert_eq!(bpf(29 /* BPF_LINK_UPDATE */, &mut a), Err(libc::EINVAL));
+    let mut a = [0u8; 128];
+    put32(&mut a, 0, prog as u32);
+    assert_eq!(bpf(34, &mut a), Err(libc::EINVAL), "not a link");
+    assert_eq!(reg.links().len(), before + 3, "the link still holds its probes");
+
     // Closing the link detaches every probe.
     close(link);
     assert_eq!(reg.links().len(), before, "close(link) removes its probes");
