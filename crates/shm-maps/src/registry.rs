@@ -831,6 +831,13 @@ impl Registry {
         ids
     }
 
+    /// Ids of every attachment in the registry, ascending.
+    pub fn link_ids(&self) -> Vec<u32> {
+        let mut ids = self.ids_in("links");
+        ids.sort_unstable();
+        ids
+    }
+
     /// Ids of every map in the registry, ascending.
     pub fn map_ids(&self) -> Vec<u32> {
         let mut ids = self.ids_in("maps");

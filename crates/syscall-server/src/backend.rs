@@ -278,6 +278,11 @@ impl Attachment {
         &self.spec
     }
 
+    /// The registry link id, once a program is bound.
+    pub fn link_id(&self) -> Option<u32> {
+        self.link.lock().ok()?.as_ref().map(|(id, _)| *id)
+    }
+
     /// Bind program `prog` (an `Object::Prog`) with registry id `prog_id`;
     /// `bpf_get_attach_cookie` returns `cookie` in it.
     pub fn set_program(

@@ -47,8 +47,11 @@ pub unsafe fn bpf(cmd: u32, attr_ptr: *mut u8, size: u32) -> Result<c_long, i32>
         abi::BPF_MAP_GET_NEXT_ID => unsafe { next_id(&a, attr_ptr, backend::registry()?.map_ids()) },
         abi::BPF_PROG_GET_FD_BY_ID => fd_by_id(ForeignObject::Prog(a.u32(attr::ID_START))),
         abi::BPF_MAP_GET_FD_BY_ID => fd_by_id(ForeignObject::Map(a.u32(attr::ID_START))),
-        abi::BPF_BTF_GET_NEXT_ID | abi::BPF_LINK_GET_NEXT_ID => Err(libc::ENOENT),
-        abi::BPF_BTF_GET_FD_BY_ID | abi::BPF_LINK_GET_FD_BY_ID => Err(libc::ENOENT),
+        // SAFETY: as above.
+        abi::BPF_LINK_GET_NEXT_ID => unsafe { next_id(&a, attr_ptr, backend::registry()?.link_ids()) },
+        abi::BPF_LINK_GET_FD_BY_ID => fd_by_id(ForeignObject::Link(a.u32(attr::ID_START))),
+        abi::BPF_BTF_GET_NEXT_ID => Err(libc::ENOENT),
+        abi::BPF_BTF_GET_FD_BY_ID => Err(libc::ENOENT),
         abi::BPF_BTF_LOAD => btf_load(&a),
         abi::BPF_LINK_CREATE => link_create(&a),
         abi::BPF_LINK_UPDATE => link_update(&a),
@@ -763,7 +766,47 @@ unsafe fn prog_info_bytes(a: &Attr, p: &shm_maps::ProgRecord, info: &mut Vec<u8>
     Ok(())
 }
 
-/// `BPF_{PROG,MAP}_GET_NEXT_ID`: the smallest registry id above `start_id`.
+/// `bpf_link_info` of a registry attachment, as the kernel describes a
+/// perf-event link on a uprobe: type `BPF_LINK_TYPE_PERF_EVENT`, id,
+/// prog_id, then `perf_event.type` (uprobe 1, uretprobe 2) and
+/// `perf_event.uprobe` (`file_name` filled when given, `name_len`, `offset`,
+/// `cookie`). Other attachments (timers) report only the first three.
+///
+/// # Safety
+/// `a` is an OBJ_GET_INFO_BY_FD attr whose buffer pointers are the loader's.
+unsafe fn attachment_link_info(a: &Attr, l: &shm_maps::LinkRecord, info: &mut Vec<u8>) -> Result<(), i32> {
+    for v in [abi::BPF_LINK_TYPE_PERF_EVENT, l.id, l.prog_id] {
+        info.extend_from_slice(&v.to_ne_bytes());
+    }
+    info.resize(48, 0);
+    let kind = match l.kind {
+        shm_maps::LinkKind::Uprobe => 1u32,
+        shm_maps::LinkKind::Uretprobe => 2,
+        _ => return Ok(()),
+    };
+    let user_len = (a.u32(attr::INFO_LEN) as usize).min(48);
+    // SAFETY: the loader gave `info_len` readable bytes at `info`.
+    let given = unsafe { user_bytes(a.u64(attr::INFO_PTR), user_len)? };
+    let name_ptr = given.get(24..32).map_or(0, |b| u64::from_ne_bytes(b.try_into().expect("8")));
+    let name_cap = given.get(32..36).map_or(0, |b| u32::from_ne_bytes(b.try_into().expect("4"))) as usize;
+    let mut name = l.target_path.as_bytes().to_vec();
+    name.push(0);
+    if name_ptr != 0 {
+        if name_cap < name.len() {
+            return Err(libc::ENOSPC);
+        }
+        // SAFETY: the loader's buffer of `name_len` bytes.
+        unsafe { to_user(name_ptr, &name)? };
+    }
+    info[16..20].copy_from_slice(&kind.to_ne_bytes());
+    info[24..32].copy_from_slice(&name_ptr.to_ne_bytes());
+    info[32..36].copy_from_slice(&(name.len() as u32).to_ne_bytes());
+    info[36..40].copy_from_slice(&(l.file_offset as u32).to_ne_bytes());
+    info[40..48].copy_from_slice(&l.cookie.to_ne_bytes());
+    Ok(())
+}
+
+/// `BPF_{PROG,MAP,LINK}_GET_NEXT_ID`: the smallest registry id above `start_id`.
 ///
 /// # Safety
 /// `attr_ptr` is the caller's writable attr.
@@ -784,6 +827,7 @@ fn fd_by_id(object: ForeignObject) -> Result<c_long, i32> {
     let path = match object {
         ForeignObject::Prog(id) => reg.prog_path(id),
         ForeignObject::Map(id) => reg.map_path(id),
+        ForeignObject::Link(id) => reg.link_path(id),
     };
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -828,6 +872,11 @@ unsafe fn obj_get_info(a: &Attr, attr_ptr: *mut u8) -> Result<c_long, i32> {
             let record = backend::registry()?.prog(p.id).map_err(|_| libc::ENOENT)?;
             // SAFETY: the loader's info buffer and the arrays it names.
             unsafe { prog_info_bytes(a, &record, &mut info)? };
+        }
+        Object::Foreign(ForeignObject::Link(id)) => {
+            let record = backend::registry()?.link(*id).map_err(|_| libc::ENOENT)?;
+            // SAFETY: the loader's info buffer and the name buffer it names.
+            unsafe { attachment_link_info(a, &record, &mut info)? };
         }
         Object::Foreign(ForeignObject::Prog(id)) => {
             let record = backend::registry()?.prog(*id).map_err(|_| libc::ENOENT)?;
@@ -955,8 +1004,21 @@ fn btf_header_ok(data: &[u8]) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Ids of links, counted per loader from 1 (`bpf_link_info.id`).
-static NEXT_LINK_ID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+/// Ids of links that have no registry attachment (timers), counted per
+/// loader from 2^31 so they never meet the registry's ids.
+static NEXT_LINK_ID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1 << 31);
+
+/// `bpf_link_info.id` of a link over `events`: the registry id of its first
+/// uprobe (what `LINK_GET_NEXT_ID` lists), else a loader-local id.
+fn link_id_of(events: &[Arc<Object>]) -> u32 {
+    events
+        .iter()
+        .find_map(|e| match &**e {
+            Object::Uprobe(u) => u.attachment.link_id(),
+            _ => None,
+        })
+        .unwrap_or_else(|| NEXT_LINK_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+}
 
 fn new_link(link: LinkObject) -> Result<c_long, i32> {
     let fd = crate::sysfs::memfd_with(c"userbpf-link", &[])?;
@@ -1040,11 +1102,12 @@ fn link_create(a: &Attr) -> Result<c_long, i32> {
             let Object::Prog(p) = &*prog else {
                 unreachable!()
             };
+            let events = vec![event];
             new_link(LinkObject {
                 link_type: abi::BPF_LINK_TYPE_PERF_EVENT,
-                events: vec![event],
+                id: link_id_of(&events),
+                events,
                 prog_id: p.id,
-                id: NEXT_LINK_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 uprobe_multi: None,
             })
         }
@@ -1183,9 +1246,9 @@ unsafe fn uprobe_multi_link(a: &Attr) -> Result<c_long, i32> {
     }
     new_link(LinkObject {
         link_type: abi::BPF_LINK_TYPE_UPROBE_MULTI,
+        id: link_id_of(&events),
         events,
         prog_id: p.id,
-        id: NEXT_LINK_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         uprobe_multi: Some(UprobeMultiInfo {
             path,
             offsets,

@@ -55,6 +55,8 @@ pub struct BtfObject {
 pub enum ForeignObject {
     Prog(u32),
     Map(u32),
+    /// A registry attachment, shown as the kernel's perf-event link.
+    Link(u32),
 }
 
 impl Object {
@@ -69,6 +71,7 @@ impl Object {
             Object::Btf(_) => "BTF",
             Object::Foreign(ForeignObject::Prog(_)) => "program (by id)",
             Object::Foreign(ForeignObject::Map(_)) => "map (by id)",
+            Object::Foreign(ForeignObject::Link(_)) => "link (by id)",
         }
     }
 }

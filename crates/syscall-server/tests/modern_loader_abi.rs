@@ -225,6 +225,36 @@ fn modern_loader_abi() {
     assert_eq!(bpf(34, &mut a), Err(libc::EINVAL), "not a link");
     assert_eq!(reg.links().len(), before + 3, "the link still holds its probes");
 
+    // bpftool link show: each registry probe is listed as the kernel's
+    // perf-event link on a uretprobe, with its file, offset and cookie; the
+    // multi link's id is its first probe's.
+    let link_ids: Vec<u32> = {
+        let mut ids = Vec::new();
+        let mut at = 0;
+        while let Ok(next) = next_id(BPF_LINK_GET_NEXT_ID, at) {
+            ids.push(next);
+            at = next;
+        }
+        ids
+    };
+    let mine: Vec<u32> = links.iter().filter(|l| l.inode == ino).map(|l| l.id).collect();
+    assert!(mine.iter().all(|id| link_ids.contains(id)), "{mine:?} not all in {link_ids:?}");
+    assert!(mine.contains(&u32_at(&info, 4)), "the multi link's id is one of its probes'");
+    let by_id = fd_by_id(BPF_LINK_GET_FD_BY_ID, mine[0]).expect("link fd by id");
+    let mut name = [0u8; 4096];
+    let mut info = [0u8; 48];
+    info[24..32].copy_from_slice(&(name.as_mut_ptr() as u64).to_ne_bytes());
+    info[32..36].copy_from_slice(&(name.len() as u32).to_ne_bytes());
+    obj_info(by_id, &mut info).expect("link info by id");
+    let record = links.iter().find(|l| l.id == mine[0]).unwrap();
+    assert_eq!(u32_at(&info, 0), 7, "BPF_LINK_TYPE_PERF_EVENT");
+    assert_eq!((u32_at(&info, 4), u32_at(&info, 8)), (mine[0], u32_at(&mine_prog_info(prog), 4)));
+    assert_eq!(u32_at(&info, 16), 2, "BPF_PERF_EVENT_URETPROBE");
+    assert_eq!(u32_at(&info, 36) as u64, record.file_offset);
+    assert_eq!(u64::from_ne_bytes(info[40..48].try_into().unwrap()), record.cookie);
+    assert_eq!(&name[..exe_c.as_bytes().len() + 1], exe_c.as_bytes_with_nul());
+    close(by_id);
+
     // Closing the link detaches every probe.
     close(link);
     assert_eq!(reg.links().len(), before, "close(link) removes its probes");
@@ -286,6 +316,16 @@ fn modern_loader_abi() {
     btf_objects();
     bad_pointers();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+const BPF_LINK_GET_NEXT_ID: i64 = 31;
+const BPF_LINK_GET_FD_BY_ID: i64 = 30;
+
+/// The first 232 bytes of `bpf_prog_info` of `fd`.
+fn mine_prog_info(fd: i32) -> [u8; 232] {
+    let mut info = [0u8; 232];
+    obj_info(fd, &mut info).expect("prog info");
+    info
 }
 
 const BPF_PROG_GET_NEXT_ID: i64 = 11;
