@@ -42,7 +42,7 @@ pub fn newest_debian_headers(dir: &Path) -> Option<(PathBuf, PathBuf)> {
             common.join("include").is_dir().then(|| (common, e.path()))
         })
         .collect();
-    pairs.sort_by(|a, b| version_key(&a.1).cmp(&version_key(&b.1)));
+    pairs.sort_by_key(|p| version_key(&p.1));
     pairs.pop()
 }
 
