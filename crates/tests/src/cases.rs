@@ -132,6 +132,19 @@ END { clear(@cleared); zero(@zeroed); }"#,
 pub fn case(name: &str) -> &'static Case {
     CASES
         .iter()
+        .chain(MODERN_CASES)
         .find(|c| c.name == name)
         .unwrap_or_else(|| panic!("no e2e case named {name}"))
 }
+
+/// Cases in a language only bpftrace 0.20 and later speak, run under 0.23
+/// and 0.27 only.
+pub const MODERN_CASES: &[Case] = &[Case {
+    // for-loops over maps (bpf_for_each_map_elem): what the loop sees, in
+    // an order-free form (hash iteration order is the table's, not the
+    // script's).
+    name: "for_loop_over_map",
+    script: "uprobe:{APP}:add2 { @m[arg0 % 3] = sum(arg0); } END { for ($kv : @m) { @keys += $kv.0; @vals += (int64)$kv.1; @n = count(); } clear(@m); }",
+    command: "{APP} 10",
+    kernel_artefact: None,
+}];

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use tests::cases::{case, Case, CASES};
+use tests::cases::{case, Case, CASES, MODERN_CASES};
 use tests::{mismatch, normalize, run_uid, Bpftrace, World, CHROOT_SUITES};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -104,15 +104,52 @@ case_tests!(
     usdt_args,
 );
 
+/// Cases only bpftrace 0.20+ speaks ([`MODERN_CASES`]), under 0.23 and 0.27.
+macro_rules! modern_case_tests {
+    ($($name:ident),* $(,)?) => {
+        mod modern_bpftrace_0_23 {
+            $(
+                #[test]
+                fn $name() {
+                    super::check(super::release("0.23"), super::case(stringify!($name)));
+                }
+            )*
+        }
+        mod modern_bpftrace_0_27 {
+            $(
+                #[test]
+                fn $name() {
+                    super::check(super::release("0.27"), super::case(stringify!($name)));
+                }
+            )*
+        }
+    };
+}
+
+modern_case_tests!(
+    for_loop_over_map,
+);
+
 #[test]
 fn every_case_has_a_test_and_an_expected_file_for_every_release() {
     let src = include_str!("bpftrace_cases.rs");
-    for c in CASES {
+    for c in CASES.iter().chain(MODERN_CASES) {
         assert!(
             src.contains(&format!("    {},\n", c.name)),
             "case {} has no test",
             c.name
         );
+    }
+    for (_, version) in CHROOT_SUITES {
+        let dir = Bpftrace { version, root: Some("/".into()) }.expected_dir();
+        for c in MODERN_CASES {
+            assert!(
+                dir.join(format!("{}.out", c.name)).is_file(),
+                "case {} has no expected output in {}",
+                c.name,
+                dir.display()
+            );
+        }
     }
     let dirs = std::iter::once(Bpftrace::host().expected_dir()).chain(CHROOT_SUITES.iter().map(
         |(_, version)| {
@@ -164,8 +201,10 @@ fn kernel_oracle() {
             continue;
         }
         std::fs::create_dir_all(bpftrace.expected_dir()).expect("mkdir expected");
+        let modern = if bpftrace.root.is_some() { MODERN_CASES } else { &[] };
         for c in CASES
             .iter()
+            .chain(modern)
             .filter(|c| only.as_deref().is_none_or(|o| o == c.name))
         {
             oracle_case(&bpftrace, c);
