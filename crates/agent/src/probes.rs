@@ -76,6 +76,8 @@ unsafe extern "C" fn on_hit(regs: *mut PtRegs, data: *mut c_void) {
         program: slot.program as *const c_void,
         ctx: 0,                         // set by `run`
         ringbuf_wake: std::ptr::null(), // set by `run`
+        pending_signal: 0,              // set by `run`
+        signal_thread: false,
         cpu: shm_maps::cpu::CURRENT,    // set by `run`
     };
     // SAFETY: the program was verified for a pt_regs context, and the slot

@@ -36,6 +36,35 @@ pub fn getpid() -> libc::pid_t {
     unsafe { syscall0(libc::SYS_getpid) as libc::pid_t }
 }
 
+/// # Safety
+/// `number` must be a system call whose three integer arguments are
+/// `a`, `b`, `c` and that has no effect on memory this program relies on.
+#[inline(always)]
+unsafe fn syscall3(number: libc::c_long, a: libc::c_long, b: libc::c_long, c: libc::c_long) -> libc::c_long {
+    let ret: libc::c_long;
+    // SAFETY: as for `syscall0`, with the arguments in rdi, rsi, rdx.
+    unsafe {
+        asm!("syscall", inlateout("rax") number => ret, in("rdi") a, in("rsi") b, in("rdx") c,
+             out("rcx") _, out("r11") _, options(nostack, preserves_flags));
+    }
+    ret
+}
+
+/// Send `sig` to thread `tid` of process `tgid` (`tgkill(2)`), without
+/// libc. Returns 0 or -errno.
+#[inline]
+pub fn tgkill(tgid: libc::pid_t, tid: libc::pid_t, sig: libc::c_int) -> libc::c_long {
+    // SAFETY: tgkill takes three integers and touches no memory of ours.
+    unsafe { syscall3(libc::SYS_tgkill, tgid as libc::c_long, tid as libc::c_long, sig as libc::c_long) }
+}
+
+/// Send `sig` to process `pid` (`kill(2)`), without libc. Returns 0 or -errno.
+#[inline]
+pub fn kill(pid: libc::pid_t, sig: libc::c_int) -> libc::c_long {
+    // SAFETY: kill takes two integers and touches no memory of ours.
+    unsafe { syscall3(libc::SYS_kill, pid as libc::c_long, sig as libc::c_long, 0) }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -32,6 +32,12 @@ pub struct RunEnv {
     /// irq_work after the program: a loader never sees a record before the
     /// program that wrote it has finished. Reset by `LoadedProgram::run`.
     pub ringbuf_wake: *const std::sync::atomic::AtomicU32,
+    /// `bpf_send_signal(_thread)`: the signal to raise when the run ends
+    /// (0: none), and whether to the thread only. The kernel queues it at
+    /// once and delivers it on the return to user mode, before the probed
+    /// instruction runs; raising it after the program does the same here.
+    pub pending_signal: u32,
+    pub signal_thread: bool,
     /// The run's CPU: the CPU slot `LoadedProgram::run` claimed for a
     /// program that touches per-CPU state, else `shm_maps::cpu::CURRENT`
     /// ("the CPU the thread runs on"). Set by `run` itself — whatever the
@@ -50,6 +56,8 @@ impl RunEnv {
             program: std::ptr::null(),
             ctx: 0,
             ringbuf_wake: std::ptr::null(),
+            pending_signal: 0,
+            signal_thread: false,
             cpu: shm_maps::cpu::CURRENT,
         }
     }
@@ -83,6 +91,20 @@ impl RunEnv {
         if let Some(w) = unsafe { shm_maps::WakeWord::from_ptr(self.ringbuf_wake) } {
             self.ringbuf_wake = std::ptr::null();
             w.wake();
+        }
+    }
+
+    /// Raise the signal a `bpf_send_signal(_thread)` asked for, if any.
+    pub fn finish_pending_signal(&mut self) {
+        let sig = std::mem::take(&mut self.pending_signal);
+        if sig == 0 {
+            return;
+        }
+        let pid = preload::raw::getpid();
+        if self.signal_thread {
+            preload::raw::tgkill(pid, preload::raw::gettid(), sig as libc::c_int);
+        } else {
+            preload::raw::kill(pid, sig as libc::c_int);
         }
     }
 

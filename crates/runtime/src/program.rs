@@ -259,6 +259,7 @@ impl LoadedProgram {
         env.cpu = run.as_ref().map_or(shm_maps::cpu::CURRENT, |r| r.cpu());
         env.ctx = ctx as u64;
         env.ringbuf_wake = std::ptr::null();
+        env.pending_signal = 0;
         let env_ptr = env as *mut RunEnv as *mut c_void;
         let r0 = match &self.engine {
             // SAFETY: forwarded from this function's contract.
@@ -276,6 +277,7 @@ impl LoadedProgram {
         // the program.
         drop(run);
         env.finish_ringbuf_wake();
+        env.finish_pending_signal();
         r0
     }
 

@@ -290,3 +290,33 @@ fn map_lookup_percpu_elem_reads_the_given_cpu() {
         assert_eq!(unsafe { program.run_detached(std::ptr::null_mut()) }, want, "cpu {cpu}");
     }
 }
+
+static USR1_SEEN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+extern "C" fn on_usr1(_: libc::c_int) {
+    USR1_SEEN.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// `bpf_send_signal_thread` (bpftrace's `signal()`): an invalid signal is
+/// -EINVAL, a second one in the same run -EBUSY, and the signal arrives
+/// once the run is over, on the probed thread.
+#[test]
+fn send_signal_is_raised_when_the_run_ends() {
+    let t = TempRegistry::new("signal");
+    // SAFETY: installing a handler that only bumps an atomic.
+    unsafe { libc::signal(libc::SIGUSR1, on_usr1 as *const () as libc::sighandler_t) };
+    let text = "mov %r1, 0\ncall bpf_send_signal_thread\nmov %r6, %r0\nmov %r1, 10\ncall bpf_send_signal_thread\n\
+                mov %r7, %r0\nmov %r1, 10\ncall bpf_send_signal_thread\nlsh %r6, 16\nand %r7, 0xff\nor %r6, %r7\n\
+                lsh %r6, 16\nand %r0, 0xffff\nor %r0, %r6\nexit";
+    let id = store(&t.registry, text, &[]);
+    let program = LoadedProgram::from_registry(&t.registry, id).unwrap();
+    let before = USR1_SEEN.load(std::sync::atomic::Ordering::SeqCst);
+    // SAFETY: the program does not touch its context.
+    let r = unsafe { program.run_detached(std::ptr::null_mut()) };
+    let einval = (-(libc::EINVAL as i64)) as u64 & 0xffff;
+    let ebusy = (-(libc::EBUSY as i64)) as u64 & 0xffff;
+    assert_eq!(r & 0xffff, ebusy, "a second signal in one run");
+    assert_eq!((r >> 16) & 0xff, 0, "SIGUSR1 accepted");
+    assert_eq!((r >> 32) & 0xffff, einval, "signal 0");
+    assert_eq!(USR1_SEEN.load(std::sync::atomic::Ordering::SeqCst), before + 1, "raised once, after the run");
+}

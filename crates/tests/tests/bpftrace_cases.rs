@@ -130,6 +130,39 @@ modern_case_tests!(
     for_loop_over_map,
 );
 
+/// `signal("KILL")` (`bpf_send_signal`, `--unsafe`): the app dies at the
+/// call that raised it, before `sample: done`, and bpftrace prints what it
+/// counted up to there, as on the kernel (`expected/…/signal_kill.out`).
+fn signal_kills_the_app_where_the_kernel_does(version: &str) {
+    let world = World::with(release(version)).unwrap_or_else(|e| panic!("e2e setup: {e}"));
+    let script = r#"uprobe:{APP}:add2 /arg0 == 3/ { signal("KILL"); @[arg0] = count(); }"#;
+    let out = world
+        .spawn_bpftrace(script, &["--unsafe".into(), "-c".into(), world.expand("{APP} 10")])
+        .expect("spawn bpftrace")
+        .wait_timeout(RUN_TIMEOUT);
+    let path = world.bpftrace.expected_dir().join("signal_kill.out");
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let uid = run_uid();
+    let (expected, actual) = (normalize(&expected, None, uid), normalize(&out.stdout, Some(&world.inner), uid));
+    assert_eq!(actual, expected, "bpftrace {version}\n{}", mismatch(&expected, &actual, &out));
+    assert!(!out.stderr.contains("sample: done"), "the app ran to its end:\n{}", out.stderr);
+}
+
+#[test]
+fn signal_kills_the_app_where_the_kernel_does_0_17() {
+    signal_kills_the_app_where_the_kernel_does("0.17");
+}
+
+#[test]
+fn signal_kills_the_app_where_the_kernel_does_0_23() {
+    signal_kills_the_app_where_the_kernel_does("0.23");
+}
+
+#[test]
+fn signal_kills_the_app_where_the_kernel_does_0_27() {
+    signal_kills_the_app_where_the_kernel_does("0.27");
+}
+
 #[test]
 fn every_case_has_a_test_and_an_expected_file_for_every_release() {
     let src = include_str!("bpftrace_cases.rs");

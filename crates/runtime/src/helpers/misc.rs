@@ -23,6 +23,38 @@ pub unsafe extern "C" fn ktime_get_boot_ns(_: u64, _: u64, _: u64, _: u64, _: u6
     clock_ns(libc::CLOCK_BOOTTIME)
 }
 
+/// `bpf_send_signal(sig)` / `bpf_send_signal_thread(sig)` (bpftrace's
+/// `signal()`): the signal is raised at the end of the run, to the process
+/// or to the probed thread, as the kernel delivers it on the return to user
+/// mode. -EINVAL for an invalid signal, -EBUSY when one is already pending
+/// in this run (the kernel's answer when its one deferred slot is taken).
+fn send_signal(sig: u64, thread: bool, env: *mut c_void) -> u64 {
+    const EINVAL: u64 = -(libc::EINVAL as i64) as u64;
+    const EBUSY: u64 = -(libc::EBUSY as i64) as u64;
+    const EPERM: u64 = -(libc::EPERM as i64) as u64;
+    if sig == 0 || sig > 64 {
+        return EINVAL;
+    }
+    // SAFETY: `env` is null or the live RunEnv of this run.
+    let Some(env) = (unsafe { (env as *mut RunEnv).as_mut() }) else { return EPERM };
+    if env.pending_signal != 0 {
+        return EBUSY;
+    }
+    env.pending_signal = sig as u32;
+    env.signal_thread = thread;
+    0
+}
+
+/// `bpf_send_signal(sig)`: to the whole process.
+pub unsafe extern "C" fn send_signal_process(sig: u64, _: u64, _: u64, _: u64, _: u64, env: *mut c_void) -> u64 {
+    send_signal(sig, false, env)
+}
+
+/// `bpf_send_signal_thread(sig)`: to the probed thread.
+pub unsafe extern "C" fn send_signal_thread(sig: u64, _: u64, _: u64, _: u64, _: u64, env: *mut c_void) -> u64 {
+    send_signal(sig, true, env)
+}
+
 /// `bpf_ktime_get_tai_ns()`: CLOCK_TAI (bpftrace's `nsecs(tai)`).
 pub unsafe extern "C" fn ktime_get_tai_ns(_: u64, _: u64, _: u64, _: u64, _: u64, _: *mut c_void) -> u64 {
     clock_ns(libc::CLOCK_TAI)
