@@ -55,32 +55,26 @@ fn check(bpftrace: Bpftrace, c: &Case) {
     );
 }
 
+/// One test module for `$version`, one test per case name.
+macro_rules! release_tests {
+    ($module:ident, $version:literal, $($name:ident),*) => {
+        mod $module {
+            $(
+                #[test]
+                fn $name() {
+                    super::check(super::release($version), super::case(stringify!($name)));
+                }
+            )*
+        }
+    };
+}
+
+/// Every case under every release.
 macro_rules! case_tests {
     ($($name:ident),* $(,)?) => {
-        mod bpftrace_0_17 {
-            $(
-                #[test]
-                fn $name() {
-                    super::check(super::release("0.17"), super::case(stringify!($name)));
-                }
-            )*
-        }
-        mod bpftrace_0_23 {
-            $(
-                #[test]
-                fn $name() {
-                    super::check(super::release("0.23"), super::case(stringify!($name)));
-                }
-            )*
-        }
-        mod bpftrace_0_27 {
-            $(
-                #[test]
-                fn $name() {
-                    super::check(super::release("0.27"), super::case(stringify!($name)));
-                }
-            )*
-        }
+        release_tests!(bpftrace_0_17, "0.17", $($name),*);
+        release_tests!(bpftrace_0_23, "0.23", $($name),*);
+        release_tests!(bpftrace_0_27, "0.27", $($name),*);
     };
 }
 
@@ -107,22 +101,8 @@ case_tests!(
 /// Cases only bpftrace 0.20+ speaks ([`MODERN_CASES`]), under 0.23 and 0.27.
 macro_rules! modern_case_tests {
     ($($name:ident),* $(,)?) => {
-        mod modern_bpftrace_0_23 {
-            $(
-                #[test]
-                fn $name() {
-                    super::check(super::release("0.23"), super::case(stringify!($name)));
-                }
-            )*
-        }
-        mod modern_bpftrace_0_27 {
-            $(
-                #[test]
-                fn $name() {
-                    super::check(super::release("0.27"), super::case(stringify!($name)));
-                }
-            )*
-        }
+        release_tests!(modern_bpftrace_0_23, "0.23", $($name),*);
+        release_tests!(modern_bpftrace_0_27, "0.27", $($name),*);
     };
 }
 
@@ -148,19 +128,21 @@ fn signal_kills_the_app_where_the_kernel_does(version: &str) {
     assert!(!out.stderr.contains("sample: done"), "the app ran to its end:\n{}", out.stderr);
 }
 
-#[test]
-fn signal_kills_the_app_where_the_kernel_does_0_17() {
-    signal_kills_the_app_where_the_kernel_does("0.17");
-}
+mod signal_kill {
+    #[test]
+    fn bpftrace_0_17() {
+        super::signal_kills_the_app_where_the_kernel_does("0.17");
+    }
 
-#[test]
-fn signal_kills_the_app_where_the_kernel_does_0_23() {
-    signal_kills_the_app_where_the_kernel_does("0.23");
-}
+    #[test]
+    fn bpftrace_0_23() {
+        super::signal_kills_the_app_where_the_kernel_does("0.23");
+    }
 
-#[test]
-fn signal_kills_the_app_where_the_kernel_does_0_27() {
-    signal_kills_the_app_where_the_kernel_does("0.27");
+    #[test]
+    fn bpftrace_0_27() {
+        super::signal_kills_the_app_where_the_kernel_does("0.27");
+    }
 }
 
 #[test]
