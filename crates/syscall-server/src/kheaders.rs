@@ -32,38 +32,51 @@ pub fn point_bcc_at_headers() {
     let Some((common, arch)) = newest_debian_headers(Path::new("/usr/src")) else {
         return;
     };
-    let Some(cache) = cache_dir() else { return };
     let name = arch.file_name().map(|n| n.to_owned()).unwrap_or_default();
-    let tree = cache.join("kernel-headers").join(name);
-    if !tree.join("include").is_dir() && join_tree(&common, &arch, &tree).is_err() {
-        return;
-    }
+    let tree_in = |cache: &Path| cache.join("kernel-headers").join(&name);
+    let ours = |d: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        // Only a directory of our own: /tmp is shared.
+        // SAFETY: getuid has no preconditions.
+        std::fs::metadata(d).is_ok_and(|m| m.is_dir() && m.uid() == unsafe { libc::getuid() })
+    };
+    // Every start after the first: the tree is there, reuse it.
+    let tree = match cache_candidates().iter().map(|c| tree_in(c)).find(|t| ours(t) && t.join("include").is_dir()) {
+        Some(t) => t,
+        None => {
+            let Some(cache) = cache_candidates().into_iter().find(|d| writable_own_dir(d, ours)) else { return };
+            let tree = tree_in(&cache);
+            // A concurrent loader may have finished it first (our rename fails).
+            if join_tree(&common, &arch, &tree).is_err() && !tree.join("include").is_dir() {
+                return;
+            }
+            tree
+        }
+    };
     // SAFETY: the constructor runs before any other thread of the loader
     // exists, so nothing reads the environment concurrently.
     unsafe { std::env::set_var("BCC_KERNEL_SOURCE", &tree) };
 }
 
-/// The user's cache directory for userbpf, created private.
-fn cache_dir() -> Option<PathBuf> {
-    let candidates = [
+/// Where the user's cache for userbpf may be, in order of preference.
+fn cache_candidates() -> Vec<PathBuf> {
+    [
         std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("userbpf")),
         std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/userbpf")),
         // SAFETY: getuid has no preconditions.
         Some(PathBuf::from(format!("/tmp/userbpf-{}", unsafe { libc::getuid() }))),
-    ];
-    candidates.into_iter().flatten().find(|d| {
-        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-        let _ = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(d);
-        // Only a directory of our own: /tmp is shared.
-        // SAFETY: getuid has no preconditions.
-        std::fs::metadata(d).is_ok_and(|m| m.is_dir() && m.uid() == unsafe { libc::getuid() })
-            && tempfile_ok(d)
-    })
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
-fn tempfile_ok(d: &Path) -> bool {
+/// Make `d` (private) if needed; whether it is our own and writable.
+fn writable_own_dir(d: &Path, ours: impl Fn(&Path) -> bool) -> bool {
+    use std::os::unix::fs::DirBuilderExt;
+    let _ = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(d);
     let probe = d.join(format!(".probe-{}", std::process::id()));
-    let ok = std::fs::write(&probe, b"").is_ok();
+    let writable = std::fs::write(&probe, b"").is_ok();
     let _ = std::fs::remove_file(&probe);
-    ok
+    ours(d) && writable
 }
