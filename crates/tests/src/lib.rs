@@ -222,7 +222,8 @@ pub fn expected_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("expected")
 }
 
-fn run_ok(cmd: &mut Command, what: &str) -> Result<(), SetupError> {
+/// Run `cmd` to success; its stdout.
+fn run_ok(cmd: &mut Command, what: &str) -> Result<Vec<u8>, SetupError> {
     let out = cmd
         .output()
         .map_err(|e| SetupError(format!("{what}: {e}")))?;
@@ -232,7 +233,7 @@ fn run_ok(cmd: &mut Command, what: &str) -> Result<(), SetupError> {
             String::from_utf8_lossy(&out.stderr)
         )));
     }
-    Ok(())
+    Ok(out.stdout)
 }
 
 fn chown_to_runner(path: &Path) -> Result<(), SetupError> {
@@ -530,18 +531,11 @@ impl World {
                 .arg(&obj),
             &format!("clang -target bpf {name}.bpf.c {hint}"),
         )?;
-        let skel = Command::new("bpftool")
-            .args(["gen", "skeleton"])
-            .arg(&obj)
-            .output()
-            .map_err(|e| SetupError(format!("bpftool gen skeleton: {e} {hint}")))?;
-        if !skel.status.success() {
-            return Err(SetupError(format!(
-                "bpftool gen skeleton: {}",
-                String::from_utf8_lossy(&skel.stderr)
-            )));
-        }
-        std::fs::write(self.dir.join(format!("{name}.skel.h")), &skel.stdout)
+        let skel = run_ok(
+            Command::new("bpftool").args(["gen", "skeleton"]).arg(&obj),
+            &format!("bpftool gen skeleton {hint}"),
+        )?;
+        std::fs::write(self.dir.join(format!("{name}.skel.h")), &skel)
             .map_err(|e| SetupError(format!("write {name}.skel.h: {e}")))?;
         let tool = self.dir.join(name);
         run_ok(

@@ -155,28 +155,15 @@ fn every_case_has_a_test_and_an_expected_file_for_every_release() {
             c.name
         );
     }
-    for (_, version) in CHROOT_SUITES {
-        let dir = Bpftrace { version, root: Some("/".into()) }.expected_dir();
-        for c in MODERN_CASES {
-            assert!(
-                dir.join(format!("{}.out", c.name)).is_file(),
-                "case {} has no expected output in {}",
-                c.name,
-                dir.display()
-            );
-        }
-    }
-    let dirs = std::iter::once(Bpftrace::host().expected_dir()).chain(CHROOT_SUITES.iter().map(
+    // The host's 0.17 runs CASES; the chroots' releases MODERN_CASES too.
+    let dirs = std::iter::once((Bpftrace::host().expected_dir(), &[][..])).chain(CHROOT_SUITES.iter().map(
         |(_, version)| {
-            Bpftrace {
-                version,
-                root: Some("/".into()),
-            }
-            .expected_dir()
+            let dir = Bpftrace { version, root: Some("/".into()) }.expected_dir();
+            (dir, MODERN_CASES)
         },
     ));
-    for dir in dirs {
-        for c in CASES {
+    for (dir, modern) in dirs {
+        for c in CASES.iter().chain(modern) {
             assert!(
                 dir.join(format!("{}.out", c.name)).is_file(),
                 "case {} has no expected output in {}",
