@@ -204,6 +204,12 @@ impl LoadedProgram {
         self.maps.iter().any(|m| m.holds(addr, len))
     }
 
+    /// How many bytes from `addr` on are memory of one of the program's
+    /// maps (0: none); see [`shm_maps::Map::bytes_from`].
+    pub fn map_memory_from(&self, addr: u64) -> u64 {
+        self.maps.iter().map(|m| m.bytes_from(addr)).max().unwrap_or(0)
+    }
+
     pub fn id(&self) -> u32 {
         self.id
     }

@@ -266,6 +266,82 @@ fn probe_read_kernel_reads_map_values_and_the_stack_only() {
     assert_eq!(&value[48..56], &[0; 8], "a failed read zeroes the destination");
 }
 
+/// The string kfuncs bpftrace 0.24+ calls (`strlen()`, `strstr()`,
+/// `strcontains()`), reached through the ids the syscall server rewrites
+/// their BTF-id calls into: they read the run's own memory (map values,
+/// the BPF stack) and answer -ERANGE for the app's, with the kernel's
+/// results (Linux 6.17+, including a match that ends exactly at `len`).
+#[test]
+fn string_kfuncs_read_runtime_memory_with_the_kernels_answers() {
+    let t = TempRegistry::new("kfuncs");
+    let global = map(&t.registry, map_type::ARRAY, 4, 128);
+    let g = global.id();
+    let mut value = [0u8; 128];
+    value[..7].copy_from_slice(b"openat\0");
+    value[16..21].copy_from_slice(b"open\0");
+    value[32..36].copy_from_slice(b"xyz\0");
+    global.update(&0u32.to_le_bytes(), &value, 0).unwrap();
+    let (strnlen, strnstr) = (verifier::BPF_STRNLEN, verifier::BPF_STRNSTR);
+    let app = APP_MEMORY.as_ptr() as u64;
+    let text = format!(
+        "
+        lddw %r6, map_value({g})+0
+        lddw %r1, map_value({g})+0
+        mov %r2, 64
+        call {strnlen}
+        stxdw [%r6+48], %r0
+        lddw %r1, map_value({g})+0
+        mov %r2, 3
+        call {strnlen}
+        stxdw [%r6+56], %r0
+        lddw %r1, {app:#x}
+        mov %r2, 8
+        call {strnlen}
+        stxdw [%r6+64], %r0
+        lddw %r1, map_value({g})+0
+        lddw %r2, map_value({g})+16
+        mov %r3, 4
+        call {strnstr}
+        stxdw [%r6+72], %r0
+        lddw %r1, map_value({g})+0
+        lddw %r2, map_value({g})+32
+        mov %r3, 64
+        call {strnstr}
+        stxdw [%r6+80], %r0
+        mov %r1, 0x7461
+        stxdw [%r10-8], %r1
+        lddw %r1, map_value({g})+0
+        mov %r2, %r10
+        add %r2, -8
+        mov %r3, 64
+        call {strnstr}
+        stxdw [%r6+88], %r0
+        lddw %r1, map_value({g})+0
+        mov %r2, %r10
+        add %r2, -8
+        mov %r3, 5
+        call {strnstr}
+        stxdw [%r6+96], %r0
+        mov %r0, 0
+        exit
+        "
+    );
+    let id = store(&t.registry, &text, &[g]);
+    let program = LoadedProgram::from_registry(&t.registry, id).unwrap();
+    // SAFETY: the program does not touch its context.
+    unsafe { program.run_detached(std::ptr::null_mut()) };
+    global.lookup(&0u32.to_le_bytes(), &mut value).unwrap();
+    let at = |o: usize| i64::from_le_bytes(value[o..o + 8].try_into().unwrap());
+    let e = |errno: i32| -(errno as i64);
+    assert_eq!(at(48), 6, "strnlen(\"openat\", 64)");
+    assert_eq!(at(56), 3, "strnlen(\"openat\", 3) stops at count");
+    assert_eq!(at(64), e(libc::ERANGE), "the app's memory is not kernel memory");
+    assert_eq!(at(72), 0, "strnstr(\"openat\", \"open\", 4): the match ends at len");
+    assert_eq!(at(80), e(libc::ENOENT), "strnstr(\"openat\", \"xyz\")");
+    assert_eq!(at(88), 4, "strnstr(\"openat\", \"at\" on the stack)");
+    assert_eq!(at(96), e(libc::ENOENT), "\"at\" is not within the first 5 characters");
+}
+
 /// `bpf_map_lookup_percpu_elem(map, key, cpu)` reads the value of that CPU
 /// (bpftrace 0.20+ sums per-CPU counters with it); a CPU that does not
 /// exist gives null.

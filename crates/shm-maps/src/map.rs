@@ -159,6 +159,16 @@ impl Map {
         inside(self.mapping.base(), self.mapping.len())
             || self.ringbuf.as_deref().is_some_and(|v| v.holds(addr, len))
     }
+
+    /// How many bytes from `addr` on lie inside one of this map's
+    /// mappings (0: `addr` is not map memory); what a kernel function may
+    /// read from a map value before it would leave the map.
+    pub fn bytes_from(&self, addr: u64) -> u64 {
+        let after = |start: u64, size: u64| if addr >= start && addr < start + size { start + size - addr } else { 0 };
+        let file = after(self.mapping.base() as u64, self.mapping.len() as u64);
+        let ring = self.ringbuf.as_deref().map_or(0, |v| v.bytes_from(addr));
+        file.max(ring)
+    }
 }
 
 impl std::fmt::Debug for Map {

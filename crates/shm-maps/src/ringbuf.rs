@@ -149,6 +149,17 @@ impl RingbufView {
         addr >= start && addr.checked_add(len).is_some_and(|end| end <= start + self.mapping.len() as u64)
     }
 
+    /// Bytes of this view from `addr` to its end (0: not inside).
+    pub(crate) fn bytes_from(&self, addr: u64) -> u64 {
+        let start = self.mapping.base() as u64;
+        let end = start + self.mapping.len() as u64;
+        if (start..end).contains(&addr) {
+            end - addr
+        } else {
+            0
+        }
+    }
+
     fn contains(&self, p: *const u8) -> bool {
         let start = self.data() as usize;
         (start..start + 2 * self.data_size).contains(&(p as usize))

@@ -357,6 +357,15 @@ fn prog_load(a: &Attr) -> Result<c_long, i32> {
         return Err(libc::EINVAL);
     }
 
+    // Kernel functions are named by the running kernel's BTF ids.
+    if let Err(why) = crate::kfunc::resolve(&mut insns) {
+        log.write(&format!("{why}\n"));
+        if report::tracing() {
+            report::line(&format!("userbpf trace: program {name:?} refused: {why}"));
+        }
+        return Err(libc::EINVAL);
+    }
+
     // Find the maps the program references: lddw with a map-fd pseudo
     // source carries the loader's fd.
     let mut maps: Vec<crate::verify::MapRef> = Vec::new();

@@ -15,6 +15,7 @@
 //! - [`child_env`]: children of the loader get the agent, not the server;
 //! - [`caps`]: the capabilities `capget` reports to the loader;
 //! - [`kheaders`]: kernel headers for bcc, joined from Debian's packages;
+//! - [`kfunc`]: a program's kernel-function calls, by the running kernel's BTF;
 //! - [`uaccess`]: copies from and to the loader's memory (EFAULT, not a crash).
 
 pub mod abi;
@@ -24,6 +25,7 @@ pub mod bpf;
 pub mod child_env;
 pub mod epoll;
 pub mod interpose;
+pub mod kfunc;
 pub mod kheaders;
 pub mod loader_run;
 pub mod objects;

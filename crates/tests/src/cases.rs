@@ -133,6 +133,7 @@ pub fn case(name: &str) -> &'static Case {
     CASES
         .iter()
         .chain(MODERN_CASES)
+        .chain(CASES_0_24)
         .find(|c| c.name == name)
         .unwrap_or_else(|| panic!("no e2e case named {name}"))
 }
@@ -148,3 +149,27 @@ pub const MODERN_CASES: &[Case] = &[Case {
     command: "{APP} 10",
     kernel_artefact: None,
 }];
+
+/// Cases of builtins bpftrace added in 0.24 (`strlen`, `strstr`, and
+/// `strcontains` rewritten on them), which it compiles into calls of the
+/// kernel's string kfuncs (`bpf_strnlen`, `bpf_strnstr`, Linux 6.17+):
+/// run under 0.27 only.
+pub const CASES_0_24: &[Case] = &[Case {
+    // `arg1 > 1` skips the first call (greet("alpha", 1)), whose string's
+    // page the kernel may not have mapped in yet (see `str_args`).
+    name: "string_kfuncs",
+    // printf, in the app's call order: maps of these values print in hash
+    // order, which differs from run to run on the kernel too.
+    script: r#"uprobe:{APP}:greet /arg1 > 1/ { $s = str(arg0); printf("%s len=%d ta=%d l=%d\n", $s, strlen($s), strstr($s, "ta"), strcontains($s, "l")); @n = count(); }"#,
+    command: "{APP} 8",
+    kernel_artefact: None,
+}];
+
+/// The cases bpftrace `version` (`"0.17"`, `"0.23"`, …) runs: every case,
+/// those of 0.20+ and those of 0.24+ by release.
+pub fn cases_for(version: &str) -> impl Iterator<Item = &'static Case> {
+    let minor: u32 = version.strip_prefix("0.").and_then(|m| m.parse().ok()).unwrap_or(0);
+    let modern = if minor >= 20 { MODERN_CASES } else { &[] };
+    let since_0_24 = if minor >= 24 { CASES_0_24 } else { &[] };
+    CASES.iter().chain(modern).chain(since_0_24)
+}

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use tests::cases::{case, Case, CASES, MODERN_CASES};
+use tests::cases::{case, cases_for, Case, CASES, CASES_0_24, MODERN_CASES};
 use tests::{mismatch, normalize, run_uid, Bpftrace, World, CHROOT_SUITES};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -110,6 +110,9 @@ modern_case_tests!(
     for_loop_over_map,
 );
 
+// Cases of 0.24+ builtins ([`CASES_0_24`]), under 0.27.
+release_tests!(bpftrace_0_27_since_0_24, "0.27", string_kfuncs);
+
 /// `signal("KILL")` (`bpf_send_signal`, `--unsafe`): the app dies at the
 /// call that raised it, before `sample: done`, and bpftrace prints what it
 /// counted up to there, as on the kernel (`expected/…/signal_kill.out`).
@@ -155,15 +158,20 @@ fn every_case_has_a_test_and_an_expected_file_for_every_release() {
             c.name
         );
     }
-    // The host's 0.17 runs CASES; the chroots' releases MODERN_CASES too.
-    let dirs = std::iter::once((Bpftrace::host().expected_dir(), &[][..])).chain(CHROOT_SUITES.iter().map(
-        |(_, version)| {
-            let dir = Bpftrace { version, root: Some("/".into()) }.expected_dir();
-            (dir, MODERN_CASES)
-        },
+    for c in CASES_0_24 {
+        assert!(
+            src.contains(&format!(" {});\n", c.name)) || src.contains(&format!(" {},", c.name)),
+            "case {} has no test",
+            c.name
+        );
+    }
+    // Each release runs the cases of its language (`cases_for`).
+    let host = Bpftrace::host();
+    let dirs = std::iter::once((host.expected_dir(), host.version)).chain(CHROOT_SUITES.iter().map(
+        |(_, version)| (Bpftrace { version, root: Some("/".into()) }.expected_dir(), *version),
     ));
-    for (dir, modern) in dirs {
-        for c in CASES.iter().chain(modern) {
+    for (dir, version) in dirs {
+        for c in cases_for(version) {
             assert!(
                 dir.join(format!("{}.out", c.name)).is_file(),
                 "case {} has no expected output in {}",
@@ -203,12 +211,7 @@ fn kernel_oracle() {
             continue;
         }
         std::fs::create_dir_all(bpftrace.expected_dir()).expect("mkdir expected");
-        let modern = if bpftrace.root.is_some() { MODERN_CASES } else { &[] };
-        for c in CASES
-            .iter()
-            .chain(modern)
-            .filter(|c| only.as_deref().is_none_or(|o| o == c.name))
-        {
+        for c in cases_for(bpftrace.version).filter(|c| only.as_deref().is_none_or(|o| o == c.name)) {
             oracle_case(&bpftrace, c);
         }
     }

@@ -174,7 +174,42 @@ pub static HELPERS: &[HelperProto] = &[
         PERCPU_MAPS,
     ),
     proto(208, "bpf_ktime_get_tai_ns", [D; 5], RetKind::Integer),
+    // Kernel functions (kfuncs), under userbpf's own ids; see [`KFUNC_BASE`].
+    // `__ign` arguments: the kernel checks nothing, the function reads the
+    // strings with fault-tolerant loads.
+    proto(BPF_STRNLEN, "bpf_strnlen", [Anything, Anything, D, D, D], RetKind::Integer),
+    proto(BPF_STRNSTR, "bpf_strnstr", [Anything, Anything, Anything, D, D], RetKind::Integer),
 ];
+
+/// First id of the kernel functions (kfuncs) userbpf offers, past every
+/// kernel helper id.
+///
+/// Why helper ids: a loader calls a kfunc by the BTF id of the function in
+/// the running kernel's BTF (`call` with `src_reg = BPF_PSEUDO_KFUNC_CALL`),
+/// which only means something next to that kernel. The syscall server
+/// resolves it by name when the program is loaded and rewrites the call
+/// into an ordinary helper call to one of these ids, so the verifier, the
+/// registry, the VM and every agent see one calling convention, and
+/// `HELPERS` stays the one table of what a program may call. The kernel's
+/// own helper ids stay below 2^16; the poisoned calls libbpf writes for
+/// unresolved kfuncs (2002000000 + n) stay above this range.
+pub const KFUNC_BASE: u32 = 0x1000_0000;
+/// `int bpf_strnlen(const char *s, size_t count)` (Linux 6.17, bpftrace
+/// 0.24+'s `strlen()`).
+pub const BPF_STRNLEN: u32 = KFUNC_BASE;
+/// `int bpf_strnstr(const char *s1, const char *s2, size_t len)` (Linux
+/// 6.17, bpftrace 0.24+'s `strstr()` and `strcontains()`).
+pub const BPF_STRNSTR: u32 = KFUNC_BASE + 1;
+
+/// The kfunc userbpf offers under the kernel's `name`, if any.
+pub fn kfunc_by_name(name: &str) -> Option<&'static HelperProto> {
+    HELPERS.iter().find(|h| h.id >= KFUNC_BASE && h.name == name)
+}
+
+/// Every kfunc userbpf offers.
+pub fn kfuncs() -> impl Iterator<Item = &'static HelperProto> {
+    HELPERS.iter().filter(|h| h.id >= KFUNC_BASE)
+}
 
 /// Helpers whose result is the number of bytes written, at most their size
 /// argument, or -errno: `bpf_probe_read_str`, `bpf_get_stack`,
@@ -241,6 +276,9 @@ mod tests {
             assert_eq!(helper(id).map(|h| h.name), Some(name));
         }
         assert!(helper(9).is_none());
+        assert_eq!(kfunc_by_name("bpf_strnlen").map(|h| h.id), Some(BPF_STRNLEN));
+        assert_eq!(kfunc_by_name("bpf_map_lookup_elem").map(|h| h.id), None, "helpers are not kfuncs");
+        assert!(kfuncs().all(|k| k.id < 2_002_000_000));
         assert_eq!(helper_name(-1), "unknown");
     }
 }

@@ -25,7 +25,9 @@ use vm::insn::Insn;
 pub use vm::program::PseudoLoad;
 
 pub use error::{E2BIG, EACCES, EBADF, EINVAL};
-pub use helpers::{helper, ArgKind, HelperProto, RetKind, HELPERS};
+pub use helpers::{
+    helper, kfunc_by_name, kfuncs, ArgKind, HelperProto, RetKind, BPF_STRNLEN, BPF_STRNSTR, HELPERS, KFUNC_BASE,
+};
 pub use log::disasm;
 pub use maps::{map_type, MapDesc, Maps};
 pub use prog_type::ProgType;

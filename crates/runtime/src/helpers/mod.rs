@@ -16,6 +16,7 @@
 
 pub mod callbacks;
 pub mod format;
+pub mod kfuncs;
 pub mod map_ops;
 pub mod misc;
 pub mod probe;
@@ -109,6 +110,8 @@ pub fn implementation(id: u32) -> Option<HelperFn> {
         182 => misc::strncmp,
         195 => map_ops::map_lookup_percpu_elem,
         208 => misc::ktime_get_tai_ns,
+        verifier::BPF_STRNLEN => kfuncs::strnlen,
+        verifier::BPF_STRNSTR => kfuncs::strnstr,
         _ => return None,
     };
     Some(f)

@@ -59,15 +59,30 @@ const CTX_BYTES: u64 = 21 * 8 + 16;
 /// # Safety
 /// `env` is the helper's env argument.
 unsafe fn is_runtime_memory(src: u64, len: u64, env: *mut c_void) -> bool {
-    let here = &len as *const u64 as u64; // an address in this frame
+    // SAFETY: forwarded.
+    len <= unsafe { runtime_memory_from(src, env) }
+}
+
+/// How many bytes from `src` on are runtime memory of the running program
+/// (0: `src` is not): the rest of the BPF stack, of the context, or of the
+/// map mapping `src` lies in. See [`is_runtime_memory`].
+///
+/// # Safety
+/// `env` is the helper's env argument.
+#[inline(never)]
+pub(crate) unsafe fn runtime_memory_from(src: u64, env: *mut c_void) -> u64 {
+    let here = &src as *const u64 as u64; // an address in this frame
     let limit = env as u64;
-    let end = src.checked_add(len);
-    let on_bpf_stack = !env.is_null() && src >= here && end.is_some_and(|end| end <= limit);
+    if !env.is_null() && src >= here && src < limit {
+        return limit - src;
+    }
     // SAFETY: forwarded.
     let ctx = unsafe { crate::env::RunEnv::from_helper_arg(env) }.map_or(0, |e| e.ctx);
-    let in_ctx = ctx != 0 && src >= ctx && end.is_some_and(|end| end <= ctx + CTX_BYTES);
+    if ctx != 0 && src >= ctx && src < ctx + CTX_BYTES {
+        return ctx + CTX_BYTES - src;
+    }
     // SAFETY: forwarded.
-    on_bpf_stack || in_ctx || unsafe { super::running_program(env) }.is_some_and(|p| p.holds_map_memory(src, len))
+    unsafe { super::running_program(env) }.map_or(0, |p| p.map_memory_from(src))
 }
 
 /// `bpf_probe_read_kernel(dst, size, src)`: reads runtime memory (see the
