@@ -190,10 +190,11 @@ pub static HELPERS: &[HelperProto] = &[
 /// resolves it by name when the program is loaded and rewrites the call
 /// into an ordinary helper call to one of these ids, so the verifier, the
 /// registry, the VM and every agent see one calling convention, and
-/// `HELPERS` stays the one table of what a program may call. The kernel's
-/// own helper ids stay below 2^16; the poisoned calls libbpf writes for
-/// unresolved kfuncs (2002000000 + n) stay above this range.
-pub const KFUNC_BASE: u32 = 0x1000_0000;
+/// `HELPERS` stays the one table of what a program may call. Small, as the
+/// VM's helper table is indexed by id (`vm::program::Helpers`): the
+/// kernel's helper ids are frozen below 212, and the poisoned calls libbpf
+/// writes for unresolved kfuncs (2002000000 + n) stay far above.
+pub const KFUNC_BASE: u32 = 1024;
 /// `int bpf_strnlen(const char *s, size_t count)` (Linux 6.17, bpftrace
 /// 0.24+'s `strlen()`).
 pub const BPF_STRNLEN: u32 = KFUNC_BASE;

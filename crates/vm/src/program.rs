@@ -34,8 +34,11 @@ impl Helpers {
         Self::default()
     }
 
-    /// Register (or replace) the helper with kernel id `id`.
+    /// Register (or replace) the helper with kernel id `id`. The table is
+    /// dense (the JIT indexes it by id), so ids must stay small: below
+    /// [`Helpers::MAX_ID`].
     pub fn register(&mut self, id: u32, f: HelperFn) -> &mut Self {
+        assert!(id < Self::MAX_ID, "helper id {id} beyond the dense table's limit");
         let id = id as usize;
         if self.table.len() <= id {
             self.table.resize(id + 1, None);
@@ -43,6 +46,10 @@ impl Helpers {
         self.table[id] = Some(f);
         self
     }
+
+    /// Bound on helper ids (kernel helpers are below 212; userbpf's kfuncs
+    /// follow at `verifier::KFUNC_BASE`).
+    pub const MAX_ID: u32 = 4096;
 
     #[inline]
     pub fn get(&self, id: u32) -> Option<HelperFn> {

@@ -273,7 +273,8 @@ macro_rules! fakes {
     };
 }
 
-fakes!(1, 2, 3, 4, 5, 6, 7, 8, 14, 15, 16, 25, 27, 35, 45, 67, 80, 87, 88, 89, 112, 113, 114, 115, 125, 130, 131, 132, 133, 134, 164, 165, 173, 174, 181, 182, 195, 120, 208, 109, 117);
+// The last two: the string kfuncs (`verifier::BPF_STRNLEN`, `BPF_STRNSTR`).
+fakes!(1, 2, 3, 4, 5, 6, 7, 8, 14, 15, 16, 25, 27, 35, 45, 67, 80, 87, 88, 89, 112, 113, 114, 115, 125, 130, 131, 132, 133, 134, 164, 165, 173, 174, 181, 182, 195, 120, 208, 109, 117, 1024, 1025);
 
 /// Fake implementations of every helper in the table (tail calls are the
 /// interpreter's own).
