@@ -1011,9 +1011,19 @@ impl<'a> Analyzer<'a> {
                 ArgKind::ConstStr => {
                     let Kind::MapValue { map: m } = reg.kind else { return Err(type_err("map_value")) };
                     let vs = self.maps[m as usize].value_size as i64;
-                    match reg.const_off() {
-                        Some(o) if (0..vs).contains(&o) => {}
+                    let off = match reg.const_off() {
+                        Some(o) if (0..vs).contains(&o) => o as usize,
                         _ => return Err(acc(pc, format!("R{regno} the string must be at a constant offset inside the map value"))),
+                    };
+                    // The kernel's check_reg_const_str: the string lives in
+                    // a frozen read-only array (so no program or loader can
+                    // change it later) and ends inside the value; helpers
+                    // then read it without bounds.
+                    let Some(bytes) = &self.frozen[m as usize] else {
+                        return Err(acc(pc, format!("R{regno} does not point to a readonly map'")));
+                    };
+                    if !bytes[off..].contains(&0) {
+                        return Err(Reject::inval(Some(pc), "string is not zero-terminated".into()));
                     }
                 }
                 ArgKind::Callback => {

@@ -99,7 +99,9 @@ const fn ret_u32(mut p: HelperProto) -> HelperProto {
 
 const D: ArgKind = DontCare;
 
-/// Map types whose elements programs may look up/update/delete.
+/// Map types whose elements programs may look up/update/delete. As the
+/// kernel's check_map_func_compatibility, delete is allowed on arrays too:
+/// it fails at run time (-EINVAL), not at load.
 const ELEMENT_MAPS: &[u32] = &[
     map_type::HASH,
     map_type::ARRAY,
@@ -107,11 +109,22 @@ const ELEMENT_MAPS: &[u32] = &[
     map_type::PERCPU_ARRAY,
     map_type::LRU_HASH,
     map_type::LRU_PERCPU_HASH,
+    map_type::LPM_TRIE,
 ];
-/// Map types whose elements programs may delete (arrays cannot).
-const DELETABLE_MAPS: &[u32] =
-    &[map_type::HASH, map_type::PERCPU_HASH, map_type::LRU_HASH, map_type::LRU_PERCPU_HASH];
+/// Maps `bpf_for_each_map_elem` walks (the LPM trie has no walk).
+const FOR_EACH_MAPS: &[u32] = &[
+    map_type::HASH,
+    map_type::ARRAY,
+    map_type::PERCPU_HASH,
+    map_type::PERCPU_ARRAY,
+    map_type::LRU_HASH,
+    map_type::LRU_PERCPU_HASH,
+];
+/// `bpf_map_pop_elem`'s maps.
 const QUEUE_MAPS: &[u32] = &[map_type::QUEUE, map_type::STACK];
+/// `bpf_map_push_elem`'s and `bpf_map_peek_elem`'s: a bloom filter adds
+/// and tests with them.
+const PUSH_PEEK_MAPS: &[u32] = &[map_type::QUEUE, map_type::STACK, map_type::BLOOM_FILTER];
 /// Per-CPU maps (`bpf_map_lookup_percpu_elem`).
 const PERCPU_MAPS: &[u32] = &[map_type::PERCPU_HASH, map_type::PERCPU_ARRAY, map_type::LRU_PERCPU_HASH];
 const RINGBUF: &[u32] = &[map_type::RINGBUF];
@@ -120,7 +133,7 @@ const RINGBUF: &[u32] = &[map_type::RINGBUF];
 pub static HELPERS: &[HelperProto] = &[
     with_maps(proto(1, "bpf_map_lookup_elem", [ConstMapPtr, MapKey, D, D, D], RetKind::MapValueOrNull), ELEMENT_MAPS),
     with_maps(proto(2, "bpf_map_update_elem", [ConstMapPtr, MapKey, MapValue, Anything, D], RetKind::Integer), ELEMENT_MAPS),
-    with_maps(proto(3, "bpf_map_delete_elem", [ConstMapPtr, MapKey, D, D, D], RetKind::Integer), DELETABLE_MAPS),
+    with_maps(proto(3, "bpf_map_delete_elem", [ConstMapPtr, MapKey, D, D, D], RetKind::Integer), ELEMENT_MAPS),
     proto(4, "bpf_probe_read", [UninitMem, ConstSizeOrZero, Anything, D, D], RetKind::Integer),
     proto(5, "bpf_ktime_get_ns", [D; 5], RetKind::Integer),
     // The kernel checks only the format (bpf_trace_printk_proto has two
@@ -128,7 +141,8 @@ pub static HELPERS: &[HelperProto] = &[
     proto(6, "bpf_trace_printk", [Mem, ConstSize, D, D, D], RetKind::Integer),
     ret_u32(proto(7, "bpf_get_prandom_u32", [D; 5], RetKind::Integer)),
     ret_u32(proto(8, "bpf_get_smp_processor_id", [D; 5], RetKind::Integer)),
-    with_maps(proto(12, "bpf_tail_call", [Ctx, ConstMapPtr, Anything, D, D], RetKind::Integer), &[map_type::PROG_ARRAY]),
+    // RET_VOID, as the kernel: a failed tail call leaves r0 unreadable.
+    with_maps(proto(12, "bpf_tail_call", [Ctx, ConstMapPtr, Anything, D, D], RetKind::Void), &[map_type::PROG_ARRAY]),
     proto(14, "bpf_get_current_pid_tgid", [D; 5], RetKind::Integer),
     proto(15, "bpf_get_current_uid_gid", [D; 5], RetKind::Integer),
     proto(16, "bpf_get_current_comm", [UninitMem, ConstSize, D, D, D], RetKind::Integer),
@@ -141,9 +155,9 @@ pub static HELPERS: &[HelperProto] = &[
     proto(45, "bpf_probe_read_str", [UninitMem, ConstSizeOrZero, Anything, D, D], RetKind::Integer),
     proto(67, "bpf_get_stack", [Ctx, UninitMem, ConstSizeOrZero, Anything, D], RetKind::Integer),
     proto(80, "bpf_get_current_cgroup_id", [D; 5], RetKind::Integer),
-    with_maps(proto(87, "bpf_map_push_elem", [ConstMapPtr, MapValue, Anything, D, D], RetKind::Integer), QUEUE_MAPS),
+    with_maps(proto(87, "bpf_map_push_elem", [ConstMapPtr, MapValue, Anything, D, D], RetKind::Integer), PUSH_PEEK_MAPS),
     with_maps(proto(88, "bpf_map_pop_elem", [ConstMapPtr, UninitMapValue, D, D, D], RetKind::Integer), QUEUE_MAPS),
-    with_maps(proto(89, "bpf_map_peek_elem", [ConstMapPtr, UninitMapValue, D, D, D], RetKind::Integer), QUEUE_MAPS),
+    with_maps(proto(89, "bpf_map_peek_elem", [ConstMapPtr, UninitMapValue, D, D, D], RetKind::Integer), PUSH_PEEK_MAPS),
     proto(109, "bpf_send_signal", [Anything, D, D, D, D], RetKind::Integer),
     proto(112, "bpf_probe_read_user", [UninitMem, ConstSizeOrZero, Anything, D, D], RetKind::Integer),
     proto(113, "bpf_probe_read_kernel", [UninitMem, ConstSizeOrZero, Anything, D, D], RetKind::Integer),
@@ -162,7 +176,7 @@ pub static HELPERS: &[HelperProto] = &[
     with_maps(proto(134, "bpf_ringbuf_query", [ConstMapPtr, Anything, D, D, D], RetKind::Integer), RINGBUF),
     with_maps(
         proto(164, "bpf_for_each_map_elem", [ConstMapPtr, Callback, CallbackCtx, Anything, D], RetKind::Integer),
-        ELEMENT_MAPS,
+        FOR_EACH_MAPS,
     ),
     proto(165, "bpf_snprintf", [MemOrNull, ConstSizeOrZero, ConstStr, MemOrNull, ConstSizeOrZero], RetKind::Integer),
     proto(173, "bpf_get_func_ip", [Ctx, D, D, D, D], RetKind::Integer),

@@ -56,9 +56,11 @@ pub mod map_type {
     pub const STACK_TRACE: u32 = 7;
     pub const LRU_HASH: u32 = 9;
     pub const LRU_PERCPU_HASH: u32 = 10;
+    pub const LPM_TRIE: u32 = 11;
     pub const QUEUE: u32 = 22;
     pub const STACK: u32 = 23;
     pub const RINGBUF: u32 = 27;
+    pub const BLOOM_FILTER: u32 = 30;
 }
 
 impl MapDesc {

@@ -187,3 +187,64 @@ fn get_stack_result_is_bounded_by_its_size() {
                out:\nmov %r0, 0\nexit";
     run(src).unwrap_or_else(|e| panic!("{e}\n{}", e.log));
 }
+
+/// Maps of [`maps`] plus fd 4: a frozen read-only array (libbpf's
+/// `.rodata`) whose value holds "hi\0" at 0 and ends in "wxyz" with no NUL.
+struct WithRodata;
+
+impl verifier::Maps for WithRodata {
+    fn describe(&self, load: PseudoLoad) -> Option<MapDesc> {
+        match load.imm {
+            4 => Some(MapDesc { map_type: map_type::ARRAY, key_size: 4, value_size: 64, max_entries: 1 }),
+            _ => maps(load),
+        }
+    }
+    fn frozen_readonly_value(&self, load: PseudoLoad) -> Option<Vec<u8>> {
+        (load.imm == 4).then(|| {
+            let mut v = vec![0u8; 64];
+            v[..3].copy_from_slice(b"hi\0");
+            v[60..].copy_from_slice(b"wxyz");
+            v
+        })
+    }
+}
+
+/// `ARG_PTR_TO_CONST_STR` (`bpf_strncmp`'s, `bpf_snprintf`'s format): as
+/// the kernel's check_reg_const_str, the string must lie in a frozen
+/// read-only array and end inside its value, since the helper reads it
+/// without bounds; a writable map, or a string that runs off the value,
+/// is refused with the kernel's errno and message.
+#[test]
+fn const_strings_come_from_frozen_read_only_maps_and_end_in_them() {
+    let strncmp = |fd: u32, off: u32| {
+        format!(
+            "mov %r1, 0\nstxdw [%r10-8], %r1\nmov %r1, %r10\nadd %r1, -8\nmov %r2, 8\n\
+             lddw %r3, map_value({fd})+{off}\ncall bpf_strncmp\nmov %r0, 0\nexit"
+        )
+    };
+    let run_with = |src: &str| {
+        let insns = assemble(src).expect("assembles");
+        verifier::verify_with_maps(&insns, ProgType::Kprobe, &WithRodata, &VerifyOptions { log_level: 1, ..Default::default() })
+    };
+    run_with(&strncmp(4, 0)).unwrap_or_else(|e| panic!("{e}\n{}", e.log));
+    let e = run_with(&strncmp(3, 0)).unwrap_err();
+    assert_eq!((e.errno, e.message.as_str()), (EACCES, "R3 does not point to a readonly map'"));
+    let e = run_with(&strncmp(4, 60)).unwrap_err();
+    assert_eq!((e.errno, e.message.as_str()), (EINVAL, "string is not zero-terminated"));
+}
+
+/// As Linux 6.18's verifier: deleting from an array passes the load (the
+/// helper answers -EINVAL when it runs), where a perf event array, which
+/// has no elements, is refused.
+#[test]
+fn delete_from_an_array_is_a_run_time_error_not_a_load_error() {
+    let delete = |fd: u32| {
+        format!(
+            "mov %r1, 0\nstxdw [%r10-8], %r1\nlddw %r1, map_fd({fd})\nmov %r2, %r10\nadd %r2, -8\n\
+             call bpf_map_delete_elem\nmov %r0, 0\nexit"
+        )
+    };
+    run(&delete(3)).unwrap_or_else(|e| panic!("{e}\n{}", e.log));
+    let e = run(&delete(2)).unwrap_err();
+    assert_eq!((e.errno, e.message.as_str()), (EINVAL, "cannot pass map_type 4 into func bpf_map_delete_elem#3"));
+}
