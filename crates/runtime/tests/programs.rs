@@ -129,11 +129,12 @@ fn missing_maps_and_kernel_variables_are_load_errors() {
 fn bpf_loop_calls_back_into_the_program() {
     let t = TempRegistry::new("loop");
     // Sum i for i in 0..10 into a stack slot via bpf_loop; the callback
-    // stops early when i == 7 (returns 1), so the loop runs 8 times.
+    // stops early when i == 7 (returns 1), so the loop runs 8 times. The
+    // count is the kernel's u32: 2^32 + 10 loops 10 times, not -E2BIG.
     let text = "
         mov %r1, 0
         stxdw [%r10-8], %r1
-        mov %r1, 10
+        lddw %r1, 0x10000000a
         lddw %r2, func(+9)
         mov %r3, %r10
         add %r3, -8
@@ -208,8 +209,9 @@ static APP_MEMORY: [u8; 8] = [0x77; 8];
 /// bpftrace 0.20+ copies strings between its scratch map values with
 /// `bpf_probe_read_kernel` (and zeroes them with a NULL source): map values
 /// and the BPF stack are the runtime's "kernel" memory and read fine; the
-/// app's own memory is user memory and gives -EFAULT with the destination
-/// zeroed, as on the kernel.
+/// app's own memory is user memory and gives -ERANGE with the destination
+/// zeroed, as the kernel's copy_from_kernel_nofault answers for a user
+/// address.
 #[test]
 fn probe_read_kernel_reads_map_values_and_the_stack_only() {
     let t = TempRegistry::new("read-kernel");
@@ -259,8 +261,8 @@ fn probe_read_kernel_reads_map_values_and_the_stack_only() {
     let program = LoadedProgram::from_registry(&t.registry, id).unwrap();
     // SAFETY: the program does not touch its context.
     let r = unsafe { program.run_detached(std::ptr::null_mut()) };
-    let efault = (-(libc::EFAULT as i64)) as u64 & 0xff;
-    assert_eq!(r, efault, "map value and stack reads return 0, the app's memory -EFAULT");
+    let erange = (-(libc::ERANGE as i64)) as u64 & 0xff;
+    assert_eq!(r, erange, "map value and stack reads return 0, the app's memory -ERANGE");
     global.lookup(&0u32.to_le_bytes(), &mut value).unwrap();
     assert_eq!(&value[16..22], b"hello\0", "copied value -> stack -> value");
     assert_eq!(&value[48..56], &[0; 8], "a failed read zeroes the destination");
@@ -344,7 +346,7 @@ fn string_kfuncs_read_runtime_memory_with_the_kernels_answers() {
 
 /// `bpf_map_lookup_percpu_elem(map, key, cpu)` reads the value of that CPU
 /// (bpftrace 0.20+ sums per-CPU counters with it); a CPU that does not
-/// exist gives null.
+/// exist gives null; `cpu` is the kernel's u32 (2^40 + 1 is CPU 1).
 #[test]
 fn map_lookup_percpu_elem_reads_the_given_cpu() {
     let t = TempRegistry::new("percpu-elem");
@@ -359,7 +361,7 @@ fn map_lookup_percpu_elem_reads_the_given_cpu() {
             m.id()
         )
     };
-    for (cpu, want) in [(0, 100), ((ncpu - 1) as u64, 100 + ncpu as u64 - 1), (ncpu as u64, u64::MAX), (1 << 40, u64::MAX)] {
+    for (cpu, want) in [(0, 100), ((ncpu - 1) as u64, 100 + ncpu as u64 - 1), (ncpu as u64, u64::MAX), ((1 << 40) + 1, if ncpu > 1 { 101 } else { u64::MAX })] {
         let id = store(&t.registry, &text(cpu), &[m.id()]);
         let program = LoadedProgram::from_registry(&t.registry, id).unwrap();
         // SAFETY: the program does not touch its context.
@@ -374,16 +376,18 @@ extern "C" fn on_usr1(_: libc::c_int) {
 }
 
 /// `bpf_send_signal_thread` (bpftrace's `signal()`): an invalid signal is
-/// -EINVAL, a second one in the same run -EBUSY, and the signal arrives
-/// once the run is over, on the probed thread.
+/// -EINVAL, signal 0 only checks (0, nothing raised), a second signal in
+/// the same run -EBUSY, and the signal arrives once the run is over, on
+/// the probed thread.
 #[test]
 fn send_signal_is_raised_when_the_run_ends() {
     let t = TempRegistry::new("signal");
     // SAFETY: installing a handler that only bumps an atomic.
     unsafe { libc::signal(libc::SIGUSR1, on_usr1 as *const () as libc::sighandler_t) };
-    let text = "mov %r1, 0\ncall bpf_send_signal_thread\nmov %r6, %r0\nmov %r1, 10\ncall bpf_send_signal_thread\n\
+    let text = "mov %r1, 65\ncall bpf_send_signal_thread\nmov %r6, %r0\nmov %r1, 0\ncall bpf_send_signal_thread\n\
+                mov %r8, %r0\nmov %r1, 10\ncall bpf_send_signal_thread\n\
                 mov %r7, %r0\nmov %r1, 10\ncall bpf_send_signal_thread\nlsh %r6, 16\nand %r7, 0xff\nor %r6, %r7\n\
-                lsh %r6, 16\nand %r0, 0xffff\nor %r0, %r6\nexit";
+                lsh %r6, 16\nand %r0, 0xffff\nor %r0, %r6\nand %r8, 0xff\nlsh %r8, 24\nor %r0, %r8\nexit";
     let id = store(&t.registry, text, &[]);
     let program = LoadedProgram::from_registry(&t.registry, id).unwrap();
     let before = USR1_SEEN.load(std::sync::atomic::Ordering::SeqCst);
@@ -393,6 +397,7 @@ fn send_signal_is_raised_when_the_run_ends() {
     let ebusy = (-(libc::EBUSY as i64)) as u64 & 0xffff;
     assert_eq!(r & 0xffff, ebusy, "a second signal in one run");
     assert_eq!((r >> 16) & 0xff, 0, "SIGUSR1 accepted");
-    assert_eq!((r >> 32) & 0xffff, einval, "signal 0");
+    assert_eq!((r >> 24) & 0xff, 0, "signal 0 accepted without taking the slot");
+    assert_eq!((r >> 32) & 0xffff, einval, "signal 65");
     assert_eq!(USR1_SEEN.load(std::sync::atomic::Ordering::SeqCst), before + 1, "raised once, after the run");
 }

@@ -24,6 +24,8 @@ pub unsafe extern "C" fn bpf_loop(nr_loops: u64, callback: u64, ctx: u64, flags:
     if flags != 0 {
         return EINVAL;
     }
+    // The kernel's nr_loops is a u32 (BPF_CALL_4(bpf_loop, u32 nr_loops, …)).
+    let nr_loops = u64::from(nr_loops as u32);
     if nr_loops > MAX_LOOPS {
         return E2BIG;
     }

@@ -28,6 +28,8 @@ pub unsafe extern "C" fn map_lookup_elem(m: u64, key: u64, _: u64, _: u64, _: u6
 /// per-CPU map (bpftrace 0.20+ reads per-CPU counters with it), null for a
 /// CPU that does not exist, as the kernel.
 pub unsafe extern "C" fn map_lookup_percpu_elem(m: u64, key: u64, cpu: u64, _: u64, _: u64, _: *mut c_void) -> u64 {
+    // The kernel's cpu argument is a u32.
+    let cpu = u64::from(cpu as u32);
     if cpu >= shm_maps::cpu::nr_possible() as u64 {
         return 0;
     }

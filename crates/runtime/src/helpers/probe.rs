@@ -10,14 +10,17 @@
 //! stack, a little above the helper's own frame). bpftrace 0.20 and later copy
 //! strings between its scratch map values with `bpf_probe_read_kernel`, and
 //! zero buffers with `probe_read_kernel(dst, n, NULL)`. Anything else fails
-//! with `-EFAULT` and a zeroed buffer, as the kernel does for an unreadable
-//! kernel address: the app's own memory is user memory.
+//! with `-ERANGE` and a zeroed buffer, as the kernel's
+//! `copy_from_kernel_nofault` does for a user address (NULL included): the
+//! app's own memory is user memory. A `_str` read that runs off the end of
+//! runtime memory before its NUL is a fault (`-EFAULT`).
 
 use std::ffi::c_void;
 
 use crate::fault;
 
 const EFAULT: u64 = -(libc::EFAULT as i64) as u64;
+const ERANGE: u64 = -(libc::ERANGE as i64) as u64;
 
 /// `bpf_probe_read(dst, size, src)` (legacy: user or kernel address; in a
 /// user process only user addresses exist).
@@ -86,17 +89,17 @@ pub(crate) unsafe fn runtime_memory_from(src: u64, env: *mut c_void) -> u64 {
 }
 
 /// `bpf_probe_read_kernel(dst, size, src)`: reads runtime memory (see the
-/// module docs); anything else zeroes `dst` and returns `-EFAULT`.
+/// module docs); anything else zeroes `dst` and returns `-ERANGE`.
 pub unsafe extern "C" fn probe_read_kernel(dst: u64, size: u64, src: u64, _: u64, _: u64, env: *mut c_void) -> u64 {
     // SAFETY: env is the helper's env argument.
-    if size > 0 && unsafe { is_runtime_memory(src, size, env) } {
+    if unsafe { is_runtime_memory(src, size.max(1), env) } {
         // SAFETY: the verifier proved `dst` writable for `size` bytes; the
         // copy tolerates faults anyway.
         return fault::read_user(dst as *mut u8, src, size as usize) as u64;
     }
     // SAFETY: the verifier proved `dst` writable for `size` bytes.
     std::ptr::write_bytes(dst as *mut u8, 0, size as usize);
-    EFAULT
+    ERANGE
 }
 
 /// `bpf_probe_read_kernel_str(dst, size, src)`: as `probe_read_kernel`,
@@ -104,11 +107,24 @@ pub unsafe extern "C" fn probe_read_kernel(dst: u64, size: u64, src: u64, _: u64
 /// copy stops at the NUL).
 pub unsafe extern "C" fn probe_read_kernel_str(dst: u64, size: u64, src: u64, _: u64, _: u64, env: *mut c_void) -> u64 {
     // SAFETY: env is the helper's env argument.
-    if size > 0 && unsafe { is_runtime_memory(src, 1, env) } {
-        // SAFETY: the verifier proved `dst` writable for `size` bytes.
-        return fault::read_user_str(dst as *mut u8, src, size as usize) as u64;
+    if size == 0 {
+        return 0; // strncpy_from_kernel_nofault's `count <= 0`
+    }
+    // SAFETY: env is the helper's env argument.
+    let room = unsafe { runtime_memory_from(src, env) };
+    if room > 0 {
+        // SAFETY: the verifier proved `dst` writable for `size` bytes; the
+        // copy stops at the end of runtime memory (a fault, as when the
+        // kernel's copy runs off a mapping).
+        let n = fault::read_user_str(dst as *mut u8, src, size.min(room) as usize);
+        // SAFETY: src + room - 1 is the last byte of runtime memory.
+        if size > room && n as u64 == room && unsafe { *((src + room - 1) as *const u8) } != 0 {
+            std::ptr::write_bytes(dst as *mut u8, 0, size as usize);
+            return EFAULT;
+        }
+        return n as u64;
     }
     // SAFETY: as above.
     std::ptr::write_bytes(dst as *mut u8, 0, size as usize);
-    EFAULT
+    ERANGE
 }

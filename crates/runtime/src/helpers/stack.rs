@@ -78,6 +78,11 @@ pub unsafe fn walk_user_stack(regs: *const u8, skip: usize, out: &mut [u64]) -> 
 /// are walked; there is no kernel stack in user space, so without the flag
 /// the result is empty. Returns the bytes written (the rest is zeroed).
 pub unsafe extern "C" fn get_stack(ctx: u64, buf: u64, size: u64, flags: u64, _: u64, _: *mut c_void) -> u64 {
+    // SAFETY: the verifier proved `buf` writable for `size` bytes; it may
+    // not be 8-byte aligned, so frames are collected locally first. As the
+    // kernel (its `clear:` path), every error leaves it zeroed too: the
+    // verifier counts it as written either way.
+    unsafe { std::ptr::write_bytes(buf as *mut u8, 0, size as usize) };
     if flags & !(SKIP_FIELD_MASK | F_USER_STACK | F_USER_BUILD_ID) != 0 || flags & F_USER_BUILD_ID != 0 {
         return EINVAL;
     }
@@ -85,9 +90,6 @@ pub unsafe extern "C" fn get_stack(ctx: u64, buf: u64, size: u64, flags: u64, _:
         return EINVAL;
     }
     let frames = (size / 8) as usize;
-    // SAFETY: the verifier proved `buf` writable for `size` bytes; it may
-    // not be 8-byte aligned, so frames are collected locally first.
-    unsafe { std::ptr::write_bytes(buf as *mut u8, 0, size as usize) };
     if flags & F_USER_STACK == 0 {
         return 0;
     }
@@ -138,6 +140,15 @@ mod tests {
         // SAFETY: as above.
         let r = unsafe { get_stack(regs.as_ptr() as u64, buf.as_mut_ptr() as u64, 40, 0, 0, std::ptr::null_mut()) };
         assert_eq!(r, 0);
+        // Errors zero the buffer too (the kernel's `clear:`): bad flags, a
+        // size that is no multiple of a frame, build ids.
+        for (size, flags) in [(40, 1u64 << 20), (36, F_USER_STACK), (40, F_USER_STACK | F_USER_BUILD_ID)] {
+            buf = [0xff; 40];
+            // SAFETY: as above.
+            let r = unsafe { get_stack(regs.as_ptr() as u64, buf.as_mut_ptr() as u64, size, flags, 0, std::ptr::null_mut()) };
+            assert_eq!(r, EINVAL, "size {size} flags {flags:#x}");
+            assert!(buf[..size as usize].iter().all(|&b| b == 0), "size {size} flags {flags:#x}: {buf:?}");
+        }
         assert_eq!(buf, [0u8; 40]);
     }
 }
