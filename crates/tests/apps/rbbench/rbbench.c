@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0
-/* rbbench BINARY FUNCTION RECORDS: attach rbbench.bpf.c to FUNCTION of
- * BINARY, drain the ring buffer with ring_buffer__poll until RECORDS
- * records (plus the failed reservations) are accounted for, then print
- * "records=N dropped=D drain_ns=T" (T: first record to last). Prints
- * "ready" when attached. For the end-to-end ring buffer benchmark. */
+/* rbbench BINARY FUNCTION RECORDS [RING_BYTES]: attach rbbench.bpf.c to
+ * FUNCTION of BINARY, drain the ring buffer (1 MiB, or RING_BYTES, a power
+ * of two, set with bpf_map__set_max_entries before the load) with
+ * ring_buffer__poll until RECORDS records (plus the failed reservations)
+ * are accounted for, then print "records=N dropped=D drain_ns=T" (T: first
+ * record to last). Prints "ready" when attached. For the end-to-end ring
+ * buffer benchmark. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,14 +45,22 @@ int main(int argc, char **argv)
 	long want;
 	time_t deadline;
 
-	if (argc != 4) {
-		fprintf(stderr, "usage: %s BINARY FUNCTION RECORDS\n", argv[0]);
+	if (argc != 4 && argc != 5) {
+		fprintf(stderr, "usage: %s BINARY FUNCTION RECORDS [RING_BYTES]\n", argv[0]);
 		return 2;
 	}
 	want = atol(argv[3]);
-	skel = rbbench_bpf__open_and_load();
+	skel = rbbench_bpf__open();
 	if (!skel) {
-		fprintf(stderr, "open/load: %s\n", strerror(errno));
+		fprintf(stderr, "open: %s\n", strerror(errno));
+		return 1;
+	}
+	if (argc == 5 && bpf_map__set_max_entries(skel->maps.events, (__u32)atol(argv[4]))) {
+		fprintf(stderr, "ring size %s: %s\n", argv[4], strerror(errno));
+		return 1;
+	}
+	if (rbbench_bpf__load(skel)) {
+		fprintf(stderr, "load: %s\n", strerror(errno));
 		return 1;
 	}
 	LIBBPF_OPTS(bpf_uprobe_opts, opts, .func_name = argv[2]);
