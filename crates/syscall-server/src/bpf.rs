@@ -357,6 +357,17 @@ fn prog_load(a: &Attr) -> Result<c_long, i32> {
         return Err(libc::EINVAL);
     }
 
+    // Function and line information, checked as the kernel's check_btf_info.
+    let btf = match crate::btf_info::from_load(a, &insns) {
+        Ok(b) => b,
+        Err((errno, line)) => {
+            // The kernel's message (its own line ends, or none), then the
+            // verifier's summary of nothing processed.
+            log.write(&format!("{}{}\n", line.unwrap_or_default(), verifier::nothing_processed_line()));
+            return Err(errno);
+        }
+    };
+
     // Kernel functions are named by the running kernel's BTF ids.
     if let Err(why) = crate::kfunc::resolve(&mut insns) {
         log.write(&format!("{why}\n"));
@@ -469,6 +480,7 @@ fn prog_load(a: &Attr) -> Result<c_long, i32> {
             name,
             insn_count: insn_cnt,
             map_ids,
+            btf,
         }),
     )
 }
@@ -737,7 +749,12 @@ fn gpl_compatible(license: &str) -> bool {
 ///
 /// # Safety
 /// `a` is an OBJ_GET_INFO_BY_FD attr whose buffer pointers are the loader's.
-unsafe fn prog_info_bytes(a: &Attr, p: &shm_maps::ProgRecord, info: &mut Vec<u8>) -> Result<(), i32> {
+unsafe fn prog_info_bytes(
+    a: &Attr,
+    p: &shm_maps::ProgRecord,
+    info: &mut Vec<u8>,
+    btf: Option<&crate::btf_info::BtfInfo>,
+) -> Result<(), i32> {
     const SIZE: usize = 232;
     let user_len = (a.u32(attr::INFO_LEN) as usize).min(SIZE);
     // SAFETY: the loader gave `info_len` readable bytes at `info`.
@@ -771,6 +788,40 @@ unsafe fn prog_info_bytes(a: &Attr, p: &shm_maps::ProgRecord, info: &mut Vec<u8>
         let bytes: Vec<u8> = p.map_ids[..n].iter().flat_map(|i| i.to_ne_bytes()).collect();
         // SAFETY: the caller's array of `nr_map_ids` u32s.
         unsafe { to_user(ids, &bytes)? };
+    }
+    // BTF function and line information, as bpf_prog_get_info_by_fd: the
+    // caller's record sizes must be the kernel's when it asks for records;
+    // as many records as both sides have are copied; the counts and the
+    // kernel's record sizes are reported.
+    use crate::btf_info::{FUNC_INFO_SIZE, LINE_INFO_SIZE};
+    let (want_funcs, func_rec) = (u32_at(144), u32_at(132));
+    let (want_lines, line_rec) = (u32_at(148), u32_at(172));
+    let (want_jited, jited_rec) = (u32_at(168), u32_at(176));
+    if ((want_funcs != 0 || func_rec != 0) && func_rec as usize != FUNC_INFO_SIZE)
+        || ((want_lines != 0 || line_rec != 0) && line_rec as usize != LINE_INFO_SIZE)
+        || ((want_jited != 0 || jited_rec != 0) && jited_rec != 8)
+    {
+        return Err(libc::EINVAL);
+    }
+    put32(info, 132, FUNC_INFO_SIZE as u32);
+    put32(info, 172, LINE_INFO_SIZE as u32);
+    put32(info, 176, 8);
+    info[136..144].copy_from_slice(&u64_at(136).to_ne_bytes());
+    info[152..168].copy_from_slice(&given.get(152..168).map_or([0; 16], |b| b.try_into().unwrap_or([0; 16])));
+    if let Some(b) = btf {
+        put32(info, 128, b.btf_id);
+        put32(info, 144, b.nr_func_info());
+        put32(info, 148, b.nr_line_info());
+        let n = want_funcs.min(b.nr_func_info()) as usize;
+        if n > 0 {
+            // SAFETY: the caller's array of `nr_func_info` records.
+            unsafe { to_user(u64_at(136), &b.func_info[..n * FUNC_INFO_SIZE])? };
+        }
+        let n = want_lines.min(b.nr_line_info()) as usize;
+        if n > 0 {
+            // SAFETY: the caller's array of `nr_line_info` records.
+            unsafe { to_user(u64_at(152), &b.line_info[..n * LINE_INFO_SIZE])? };
+        }
     }
     Ok(())
 }
@@ -880,7 +931,7 @@ unsafe fn obj_get_info(a: &Attr, attr_ptr: *mut u8) -> Result<c_long, i32> {
         Object::Prog(p) => {
             let record = backend::registry()?.prog(p.id).map_err(|_| libc::ENOENT)?;
             // SAFETY: the loader's info buffer and the arrays it names.
-            unsafe { prog_info_bytes(a, &record, &mut info)? };
+            unsafe { prog_info_bytes(a, &record, &mut info, p.btf.as_ref())? };
         }
         Object::Foreign(ForeignObject::Link(id)) => {
             let record = backend::registry()?.link(*id).map_err(|_| libc::ENOENT)?;
@@ -890,7 +941,7 @@ unsafe fn obj_get_info(a: &Attr, attr_ptr: *mut u8) -> Result<c_long, i32> {
         Object::Foreign(ForeignObject::Prog(id)) => {
             let record = backend::registry()?.prog(*id).map_err(|_| libc::ENOENT)?;
             // SAFETY: as above.
-            unsafe { prog_info_bytes(a, &record, &mut info)? };
+            unsafe { prog_info_bytes(a, &record, &mut info, None)? };
         }
         Object::Btf(b) => {
             // struct bpf_btf_info: btf (ptr), btf_size, id, name (ptr),

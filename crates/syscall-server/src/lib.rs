@@ -16,12 +16,14 @@
 //! - [`caps`]: the capabilities `capget` reports to the loader;
 //! - [`kheaders`]: kernel headers for bcc, joined from Debian's packages;
 //! - [`kfunc`]: a program's kernel-function calls, by the running kernel's BTF;
+//! - [`btf_info`]: a program's BTF function and line information;
 //! - [`uaccess`]: copies from and to the loader's memory (EFAULT, not a crash).
 
 pub mod abi;
 pub mod backend;
 pub mod caps;
 pub mod bpf;
+pub mod btf_info;
 pub mod child_env;
 pub mod epoll;
 pub mod interpose;

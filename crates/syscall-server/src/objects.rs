@@ -106,6 +106,8 @@ pub struct ProgObject {
     pub insn_count: u32,
     /// Registry ids of the maps the program references.
     pub map_ids: Vec<u32>,
+    /// Its BTF function and line information, if the load carried any.
+    pub btf: Option<crate::btf_info::BtfInfo>,
 }
 
 pub struct UprobeEvent {

@@ -314,6 +314,7 @@ fn modern_loader_abi() {
 
     listing_by_id(&reg);
     btf_objects();
+    btf_func_and_line_info();
     bad_pointers();
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -522,6 +523,93 @@ fn btf_objects() {
     assert_eq!(btf_load(&past_end), Err(libc::EINVAL), "strings past the end");
     assert_eq!(btf_load(&blob[..10]), Err(libc::EINVAL), "truncated header");
     assert_eq!(btf_load(&[]), Err(libc::EINVAL), "empty");
+}
+
+/// A program's `func_info` and `line_info` (libbpf passes them with its
+/// object's BTF): checked as the kernel's check_btf_info, with its errnos
+/// and log, and given back by `OBJ_GET_INFO_BY_FD`. Every expectation here
+/// was read off Linux 6.18 as root with the same blob, program and records.
+fn btf_func_and_line_info() {
+    // [1] int, [2] FUNC_PROTO returning int, [3] FUNC "main" (global);
+    // strings "\0int\0main\0a.c\0r0\0".
+    let strs = b"\0int\0main\0a.c\0r0\0";
+    let mut blob = Vec::new();
+    blob.extend_from_slice(&0xeb9fu16.to_ne_bytes());
+    blob.extend_from_slice(&[1, 0]);
+    for v in [24u32, 0, 40, 40, strs.len() as u32, 1, 1 << 24, 4, 32, 0, 13 << 24, 1, 5, (12 << 24) | 1, 2] {
+        blob.extend_from_slice(&v.to_ne_bytes());
+    }
+    blob.extend_from_slice(strs);
+    let btf = btf_load(&blob).expect("a BTF blob with a FUNC");
+    let insns: [u64; 2] = [0x0000_0000_0000_00b7, 0x0000_0000_0000_0095];
+    let license = c"GPL";
+    // (insn_off, type_id) and (insn_off, file_name_off, line_off, line_col).
+    let func_info = |first: u32| [first, 3, 1, 3];
+    let line_info = |second: u32| [0u32, 10, 14, (1 << 10) | 1, second, 10, 14, (2 << 10) | 1];
+    let load = |btf_fd: u32, (frec, fcnt, first): (u32, u32, u32), (lrec, lcnt, second): (u32, u32, u32)| {
+        let (fi, li) = (func_info(first), line_info(second));
+        let mut log = vec![0u8; 4096];
+        let mut a = [0u8; 128];
+        put32(&mut a, 0, BPF_PROG_TYPE_KPROBE);
+        put32(&mut a, 4, insns.len() as u32);
+        put64(&mut a, 8, insns.as_ptr() as u64);
+        put64(&mut a, 16, license.as_ptr() as u64);
+        put32(&mut a, 24, 1);
+        put32(&mut a, 28, log.len() as u32);
+        put64(&mut a, 32, log.as_mut_ptr() as u64);
+        put32(&mut a, 72, btf_fd);
+        put32(&mut a, 76, frec);
+        put64(&mut a, 80, fi.as_ptr() as u64);
+        put32(&mut a, 88, fcnt);
+        put32(&mut a, 92, lrec);
+        put64(&mut a, 96, li.as_ptr() as u64);
+        put32(&mut a, 104, lcnt);
+        let r = bpf(BPF_PROG_LOAD, &mut a).map(|fd| fd as i32);
+        let end = log.iter().position(|&b| b == 0).unwrap_or(0);
+        (r, String::from_utf8_lossy(&log[..end]).into_owned())
+    };
+    let nothing = "processed 0 insns (limit 1000000) max_states_per_insn 0 total_states 0 peak_states 0 mark_read 0\n";
+    let btf_fd = btf as u32;
+    let refused = |r: (Result<i32, i32>, String), errno: i32, message: &str| {
+        assert_eq!(r.0, Err(errno), "{message:?}: {}", r.1);
+        assert_eq!(r.1, format!("{message}{nothing}"));
+    };
+    refused(load(btf_fd, (4, 1, 0), (16, 2, 1)), libc::EINVAL, "invalid func info rec size 4\n");
+    refused(load(btf_fd, (8, 1, 1), (16, 2, 1)), libc::EINVAL, "nonzero insn_off 1 for the first func info record");
+    refused(load(btf_fd, (8, 2, 0), (16, 2, 1)), libc::EINVAL, "number of funcs in func_info doesn't match number of subprogs\n");
+    refused(load(btf_fd, (8, 1, 0), (8, 2, 1)), libc::EINVAL, "");
+    refused(load(btf_fd, (8, 1, 0), (16, 2, 5)), libc::EINVAL, "Invalid line_info[1].insn_off:5 (prev_offset:0 prog->len:2)\n");
+    refused(load(9999, (8, 1, 0), (16, 2, 1)), libc::EBADF, "");
+    refused(load(0, (8, 1, 0), (16, 2, 1)), libc::EINVAL, "");
+
+    let (prog, log) = load(btf_fd, (8, 1, 0), (16, 2, 1));
+    let prog = prog.unwrap_or_else(|e| panic!("a sound load: errno {e}\n{log}"));
+    let mut info = [0u8; 232];
+    obj_info(prog, &mut info).expect("prog info");
+    let mut btf_info = [0u8; 32];
+    obj_info(btf, &mut btf_info).expect("BTF info");
+    assert_eq!(u32_at(&info, 128), u32_at(&btf_info, 12), "btf_id is the BTF object's id");
+    assert_eq!((u32_at(&info, 144), u32_at(&info, 132)), (1, 8), "nr_func_info, func_info_rec_size");
+    assert_eq!((u32_at(&info, 148), u32_at(&info, 172)), (2, 16), "nr_line_info, line_info_rec_size");
+    assert_eq!(u32_at(&info, 176), 8, "jited_line_info_rec_size");
+    let mut funcs = [0u32; 2];
+    let mut lines = [0u32; 8];
+    let mut ask = [0u8; 232];
+    ask[132..136].copy_from_slice(&8u32.to_ne_bytes());
+    ask[136..144].copy_from_slice(&(funcs.as_mut_ptr() as u64).to_ne_bytes());
+    ask[144..148].copy_from_slice(&1u32.to_ne_bytes());
+    ask[148..152].copy_from_slice(&2u32.to_ne_bytes());
+    ask[152..160].copy_from_slice(&(lines.as_mut_ptr() as u64).to_ne_bytes());
+    ask[172..176].copy_from_slice(&16u32.to_ne_bytes());
+    obj_info(prog, &mut ask).expect("prog info with records");
+    assert_eq!(funcs, [0, 3], "the func_info record");
+    assert_eq!(lines, line_info(1), "the line_info records");
+    let mut wrong = [0u8; 232];
+    wrong[132..136].copy_from_slice(&4u32.to_ne_bytes());
+    wrong[144..148].copy_from_slice(&1u32.to_ne_bytes());
+    assert_eq!(obj_info(prog, &mut wrong), Err(libc::EINVAL), "a record size that is not the kernel's");
+    close(prog);
+    close(btf);
 }
 
 /// Pointers a loader got wrong get EFAULT, as from the kernel, and the

@@ -161,6 +161,12 @@ fn verify_inner(
     }
 }
 
+/// The log's last line for a load refused before any instruction was
+/// analysed (the kernel's checks of a program's BTF information, say).
+pub fn nothing_processed_line() -> String {
+    stats_line(&analysis::Stats::default())
+}
+
 fn stats_line(s: &analysis::Stats) -> String {
     format!(
         "processed {} insns (limit {}) max_states_per_insn {} total_states {} peak_states {} mark_read 0",
