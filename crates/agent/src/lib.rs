@@ -35,6 +35,10 @@
 //! patched is then handled (and skipped), where a blocked SIGTRAP would
 //! make the kernel kill the process.
 
+// This build's identity, read by `userbpf` from the file (`--version`, and
+// the check that it speaks the CLI's registry layout).
+buildinfo::stamp!(shm_maps::LAYOUT_VERSION);
+
 pub mod config;
 pub mod log;
 pub mod probes;

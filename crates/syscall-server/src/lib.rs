@@ -19,6 +19,10 @@
 //! - [`btf_info`]: a program's BTF function and line information;
 //! - [`uaccess`]: copies from and to the loader's memory (EFAULT, not a crash).
 
+// This build's identity, read by `userbpf` from the file (`--version`, and
+// the check that it speaks the CLI's registry layout).
+buildinfo::stamp!(shm_maps::LAYOUT_VERSION);
+
 pub mod abi;
 pub mod backend;
 pub mod caps;

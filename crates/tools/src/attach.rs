@@ -95,7 +95,7 @@ pub fn attach(options: &AttachOptions) -> CliResult {
         Some(path) => path.canonicalize().map_err(|e| {
             CliError::with_code(exit::NOT_FOUND, format!("cannot use library {}: {}", path.display(), os_error_text(&e)))
         })?,
-        None => locate::find(Library::Agent)?,
+        None => locate::find_compatible(Library::Agent)?,
     };
     let library_text = library
         .to_str()

@@ -34,7 +34,7 @@ pub fn exec_with(library: Library, command: &[OsString]) -> CliResult {
     let (program, args) = command
         .split_first()
         .ok_or_else(|| CliError::with_code(exit::USAGE, "no command given").hint("example: userbpf run -- ./app --flag"))?;
-    let path = locate::find(library)?;
+    let path = locate::find_compatible(library)?;
     let path_bytes = path.as_os_str().as_bytes();
     if path_bytes.contains(&b':') || path_bytes.contains(&b' ') {
         return Err(CliError::with_code(

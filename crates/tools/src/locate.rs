@@ -84,6 +84,14 @@ pub fn find(library: Library) -> CliResult<PathBuf> {
     .hint(hint))
 }
 
+/// [`find`], refusing a library from a build with another registry layout
+/// (see `stamp.rs`): what `run`, `load`, `bpftrace` and `attach` preload.
+pub fn find_compatible(library: Library) -> CliResult<PathBuf> {
+    let path = find(library)?;
+    crate::stamp::check(&path)?;
+    Ok(path)
+}
+
 fn absolute(path: &Path) -> PathBuf {
     path.canonicalize().unwrap_or_else(|_| path.to_path_buf())
 }

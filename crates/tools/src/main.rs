@@ -17,6 +17,7 @@ mod locate;
 mod output;
 mod procfs;
 mod ptrace;
+mod stamp;
 
 use clap::{Args, Parser, Subcommand};
 use error::CliError;
@@ -222,6 +223,33 @@ fn install_panic_hook() {
     }));
 }
 
+/// What `userbpf --version` prints: this build's version, commit and
+/// registry layout, then each library `userbpf` would preload, with its own
+/// stamp, where it was found, and whether it is compatible.
+fn version_report() -> String {
+    let mine = stamp::own();
+    let mut out = format!("userbpf {mine}\n");
+    for library in [locate::Library::Agent, locate::Library::SyscallServer] {
+        let name = library.file_name();
+        let line = match locate::find(library) {
+            Err(e) => format!("{name}: {}", e.message),
+            Ok(path) => match stamp::read(&path) {
+                Ok(Some(s)) if s.layout == mine.layout => format!("{name} {s}: {}", path.display()),
+                Ok(Some(s)) => format!(
+                    "{name} {s}: {} (incompatible: this userbpf speaks registry layout {}; it refuses to use it)",
+                    path.display(),
+                    mine.layout
+                ),
+                Ok(None) => format!("{name} (no userbpf build stamp): {}", path.display()),
+                Err(why) => format!("{name}: cannot read {}: {why}", path.display()),
+            },
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
 fn main() {
     // Like every Unix tool, end quietly when the reader of our output goes
     // away (`userbpf list | head -1`): Rust ignores SIGPIPE, which turns the
@@ -231,6 +259,11 @@ fn main() {
     // SAFETY: setting a standard disposition before any other thread exists.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     install_panic_hook();
+    // `userbpf --version` / `-V`: this build and the libraries it would use.
+    if matches!(std::env::args_os().nth(1).as_deref().and_then(|a| a.to_str()), Some("--version" | "-V")) {
+        print!("{}", version_report());
+        std::process::exit(0);
+    }
     let cli = Cli::parse();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli)));
     let code = match outcome {

@@ -83,7 +83,8 @@ fn libraries_are_found_next_to_the_binary_and_in_the_install_prefix() {
     std::fs::create_dir_all(&bin).unwrap();
     std::fs::create_dir_all(&lib).unwrap();
     std::fs::copy(env!("CARGO_BIN_EXE_userbpf"), bin.join("userbpf")).unwrap();
-    compile("marker_lib.c", &lib.join("libagent.so"), &["-shared", "-fPIC"]);
+    let stamp = format!("-DSTAMP_LAYOUT={}", shm_maps::LAYOUT_VERSION);
+    compile("marker_lib.c", &lib.join("libagent.so"), &["-shared", "-fPIC", &stamp]);
     let installed = || {
         let mut cmd = std::process::Command::new(bin.join("userbpf"));
         cmd.args(["run", "sh", "-c", "echo $LD_PRELOAD"]).env_remove("USERBPF_LIB_DIR").env_remove("LD_PRELOAD");
@@ -94,7 +95,68 @@ fn libraries_are_found_next_to_the_binary_and_in_the_install_prefix() {
     assert_eq!(texts(&out).0.trim(), lib.join("libagent.so").canonicalize().unwrap().to_str().unwrap());
 
     // A copy next to the binary wins (the cargo layout).
-    compile("marker_lib.c", &bin.join("libagent.so"), &["-shared", "-fPIC"]);
+    compile("marker_lib.c", &bin.join("libagent.so"), &["-shared", "-fPIC", &stamp]);
     let out = run_with_timeout(&mut installed());
     assert_eq!(texts(&out).0.trim(), bin.join("libagent.so").canonicalize().unwrap().to_str().unwrap());
+}
+
+/// `userbpf --version`: this build (version, commit, registry layout), then
+/// each library it would preload with its own stamp and path, or why there
+/// is none.
+#[test]
+fn version_names_this_build_and_the_libraries_it_would_use() {
+    let scratch = Scratch::new("version");
+    let agent = build_marker_lib(&scratch, "libagent.so");
+    let layout = shm_maps::LAYOUT_VERSION;
+    for flag in ["--version", "-V"] {
+        let out = run_with_timeout(userbpf().arg(flag).env("USERBPF_LIB_DIR", &scratch.0));
+        assert_eq!(out.status.code(), Some(0), "{:?}", texts(&out));
+        let stdout = texts(&out).0;
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(lines.len(), 3, "{stdout}");
+        let own = format!("userbpf {} (commit ", env!("CARGO_PKG_VERSION"));
+        assert!(lines[0].starts_with(&own) && lines[0].ends_with(&format!(", registry layout {layout})")), "{stdout}");
+        let path = agent.canonicalize().unwrap();
+        assert_eq!(lines[1], format!("libagent.so 9.9.9 (commit feedface, registry layout {layout}): {}", path.display()));
+        assert!(lines[2].starts_with("libsyscall_server.so: cannot find libsyscall_server.so; searched "), "{stdout}");
+    }
+}
+
+/// A library stamped with another registry layout is refused by name
+/// before anything preloads it; one without a stamp is used with a warning.
+#[test]
+fn a_library_of_another_registry_layout_is_refused() {
+    let scratch = Scratch::new("layout");
+    let marker = scratch.path("marker");
+    let other = shm_maps::LAYOUT_VERSION + 1;
+    let agent = build_marker_lib_stamped(&scratch, "libagent.so", Some(other));
+    let run = || {
+        run_with_timeout(
+            userbpf().args(["run", "true"]).env("USERBPF_LIB_DIR", &scratch.0).env("USERBPF_TEST_MARKER", &marker),
+        )
+    };
+    let out = run();
+    assert_eq!(out.status.code(), Some(3), "{:?}", texts(&out));
+    let stderr = texts(&out).1;
+    let path = agent.canonicalize().unwrap();
+    assert!(
+        stderr.starts_with(&format!(
+            "userbpf: {} is from another userbpf build: 9.9.9 (commit feedface, registry layout {other}); this userbpf is {} (commit ",
+            path.display(),
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("\nhint: use the libraries built with this userbpf"), "{stderr}");
+    assert!(!marker.exists(), "nothing was preloaded");
+
+    build_marker_lib_stamped(&scratch, "libagent.so", None);
+    let out = run();
+    assert_eq!(out.status.code(), Some(0), "{:?}", texts(&out));
+    assert!(
+        texts(&out).1.contains(&format!("userbpf: warning: {} carries no userbpf build stamp", path.display())),
+        "{:?}",
+        texts(&out)
+    );
+    assert!(std::fs::read_to_string(&marker).unwrap().starts_with("loaded "), "preloaded");
 }

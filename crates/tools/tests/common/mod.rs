@@ -62,8 +62,17 @@ pub fn build_target(scratch: &Scratch) -> PathBuf {
 
 /// Builds the marker library under `file_name` (e.g. `libagent.so`).
 pub fn build_marker_lib(scratch: &Scratch, file_name: &str) -> PathBuf {
+    build_marker_lib_stamped(scratch, file_name, Some(shm_maps::LAYOUT_VERSION))
+}
+
+/// The marker library with a userbpf build stamp of registry layout
+/// `layout` (`None`: no stamp).
+pub fn build_marker_lib_stamped(scratch: &Scratch, file_name: &str, layout: Option<u32>) -> PathBuf {
     let out = scratch.path(file_name);
-    compile("marker_lib.c", &out, &["-shared", "-fPIC"]);
+    let define = layout.map(|l| format!("-DSTAMP_LAYOUT={l}"));
+    let mut extra = vec!["-shared", "-fPIC"];
+    extra.extend(define.as_deref());
+    compile("marker_lib.c", &out, &extra);
     out
 }
 
