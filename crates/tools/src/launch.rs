@@ -29,6 +29,41 @@ pub fn prepend_preload(library: &Path, existing: Option<&OsStr>) -> OsString {
     value
 }
 
+/// Where `program` would be found by `exec` (`$PATH` unless it names a
+/// path), if anywhere.
+fn resolve(program: &OsStr) -> Option<std::path::PathBuf> {
+    if program.as_bytes().contains(&b'/') {
+        return Some(program.into());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(program)).find(|p| p.is_file())
+}
+
+/// Whether `path` is an ELF executable without a program interpreter
+/// (statically linked, static-pie included): no dynamic loader runs in it,
+/// so nothing reads `LD_PRELOAD`. Only the ELF and program headers are read.
+fn is_static_elf(path: &Path) -> bool {
+    use goblin::container::Ctx;
+    use goblin::elf::{program_header::ProgramHeader, program_header::PT_INTERP, Elf};
+    use std::io::Read;
+    use std::os::unix::fs::FileExt;
+    let Ok(mut f) = std::fs::File::open(path) else { return false };
+    let mut ident = [0u8; 64];
+    if f.read_exact(&mut ident).is_err() {
+        return false;
+    }
+    let Ok(header) = Elf::parse_header(&ident) else { return false };
+    let (Ok(container), Ok(endian)) = (header.container(), header.endianness()) else { return false };
+    let mut table = vec![0u8; header.e_phnum as usize * header.e_phentsize as usize];
+    if f.read_exact_at(&mut table, header.e_phoff).is_err() {
+        return false;
+    }
+    match ProgramHeader::parse(&table, 0, header.e_phnum as usize, Ctx::new(container, endian)) {
+        Ok(phdrs) => !phdrs.is_empty() && !phdrs.iter().any(|p| p.p_type == PT_INTERP),
+        Err(_) => false,
+    }
+}
+
 /// Replaces this process with `command` preloaded with `library`. Returns only on failure.
 pub fn exec_with(library: Library, command: &[OsString]) -> CliResult {
     let (program, args) = command
@@ -42,6 +77,17 @@ pub fn exec_with(library: Library, command: &[OsString]) -> CliResult {
             format!("{} contains ':' or a space, which LD_PRELOAD cannot express", path.display()),
         )
         .hint("install userbpf under a path without spaces or colons"));
+    }
+    if let Some(exe) = resolve(program).filter(|p| is_static_elf(p)) {
+        let what = match library {
+            Library::Agent => "it will run untraced",
+            Library::SyscallServer => "its bpf() calls go to the kernel",
+        };
+        eprintln!(
+            "userbpf: warning: {} is statically linked: no dynamic loader runs in it to read LD_PRELOAD, so {} cannot be loaded and {what}",
+            exe.display(),
+            library.file_name()
+        );
     }
     let preload = prepend_preload(&path, std::env::var_os("LD_PRELOAD").as_deref());
     let err = std::process::Command::new(program).args(args).env("LD_PRELOAD", preload).exec();

@@ -160,3 +160,27 @@ fn a_library_of_another_registry_layout_is_refused() {
     );
     assert!(std::fs::read_to_string(&marker).unwrap().starts_with("loaded "), "preloaded");
 }
+
+/// A statically linked command gets no dynamic loader, so LD_PRELOAD never
+/// brings the agent in: `run` says so (and still runs it), where a dynamic
+/// one gets no warning.
+#[test]
+fn a_static_command_is_warned_about() {
+    let scratch = Scratch::new("static");
+    build_marker_lib(&scratch, "libagent.so");
+    let app = scratch.path("static_app");
+    compile("exit_with.c", &app, &["-static"]);
+    let out = run_with_timeout(userbpf().arg("run").arg(&app).arg("3").env("USERBPF_LIB_DIR", &scratch.0));
+    assert_eq!(out.status.code(), Some(3), "the command still runs: {:?}", texts(&out));
+    let stderr = texts(&out).1;
+    assert!(
+        stderr.contains(&format!(
+            "userbpf: warning: {} is statically linked: no dynamic loader runs in it to read LD_PRELOAD, so libagent.so cannot be loaded and it will run untraced",
+            app.display()
+        )),
+        "{stderr}"
+    );
+    let out = run_with_timeout(userbpf().args(["run", "true"]).env("USERBPF_LIB_DIR", &scratch.0));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(!texts(&out).1.contains("statically linked"), "{:?}", texts(&out));
+}
