@@ -1002,6 +1002,23 @@ fn read_object(p: &Path, kind: &'static str, id: u32) -> Result<Vec<u8>, Error> 
     })
 }
 
+/// The layout version of the registry in `dir`, read from its file's
+/// header without opening the registry (no owner registration, no reaping:
+/// what `userbpf doctor` needs). `Err` when there is no readable registry
+/// file or it is not a userbpf registry.
+pub fn registry_layout_version(dir: &Path) -> Result<u32, Error> {
+    use std::io::Read;
+    let path = dir.join("registry");
+    let mut head = [0u8; 12];
+    fs::File::open(&path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .map_err(|e| Error::io(&path, "read", e))?;
+    if u64::from_ne_bytes(head[..8].try_into().expect("8 bytes")) != REGISTRY_MAGIC {
+        return Err(Error::Incompatible { path, reason: "bad magic: not a userbpf registry".into() });
+    }
+    Ok(u32::from_ne_bytes(head[8..12].try_into().expect("4 bytes")))
+}
+
 /// Opens (creating if needed) and validates the registry file; returns its
 /// mapping and CPU-slot count.
 fn open_registry_file(dir: &Path, mode: u32) -> Result<(Mapping, u32), Error> {

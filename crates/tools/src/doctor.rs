@@ -231,7 +231,26 @@ fn check_registry_dir() -> Check {
     if !writable {
         return problem(name, format!("{shown} is not writable by you (mode {mode:04o})"), format!("`chmod u+rwx {}`", dir.display()));
     }
-    ok(name, format!("{shown}, mode {mode:04o}, yours"))
+    // The registry in it must speak this build's layout, or every command
+    // (and every agent and loader of this build) refuses it.
+    if holds_registry {
+        match shm_maps::registry_layout_version(&dir) {
+            Ok(v) if v == shm_maps::LAYOUT_VERSION => {}
+            Ok(v) => {
+                return problem(
+                    name,
+                    format!("{shown} holds a registry of layout version {v}; this userbpf uses version {}", shm_maps::LAYOUT_VERSION),
+                    format!(
+                        "another userbpf build made it: when no userbpf process runs, remove it (`rm -r {}`), or set USERBPF_DIR to another directory",
+                        dir.display()
+                    ),
+                )
+            }
+            Err(e) => return problem(name, format!("{shown}: {e}"), "set USERBPF_DIR to a directory of its own"),
+        }
+    }
+    let layout = if holds_registry { format!(", registry layout {}", shm_maps::LAYOUT_VERSION) } else { String::new() };
+    ok(name, format!("{shown}, mode {mode:04o}, yours{layout}"))
 }
 
 fn check_library(library: Library) -> Check {

@@ -60,6 +60,30 @@ fn doctor_reports_every_check_as_json() {
     for name in ["kernel", "membarrier", "rseq", "ptrace (attach)", "/dev/shm", "bpftrace"] {
         assert!(stdout.contains(&format!("] {name} ")), "doctor checks {name}:\n{stdout}");
     }
+
+    // A registry another build made (another layout version) is a problem,
+    // which every command would then refuse: doctor says so, and how to fix it.
+    let mut header = Vec::from(*b"UBPF-REG");
+    header.extend_from_slice(&(shm_maps::LAYOUT_VERSION + 7).to_ne_bytes());
+    header.resize(4096, 0);
+    std::fs::write(registry.join("registry"), &header).unwrap();
+    let out = run_with_timeout(
+        userbpf().args(["doctor", "--json"]).env("USERBPF_LIB_DIR", &scratch.0).env("USERBPF_DIR", &registry),
+    );
+    let report: serde_json::Value = serde_json::from_str(&texts(&out).0).expect("doctor --json prints JSON");
+    let dir = report["checks"].as_array().unwrap().iter().find(|c| c["name"] == "registry directory").unwrap().clone();
+    assert_eq!(dir["status"], "problem", "{dir}");
+    let all = dir.to_string();
+    assert!(
+        all.contains(&format!(
+            "holds a registry of layout version {}; this userbpf uses version {}",
+            shm_maps::LAYOUT_VERSION + 7,
+            shm_maps::LAYOUT_VERSION
+        )),
+        "{all}"
+    );
+    assert!(dir["fix"].as_str().unwrap().contains(&format!("rm -r {}", registry.display())), "{dir}");
+    assert_eq!(out.status.code(), Some(5));
 }
 
 #[test]
