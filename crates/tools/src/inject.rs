@@ -170,6 +170,18 @@ pub fn check_traceable(pid: i32) -> CliResult<()> {
         return Err(CliError::new("refusing to attach to userbpf itself"));
     }
     let name = procfs::command_name(pid);
+    // Another user's process: the kernel would refuse ptrace and every
+    // /proc read behind it; say so before any of that (root may).
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    let owner = procfs::status_field(pid, "Uid").ok().flatten().and_then(|v| v.split_whitespace().nth(1)?.parse::<u32>().ok());
+    if let Some(owner) = owner.filter(|&o| euid != 0 && o != euid) {
+        return Err(CliError::with_code(
+            exit::ENVIRONMENT,
+            format!("process {pid} ({name}) belongs to uid {owner}, and you are uid {euid}: only its owner (or root) may attach to it"),
+        )
+        .hint(format!("run userbpf as uid {owner}, or start the app with `userbpf run` as that user")));
+    }
     let state = procfs::status_field(pid, "State").ok().flatten().unwrap_or_default();
     if state.starts_with('T') || state.starts_with('t') {
         return Err(CliError::new(format!("process {pid} ({name}) is stopped ({state})"))

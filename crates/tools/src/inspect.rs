@@ -19,8 +19,10 @@ use std::path::PathBuf;
 /// reaping); `None` when it does not exist yet.
 fn open_registry() -> CliResult<(PathBuf, Option<Registry>)> {
     let dir = shm_maps::default_dir();
-    if !dir.join("registry").exists() {
-        return Ok((dir, None));
+    match std::fs::symlink_metadata(dir.join("registry")) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return Err(not_yours(&dir)),
+        Err(_) => return Ok((dir, None)),
     }
     let registry = Registry::open_existing(&dir).map_err(|e| {
         let hint = match &e {
@@ -30,6 +32,23 @@ fn open_registry() -> CliResult<(PathBuf, Option<Registry>)> {
         CliError::with_code(exit::ENVIRONMENT, format!("cannot open the registry: {e}")).hint(hint)
     })?;
     Ok((dir, Some(registry)))
+}
+
+/// The registry directory exists but this user may not look inside: it is
+/// another user's (registries are private to their user by default).
+fn not_yours(dir: &std::path::Path) -> CliError {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    let whose = std::fs::metadata(dir).map(|m| (m.uid(), m.mode() & 0o7777));
+    let detail = match whose {
+        Ok((uid, mode)) => format!("it belongs to uid {uid} (mode {mode:04o}) and you are uid {euid}"),
+        Err(_) => format!("you are uid {euid} and may not look inside"),
+    };
+    CliError::with_code(exit::ENVIRONMENT, format!("cannot read the registry {}: {detail}", dir.display())).hint(
+        "registries are private to their user: run userbpf as that user, or set USERBPF_DIR to your own; \
+         to share one, give it a common group with mode 0770 and set USERBPF_SHARED=1",
+    )
 }
 
 fn require_registry() -> CliResult<Registry> {

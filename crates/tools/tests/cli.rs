@@ -139,3 +139,38 @@ fn doctor_never_advises_removing_or_chmodding_a_directory_that_is_not_a_registry
     assert!(all.contains("not a userbpf registry"), "{all}");
     assert!(!all.contains("rm -r") && !all.contains("chmod"), "{all}");
 }
+
+/// Another user's registry and another user's process are named as such,
+/// not shown as emptiness or as a bare EACCES: `list` and `map dump` of a
+/// registry in a root-only directory, and `attach` to a root-owned
+/// process, as an ordinary user (nobody when the tests run as root).
+#[test]
+fn another_users_registry_and_process_are_named() {
+    let scratch = Scratch::new("not-yours");
+    std::fs::set_permissions(&scratch.0, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let cli = scratch.path("userbpf");
+    std::fs::copy(env!("CARGO_BIN_EXE_userbpf"), &cli).unwrap();
+    // Root's private directory: root-owned, mode 0700 on Debian.
+    let theirs = std::path::Path::new("/root/userbpf-registry");
+    assert!(!is_root() || std::fs::metadata("/root").is_ok(), "/root exists");
+    for args in [&["list"][..], &["map", "dump", "1"]] {
+        let out = run_with_timeout(as_user(&cli).args(args).env("USERBPF_DIR", theirs));
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {:?}", texts(&out));
+        let stderr = texts(&out).1;
+        assert!(stderr.starts_with(&format!("userbpf: cannot read the registry {}: ", theirs.display())), "{stderr}");
+        assert!(stderr.contains("hint: registries are private to their user"), "{stderr}");
+    }
+    // A root-owned process (init when not root; a fresh child when root).
+    let mut child = if is_root() { Some(std::process::Command::new("sleep").arg("30").spawn().unwrap()) } else { None };
+    let pid = child.as_ref().map_or(1, |c| c.id() as i32);
+    let out = run_with_timeout(as_user(&cli).args(["attach", &pid.to_string()]));
+    if let Some(c) = child.as_mut() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    assert_eq!(out.status.code(), Some(3), "{:?}", texts(&out));
+    let stderr = texts(&out).1;
+    // SAFETY: geteuid has no preconditions.
+    let me = if is_root() { NOBODY } else { unsafe { libc::geteuid() } };
+    assert!(stderr.contains(&format!("belongs to uid 0, and you are uid {me}: only its owner (or root) may attach to it")), "{stderr}");
+}
