@@ -1277,6 +1277,8 @@ unsafe fn uprobe_multi_link(a: &Attr) -> Result<c_long, i32> {
     }
     if pid > 0 {
         crate::perf::warn_if_no_agent(pid);
+    } else {
+        crate::perf::warn_if_file_runs_untraced(&path);
     }
     let kind = if flags & abi::BPF_F_UPROBE_MULTI_RETURN != 0 {
         shm_maps::LinkKind::Uretprobe

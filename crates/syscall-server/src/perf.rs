@@ -158,6 +158,8 @@ pub unsafe fn perf_event_open(
                 pid_option_of_loader()
             } {
                 warn_if_no_agent(target);
+            } else {
+                warn_if_file_runs_untraced(&spec.path);
             }
             // The registry link is published when a program is bound; until
             // then the event is a memfd the loader can hold and close.
@@ -285,6 +287,84 @@ pub(crate) fn warn_if_no_agent(pid: i32) {
                 crate::child_env::AGENT_FILE
             ),
         );
+    }
+}
+
+/// A probe on every process running `path` (no pid) fires only in those
+/// with the agent on this loader's registry: name, once per file, the
+/// processes of this user that run it but cannot fire it, and why (no
+/// agent, or an agent on another registry). Other users' processes are not
+/// visible here (their maps are not readable) and not the loader's to trace.
+pub(crate) fn warn_if_file_runs_untraced(path: &str) {
+    use std::os::unix::fs::MetadataExt;
+    static SCANNED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    match SCANNED.lock() {
+        Ok(mut seen) if !seen.iter().any(|p| p == path) => seen.push(path.to_string()),
+        _ => return,
+    }
+    let Ok(meta) = std::fs::metadata(path) else { return };
+    let (dev, ino) = (meta.dev(), meta.ino().to_string());
+    // /proc/PID/maps shows the device as hex "major:minor".
+    let dev = format!("{:02x}:{:02x}", libc::major(dev), libc::minor(dev));
+    let me = std::process::id().to_string();
+    let exe = |p: &str| std::fs::read_link(format!("/proc/{p}/exe")).ok();
+    let my_exe = exe("self");
+    let registry = shm_maps::default_dir();
+    let (mut no_agent, mut elsewhere) = (Vec::new(), Vec::new());
+    let Ok(entries) = std::fs::read_dir("/proc") else { return };
+    for pid in entries.flatten().filter_map(|e| e.file_name().into_string().ok()) {
+        if !pid.bytes().all(|b| b.is_ascii_digit()) || pid == me {
+            continue;
+        }
+        let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else { continue };
+        let runs_it = maps.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().take(5).collect();
+            f.len() == 5 && f[3] == dev && f[4] == ino
+        });
+        // A `-c` child that has not exec'd yet gets the agent at exec.
+        if !runs_it || (my_exe.is_some() && exe(&pid) == my_exe) {
+            continue;
+        }
+        if !maps.contains(crate::child_env::AGENT_FILE) {
+            no_agent.push(pid);
+            continue;
+        }
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let theirs = environ
+            .split(|&b| b == 0)
+            .find_map(|v| v.strip_prefix(b"USERBPF_DIR="))
+            .filter(|v| !v.is_empty())
+            .map(|v| std::path::PathBuf::from(String::from_utf8_lossy(v).into_owned()));
+        if let Some(dir) = theirs.filter(|d| d != &registry) {
+            elsewhere.push(format!("{pid} ({})", dir.display()));
+        }
+    }
+    let listed = |pids: &[String]| {
+        let shown = pids.iter().take(10).cloned().collect::<Vec<_>>().join(", ");
+        let more = pids.len().saturating_sub(10);
+        let s = if pids.len() == 1 { "" } else { "es" };
+        if more > 0 {
+            format!("process{s} {shown} and {more} more")
+        } else {
+            format!("process{s} {shown}")
+        }
+    };
+    if !no_agent.is_empty() {
+        report::line(&format!(
+            "userbpf: {path} runs in {} without {}, so its probes cannot fire there: start the app with \
+             `userbpf run` (LD_PRELOAD=…/{}) or inject the agent with `userbpf attach PID`",
+            listed(&no_agent),
+            crate::child_env::AGENT_FILE,
+            crate::child_env::AGENT_FILE
+        ));
+    }
+    if !elsewhere.is_empty() {
+        report::line(&format!(
+            "userbpf: {path} runs in {} whose agent uses another registry than this loader's ({}), so its probes \
+             cannot fire there: give both the same USERBPF_DIR",
+            listed(&elsewhere),
+            registry.display()
+        ));
     }
 }
 

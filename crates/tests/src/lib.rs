@@ -478,6 +478,33 @@ impl World {
         self.spawn_with_agent(&self.app.to_string_lossy(), args, None)
     }
 
+    /// Start the sample app without the agent (as a user who forgot it).
+    pub fn spawn_app_untraced(&self, args: &[&str]) -> Result<Proc, SetupError> {
+        let mut cmd = self.command(&self.app.to_string_lossy(), Path::new(""));
+        cmd.args(args);
+        Proc::spawn(cmd, "untraced program")
+    }
+
+    /// Start the sample app with the agent on another registry directory
+    /// (`registry`, made here for the run's user).
+    pub fn spawn_app_on_registry(&self, registry: &Path, args: &[&str]) -> Result<Proc, SetupError> {
+        std::fs::create_dir_all(registry).map_err(|e| SetupError(format!("mkdir {}: {e}", registry.display())))?;
+        std::fs::set_permissions(registry, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| SetupError(format!("chmod {}: {e}", registry.display())))?;
+        chown_to_runner(registry)?;
+        let cmd = if is_root() {
+            let mut c = Command::new("setpriv");
+            c.args([format!("--reuid={NOBODY}"), format!("--regid={NOBODY}"), "--clear-groups".into(), "--".into()]);
+            c.arg("env");
+            c
+        } else {
+            Command::new("env")
+        };
+        let mut cmd = self.finish_command(cmd, &self.app.to_string_lossy(), registry, &self.agent, &self.dir);
+        cmd.args(args);
+        Proc::spawn(cmd, "program on another registry")
+    }
+
     /// Start any program with the agent, optionally feeding `stdin`.
     pub fn spawn_with_agent(
         &self,
