@@ -410,12 +410,24 @@ pub fn run() {
             log::debug(|| format!("cannot record the agent role in the registry: {e}"));
         }
     }
+    // What this agent last told the registry (see below).
+    let mut published = String::new();
     loop {
         let (registry, seen_generation, idle) = {
             let mut guard = lock_state();
             let Some(agent) = guard.as_mut() else { return };
             let seen_generation = agent.registry.generation();
             agent.reconcile();
+            // Say which registry generation the probes now reflect, so
+            // `userbpf attach` can wait until they are live (only when it
+            // changes: one small write, off the application's threads).
+            let status = format!("reconciled {seen_generation} probes {}", agent.attached_count());
+            if status != published {
+                match agent.registry.set_status("agent", &status) {
+                    Ok(()) => published = status,
+                    Err(e) => log::debug(|| format!("cannot record the agent's status in the registry: {e}")),
+                }
+            }
             let idle = !agent.saw_links && agent.attached.is_empty();
             if !agent.attached.is_empty() {
                 runtime::helpers::task::refresh_slow_caches();

@@ -325,6 +325,9 @@ pub struct OwnerInfo {
     pub pid: i32,
     /// Role set with [`Registry::set_role`], empty if none.
     pub role: String,
+    /// Status set with [`Registry::set_status`], empty if none (an agent:
+    /// `reconciled <generation> probes <n>`).
+    pub status: String,
     pub alive: bool,
 }
 
@@ -593,6 +596,7 @@ impl Registry {
                     id,
                     pid: field("pid ").and_then(|p| p.parse().ok()).unwrap_or(-1),
                     role: field("role ").unwrap_or_default(),
+                    status: field("status ").unwrap_or_default(),
                     alive: self.shared.owner_alive(id),
                 })
             })
@@ -604,10 +608,21 @@ impl Registry {
     /// Records this process's role (e.g. "loader", "agent", "tool") in its
     /// owner file, for `userbpf list`. Registers the process if needed.
     pub fn set_role(&self, role: &str) -> Result<(), Error> {
+        self.set_status(role, "")
+    }
+
+    /// Records this process's role and a one-line status in its owner file
+    /// (an agent says which registry generation its probes are reconciled
+    /// with: `userbpf attach` waits for it). Registers the process if needed.
+    pub fn set_status(&self, role: &str, status: &str) -> Result<(), Error> {
         let id = self.shared.owner_id();
         let path = self.shared.dir.join("owners").join(id.to_string());
-        let role: String = role.chars().filter(|c| !c.is_control()).collect();
-        let text = format!("pid {}\nrole {role}\n", std::process::id());
+        let clean = |s: &str| s.chars().filter(|c| !c.is_control()).collect::<String>();
+        let (role, status) = (clean(role), clean(status));
+        let mut text = format!("pid {}\nrole {role}\n", std::process::id());
+        if !status.is_empty() {
+            text.push_str(&format!("status {status}\n"));
+        }
         let slot = self.shared.owner_fd.lock().unwrap_or_else(|e| e.into_inner());
         let Some(fd) = slot.as_ref() else {
             return Err(Error::io(path, "write", io::Error::from_raw_os_error(libc::EBADF)));

@@ -47,6 +47,9 @@ struct AttachOutcome {
     call_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     thread: Option<i32>,
+    /// Probes the agent reported live after loading (none: not reported).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    probes_live: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     safe_point_attempts: Option<u32>,
     /// Already loaded agent: probes it re-attached through `userbpf_agent_reattach`.
@@ -127,6 +130,9 @@ pub fn attach(options: &AttachOptions) -> CliResult {
     let dlerror = libc_function(pid, &maps, &["dlerror"]).ok().map(|(_, addr)| addr);
     let flags = if dlopen_name == "dlopen" { RTLD_NOW } else { RTLD_NOW | RTLD_DLOPEN };
     warn_about_registry_dir(pid);
+    // The registry as it is now: attach waits until the agent's probes
+    // reflect at least this generation.
+    let before = RegistryWatch::open(pid);
 
     if !options.json {
         eprintln!("userbpf: attaching to process {pid} ({command}): stopping one thread to load {library_text}…");
@@ -153,6 +159,9 @@ pub fn attach(options: &AttachOptions) -> CliResult {
         return Err(CliError::new(format!("the dynamic loader of process {pid} refused {library_text}: {reason}"))
             .hint(format!("the app was resumed unchanged after a pause of {:.2} ms", millis(report.paused))));
     }
+    // No registry before: the agent made it; any report of it will do.
+    let watch = before.or_else(|| RegistryWatch::open(pid).map(|w| RegistryWatch { generation: 0, ..w }));
+    let live = watch.and_then(|w| w.wait_for_agent(PROBES_LIVE_TIMEOUT));
     let outcome = AttachOutcome {
         pid,
         command: command.clone(),
@@ -163,6 +172,7 @@ pub fn attach(options: &AttachOptions) -> CliResult {
         thread: Some(report.tid),
         safe_point_attempts: Some(report.attempts),
         probes_reattached: None,
+        probes_live: live,
     };
     if options.json {
         print_json(&outcome);
@@ -173,8 +183,75 @@ pub fn attach(options: &AttachOptions) -> CliResult {
             millis(report.paused),
             millis(report.call_time)
         );
+        match live {
+            Some(n) => println!("{n} probe(s) live in process {pid}"),
+            None if options.library.is_none() => eprintln!(
+                "userbpf: warning: the agent in process {pid} has not reported its probes within {} s; \
+                 they may not be live yet (`userbpf list` shows them)",
+                PROBES_LIVE_TIMEOUT.as_secs()
+            ),
+            None => {}
+        }
     }
     Ok(exit::OK)
+}
+
+/// How long `attach` waits for the new agent to report its probes live.
+const PROBES_LIVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The target's registry (its own `USERBPF_DIR`, else the default for the
+/// user) and its generation before the agent was loaded.
+struct RegistryWatch {
+    registry: shm_maps::Registry,
+    generation: u32,
+    /// The target's pid as it sees itself (its innermost pid namespace),
+    /// which is how the agent records it.
+    own_pid: i32,
+}
+
+impl RegistryWatch {
+    fn open(pid: i32) -> Option<RegistryWatch> {
+        let dir = procfs::environment_variable(pid, "USERBPF_DIR")
+            .ok()
+            .flatten()
+            .filter(|s| !s.is_empty())
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(shm_maps::default_dir);
+        let registry = shm_maps::Registry::open_existing(&dir).ok()?;
+        let own_pid = procfs::status_field(pid, "NSpid")
+            .ok()
+            .flatten()
+            .and_then(|v| v.split_whitespace().last()?.parse().ok())
+            .unwrap_or(pid);
+        Some(RegistryWatch { generation: registry.generation(), registry, own_pid })
+    }
+
+    /// The number of probes the target's agent has live once it reports
+    /// having reconciled with the registry as of `open` (or later), or
+    /// `None` after `timeout`.
+    fn wait_for_agent(&self, timeout: Duration) -> Option<u64> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let report = self.registry.owners().into_iter().find_map(|o| {
+                if o.pid != self.own_pid || !o.alive || o.role != "agent" {
+                    return None;
+                }
+                let mut words = o.status.split_whitespace();
+                match (words.next(), words.next(), words.next(), words.next()) {
+                    (Some("reconciled"), Some(g), Some("probes"), Some(n)) => {
+                        let g: u32 = g.parse().ok()?;
+                        // Generations only grow (wrapping u32).
+                        (g.wrapping_sub(self.generation) < u32::MAX / 2).then(|| n.parse().ok()).flatten()
+                    }
+                    _ => None,
+                }
+            });
+            if report.is_some() || std::time::Instant::now() >= deadline {
+                return report;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
 }
 
 /// `attach` on a process that already has the library: re-enable the agent's
@@ -199,6 +276,7 @@ fn already_loaded(options: &AttachOptions, command: &str, loaded: &procfs::Mappi
         thread: None,
         safe_point_attempts: None,
         probes_reattached: None,
+        probes_live: None,
     };
     if let Some(reattach) = reattach {
         let mut thread = StoppedThread::stop(pid, options.timeout)?;
