@@ -101,7 +101,8 @@ const D: ArgKind = DontCare;
 
 /// Map types whose elements programs may look up/update/delete. As the
 /// kernel's check_map_func_compatibility, delete is allowed on arrays too:
-/// it fails at run time (-EINVAL), not at load.
+/// it fails at run time (-EINVAL), not at load. The LPM trie comes last:
+/// see [`FOR_EACH_MAPS`].
 const ELEMENT_MAPS: &[u32] = &[
     map_type::HASH,
     map_type::ARRAY,
@@ -111,15 +112,9 @@ const ELEMENT_MAPS: &[u32] = &[
     map_type::LRU_PERCPU_HASH,
     map_type::LPM_TRIE,
 ];
-/// Maps `bpf_for_each_map_elem` walks (the LPM trie has no walk).
-const FOR_EACH_MAPS: &[u32] = &[
-    map_type::HASH,
-    map_type::ARRAY,
-    map_type::PERCPU_HASH,
-    map_type::PERCPU_ARRAY,
-    map_type::LRU_HASH,
-    map_type::LRU_PERCPU_HASH,
-];
+/// Maps `bpf_for_each_map_elem` walks: the element maps but the LPM trie,
+/// which has no walk.
+const FOR_EACH_MAPS: &[u32] = ELEMENT_MAPS.split_at(ELEMENT_MAPS.len() - 1).0;
 /// `bpf_map_pop_elem`'s maps.
 const QUEUE_MAPS: &[u32] = &[map_type::QUEUE, map_type::STACK];
 /// `bpf_map_push_elem`'s and `bpf_map_peek_elem`'s: a bloom filter adds
@@ -264,6 +259,7 @@ mod tests {
                 }
             }
             let has_map = h.args.contains(&ConstMapPtr);
+            assert!(!FOR_EACH_MAPS.contains(&map_type::LPM_TRIE) && FOR_EACH_MAPS.len() == 6, "for_each maps");
             assert_eq!(has_map, !h.map_types.is_empty(), "{}: map_types", h.name);
         }
     }
