@@ -191,6 +191,16 @@ pub unsafe fn perf_event_open(
             if config == PERF_COUNT_SW_CPU_CLOCK || config == PERF_COUNT_SW_TASK_CLOCK =>
         {
             let flags = u64_at(FLAGS);
+            // A sampler (one event per CPU, or a frequency): bpftrace's
+            // `profile:`. `interval:` opens one period event on CPU 0.
+            if cpu > 0 || flags & FLAG_FREQ != 0 {
+                report::once(
+                    "profile in the loader",
+                    "userbpf: profile: probes run in the loader, on its timer thread (userbpf-timer), once per CPU \
+                     and period: their counts are right, but comm, pid, tid, registers and stacks are the \
+                     loader's (or empty), not those of the processes on the CPUs",
+                );
+            }
             let timer =
                 crate::timer::TimerEvent::new(u64_at(SAMPLE_PERIOD), flags & FLAG_FREQ != 0, cpu)?;
             let fd = crate::sysfs::memfd_with(c"userbpf-cpu-clock", &[])?;

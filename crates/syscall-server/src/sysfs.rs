@@ -70,6 +70,20 @@ pub fn answer(path: &str) -> FileAnswer {
     }
 }
 
+/// Whether the loader was asked to list kernel probes: bpftrace's `-l`
+/// (alone or in a cluster of short flags such as `-lv`) with no pattern of
+/// user-space probes (`uprobe:`, `uretprobe:`, `usdt:`).
+fn loader_lists_probes() -> bool {
+    let Ok(cmdline) = std::fs::read("/proc/self/cmdline") else { return false };
+    let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).skip(1).collect();
+    let listing = args.iter().any(|a| {
+        *a == b"--list"
+            || (a.len() >= 2 && a[0] == b'-' && a[1] != b'-' && a[1..].iter().all(u8::is_ascii_alphabetic) && a.contains(&b'l'))
+    });
+    let user_space = args.iter().any(|a| [&b"uprobe"[..], b"uretprobe", b"usdt"].iter().any(|p| a.starts_with(p)));
+    listing && !user_space
+}
+
 /// The part of `path` below a tracefs mount point.
 fn tracing_rest(path: &str) -> Option<&str> {
     TRACING_DIRS
@@ -82,8 +96,19 @@ fn tracing_file(path: &str) -> FileAnswer {
         return FileAnswer::PassThrough;
     };
     match rest {
-        // No kernel function can be traced: the list is empty.
-        "available_filter_functions" | "available_events" => FileAnswer::Synthesized(Vec::new()),
+        // No kernel function can be traced: the list is empty. A loader
+        // listing probes (`bpftrace -l 'kprobe:*'`) would print nothing and
+        // succeed, so say why once.
+        "available_filter_functions" | "available_events" => {
+            if loader_lists_probes() {
+                crate::report::once(
+                    "listing kernel probes",
+                    "userbpf: no kernel functions, tracepoints or events are listed: userbpf traces user space \
+                     only (uprobe:, uretprobe:, usdt:); kprobe:, kfunc:/fentry: and tracepoint: probes cannot attach",
+                );
+            }
+            FileAnswer::Synthesized(Vec::new())
+        }
         // userbpf never creates tracefs probe events; loaders read these to
         // clean up stale entries.
         "uprobe_events" | "kprobe_events" => FileAnswer::Synthesized(Vec::new()),

@@ -5,7 +5,9 @@
 //! processes' registers, so the program's context (`struct
 //! bpf_perf_event_data`) carries zeroed registers and the real
 //! `sample_period`. `interval:` scripts (counters, printing, `exit()`) behave
-//! exactly as under the kernel; `profile:` stacks/registers are empty.
+//! exactly as under the kernel; `profile:` stacks/registers are empty, and
+//! the loader says so once when a sampler (an event per CPU, or a
+//! frequency) is opened (`perf.rs`).
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};

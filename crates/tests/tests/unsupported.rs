@@ -77,3 +77,41 @@ fn feature_probes_of_bpftrace_info_are_quiet() {
         assert!(!text.contains("userbpf:"), "bpftrace {version} --info:\n{text}");
     }
 }
+
+/// `bpftrace -l` of kernel probes lists nothing under userbpf (and exits
+/// 0, as bpftrace does for an empty list): the server says why, once. A
+/// listing of user-space probes lists them, with no such line. Every
+/// release.
+#[test]
+fn listing_kernel_probes_says_why_the_list_is_empty() {
+    let why = "userbpf: no kernel functions, tracepoints or events are listed: userbpf traces user space only";
+    for bpftrace in tests::Bpftrace::all() {
+        let bpftrace = bpftrace.unwrap_or_else(|e| panic!("e2e setup: {e}"));
+        let version = bpftrace.version;
+        let world = World::with(bpftrace).unwrap_or_else(|e| panic!("e2e setup: {e}"));
+        let out = world.spawn_bpftrace_args(&["-l", "kprobe:*"]).expect("spawn bpftrace -l").wait_timeout(TIMEOUT);
+        assert!(!out.timed_out, "bpftrace {version} -l hung");
+        assert_eq!(out.stderr.matches(why).count(), 1, "bpftrace {version} -l 'kprobe:*':\n{}", out.stderr);
+        assert!(!out.stdout.contains("kprobe:"), "bpftrace {version} listed kernel functions:\n{}", out.stdout);
+        let pattern = world.expand("uprobe:{APP}:add*");
+        let out = world.spawn_bpftrace_args(&["-l", &pattern]).expect("spawn bpftrace -l").wait_timeout(TIMEOUT);
+        assert!(out.stdout.contains(":add2"), "bpftrace {version} -l {pattern}:\n{}\n{}", out.stdout, out.stderr);
+        assert!(!out.stderr.contains(why), "bpftrace {version} -l {pattern}:\n{}", out.stderr);
+    }
+}
+
+/// `profile:` runs in the loader (there is no sampling of other processes'
+/// CPUs here): it works, counting per CPU and period, and the server says
+/// once what its context is; `interval:` alone gets no such line.
+#[test]
+fn profile_probes_say_they_run_in_the_loader() {
+    let why = "userbpf: profile: probes run in the loader, on its timer thread (userbpf-timer)";
+    let world = World::new().unwrap_or_else(|e| panic!("e2e setup: {e}"));
+    let out = world.bpftrace_c("profile:hz:99 { @samples = count(); } interval:ms:500 { exit(); }", "", TIMEOUT);
+    assert_eq!(out.status, Some(0), "{}", out.stderr);
+    assert_eq!(out.stderr.matches(why).count(), 1, "{}", out.stderr);
+    assert!(out.stdout.contains("@samples: "), "{}", out.stdout);
+    let out = world.bpftrace_c("interval:ms:100 { @ticks = count(); } interval:ms:500 { exit(); }", "", TIMEOUT);
+    assert_eq!(out.status, Some(0), "{}", out.stderr);
+    assert!(!out.stderr.contains(why), "{}", out.stderr);
+}
