@@ -9,7 +9,9 @@
 # procfs), /sys (bound with its submounts, tracefs included, for the kernel
 # oracle) and /dev (bound read-only, without its submounts, so removing a
 # chroot can never delete the host's device nodes: run `scripts/chroots.sh
-# --unmount` before deleting the cache anyway).
+# --unmount` before deleting the cache anyway). `--make-only` makes the
+# chroots and mounts nothing (what `scripts/setup.sh` does: the tests mount
+# them in a mount namespace of their own, `scripts/test.sh`).
 #
 # The suites must match `tests::CHROOT_SUITES` (crates/tests/src/lib.rs).
 set -euo pipefail
@@ -32,6 +34,11 @@ unmount() {
   done
 }
 
+make_only=false
+if [ "${1:-}" = --make-only ]; then
+  make_only=true
+fi
+
 if [ "${1:-}" = --unmount ]; then
   for s in "${suites[@]}"; do
     [ -d "$dir/$s" ] && unmount "$dir/$s"
@@ -45,7 +52,7 @@ command -v debootstrap >/dev/null || {
 }
 
 # The kernel oracle's bpftrace reads tracefs where newer releases look first.
-if ! mountpoint -q /sys/kernel/tracing; then
+if ! $make_only && ! mountpoint -q /sys/kernel/tracing; then
   mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || true
 fi
 
@@ -62,6 +69,10 @@ for s in "${suites[@]}"; do
       exit 1
     }
     mv "$root.partial" "$root"
+  fi
+  if $make_only; then
+    echo "userbpf chroots: $s made (not mounted)"
+    continue
   fi
   mountpoint -q "$root/proc" || mount -t proc proc "$root/proc"
   if ! mountpoint -q "$root/sys"; then

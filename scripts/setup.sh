@@ -21,9 +21,10 @@ if ((${#missing[@]})); then
 fi
 command -v cargo >/dev/null || { echo "userbpf setup: cargo not found (install Rust with rustup)" >&2; exit 1; }
 # bpftrace 0.23 and 0.27 (Debian 13 and sid) for the end-to-end tests,
-# each in a chroot under .cache/chroots (made once, mounted every time).
+# each in a chroot under .cache/chroots, made once; `scripts/test.sh` mounts
+# them for its run only (`scripts/chroots.sh` alone mounts them to stay).
 if [ "$(id -u)" = 0 ]; then
-  bash "$(dirname "$0")/chroots.sh"
+  bash "$(dirname "$0")/chroots.sh" --make-only
 else
   echo "userbpf setup: not root, so the bpftrace 0.23/0.27 chroots are not made or mounted (their tests will fail; run scripts/chroots.sh as root)" >&2
 fi
