@@ -421,7 +421,10 @@ pub fn run() {
             // Say which registry generation the probes now reflect, so
             // `userbpf attach` can wait until they are live (only when it
             // changes: one small write, off the application's threads).
-            let status = format!("reconciled {seen_generation} probes {}", agent.attached_count());
+            let mut links: Vec<u32> = agent.attached.keys().copied().collect();
+            links.sort_unstable();
+            let links: Vec<String> = links.iter().map(u32::to_string).collect();
+            let status = format!("reconciled {seen_generation} probes {} links {}", agent.attached_count(), links.join(","));
             if status != published {
                 match agent.registry.set_status("agent", &status) {
                     Ok(()) => published = status,

@@ -326,7 +326,8 @@ pub struct OwnerInfo {
     /// Role set with [`Registry::set_role`], empty if none.
     pub role: String,
     /// Status set with [`Registry::set_status`], empty if none (an agent:
-    /// `reconciled <generation> probes <n>`).
+    /// `reconciled <generation> probes <n> links <id,id,…>`, the links it
+    /// has installed).
     pub status: String,
     pub alive: bool,
 }

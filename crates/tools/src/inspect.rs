@@ -193,6 +193,29 @@ fn link_applies_to(link: &LinkRecord, pid: i32, maps: &[Mapping]) -> bool {
     })
 }
 
+/// The links each agent on this registry reports installed, by the pid
+/// the agent sees itself as (its own pid namespace; see [`own_pid`]).
+fn installed_links(owners: &[OwnerInfo]) -> HashMap<i32, Vec<u32>> {
+    owners
+        .iter()
+        .filter(|o| o.alive && o.role == "agent")
+        .map(|o| {
+            let list = o.status.split_whitespace().skip_while(|w| *w != "links").nth(1).unwrap_or("");
+            (o.pid, list.split(',').filter_map(|id| id.parse().ok()).collect())
+        })
+        .collect()
+}
+
+/// The pid process `pid` sees itself as (the last field of `NSpid`): how
+/// its agent records it in the registry.
+fn own_pid(pid: i32) -> i32 {
+    procfs::status_field(pid, "NSpid")
+        .ok()
+        .flatten()
+        .and_then(|v| v.split_whitespace().last()?.parse().ok())
+        .unwrap_or(pid)
+}
+
 fn build_listing(dir: PathBuf, registry: Option<&Registry>) -> Listing {
     let processes = userbpf_processes();
     let alive = |owner: u32| registry.is_some_and(|r| r.owner_alive(owner));
@@ -233,6 +256,11 @@ fn build_listing(dir: PathBuf, registry: Option<&Registry>) -> Listing {
             owner_alive: alive(p.owner),
         })
         .collect();
+    // A probe is shown in a process only when that process's agent, on
+    // this registry, reports it installed: not merely because the process
+    // maps the file (its agent may be detached, on another registry, or
+    // have dropped the probe of a dead loader).
+    let installed = installed_links(&owners);
     let attachments = links
         .into_iter()
         .map(|l: LinkRecord| LinkRow {
@@ -249,7 +277,11 @@ fn build_listing(dir: PathBuf, registry: Option<&Registry>) -> Listing {
             owner_alive: alive(l.owner),
             processes: processes
                 .iter()
-                .filter(|(p, maps)| p.role == "agent" && link_applies_to(&l, p.pid, maps))
+                .filter(|(p, maps)| {
+                    p.role == "agent"
+                        && link_applies_to(&l, p.pid, maps)
+                        && installed.get(&own_pid(p.pid)).is_some_and(|ids| ids.contains(&l.id))
+                })
                 .map(|(p, _)| p.pid)
                 .collect(),
         })

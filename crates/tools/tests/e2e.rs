@@ -159,6 +159,13 @@ fn attach_trace_with_stock_bpftrace_inspect_and_detach() {
         let after = map_total(&w.json(&["map", "dump", "@ticks", "--json"]));
         std::thread::sleep(Duration::from_millis(200));
         assert_eq!(map_total(&w.json(&["map", "dump", "@ticks", "--json"])), after, "no more hits after detach");
+        // `list` shows what the agent has installed: the probe is no longer
+        // in the detached app, though the link is still in the registry.
+        let in_app = |list: &serde_json::Value| {
+            list["attachments"].as_array().and_then(|a| a.iter().find(|l| l["prog_id"] == prog_id).cloned())
+                .map(|l| l["processes"].as_array().is_some_and(|p| p.contains(&serde_json::json!(pid))))
+        };
+        poll("list to drop the detached app", || (in_app(&w.json(&["list", "--json"])) == Some(false)).then_some(()));
 
         // Attaching again resumes the loaded agent: counting starts again.
         let again = w.json(&["attach", "--json", &pid.to_string()]);
@@ -167,6 +174,7 @@ fn attach_trace_with_stock_bpftrace_inspect_and_detach() {
         poll("@ticks to count again after re-attach", || {
             (map_total(&w.json(&["map", "dump", "@ticks", "--json"])) > after).then_some(())
         });
+        poll("list to show the re-attached app", || (in_app(&w.json(&["list", "--json"])) == Some(true)).then_some(()));
     }
 
     // Ctrl-C. bpftrace 0.17 leaves its loop only when epoll_wait fails with

@@ -117,7 +117,11 @@ fn list_shows_maps_programs_attachments_and_processes() {
     assert_eq!(link["id"], f.link);
     assert_eq!(link["kind"], "uprobe");
     assert!(link["target"].as_str().unwrap().ends_with("/target:0x1139"));
-    assert_eq!(link["processes"], serde_json::json!([f.target.pid]), "the app maps the probed file");
+    // The app maps the probed file and carries a library named libagent.so,
+    // but no agent on this registry reports the probe installed there (the
+    // marker is no agent): `list` does not claim the probe is live in it.
+    // The real agent's case is in e2e.rs (attach, detach, re-attach).
+    assert_eq!(link["processes"], serde_json::json!([]), "no agent reports the probe installed");
     let me = std::process::id() as i64;
     let owners = v["owners"].as_array().unwrap();
     let creator = owners.iter().find(|o| o["id"] == counts["owner"]).expect("the maps' owner is listed");
