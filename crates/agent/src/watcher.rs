@@ -423,8 +423,8 @@ pub fn run() {
             // changes: one small write, off the application's threads).
             let mut links: Vec<u32> = agent.attached.keys().copied().collect();
             links.sort_unstable();
-            let links: Vec<String> = links.iter().map(u32::to_string).collect();
-            let status = format!("reconciled {seen_generation} probes {} links {}", agent.attached_count(), links.join(","));
+            let status =
+                shm_maps::AgentStatus { generation: seen_generation, probes: agent.attached_count(), links }.line();
             if status != published {
                 match agent.registry.set_status("agent", &status) {
                     Ok(()) => published = status,

@@ -288,6 +288,39 @@ fn fd_write_all(fd: &OwnedFd, buf: &[u8]) -> io::Result<()> {
     (&*f).write_all(buf)
 }
 
+/// What an agent records in its owner file's status line after each
+/// reconcile: the registry generation its probes reflect, how many are
+/// installed, and which links they are. Written by the agent's watcher,
+/// read by `userbpf attach` (to wait until probes are live) and `list`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AgentStatus {
+    pub generation: u32,
+    pub probes: usize,
+    /// Ids of the installed links, ascending.
+    pub links: Vec<u32>,
+}
+
+impl AgentStatus {
+    /// The status line (`reconciled G probes N links 3,5`).
+    pub fn line(&self) -> String {
+        let links: Vec<String> = self.links.iter().map(u32::to_string).collect();
+        format!("reconciled {} probes {} links {}", self.generation, self.probes, links.join(","))
+    }
+
+    /// Reads a status line written by [`AgentStatus::line`].
+    pub fn parse(line: &str) -> Option<AgentStatus> {
+        let mut w = line.split_whitespace();
+        let (Some("reconciled"), Some(g), Some("probes"), Some(n)) = (w.next(), w.next(), w.next(), w.next()) else {
+            return None;
+        };
+        let links = match (w.next(), w.next()) {
+            (Some("links"), Some(ids)) => ids.split(',').filter_map(|id| id.parse().ok()).collect(),
+            _ => Vec::new(),
+        };
+        Some(AgentStatus { generation: g.parse().ok()?, probes: n.parse().ok()?, links })
+    }
+}
+
 /// Options for [`Registry::open_with`].
 #[derive(Clone, Debug, Default)]
 pub struct RegistryOptions {
@@ -325,9 +358,8 @@ pub struct OwnerInfo {
     pub pid: i32,
     /// Role set with [`Registry::set_role`], empty if none.
     pub role: String,
-    /// Status set with [`Registry::set_status`], empty if none (an agent:
-    /// `reconciled <generation> probes <n> links <id,id,…>`, the links it
-    /// has installed).
+    /// Status set with [`Registry::set_status`], empty if none (an agent's
+    /// is an [`AgentStatus`] line).
     pub status: String,
     pub alive: bool,
 }
@@ -1256,4 +1288,19 @@ fn decode_link(b: &[u8]) -> Option<LinkRecord> {
         sample_period: d.u64()?,
         cpu: d.u32()? as i32,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_status_round_trips_through_its_line() {
+        let s = AgentStatus { generation: 42, probes: 2, links: vec![3, 5] };
+        assert_eq!(s.line(), "reconciled 42 probes 2 links 3,5");
+        assert_eq!(AgentStatus::parse(&s.line()), Some(s));
+        let none = AgentStatus { generation: 7, probes: 0, links: vec![] };
+        assert_eq!(AgentStatus::parse(&none.line()), Some(none));
+        assert_eq!(AgentStatus::parse("role agent"), None);
+    }
 }

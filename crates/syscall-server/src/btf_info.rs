@@ -81,9 +81,10 @@ fn subprog_starts(insns: &[u64]) -> Vec<u32> {
     starts
 }
 
-/// The loader's `count` records of `rec_size` bytes at `ptr`, each cut to
-/// `keep` bytes; E2BIG (with the kernel's log line naming `what`) when a
-/// record has non-zero bytes past `keep`.
+/// The loader's `count` records of `rec_size` bytes at `ptr` (at least
+/// `keep`, checked by the caller), each cut to `keep` bytes; E2BIG (with
+/// the kernel's log line naming `what`) when a record has non-zero bytes
+/// past `keep`.
 fn records(
     ptr: u64,
     count: u32,
@@ -96,14 +97,13 @@ fn records(
     let raw = unsafe { crate::bpf::user_bytes(ptr, total) }.map_err(|e| (e, None))?;
     let mut out = Vec::with_capacity(count as usize * keep);
     for rec in raw.chunks_exact(rec_size as usize) {
-        if rec.len() > keep && rec[keep..].iter().any(|&b| b != 0) {
+        if rec[keep..].iter().any(|&b| b != 0) {
             return Err(refuse(
                 libc::E2BIG,
                 format!("nonzero tailing record in {what}"),
             ));
         }
-        out.extend_from_slice(&rec[..keep.min(rec.len())]);
-        out.resize(out.len() + keep.saturating_sub(rec.len()), 0);
+        out.extend_from_slice(&rec[..keep]);
     }
     Ok(out)
 }

@@ -218,12 +218,7 @@ impl RegistryWatch {
             .map(std::path::PathBuf::from)
             .unwrap_or_else(shm_maps::default_dir);
         let registry = shm_maps::Registry::open_existing(&dir).ok()?;
-        let own_pid = procfs::status_field(pid, "NSpid")
-            .ok()
-            .flatten()
-            .and_then(|v| v.split_whitespace().last()?.parse().ok())
-            .unwrap_or(pid);
-        Some(RegistryWatch { generation: registry.generation(), registry, own_pid })
+        Some(RegistryWatch { generation: registry.generation(), registry, own_pid: procfs::own_pid(pid) })
     }
 
     /// The number of probes the target's agent has live once it reports
@@ -236,15 +231,9 @@ impl RegistryWatch {
                 if o.pid != self.own_pid || !o.alive || o.role != "agent" {
                     return None;
                 }
-                let mut words = o.status.split_whitespace();
-                match (words.next(), words.next(), words.next(), words.next()) {
-                    (Some("reconciled"), Some(g), Some("probes"), Some(n)) => {
-                        let g: u32 = g.parse().ok()?;
-                        // Generations only grow (wrapping u32).
-                        (g.wrapping_sub(self.generation) < u32::MAX / 2).then(|| n.parse().ok()).flatten()
-                    }
-                    _ => None,
-                }
+                let status = shm_maps::AgentStatus::parse(&o.status)?;
+                // Generations only grow (wrapping u32).
+                (status.generation.wrapping_sub(self.generation) < u32::MAX / 2).then_some(status.probes as u64)
             });
             if report.is_some() || std::time::Instant::now() >= deadline {
                 return report;

@@ -173,3 +173,19 @@ mod tests {
         assert!(!is_dynamic_loader("libdl.so.2"));
     }
 }
+
+/// An ELF file opened for reading its headers alone: the file, its ELF
+/// header and the parsing context it names. For reading one table or
+/// section without reading (or mapping) the whole file.
+pub fn open_headers(path: &std::path::Path) -> Result<(std::fs::File, goblin::elf::Header, goblin::container::Ctx), String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut ident = [0u8; 64];
+    f.read_exact(&mut ident).map_err(|_| "not an ELF file".to_string())?;
+    let header = Elf::parse_header(&ident).map_err(|e| e.to_string())?;
+    let ctx = goblin::container::Ctx::new(
+        header.container().map_err(|e| e.to_string())?,
+        header.endianness().map_err(|e| e.to_string())?,
+    );
+    Ok((f, header, ctx))
+}

@@ -194,26 +194,13 @@ fn link_applies_to(link: &LinkRecord, pid: i32, maps: &[Mapping]) -> bool {
 }
 
 /// The links each agent on this registry reports installed, by the pid
-/// the agent sees itself as (its own pid namespace; see [`own_pid`]).
+/// the agent sees itself as (`procfs::own_pid`).
 fn installed_links(owners: &[OwnerInfo]) -> HashMap<i32, Vec<u32>> {
     owners
         .iter()
         .filter(|o| o.alive && o.role == "agent")
-        .map(|o| {
-            let list = o.status.split_whitespace().skip_while(|w| *w != "links").nth(1).unwrap_or("");
-            (o.pid, list.split(',').filter_map(|id| id.parse().ok()).collect())
-        })
+        .map(|o| (o.pid, shm_maps::AgentStatus::parse(&o.status).map(|s| s.links).unwrap_or_default()))
         .collect()
-}
-
-/// The pid process `pid` sees itself as (the last field of `NSpid`): how
-/// its agent records it in the registry.
-fn own_pid(pid: i32) -> i32 {
-    procfs::status_field(pid, "NSpid")
-        .ok()
-        .flatten()
-        .and_then(|v| v.split_whitespace().last()?.parse().ok())
-        .unwrap_or(pid)
 }
 
 fn build_listing(dir: PathBuf, registry: Option<&Registry>) -> Listing {
@@ -280,7 +267,7 @@ fn build_listing(dir: PathBuf, registry: Option<&Registry>) -> Listing {
                 .filter(|(p, maps)| {
                     p.role == "agent"
                         && link_applies_to(&l, p.pid, maps)
-                        && installed.get(&own_pid(p.pid)).is_some_and(|ids| ids.contains(&l.id))
+                        && installed.get(&procfs::own_pid(p.pid)).is_some_and(|ids| ids.contains(&l.id))
                 })
                 .map(|(p, _)| p.pid)
                 .collect(),

@@ -43,22 +43,14 @@ fn resolve(program: &OsStr) -> Option<std::path::PathBuf> {
 /// (statically linked, static-pie included): no dynamic loader runs in it,
 /// so nothing reads `LD_PRELOAD`. Only the ELF and program headers are read.
 fn is_static_elf(path: &Path) -> bool {
-    use goblin::container::Ctx;
-    use goblin::elf::{program_header::ProgramHeader, program_header::PT_INTERP, Elf};
-    use std::io::Read;
+    use goblin::elf::program_header::{ProgramHeader, PT_INTERP};
     use std::os::unix::fs::FileExt;
-    let Ok(mut f) = std::fs::File::open(path) else { return false };
-    let mut ident = [0u8; 64];
-    if f.read_exact(&mut ident).is_err() {
-        return false;
-    }
-    let Ok(header) = Elf::parse_header(&ident) else { return false };
-    let (Ok(container), Ok(endian)) = (header.container(), header.endianness()) else { return false };
+    let Ok((f, header, ctx)) = crate::elfsym::open_headers(path) else { return false };
     let mut table = vec![0u8; header.e_phnum as usize * header.e_phentsize as usize];
     if f.read_exact_at(&mut table, header.e_phoff).is_err() {
         return false;
     }
-    match ProgramHeader::parse(&table, 0, header.e_phnum as usize, Ctx::new(container, endian)) {
+    match ProgramHeader::parse(&table, 0, header.e_phnum as usize, ctx) {
         Ok(phdrs) => !phdrs.is_empty() && !phdrs.iter().any(|p| p.p_type == PT_INTERP),
         Err(_) => false,
     }

@@ -157,6 +157,16 @@ pub fn status_field(pid: i32, key: &str) -> io::Result<Option<String>> {
     }))
 }
 
+/// The pid process `pid` sees itself as (the last field of `NSpid`, its
+/// innermost pid namespace): how its agent records it in the registry.
+pub fn own_pid(pid: i32) -> i32 {
+    status_field(pid, "NSpid")
+        .ok()
+        .flatten()
+        .and_then(|v| v.split_whitespace().last()?.parse().ok())
+        .unwrap_or(pid)
+}
+
 /// The process's command name (`/proc/PID/comm`), or "?" when unreadable.
 pub fn command_name(pid: i32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))

@@ -3,14 +3,11 @@
 //! `userbpf --version` reports them, and a library whose registry layout
 //! is not this userbpf's is refused by name before anything preloads it.
 
-use std::fs::File;
-use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use buildinfo::Stamp;
-use goblin::container::Ctx;
-use goblin::elf::{section_header::SectionHeader, Elf};
+use goblin::elf::section_header::SectionHeader;
 
 use crate::error::{exit, CliError, CliResult};
 
@@ -23,11 +20,7 @@ pub fn own() -> Stamp {
 /// userbpf library, or one built before stamps). Reads the ELF and section
 /// headers and the stamp's section only.
 pub fn read(path: &Path) -> Result<Option<Stamp>, String> {
-    let mut f = File::open(path).map_err(|e| e.to_string())?;
-    let mut ident = [0u8; 64];
-    f.read_exact(&mut ident).map_err(|_| "not an ELF file".to_string())?;
-    let header = Elf::parse_header(&ident).map_err(|e| e.to_string())?;
-    let ctx = Ctx::new(header.container().map_err(|e| e.to_string())?, header.endianness().map_err(|e| e.to_string())?);
+    let (f, header, ctx) = crate::elfsym::open_headers(path)?;
     let count = header.e_shnum as usize;
     let mut table = vec![0u8; count * header.e_shentsize as usize];
     f.read_exact_at(&mut table, header.e_shoff).map_err(|e| e.to_string())?;
