@@ -485,6 +485,14 @@ impl World {
         Proc::spawn(cmd, "untraced program")
     }
 
+    /// Start any program as the test user on the world's registry, with
+    /// nothing preloaded (a CLI such as `userbpf export`).
+    pub fn spawn_plain(&self, program: &Path, args: &[&str]) -> Result<Proc, SetupError> {
+        let mut cmd = self.command(&program.to_string_lossy(), Path::new(""));
+        cmd.args(args);
+        Proc::spawn(cmd, "program")
+    }
+
     /// Start the sample app with the agent on another registry directory
     /// (`registry`, made here for the run's user).
     pub fn spawn_app_on_registry(&self, registry: &Path, args: &[&str]) -> Result<Proc, SetupError> {
@@ -744,6 +752,21 @@ impl Proc {
     }
 
     /// Wait until stdout contains `needle`; false on timeout or exit.
+    /// Wait until stderr contains `needle` (or the process exited).
+    pub fn wait_for_stderr(&mut self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.stderr.text().contains(needle) {
+                return true;
+            }
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return self.stderr.finish().contains(needle);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    }
+
     pub fn wait_for_stdout(&mut self, needle: &str, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
