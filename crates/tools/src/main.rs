@@ -9,7 +9,6 @@
 mod attach;
 mod doctor;
 mod elfsym;
-mod error;
 mod inject;
 mod inspect;
 mod launch;
@@ -21,6 +20,7 @@ mod stamp;
 
 use clap::{Args, Parser, Subcommand};
 use error::CliError;
+use tools::{error, export};
 use locate::Library;
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -125,6 +125,26 @@ enum Command {
     #[command(subcommand)]
     Prog(ProgCommand),
 
+    /// Serve the registry's maps as OpenMetrics at /metrics, for Prometheus to scrape.
+    #[command(after_help = "Examples:\n  userbpf export\n  userbpf export --listen 127.0.0.1:9435 --map @calls --map @lat\n\n\
+        Maps are shaped as bpftrace prints them: count() a counter, sum() and values gauges, hist() and \
+        lhist() histograms, avg()/stats() _sum and _count; key parts become labels (key, or key0, key1, …). \
+        Each scrape reads shared memory without stopping the traced apps.")]
+    Export {
+        /// Address to listen on (loopback by default; port 0 picks a free one, printed on stderr).
+        #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9435")]
+        listen: String,
+        /// Export only this map (@name, name or id); repeatable. Default: every map.
+        #[arg(long = "map", value_name = "MAP")]
+        maps: Vec<String>,
+        /// Prefix of every metric name.
+        #[arg(long, default_value = "userbpf_")]
+        prefix: String,
+        /// At most this many series per scrape; the rest are cut and counted in userbpf_export_series_dropped.
+        #[arg(long, value_name = "N", default_value_t = 100_000)]
+        max_series: usize,
+    },
+
     /// Check this machine: kernel features, permissions, installed tools; say how to fix what is missing.
     #[command(after_help = "Examples:\n  userbpf doctor\n  userbpf doctor --json\n\n\
         Exits 0 when everything needed is there, 5 when something is missing.")]
@@ -202,6 +222,9 @@ fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Map(MapCommand::Dump { map, json }) => inspect::map_dump(&map, json),
         Command::Prog(ProgCommand::Dump { id, json }) => inspect::prog_dump(id, json),
         Command::Doctor { json } => doctor::doctor(json),
+        Command::Export { listen, maps, prefix, max_series } => {
+            export::run(export::Options { listen, maps, prefix, max_series })
+        }
     }
 }
 
