@@ -4,7 +4,7 @@
 # tools), a C toolchain for the sample apps, and zlib for the rewriter's
 # real-library tests. Safe to run again: it installs only what is missing.
 set -euo pipefail
-pkgs=(bpftrace bpfcc-tools libbpf-tools bpftool clang llvm libbpf-dev libelf-dev systemtap-sdt-dev linux-headers-amd64 strace gdb zlib1g-dev gcc g++ make util-linux)
+pkgs=(bpftrace bpfcc-tools libbpf-tools bpftool clang llvm libbpf-dev libelf-dev systemtap-sdt-dev linux-headers-amd64 strace gdb curl zlib1g-dev gcc g++ make util-linux)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -18,6 +18,17 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+# Prometheus (the server `userbpf export` is tested against) without its
+# recommended exporters and tools.
+if ! dpkg-query -W -f='${Status}' prometheus 2>/dev/null | grep -q "install ok installed"; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "userbpf setup: missing Debian package: prometheus (sudo apt-get install --no-install-recommends prometheus)" >&2
+    exit 1
+  fi
+  echo "userbpf setup: installing prometheus"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq --no-install-recommends prometheus >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 fi
 command -v cargo >/dev/null || { echo "userbpf setup: cargo not found (install Rust with rustup)" >&2; exit 1; }
 # bpftrace 0.23 and 0.27 (Debian 13 and sid) for the end-to-end tests,
