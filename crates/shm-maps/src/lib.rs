@@ -115,7 +115,7 @@ pub use hash::HashStats;
 pub use map::{Map, MapSpec};
 pub use perf::{PerfRecord, PerfRing, PERF_RECORD_LOST, PERF_RECORD_SAMPLE};
 pub use registry::{
-    default_dir, registry_layout_version, AgentStatus, LinkKind, LinkRecord, MapInfo, OwnerInfo, ProgRecord, Registry, RegistryOptions, ENV_DIR, ENV_SHARED,
+    default_dir, default_dir_of_uid, registry_layout_version, AgentStatus, LinkKind, LinkRecord, MapInfo, OwnerInfo, ProgRecord, Registry, RegistryOptions, ENV_DIR, ENV_SHARED,
 };
 pub use ringbuf::{
     ringbuf_discard, ringbuf_submit, WakeWord, BPF_RB_AVAIL_DATA, BPF_RB_CONS_POS, BPF_RB_PROD_POS, BPF_RB_RING_SIZE,

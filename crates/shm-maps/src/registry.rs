@@ -480,8 +480,14 @@ pub fn default_dir() -> PathBuf {
     match std::env::var_os(ENV_DIR) {
         Some(d) if !d.is_empty() => PathBuf::from(d),
         // SAFETY: geteuid has no preconditions.
-        _ => PathBuf::from(format!("/dev/shm/userbpf-{}", unsafe { libc::geteuid() })),
+        _ => default_dir_of_uid(unsafe { libc::geteuid() }),
     }
+}
+
+/// The registry a process of effective uid `uid` uses when `USERBPF_DIR`
+/// is not set: registries are per user.
+pub fn default_dir_of_uid(uid: u32) -> PathBuf {
+    PathBuf::from(format!("/dev/shm/userbpf-{uid}"))
 }
 
 fn check_dir(path: &Path, opts: &RegistryOptions) -> Result<(), Error> {

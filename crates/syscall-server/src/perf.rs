@@ -345,8 +345,17 @@ pub(crate) fn warn_if_file_runs_untraced(path: &str) {
             .find_map(|v| v.strip_prefix(b"USERBPF_DIR="))
             .filter(|v| !v.is_empty())
             .map(|v| std::path::PathBuf::from(String::from_utf8_lossy(v).into_owned()));
-        if let Some(dir) = theirs.filter(|d| d != &registry) {
-            elsewhere.push(format!("{pid} ({})", dir.display()));
+        // Without USERBPF_DIR an agent uses its own user's registry: root's
+        // loader (`/dev/shm/userbpf-0`) never reaches another user's apps.
+        let their_uid = effective_uid_of(&pid);
+        let dir = theirs.or_else(|| their_uid.map(shm_maps::default_dir_of_uid));
+        if let Some(dir) = dir.filter(|d| d != &registry) {
+            let whose = match their_uid {
+                // SAFETY: geteuid has no preconditions.
+                Some(uid) if uid != unsafe { libc::geteuid() } => format!("uid {uid}, "),
+                _ => String::new(),
+            };
+            elsewhere.push(format!("{pid} ({whose}{})", dir.display()));
         }
     }
     let listed = |pids: &[String]| {
@@ -369,13 +378,25 @@ pub(crate) fn warn_if_file_runs_untraced(path: &str) {
         ));
     }
     if !elsewhere.is_empty() {
+        let other_user = if elsewhere.iter().any(|p| p.contains("(uid ")) {
+            "; another user's process is traced by a loader run as that user (registries are private to their user)"
+        } else {
+            ""
+        };
         report::line(&format!(
             "userbpf: {path} runs in {} whose agent uses another registry than this loader's ({}), so its probes \
-             cannot fire there: give both the same USERBPF_DIR",
+             cannot fire there: give both the same USERBPF_DIR{other_user}",
             listed(&elsewhere),
             registry.display()
         ));
     }
+}
+
+/// The effective uid of process `pid` (`Uid:` in its status).
+fn effective_uid_of(pid: &str) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn register(fd: RawFd, object: Object) -> Result<c_long, i32> {
@@ -457,6 +478,14 @@ pub fn set_enabled(event: &Arc<Object>, on: bool) -> Result<(), i32> {
 #[cfg(test)]
 mod tests {
     use super::pid_option;
+
+    #[test]
+    fn reads_a_process_effective_uid() {
+        let me = std::process::id().to_string();
+        // SAFETY: geteuid has no preconditions.
+        assert_eq!(super::effective_uid_of(&me), Some(unsafe { libc::geteuid() }));
+        assert_eq!(super::effective_uid_of("0"), None);
+    }
 
     fn args(a: &[&str]) -> Vec<String> {
         a.iter().map(|s| s.to_string()).collect()
