@@ -108,6 +108,37 @@ pub struct ProbesSuppressed {
     _guard: thread_state::Suppressed,
 }
 
+pub use signals::SampleHandler;
+
+/// The signal and `sigev_value` a sampling timer must deliver for
+/// [`set_sample_handler`]'s handler to run: the rewriter's own real-time
+/// signal (so applications' handlers of it are chained as for every signal
+/// it owns), with `value` (up to 32 bits, handed to the handler) tagged.
+pub fn sampling_signal(value: u32) -> (libc::c_int, u64) {
+    (signals::rendezvous_signal(), signals::SAMPLE_MAGIC | value as u64)
+}
+
+/// Installs (or with `None` removes) the handler of sampling ticks. It runs
+/// inside a signal handler on the interrupted thread, in probe context:
+/// ticks on a thread that is inside a probe handler or suppresses probes
+/// are skipped and counted ([`Counters::samples_skipped`]), and
+/// [`synchronize`] waits for handlers in flight. The rewriter's signal
+/// handlers must be installed ([`prepare`]).
+///
+/// # Safety
+/// `handler` must be async-signal-safe, must not unwind, and must not call
+/// `attach_*`/`detach`.
+pub unsafe fn set_sample_handler(handler: Option<SampleHandler>) {
+    signals::set_sample_handler(handler)
+}
+
+/// Waits until no thread still runs a handler (probe or sampling) that it
+/// entered before this call: data only such handlers read can be freed
+/// afterwards. Must not be called from inside a handler.
+pub fn synchronize() {
+    thread_state::synchronize()
+}
+
 /// How the probe's site runs handlers.
 pub fn mechanism(id: ProbeId) -> Result<Mechanism> {
     probes::registry()?.as_mut().expect("initialised by registry()").mechanism(id)
@@ -128,6 +159,9 @@ pub struct Counters {
     pub uretprobes_lost_to_unwinding: u64,
     /// Probe hits skipped because more threads than supported hit probes.
     pub thread_slots_exhausted: u64,
+    /// Sampling ticks skipped because the thread was inside a handler or
+    /// suppressed probes.
+    pub samples_skipped: u64,
 }
 
 pub fn counters() -> Counters {
@@ -137,5 +171,6 @@ pub fn counters() -> Counters {
         shadow_stack_overflows: thread_state::SHADOW_STACK_OVERFLOWS.load(Ordering::Relaxed),
         uretprobes_lost_to_unwinding: uretprobe::LOST_TO_UNWINDING.load(Ordering::Relaxed),
         thread_slots_exhausted: thread_state::THREAD_SLOTS_EXHAUSTED.load(Ordering::Relaxed),
+        samples_skipped: signals::SAMPLES_SKIPPED.load(Ordering::Relaxed),
     }
 }

@@ -315,6 +315,14 @@ extern "C" fn on_signal(signal: libc::c_int, info: *mut libc::siginfo_t, context
     // SA_SIGINFO handler.
     let (info_ref, uc) = unsafe { (&*info, &mut *(context as *mut libc::ucontext_t)) };
     if signal != libc::SIGTRAP {
+        if info_ref.si_code == libc::SI_TIMER {
+            // SAFETY: si_value of an SI_TIMER siginfo sits where SI_QUEUE's does.
+            let value = unsafe { *((info as *const u8).add(24) as *const u64) };
+            if value & 0xffff_ffff_0000_0000 == SAMPLE_MAGIC {
+                on_sample(value & 0xffff_ffff, uc);
+                return;
+            }
+        }
         if info_ref.si_code == libc::SI_QUEUE {
         // SAFETY: reading the SI_QUEUE sender fields (see signal_all_and_wait).
         let (pid, value) = unsafe {
@@ -333,6 +341,56 @@ extern "C" fn on_signal(signal: libc::c_int, info: *mut libc::siginfo_t, context
         return;
     }
     chain_to_application(0, signal, info, context);
+}
+
+/// `sigev_value` of the sampling timers: magic in the high half, the
+/// sampler's own value (its period) in the low half.
+pub(crate) const SAMPLE_MAGIC: u64 = 0x7573_6273_0000_0000; // "usbs"
+
+/// What the agent runs on a sampling tick: the interrupted thread's
+/// registers and the timer's low 32 bits of `sigev_value`.
+pub type SampleHandler = unsafe extern "C" fn(regs: *mut PtRegs, value: u32);
+
+static SAMPLE_HANDLER: AtomicUsize = AtomicUsize::new(0);
+pub(crate) static SAMPLES_SKIPPED: AtomicU64 = AtomicU64::new(0);
+
+pub(crate) fn set_sample_handler(handler: Option<SampleHandler>) {
+    SAMPLE_HANDLER.store(handler.map_or(0, |h| h as usize), Ordering::Release);
+}
+
+/// A sampling tick (a CPU-time timer of this thread expired): run the
+/// handler on the interrupted registers, inside probe context, so it is
+/// skipped (and counted) while the thread already runs a probe or the
+/// agent's own code, and so `detach`'s grace period covers it. errno is
+/// the application's again when the handler returns.
+fn on_sample(value: u64, uc: &mut libc::ucontext_t) {
+    // SAFETY: __errno_location is async-signal-safe and returns this thread's errno.
+    let errno = unsafe { *libc::__errno_location() };
+    let handler = SAMPLE_HANDLER.load(Ordering::Acquire);
+    if handler != 0 {
+        match crate::thread_state::InSample::enter() {
+            Some(_in_sample) => {
+                let mut regs = PtRegs::default();
+                for (index, field) in GREG_ORDER {
+                    *field(&mut regs) = uc.uc_mcontext.gregs[index] as u64;
+                }
+                regs.ip = uc.uc_mcontext.gregs[libc::REG_RIP as usize] as u64;
+                regs.flags = uc.uc_mcontext.gregs[libc::REG_EFL as usize] as u64;
+                regs.orig_ax = u64::MAX;
+                regs.cs = USER_CS;
+                regs.ss = USER_SS;
+                // SAFETY: the handler was registered as a SampleHandler; `regs` lives for the call.
+                let f: SampleHandler = unsafe { std::mem::transmute::<usize, SampleHandler>(handler) };
+                // SAFETY: as above.
+                unsafe { f(&mut regs, value as u32) };
+            }
+            None => {
+                SAMPLES_SKIPPED.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = errno };
 }
 
 fn on_rendezvous(generation: u64, uc: &mut libc::ucontext_t) {

@@ -211,6 +211,61 @@ impl Drop for InProbe {
     }
 }
 
+/// Probe context for a sampling tick (a signal that may interrupt the
+/// thread anywhere, even inside the C library's allocator). Unlike
+/// [`InProbe::enter`] it never touches thread-local storage, whose first
+/// access in a thread of a `dlopen`ed library allocates: the thread's slot
+/// is found by its tid, or, for a thread that never ran a probe, a slot is
+/// borrowed for the tick and given back after it.
+pub(crate) struct InSample {
+    slot: &'static ThreadSlot,
+    sequence: u64,
+    borrowed: bool,
+}
+
+impl InSample {
+    /// `None` when the thread is inside a probe or suppresses probes (the
+    /// tick is then skipped), or when no slot is free.
+    pub(crate) fn enter() -> Option<InSample> {
+        let me = preload::raw::gettid() as u32;
+        let used = SLOTS_HIGH_WATER.load(Ordering::Acquire);
+        let (slot, borrowed) = match SLOTS[..used].iter().find(|s| s.owner.load(Ordering::Relaxed) == me) {
+            Some(slot) => (slot, false),
+            None => {
+                let (i, slot) = SLOTS
+                    .iter()
+                    .enumerate()
+                    .find(|(_, s)| s.owner.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok())?;
+                SLOTS_HIGH_WATER.fetch_max(i + 1, Ordering::Release);
+                (slot, true)
+            }
+        };
+        let sequence = slot.sequence.load(Ordering::Relaxed);
+        if sequence & 1 == 1 || slot.suppressed.get() != 0 {
+            if borrowed {
+                slot.owner.store(0, Ordering::Release);
+            }
+            return None;
+        }
+        slot.sequence.store(sequence + 1, Ordering::Relaxed);
+        if READERS_FENCE.load(Ordering::Relaxed) {
+            fence(Ordering::SeqCst);
+        } else {
+            compiler_fence(Ordering::SeqCst);
+        }
+        Some(InSample { slot, sequence: sequence + 1, borrowed })
+    }
+}
+
+impl Drop for InSample {
+    fn drop(&mut self) {
+        self.slot.sequence.store(self.sequence + 1, Ordering::Release);
+        if self.borrowed {
+            self.slot.owner.store(0, Ordering::Release);
+        }
+    }
+}
+
 /// While alive, no probe fires on the thread that made it: every hit there
 /// is skipped and counted (`SKIPPED_SUPPRESSED`), whatever the mechanism
 /// (trampoline, breakpoint, the breakpoint of a patch in flight). Nests.
