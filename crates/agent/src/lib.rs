@@ -42,6 +42,7 @@ buildinfo::stamp!(shm_maps::LAYOUT_VERSION);
 pub mod config;
 pub mod log;
 pub mod probes;
+pub mod sampler;
 pub mod signals;
 pub mod watcher;
 

@@ -64,6 +64,10 @@ pub struct Agent {
     /// USDT semaphores this agent incremented, per attached link: the
     /// address of the `unsigned short` and the file it belongs to.
     semaphores: HashMap<u32, (usize, (u64, u64))>,
+    /// `profile:` links (perf events) as of `links_generation`.
+    perf_links: Vec<LinkRecord>,
+    /// The live `profile:` samplers and their per-thread timers.
+    samplers: crate::sampler::Samplers,
 }
 
 /// The agent state; `None` until started (or when inert).
@@ -92,6 +96,8 @@ impl Agent {
             links: Vec::new(),
             links_generation: None,
             semaphores: HashMap::new(),
+            perf_links: Vec::new(),
+            samplers: Default::default(),
         }
     }
 
@@ -111,17 +117,67 @@ impl Agent {
         // a wake-up that finds nothing new makes no system call unless a
         // link targets this process (owner liveness).
         if self.links_generation != Some(generation) {
-            self.links = self
+            let (probes, others): (Vec<LinkRecord>, Vec<LinkRecord>) = self
                 .registry
                 .links()
                 .into_iter()
-                .filter(|l| matches!(l.kind, LinkKind::Uprobe | LinkKind::Uretprobe))
-                .collect();
+                .partition(|l| matches!(l.kind, LinkKind::Uprobe | LinkKind::Uretprobe));
+            self.links = probes;
+            self.perf_links = others.into_iter().filter(|l| l.kind == LinkKind::PerfEvent).collect();
             self.links_generation = Some(generation);
         }
         let links = std::mem::take(&mut self.links);
         self.reconcile_with(&links, generation);
         self.links = links;
+        self.reconcile_samplers();
+    }
+
+    /// `profile:` links: the enabled ones of live loaders that admit this
+    /// process are sampled on every thread (see [`crate::sampler`]).
+    fn reconcile_samplers(&mut self) {
+        if self.perf_links.is_empty() && !self.samplers.active() {
+            return;
+        }
+        // SAFETY: getpid has no preconditions.
+        let pid = unsafe { libc::getpid() };
+        let mut wanted = Vec::new();
+        if !self.suspended {
+            for link in self.perf_links.clone() {
+                if !link.enabled || (link.pid >= 0 && link.pid != pid) || !self.registry.owner_alive(link.owner) {
+                    continue;
+                }
+                // The server records the period in nanoseconds.
+                let period_us = (link.sample_period / 1000).clamp(1, u32::MAX as u64) as u32;
+                if !self.patching_prepared {
+                    prepare_patching(); // the rewriter's signal handlers deliver the ticks
+                    self.patching_prepared = true;
+                }
+                match self.program(link.prog_id) {
+                    Ok(program) => wanted.push(crate::sampler::Sampler {
+                        link_id: link.id,
+                        cpu: link.cpu,
+                        pid_filter: link.pid,
+                        period_us,
+                        program,
+                    }),
+                    Err(e) => log::warn(&format!("cannot sample for profile link {}: {e}", link.id)),
+                }
+            }
+        }
+        self.samplers.set(wanted);
+    }
+
+    /// The program `id`, loaded once and shared by every probe and sampler.
+    fn program(&mut self, id: u32) -> Result<Arc<LoadedProgram>, String> {
+        if let Some(p) = self.programs.get(&id) {
+            return Ok(p.clone());
+        }
+        let p = Arc::new(LoadedProgram::from_registry(&self.registry, id).map_err(|e| format!("program {id}: {e}"))?);
+        if let Some(reason) = p.jit_refusal() {
+            log::warn(&format!("program {} ({}) runs interpreted: {reason}", p.id(), p.name()));
+        }
+        self.programs.insert(id, p.clone());
+        Ok(p)
     }
 
     fn reconcile_with(&mut self, links: &[LinkRecord], generation: u32) {
@@ -213,9 +269,9 @@ impl Agent {
             }
         }
         // Programs no attached probe uses any more are dropped (retained
-        // probes hold their own reference).
+        // probes and live samplers hold their own reference).
         let in_use: HashSet<u32> = self.attached.values().map(|p| p.program_id).collect();
-        self.programs.retain(|id, _| in_use.contains(id));
+        self.programs.retain(|id, _| in_use.contains(id) || self.perf_links.iter().any(|l| l.prog_id == *id));
         self.failed.retain(|id, _| links.iter().any(|l| l.id == *id));
     }
 
@@ -299,20 +355,7 @@ impl Agent {
 
     fn attach(&mut self, link: &LinkRecord, address: usize) -> Result<ActiveProbe, String> {
         let began = std::time::Instant::now();
-        let program = match self.programs.get(&link.prog_id) {
-            Some(p) => p.clone(),
-            None => {
-                let p = Arc::new(
-                    LoadedProgram::from_registry(&self.registry, link.prog_id)
-                        .map_err(|e| format!("program {}: {e}", link.prog_id))?,
-                );
-                if let Some(reason) = p.jit_refusal() {
-                    log::warn(&format!("program {} ({}) runs interpreted: {reason}", p.id(), p.name()));
-                }
-                self.programs.insert(link.prog_id, p.clone());
-                p
-            }
-        };
+        let program = self.program(link.prog_id)?;
         log::debug(|| format!("program {} ready in {} µs", link.prog_id, began.elapsed().as_micros()));
         let kind = if link.kind == LinkKind::Uretprobe { ProbeKind::Return } else { ProbeKind::Entry };
         probes::attach(kind, address, (link.dev, link.inode), link.id, link.cookie, link.pid, program).map_err(|e| e.to_string())
@@ -335,6 +378,7 @@ impl Agent {
             self.retained.push(probe);
         }
         self.programs.clear();
+        self.samplers.set(Vec::new());
         removed
     }
 
@@ -342,6 +386,7 @@ impl Agent {
     /// (expedited `membarrier` registration is per process).
     pub fn after_fork(&mut self) {
         self.patching_prepared = false;
+        self.samplers.after_fork();
     }
 
     pub fn resume(&mut self) {
@@ -421,7 +466,7 @@ pub fn run() {
             // Say which registry generation the probes now reflect, so
             // `userbpf attach` can wait until they are live (only when it
             // changes: one small write, off the application's threads).
-            let mut links: Vec<u32> = agent.attached.keys().copied().collect();
+            let mut links: Vec<u32> = agent.attached.keys().copied().chain(agent.samplers.link_ids().iter().copied()).collect();
             links.sort_unstable();
             let status =
                 shm_maps::AgentStatus { generation: seen_generation, probes: agent.attached_count(), links }.line();
@@ -431,8 +476,9 @@ pub fn run() {
                     Err(e) => log::debug(|| format!("cannot record the agent's status in the registry: {e}")),
                 }
             }
-            let idle = !agent.saw_links && agent.attached.is_empty();
-            if !agent.attached.is_empty() {
+            // Live samplers tick too: threads started since get their timers.
+            let idle = !agent.saw_links && agent.attached.is_empty() && !agent.samplers.active() && agent.perf_links.is_empty();
+            if !agent.attached.is_empty() || agent.samplers.active() {
                 runtime::helpers::task::refresh_slow_caches();
                 // A loader may have filled PERF_EVENT_ARRAY / PROG_ARRAY slots since.
                 runtime::maps::refresh_bound_maps();
