@@ -208,6 +208,11 @@ impl Table {
         Ok(previous)
     }
 
+    /// Every object (for what one object's change implies for its siblings).
+    pub fn all(&self) -> Vec<Arc<Object>> {
+        self.by_file.lock().map(|t| t.values().cloned().collect()).unwrap_or_default()
+    }
+
     /// True when no object exists (lets interposers skip `fstat`).
     pub fn is_empty(&self) -> bool {
         self.by_file.lock().map(|t| t.is_empty()).unwrap_or(true)
@@ -292,7 +297,7 @@ mod tests {
         table
             .insert(
                 fd,
-                Object::Timer(TimerEvent::new(1_000_000, false, -1).expect("timer")),
+                Object::Timer(TimerEvent::new(1_000_000, false, -1, -1).expect("timer")),
             )
             .expect("insert");
         // SAFETY: duplicating our own descriptor.
@@ -324,7 +329,7 @@ mod tests {
         table
             .insert(
                 ours,
-                Object::Timer(TimerEvent::new(1_000_000, false, -1).expect("timer")),
+                Object::Timer(TimerEvent::new(1_000_000, false, -1, -1).expect("timer")),
             )
             .expect("insert");
         let other = memfd();

@@ -8,8 +8,9 @@
 //! - `PERF_COUNT_SW_BPF_OUTPUT` on one CPU: a perf ring in shared memory. The
 //!   fd *is* the ring's file, so the loader's `mmap(fd)` maps the
 //!   kernel-layout ring directly;
-//! - `PERF_COUNT_SW_CPU_CLOCK` (`interval:`, `profile:`): a timer in the
-//!   loader that runs the bound program ([`crate::timer`]).
+//! - `PERF_COUNT_SW_CPU_CLOCK`: `interval:` is a timer in the loader that
+//!   runs the bound program, `profile:` a registry link that makes every
+//!   traced app sample its own threads ([`crate::timer`]).
 //!
 //! Everything else (kprobes, tracepoints, hardware counters, breakpoints) is
 //! a kernel feature: refused with the kernel's errno and a one-line message.
@@ -191,18 +192,9 @@ pub unsafe fn perf_event_open(
             if config == PERF_COUNT_SW_CPU_CLOCK || config == PERF_COUNT_SW_TASK_CLOCK =>
         {
             let flags = u64_at(FLAGS);
-            // A sampler (one event per CPU, or a frequency): bpftrace's
-            // `profile:`. `interval:` opens one period event on CPU 0.
-            if cpu > 0 || flags & FLAG_FREQ != 0 {
-                report::once(
-                    "profile in the loader",
-                    "userbpf: profile: probes run in the loader, on its timer thread (userbpf-timer), once per CPU \
-                     and period: their counts are right, but comm, pid, tid, registers and stacks are the \
-                     loader's (or empty), not those of the processes on the CPUs",
-                );
-            }
+            // `interval:` or `profile:`: told apart when a program is bound (set_bpf).
             let timer =
-                crate::timer::TimerEvent::new(u64_at(SAMPLE_PERIOD), flags & FLAG_FREQ != 0, cpu)?;
+                crate::timer::TimerEvent::new(u64_at(SAMPLE_PERIOD), flags & FLAG_FREQ != 0, cpu, pid)?;
             let fd = crate::sysfs::memfd_with(c"userbpf-cpu-clock", &[])?;
             register(fd, Object::Timer(timer))
         }
@@ -456,7 +448,27 @@ pub fn set_bpf(event: &Arc<Object>, prog_obj: &Arc<Object>, cookie: u64) -> Resu
                 );
                 return Err(libc::EOPNOTSUPP);
             }
-            t.set_program(prog.id, prog_obj.clone())
+            t.set_program(prog.id, prog_obj.clone())?;
+            // A sampler: one event per CPU for one program (bpftrace's
+            // `profile:`; `interval:` opens CPU 0 only), or a program named
+            // for it (0.20+). Its events of other CPUs already bound
+            // become samplers too.
+            let sampler = t.cpu() > 0
+                || prog.name.starts_with("profile")
+                || TABLE.all().iter().any(|o| {
+                    matches!(&**o, Object::Timer(other) if other.program_id() == prog.id && other.cpu() != t.cpu())
+                });
+            if sampler {
+                for o in TABLE.all() {
+                    if let Object::Timer(other) = &*o {
+                        if other.program_id() == prog.id {
+                            other.sample_in_apps()?;
+                        }
+                    }
+                }
+                t.sample_in_apps()?;
+            }
+            Ok(())
         }
         Object::Output(_) => Err(libc::EINVAL),
         _ => Err(libc::ENOTTY),

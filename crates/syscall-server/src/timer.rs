@@ -1,13 +1,19 @@
-//! `interval:` and `profile:` probes: `PERF_COUNT_SW_CPU_CLOCK` perf events
-//! whose program runs in the loader, on a timer thread, once per period.
+//! `interval:` and `profile:` probes: `PERF_COUNT_SW_CPU_CLOCK` perf events.
 //!
-//! The kernel samples whatever runs on the CPU; userbpf has no view of other
-//! processes' registers, so the program's context (`struct
-//! bpf_perf_event_data`) carries zeroed registers and the real
-//! `sample_period`. `interval:` scripts (counters, printing, `exit()`) behave
-//! exactly as under the kernel; `profile:` stacks/registers are empty, and
-//! the loader says so once when a sampler (an event per CPU, or a
-//! frequency) is opened (`perf.rs`).
+//! An `interval:` event runs its program in the loader, on a timer thread,
+//! once per period, with zeroed registers and the real `sample_period` in
+//! its context (`struct bpf_perf_event_data`): counters, printing and
+//! `exit()` behave as under the kernel.
+//!
+//! A `profile:` event samples the traced processes: it becomes a registry
+//! link (`LinkKind::PerfEvent`, with its CPU and period in nanoseconds), and
+//! every agent samples its own threads on their CPU time and runs the
+//! program there, with the interrupted registers (`agent/src/sampler.rs`).
+//! The two open alike (bpftrace opens `interval:` on CPU 0 and `profile:`
+//! on every CPU, both with a period or a frequency), so an event is a
+//! sampler once a program is bound to it and to an event of another CPU,
+//! or when the program is named `profile_…` (bpftrace 0.20+); an event
+//! already started as a loader timer is then converted (`perf.rs`).
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,11 +36,16 @@ pub struct TimerEvent {
     /// Set while the timer thread should keep running.
     running: Arc<AtomicBool>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Only this pid (the attr's `pid`), -1 for every process.
+    pid: i32,
+    enabled: AtomicBool,
+    /// Set when the event samples the traced apps (see the module docs).
+    in_app: Mutex<Option<crate::backend::Attachment>>,
 }
 
 impl TimerEvent {
     /// `sample`: the attr's period in ns, or a frequency in Hz when `freq`.
-    pub fn new(sample: u64, freq: bool, cpu: i32) -> Result<TimerEvent, i32> {
+    pub fn new(sample: u64, freq: bool, cpu: i32, pid: i32) -> Result<TimerEvent, i32> {
         if sample == 0 {
             return Err(libc::EINVAL);
         }
@@ -51,7 +62,45 @@ impl TimerEvent {
             prog: Mutex::new(None),
             running: Arc::new(AtomicBool::new(false)),
             thread: Mutex::new(None),
+            pid,
+            enabled: AtomicBool::new(false),
+            in_app: Mutex::new(None),
         })
+    }
+
+    /// The CPU the event was opened on (-1: any).
+    pub fn cpu(&self) -> i32 {
+        self.cpu
+    }
+
+    /// The program bound to it (0: none yet).
+    pub fn program_id(&self) -> u32 {
+        self.prog_id.load(Ordering::Acquire)
+    }
+
+    /// Make this event sample the traced apps instead of running in the
+    /// loader (idempotent): stop the loader's timer, publish the link.
+    pub fn sample_in_apps(&self) -> Result<(), i32> {
+        let mut in_app = self.in_app.lock().map_err(|_| libc::EIO)?;
+        if in_app.is_some() {
+            return Ok(());
+        }
+        self.stop();
+        let prog = self.prog.lock().map_err(|_| libc::EIO)?.clone().ok_or(libc::EINVAL)?;
+        let attachment = crate::backend::Attachment::new(crate::backend::AttachSpec {
+            kind: shm_maps::LinkKind::PerfEvent,
+            path: String::new(),
+            file_offset: 0,
+            ref_ctr_offset: 0,
+            pid: self.pid,
+            config: crate::abi::perf::PERF_COUNT_SW_CPU_CLOCK,
+            sample_period: self.period.as_nanos() as u64,
+            cpu: self.cpu,
+        });
+        attachment.set_program(self.program_id(), prog, 0)?;
+        attachment.set_enabled(self.enabled.load(Ordering::Acquire))?;
+        *in_app = Some(attachment);
+        Ok(())
     }
 
     pub fn set_program(&self, id: u32, prog: Arc<crate::objects::Object>) -> Result<(), i32> {
@@ -65,6 +114,10 @@ impl TimerEvent {
     }
 
     pub fn set_enabled(&self, on: bool) -> Result<(), i32> {
+        self.enabled.store(on, Ordering::Release);
+        if let Some(attachment) = &*self.in_app.lock().map_err(|_| libc::EIO)? {
+            return attachment.set_enabled(on);
+        }
         if !on {
             self.stop();
             return Ok(());
