@@ -536,10 +536,17 @@ impl World {
 
     /// Compile `apps/<name>.c` into the world (world-readable executable).
     pub fn compile_app(&self, name: &str) -> Result<PathBuf, SetupError> {
+        self.compile_app_with(name, &[])
+    }
+
+    /// [`World::compile_app`] with extra compiler flags.
+    pub fn compile_app_with(&self, name: &str, flags: &[&str]) -> Result<PathBuf, SetupError> {
         let out = self.dir.join(name);
         run_ok(
             Command::new("gcc")
-                .args(["-O1", "-g", "-o"])
+                .args(["-O1", "-g"])
+                .args(flags)
+                .arg("-o")
                 .arg(&out)
                 .arg(apps_dir().join(format!("{name}.c"))),
             &format!("gcc {name}"),

@@ -1,0 +1,34 @@
+/* A CPU-bound app for the profile tests: `hot` spends about 70% of its
+ * work in `heavy` and 30% in `light` (both through `spin`).
+ *
+ * usage: busy [seconds] (of wall time; default 2)
+ * Built with frame pointers, so stacks walk the way the kernel's do. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+static volatile unsigned long sink;
+
+/* Each loops itself, so a sample's first frame (its ip) names it; the
+ * empty asm after each call keeps it a call (no tail jump). */
+__attribute__((noinline)) void heavy(void) {
+    for (unsigned long i = 0; i < 700000; i++)
+        sink += i * i;
+}
+__attribute__((noinline)) void light(void) {
+    for (unsigned long i = 0; i < 300000; i++)
+        sink += i * i;
+}
+__attribute__((noinline)) void hot(void) { heavy(); light(); asm volatile(""); }
+
+int main(int argc, char **argv) {
+    double secs = argc > 1 ? atof(argv[1]) : 2.0;
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do {
+        hot();
+        clock_gettime(CLOCK_MONOTONIC, &t);
+    } while ((t.tv_sec - t0.tv_sec) + (t.tv_nsec - t0.tv_nsec) / 1e9 < secs);
+    fprintf(stderr, "busy: done\n");
+    return 0;
+}
