@@ -15,8 +15,10 @@ mod launch;
 mod locate;
 mod output;
 mod procfs;
+mod profile;
 mod ptrace;
 mod stamp;
+mod symbolize;
 
 use clap::{Args, Parser, Subcommand};
 use error::CliError;
@@ -145,6 +147,29 @@ enum Command {
         max_series: usize,
     },
 
+    /// CPU profile of a process, sampled inside it by its agent: folded stacks or a flame graph.
+    #[command(after_help = "Examples:\n  userbpf profile 4242 -d 10 > app.folded\n  userbpf profile --svg app.svg -- ./app --port 8080\n\n\
+        PID must have the agent (`userbpf attach PID`); a command is started with it. Every thread is sampled \
+        on its own CPU time at -F Hz; user stacks are walked by frame pointers (build with \
+        -fno-omit-frame-pointer for full stacks) and named from the process's ELF symbols.")]
+    Profile {
+        /// Sampling frequency, per second of a thread's CPU time.
+        #[arg(short = 'F', long, value_name = "HZ", default_value_t = 99)]
+        frequency: u64,
+        /// Stop after this many seconds (default: when the command exits, or Ctrl-C).
+        #[arg(short = 'd', long, value_name = "SECS")]
+        duration: Option<f64>,
+        /// Print folded stacks (`comm;root;…;leaf count`) on stdout (the default).
+        #[arg(long, conflicts_with = "svg")]
+        folded: bool,
+        /// Write a flame graph (SVG) here instead.
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
+        /// A process id, or `-- CMD ARGS…` to start and profile a command.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true, value_name = "PID|-- CMD")]
+        target: Vec<OsString>,
+    },
+
     /// Check this machine: kernel features, permissions, installed tools; say how to fix what is missing.
     #[command(after_help = "Examples:\n  userbpf doctor\n  userbpf doctor --json\n\n\
         Exits 0 when everything needed is there, 5 when something is missing.")]
@@ -222,6 +247,14 @@ fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Map(MapCommand::Dump { map, json }) => inspect::map_dump(&map, json),
         Command::Prog(ProgCommand::Dump { id, json }) => inspect::prog_dump(id, json),
         Command::Doctor { json } => doctor::doctor(json),
+        Command::Profile { frequency, duration, folded: _, svg, target } => {
+            let pid = match target.as_slice() {
+                [one] => one.to_str().and_then(|s| s.parse::<i32>().ok()),
+                _ => None,
+            };
+            let command = if pid.is_some() { Vec::new() } else { target };
+            profile::profile(profile::Options { pid, command, frequency, duration, svg })
+        }
         Command::Export { listen, maps, prefix, max_series } => {
             export::run(export::Options { listen, maps, prefix, max_series })
         }

@@ -1,0 +1,153 @@
+//! `userbpf profile -- CMD`: a CPU profile of a command, sampled inside it
+//! by its agent, as folded stacks and as a flame graph. The command
+//! (`apps/busy.c`, frame pointers) splits its work 70/30 between `heavy`
+//! and `light`: the profile's split is within 5 points of that. Everything
+//! runs as an ordinary user.
+
+use std::time::Duration;
+
+use tests::World;
+
+/// Runs `userbpf ARGS` as the test user on the world's registry.
+fn userbpf(world: &World, args: &[&str]) -> tests::Output {
+    let userbpf = world.dir.join("userbpf");
+    if !userbpf.exists() {
+        std::fs::copy(env!("CARGO_BIN_EXE_userbpf"), &userbpf).expect("copy userbpf");
+    }
+    world
+        .spawn_plain(&userbpf, args)
+        .expect("spawn userbpf")
+        .wait_timeout(Duration::from_secs(60))
+}
+
+#[test]
+fn profile_of_a_command_splits_as_the_command_works() {
+    let world = World::new().unwrap_or_else(|e| panic!("e2e setup: {e}"));
+    let busy = world
+        .compile_app_with("busy", &["-fno-omit-frame-pointer"])
+        .expect("compile busy.c");
+    // The libraries next to the binary (the world has them at its root).
+    let out = userbpf(
+        &world,
+        &["profile", "-F", "199", "--", &busy.to_string_lossy(), "3"],
+    );
+    assert_eq!(out.status, Some(0), "{out:?}");
+    let (mut heavy, mut light, mut total) = (0u64, 0u64, 0u64);
+    for line in out.stdout.lines() {
+        let (stack, n) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("a folded line: {line:?}"));
+        let n: u64 = n.parse().expect("a count");
+        assert!(
+            stack.starts_with("busy;"),
+            "the command's name first: {line}"
+        );
+        total += n;
+        match stack.rsplit(';').next() {
+            Some("heavy") => heavy += n,
+            Some("light") => light += n,
+            _ => {}
+        }
+        if stack.ends_with(";heavy") || stack.ends_with(";light") {
+            assert!(stack.contains(";main;"), "stacks reach main: {line}");
+        }
+    }
+    // About 199 samples per second of CPU, for 3 s.
+    assert!(
+        (350..=700).contains(&total),
+        "{total} samples: {}",
+        out.stdout
+    );
+    assert!(
+        heavy + light >= total * 9 / 10,
+        "heavy {heavy} + light {light} of {total}: {}",
+        out.stdout
+    );
+    let share = heavy as f64 / (heavy + light) as f64;
+    assert!(
+        (0.65..=0.75).contains(&share),
+        "heavy's share {share:.3} (heavy {heavy}, light {light}), expected 0.70"
+    );
+
+    // Somewhere the test user may write.
+    let out_dir = world.dir.join("out");
+    std::fs::create_dir(&out_dir).expect("mkdir");
+    std::fs::set_permissions(
+        &out_dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .expect("chmod");
+    let svg = out_dir.join("busy.svg");
+    let out = userbpf(
+        &world,
+        &[
+            "profile",
+            "--svg",
+            &svg.to_string_lossy(),
+            "--",
+            &busy.to_string_lossy(),
+            "1",
+        ],
+    );
+    assert_eq!(out.status, Some(0), "{out:?}");
+    let text = std::fs::read_to_string(&svg).expect("the flame graph");
+    assert!(text.starts_with("<?xml") && text.contains("<svg"), "an SVG");
+    for frame in ["heavy", "light", "main"] {
+        assert!(
+            text.contains(&format!(">{frame}<")) || text.contains(&format!("{frame} (")),
+            "{frame} in the flame graph"
+        );
+    }
+    // Nothing is left in the registry.
+    let left = std::fs::read_dir(world.registry.join("links"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(left, 0, "the profile's link is removed");
+}
+
+#[test]
+fn profile_of_a_process_without_the_agent_says_how_to_load_it() {
+    let world = World::new().unwrap_or_else(|e| panic!("e2e setup: {e}"));
+    let app = world
+        .spawn_app_untraced(&["10", "0", "1000", "1"])
+        .expect("spawn app");
+    std::thread::sleep(Duration::from_millis(200));
+    let out = userbpf(&world, &["profile", "-d", "1", &app.pid().to_string()]);
+    app.signal(libc::SIGKILL);
+    assert_eq!(out.status, Some(3), "{out:?}");
+    assert!(
+        out.stderr.contains("does not have libagent.so loaded")
+            && out.stderr.contains("userbpf attach"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn profile_of_a_running_process_with_the_agent() {
+    let world = World::new().unwrap_or_else(|e| panic!("e2e setup: {e}"));
+    let busy = world
+        .compile_app_with("busy", &["-fno-omit-frame-pointer"])
+        .expect("compile busy.c");
+    let app = world
+        .spawn_with_agent(&busy.to_string_lossy(), &["30"], None)
+        .expect("spawn busy");
+    std::thread::sleep(Duration::from_millis(300));
+    let out = userbpf(&world, &["profile", "-d", "2", &app.pid().to_string()]);
+    app.signal(libc::SIGKILL);
+    assert_eq!(out.status, Some(0), "{out:?}");
+    let heavy: u64 = out
+        .stdout
+        .lines()
+        .filter(|l| {
+            l.rsplit_once(' ')
+                .is_some_and(|(s, _)| s.ends_with(";heavy"))
+        })
+        .map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
+        .sum();
+    assert!(
+        heavy > 50,
+        "heavy sampled in the running process: {}",
+        out.stdout
+    );
+}
