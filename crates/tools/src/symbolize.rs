@@ -40,6 +40,14 @@ impl FileSymbols {
             .filter_map(|s| named(s.st_value, s.st_size, elf.strtab.get_at(s.st_name)))
             .collect();
         if functions.is_empty() {
+            // A stripped file: its separate debug file has the full symbol
+            // table at the same addresses (/usr/lib/debug/.build-id/, as perf
+            // and gdb find it).
+            if let Some(debug) = build_id(&elf, &bytes).and_then(|id| debug_symbols(&id, pid)) {
+                functions = debug;
+            }
+        }
+        if functions.is_empty() {
             functions = elf
                 .dynsyms
                 .iter()
@@ -64,6 +72,33 @@ impl FileSymbols {
         let (start, end, name) = self.functions.get(i.checked_sub(1)?)?;
         (vaddr >= *start && vaddr < *end).then_some(name.as_str())
     }
+}
+
+/// The file's GNU build id (hex).
+fn build_id(elf: &Elf, bytes: &[u8]) -> Option<String> {
+    let notes = elf.iter_note_headers(bytes)?;
+    notes
+        .flatten()
+        .find(|n| n.n_type == goblin::elf::note::NT_GNU_BUILD_ID && n.name == "GNU")
+        .map(|n| n.desc.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The functions of the debug file of build id `id`, if installed.
+fn debug_symbols(id: &str, pid: i32) -> Option<Vec<(u64, u64, String)>> {
+    if id.len() < 3 {
+        return None;
+    }
+    let path = format!("/usr/lib/debug/.build-id/{}/{}.debug", &id[..2], &id[2..]);
+    let bytes = std::fs::read(format!("/proc/{pid}/root{path}")).or_else(|_| std::fs::read(&path)).ok()?;
+    let elf = Elf::parse(&bytes).ok()?;
+    let mut functions: Vec<(u64, u64, String)> = elf
+        .syms
+        .iter()
+        .filter(|s| s.st_type() == STT_FUNC && s.st_value != 0)
+        .filter_map(|s| Some((s.st_value, s.st_value + s.st_size.max(1), elf.strtab.get_at(s.st_name)?.to_string())))
+        .collect();
+    functions.sort_by_key(|f| f.0);
+    (!functions.is_empty()).then_some(functions)
 }
 
 /// Names addresses of one process.
