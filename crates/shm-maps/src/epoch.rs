@@ -60,12 +60,22 @@ pub(crate) struct EpochState {
     pub slots_used: AtomicU32,
 }
 
-/// A thread's slot in one registry. Holds the registry weakly: a thread
-/// must not keep a registry (and its owner file) alive after the process
-/// dropped every handle; the `Weak` also pins the allocation, so `shared`
-/// (used as identity) cannot be reused by another registry meanwhile.
+/// A thread's slot in one registry. Holds the registry weakly (a
+/// `Weak<Shared>` turned into a raw pointer, null when the entry is unused):
+/// a thread must not keep a registry (and its owner file) alive after the
+/// process dropped every handle; the weak count also pins the allocation,
+/// so `shared` (used as identity) cannot be reused by another registry
+/// meanwhile.
+///
+/// `Copy` and without `Drop` on purpose: a thread-local whose type needs
+/// dropping registers a destructor with the C library on its first use in
+/// each thread, which allocates, and a program's first run on a thread may
+/// be in a signal handler that interrupted `malloc` (a `profile:` tick).
+/// The slots are given back at thread exit by a pthread key destructor
+/// ([`release_thread_readers`]) instead.
+#[derive(Clone, Copy)]
 struct ThreadReader {
-    shared: Weak<Shared>,
+    shared: *const Shared,
     slot: *const ReaderSlot,
     depth: u32,
     fork_epoch: u32,
@@ -73,24 +83,68 @@ struct ThreadReader {
     run_token: u64,
 }
 
-impl Drop for ThreadReader {
-    fn drop(&mut self) {
-        // Only if the registry is still mapped (else the slot memory is gone;
-        // its owner id then reads as dead and the slot gets reclaimed).
-        let Some(_alive) = self.shared.upgrade() else { return };
-        if !self.slot.is_null() && self.fork_epoch == crate::registry::fork_epoch() {
-            // SAFETY: the slot lies in the registry mapping kept alive by
-            // `_alive`; we claimed it, so we release it.
-            let s = unsafe { &*self.slot };
-            s.epoch.store(0, Ordering::Release);
-            s.owner.store(0, Ordering::Release);
+const NO_READER: ThreadReader =
+    ThreadReader { shared: std::ptr::null(), slot: std::ptr::null(), depth: 0, fork_epoch: 0, run_token: 0 };
+
+/// Registries a thread can read at once (a process uses one, tests a few).
+const READERS_PER_THREAD: usize = 8;
+
+impl ThreadReader {
+    /// The registry's weak handle, without giving up this entry's count.
+    fn weak(&self) -> std::mem::ManuallyDrop<Weak<Shared>> {
+        // SAFETY: `shared` came from `Weak::into_raw` and this entry still owns that count.
+        std::mem::ManuallyDrop::new(unsafe { Weak::from_raw(self.shared) })
+    }
+
+    /// Gives the slot back (if the registry is still mapped and the slot is
+    /// this process's) and the weak count, leaving the entry unused.
+    fn release(&mut self) {
+        if self.shared.is_null() {
+            return;
         }
+        if let Some(_alive) = self.weak().upgrade() {
+            if !self.slot.is_null() && self.fork_epoch == crate::registry::fork_epoch() {
+                // SAFETY: the slot lies in the registry mapping kept alive by
+                // `_alive`; we claimed it, so we release it.
+                let s = unsafe { &*self.slot };
+                s.epoch.store(0, Ordering::Release);
+                s.owner.store(0, Ordering::Release);
+            }
+        }
+        // SAFETY: the entry's own count, given back once (the entry is reset below).
+        drop(unsafe { Weak::from_raw(self.shared) });
+        *self = NO_READER;
     }
 }
 
 thread_local! {
     /// This thread's readers, one per registry it used (usually one).
-    static READERS: RefCell<Vec<ThreadReader>> = const { RefCell::new(Vec::new()) };
+    static READERS: RefCell<[ThreadReader; READERS_PER_THREAD]> = const { RefCell::new([NO_READER; READERS_PER_THREAD]) };
+}
+
+/// The pthread key whose destructor gives a thread's reader slots back
+/// (`u32::MAX` until made; made when a registry is opened, never in a
+/// signal handler).
+static EXIT_KEY: AtomicU32 = AtomicU32::new(u32::MAX);
+
+/// Makes the thread-exit key (once per process).
+pub(crate) fn init_thread_exit() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let mut key: libc::pthread_key_t = 0;
+        // SAFETY: a valid key pointer and an `extern "C"` destructor.
+        if unsafe { libc::pthread_key_create(&mut key, Some(release_thread_readers)) } == 0 {
+            EXIT_KEY.store(key, Ordering::Release);
+        }
+    });
+}
+
+extern "C" fn release_thread_readers(_: *mut libc::c_void) {
+    let _ = READERS.try_with(|r| {
+        if let Ok(mut r) = r.try_borrow_mut() {
+            r.iter_mut().for_each(ThreadReader::release);
+        }
+    });
 }
 
 /// An active read section; element memory seen inside it is not reused
@@ -108,7 +162,7 @@ impl Drop for ReadGuard<'_> {
         let shared = self.shared;
         let _ = READERS.try_with(|r| {
             let mut r = r.borrow_mut();
-            if let Some(t) = r.iter_mut().find(|t| Weak::as_ptr(&t.shared) == shared) {
+            if let Some(t) = r.iter_mut().find(|t| t.shared == shared) {
                 t.depth -= 1;
                 if t.depth == 0 && !t.slot.is_null() {
                     // SAFETY: the slot is inside the registry mapping, alive
@@ -145,12 +199,14 @@ pub(crate) fn enter(shared: &Arc<Shared>) -> ReadGuard<'_> {
 }
 
 /// Index of the calling thread's reader for `shared` in `r`, claiming a
-/// reader slot on first use (and again in a forked child).
+/// reader slot on first use (and again in a forked child). Allocates
+/// nothing: with every entry taken by live registries, the last one is
+/// given up for this one.
 #[inline(always)]
-fn thread_reader_index(r: &mut Vec<ThreadReader>, shared: &Arc<Shared>) -> usize {
+fn thread_reader_index(r: &mut [ThreadReader; READERS_PER_THREAD], shared: &Arc<Shared>) -> usize {
     let ptr = Arc::as_ptr(shared);
     let fe = crate::registry::fork_epoch();
-    match r.iter().position(|t| Weak::as_ptr(&t.shared) == ptr) {
+    match r.iter().position(|t| t.shared == ptr) {
         Some(i) if r[i].fork_epoch == fe => i,
         Some(i) => {
             // Forked child: the inherited slot is the parent's; take our own.
@@ -161,10 +217,30 @@ fn thread_reader_index(r: &mut Vec<ThreadReader>, shared: &Arc<Shared>) -> usize
         }
         None => {
             // Forget registries this thread used that are gone.
-            r.retain(|t| t.shared.strong_count() > 0);
+            for t in r.iter_mut() {
+                if !t.shared.is_null() && t.depth == 0 && t.weak().strong_count() == 0 {
+                    t.release();
+                }
+            }
+            let i = r.iter().position(|t| t.shared.is_null()).unwrap_or_else(|| {
+                let last = READERS_PER_THREAD - 1;
+                if r[last].depth == 0 {
+                    r[last].release();
+                }
+                last
+            });
+            if r.iter().all(|t| t.shared.is_null() || std::ptr::eq(t, &r[i])) {
+                // The thread's first reader: give its slots back when it exits.
+                let key = EXIT_KEY.load(Ordering::Acquire);
+                if key != u32::MAX {
+                    // SAFETY: a valid key; the value only marks the thread
+                    // (keys below 32 do not allocate in glibc).
+                    unsafe { libc::pthread_setspecific(key, 1 as *const libc::c_void) };
+                }
+            }
             let (slot, run_token) = claim_slot(shared);
-            r.push(ThreadReader { shared: Arc::downgrade(shared), slot, depth: 0, fork_epoch: fe, run_token });
-            r.len() - 1
+            r[i] = ThreadReader { shared: Weak::into_raw(Arc::downgrade(shared)), slot, depth: 0, fork_epoch: fe, run_token };
+            i
         }
     }
 }

@@ -565,6 +565,7 @@ impl Registry {
     /// owned by another user or open to others, and a registry written by a
     /// different layout version. Reaps dead owners' objects.
     pub fn open_with(dir: &Path, opts: &RegistryOptions) -> Result<Registry, Error> {
+        crate::epoch::init_thread_exit();
         install_fork_hook();
         let dir_mode = if opts.shared { 0o770 } else { 0o700 };
         mkdir_mode(dir, dir_mode)?;
@@ -598,6 +599,7 @@ impl Registry {
     /// Fails with [`Error::NotFound`]-style `Io(ENOENT)` when the directory
     /// or its `registry` file is missing.
     pub fn open_existing(dir: &Path) -> Result<Registry, Error> {
+        crate::epoch::init_thread_exit();
         install_fork_hook();
         let opts = RegistryOptions::from_env();
         check_dir(dir, &opts)?;
@@ -739,6 +741,13 @@ impl Registry {
     /// program holds stay its key's); syscall-view operations take their
     /// own. Costs one store and one fence; nested sections are free.
     #[inline]
+    /// Highest reader slot ever claimed, plus one (for tests: threads give
+    /// theirs back when they exit).
+    #[doc(hidden)]
+    pub fn reader_slots_high_water(&self) -> u32 {
+        self.shared.epoch_state().slots_used.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     pub fn read_section(&self) -> crate::epoch::ReadGuard<'_> {
         crate::epoch::enter(&self.shared)
     }

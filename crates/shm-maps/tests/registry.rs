@@ -338,3 +338,18 @@ fn a_shared_registry_creates_group_writable_files_whatever_the_umask() {
     drop(map);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A thread's map reader slot is given back when the thread exits (by a
+/// pthread key destructor: the thread-local holding it has no destructor of
+/// its own, so a first read in a signal handler allocates nothing), so many
+/// short-lived threads never exhaust the registry's slots.
+#[test]
+fn exiting_threads_give_their_reader_slots_back() {
+    let t = TempRegistry::new("readers");
+    for _ in 0..(shm_maps::READER_SLOTS + 200) {
+        std::thread::scope(|s| {
+            s.spawn(|| drop(t.reg.read_section()));
+        });
+    }
+    assert!(t.reg.reader_slots_high_water() < 16, "slots used: {}", t.reg.reader_slots_high_water());
+}
