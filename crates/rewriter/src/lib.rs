@@ -132,6 +132,27 @@ pub unsafe fn set_sample_handler(handler: Option<SampleHandler>) {
     signals::set_sample_handler(handler)
 }
 
+/// Whether thread `tid` of this process blocks the sampling signal: a
+/// timer must not tick into it (a thread waiting in `sigwait`/`signalfd`
+/// for a set that includes it would take the tick as its own signal).
+pub fn thread_blocks_sampling(tid: libc::pid_t) -> bool {
+    signals::thread_blocks(tid, signals::rendezvous_signal())
+}
+
+/// For a library loaded by `dlopen` (whose thread-local storage is
+/// allocated on each thread's first use): the code (`[start, end)` ranges,
+/// at most 8: the C library and the dynamic loader) where a sampling tick
+/// must not be a thread's first, as that allocation takes their locks.
+/// Empty (the default) when the library was preloaded.
+pub fn set_sampling_unsafe_ranges(ranges: &[(usize, usize)]) {
+    for (i, (start, end)) in thread_state::UNSAFE_RANGES.iter().enumerate() {
+        let (s, e) = ranges.get(i).copied().unwrap_or((0, 0));
+        end.store(0, Ordering::Relaxed);
+        start.store(s, Ordering::Relaxed);
+        end.store(e, Ordering::Release);
+    }
+}
+
 /// Waits until no thread still runs a handler (probe or sampling) that it
 /// entered before this call: data only such handlers read can be freed
 /// afterwards. Must not be called from inside a handler.
@@ -159,9 +180,12 @@ pub struct Counters {
     pub uretprobes_lost_to_unwinding: u64,
     /// Probe hits skipped because more threads than supported hit probes.
     pub thread_slots_exhausted: u64,
-    /// Sampling ticks skipped because the thread was inside a handler or
-    /// suppressed probes.
+    /// Sampling ticks skipped: the thread was inside a handler, suppressed
+    /// probes, blocked SIGSEGV/SIGBUS, or ran short of alternate stack.
     pub samples_skipped: u64,
+    /// Of those, ticks that would have been a thread's first inside the C
+    /// library or dynamic loader of a `dlopen`ed agent.
+    pub samples_skipped_first: u64,
 }
 
 pub fn counters() -> Counters {
@@ -172,5 +196,6 @@ pub fn counters() -> Counters {
         uretprobes_lost_to_unwinding: uretprobe::LOST_TO_UNWINDING.load(Ordering::Relaxed),
         thread_slots_exhausted: thread_state::THREAD_SLOTS_EXHAUSTED.load(Ordering::Relaxed),
         samples_skipped: signals::SAMPLES_SKIPPED.load(Ordering::Relaxed),
+        samples_skipped_first: thread_state::SAMPLES_SKIPPED_FIRST.load(Ordering::Relaxed),
     }
 }

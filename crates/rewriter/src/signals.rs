@@ -283,7 +283,7 @@ fn send_rendezvous(tid: libc::pid_t, generation: u64) -> bool {
     unsafe { libc::syscall(libc::SYS_rt_tgsigqueueinfo, pid, tid, rendezvous_signal(), &info) == 0 }
 }
 
-fn thread_blocks(tid: libc::pid_t, signal: libc::c_int) -> bool {
+pub(crate) fn thread_blocks(tid: libc::pid_t, signal: libc::c_int) -> bool {
     let Ok(status) = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")) else { return false };
     status
         .lines()
@@ -316,10 +316,11 @@ extern "C" fn on_signal(signal: libc::c_int, info: *mut libc::siginfo_t, context
     let (info_ref, uc) = unsafe { (&*info, &mut *(context as *mut libc::ucontext_t)) };
     if signal != libc::SIGTRAP {
         if info_ref.si_code == libc::SI_TIMER {
-            // SAFETY: si_value of an SI_TIMER siginfo sits where SI_QUEUE's does.
-            let value = unsafe { *((info as *const u8).add(24) as *const u64) };
+            // SAFETY: an SI_TIMER siginfo: si_overrun (int) at 20, si_value at 24.
+            let (overrun, value) =
+                unsafe { (*((info as *const u8).add(20) as *const i32), *((info as *const u8).add(24) as *const u64)) };
             if value & 0xffff_ffff_0000_0000 == SAMPLE_MAGIC {
-                on_sample(value & 0xffff_ffff, uc);
+                on_sample(value & 0xffff_ffff, 1 + overrun.max(0) as u32, uc);
                 return;
             }
         }
@@ -348,8 +349,10 @@ extern "C" fn on_signal(signal: libc::c_int, info: *mut libc::siginfo_t, context
 pub(crate) const SAMPLE_MAGIC: u64 = 0x7573_6273_0000_0000; // "usbs"
 
 /// What the agent runs on a sampling tick: the interrupted thread's
-/// registers and the timer's low 32 bits of `sigev_value`.
-pub type SampleHandler = unsafe extern "C" fn(regs: *mut PtRegs, value: u32);
+/// registers, the timer's low 32 bits of `sigev_value`, and how many
+/// expirations this one signal stands for (1 + the timer's overrun: CPU-time
+/// timers fire at most once per scheduler tick).
+pub type SampleHandler = unsafe extern "C" fn(regs: *mut PtRegs, value: u32, expirations: u32);
 
 static SAMPLE_HANDLER: AtomicUsize = AtomicUsize::new(0);
 pub(crate) static SAMPLES_SKIPPED: AtomicU64 = AtomicU64::new(0);
@@ -358,23 +361,45 @@ pub(crate) fn set_sample_handler(handler: Option<SampleHandler>) {
     SAMPLE_HANDLER.store(handler.map_or(0, |h| h as usize), Ordering::Release);
 }
 
+/// Stack a tick needs below the interrupted frame when the handler runs on
+/// an alternate signal stack (which may be as small as 8 KiB): the
+/// program's 512-byte stack, helpers' stack buffers, and a nested fault.
+const ALTSTACK_HEADROOM: usize = 16 * 1024;
+
 /// A sampling tick (a CPU-time timer of this thread expired): run the
 /// handler on the interrupted registers, inside probe context, so it is
 /// skipped (and counted) while the thread already runs a probe or the
-/// agent's own code, and so `detach`'s grace period covers it. errno is
+/// agent's own code, and so `detach`'s grace period covers it. Skipped too
+/// when the thread blocks SIGSEGV or SIGBUS (a fault-tolerant read would
+/// then kill it) or the alternate stack it runs on is nearly full. errno is
 /// the application's again when the handler returns.
-fn on_sample(value: u64, uc: &mut libc::ucontext_t) {
+fn on_sample(value: u64, expirations: u32, uc: &mut libc::ucontext_t) {
     // SAFETY: __errno_location is async-signal-safe and returns this thread's errno.
     let errno = unsafe { *libc::__errno_location() };
     let handler = SAMPLE_HANDLER.load(Ordering::Acquire);
-    if handler != 0 {
-        match crate::thread_state::InSample::enter() {
+    let ip = uc.uc_mcontext.gregs[libc::REG_RIP as usize] as usize;
+    // SAFETY: sigismember reads the interrupted thread's mask from the context.
+    let faults_blocked = unsafe {
+        libc::sigismember(&uc.uc_sigmask, libc::SIGSEGV) == 1 || libc::sigismember(&uc.uc_sigmask, libc::SIGBUS) == 1
+    };
+    let here = &errno as *const i32 as usize;
+    let (alt, alt_size) = (uc.uc_stack.ss_sp as usize, uc.uc_stack.ss_size);
+    let short_stack = uc.uc_stack.ss_flags & libc::SS_ONSTACK != 0
+        && here >= alt
+        && here < alt + alt_size
+        && here - alt < ALTSTACK_HEADROOM;
+    if handler == 0 {
+        // Not sampling (any more): nothing to do.
+    } else if faults_blocked || short_stack {
+        SAMPLES_SKIPPED.fetch_add(1, Ordering::Relaxed);
+    } else {
+        match crate::thread_state::InSample::enter(ip) {
             Some(_in_sample) => {
                 let mut regs = PtRegs::default();
                 for (index, field) in GREG_ORDER {
                     *field(&mut regs) = uc.uc_mcontext.gregs[index] as u64;
                 }
-                regs.ip = uc.uc_mcontext.gregs[libc::REG_RIP as usize] as u64;
+                regs.ip = ip as u64;
                 regs.flags = uc.uc_mcontext.gregs[libc::REG_EFL as usize] as u64;
                 regs.orig_ax = u64::MAX;
                 regs.cs = USER_CS;
@@ -382,7 +407,7 @@ fn on_sample(value: u64, uc: &mut libc::ucontext_t) {
                 // SAFETY: the handler was registered as a SampleHandler; `regs` lives for the call.
                 let f: SampleHandler = unsafe { std::mem::transmute::<usize, SampleHandler>(handler) };
                 // SAFETY: as above.
-                unsafe { f(&mut regs, value as u32) };
+                unsafe { f(&mut regs, value as u32, expirations) };
             }
             None => {
                 SAMPLES_SKIPPED.fetch_add(1, Ordering::Relaxed);

@@ -212,39 +212,48 @@ impl Drop for InProbe {
 }
 
 /// Probe context for a sampling tick (a signal that may interrupt the
-/// thread anywhere, even inside the C library's allocator). Unlike
-/// [`InProbe::enter`] it never touches thread-local storage, whose first
-/// access in a thread of a `dlopen`ed library allocates: the thread's slot
-/// is found by its tid, or, for a thread that never ran a probe, a slot is
-/// borrowed for the tick and given back after it.
+/// thread anywhere, even inside the C library's allocator). The thread's
+/// slot is found by its tid, without touching thread-local storage. A
+/// thread that has none yet claims one through its thread-local pointer,
+/// which in a `dlopen`ed library allocates the thread's TLS block on first
+/// use: not while the thread was stopped inside code of `unsafe_ranges`
+/// (the C library and the dynamic loader, whose locks that allocation
+/// takes), where the tick is skipped instead (the thread gets its slot at a
+/// later tick that lands elsewhere).
 pub(crate) struct InSample {
     slot: &'static ThreadSlot,
     sequence: u64,
-    borrowed: bool,
 }
+
+/// Code where a thread's first tick must not claim a slot (see [`InSample`]):
+/// `[start, end)` pairs, empty when the library's TLS is static (preloaded).
+pub(crate) static UNSAFE_RANGES: [(AtomicUsize, AtomicUsize); 8] =
+    [const { (AtomicUsize::new(0), AtomicUsize::new(0)) }; 8];
+pub(crate) static SAMPLES_SKIPPED_FIRST: AtomicU64 = AtomicU64::new(0);
 
 impl InSample {
     /// `None` when the thread is inside a probe or suppresses probes (the
-    /// tick is then skipped), or when no slot is free.
-    pub(crate) fn enter() -> Option<InSample> {
+    /// tick is then skipped), when it has no slot and stopped at `ip` in
+    /// code of [`UNSAFE_RANGES`], or when no slot is free.
+    pub(crate) fn enter(ip: usize) -> Option<InSample> {
         let me = preload::raw::gettid() as u32;
         let used = SLOTS_HIGH_WATER.load(Ordering::Acquire);
-        let (slot, borrowed) = match SLOTS[..used].iter().find(|s| s.owner.load(Ordering::Relaxed) == me) {
-            Some(slot) => (slot, false),
+        let slot = match SLOTS[..used].iter().find(|s| s.owner.load(Ordering::Relaxed) == me) {
+            Some(slot) => slot,
             None => {
-                let (i, slot) = SLOTS
-                    .iter()
-                    .enumerate()
-                    .find(|(_, s)| s.owner.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok())?;
-                SLOTS_HIGH_WATER.fetch_max(i + 1, Ordering::Release);
-                (slot, true)
+                let unsafe_here = UNSAFE_RANGES.iter().any(|(start, end)| {
+                    let (start, end) = (start.load(Ordering::Relaxed), end.load(Ordering::Relaxed));
+                    ip >= start && ip < end
+                });
+                if unsafe_here {
+                    SAMPLES_SKIPPED_FIRST.fetch_add(1, Ordering::Relaxed);
+                    return None;
+                }
+                current_slot()?
             }
         };
         let sequence = slot.sequence.load(Ordering::Relaxed);
         if sequence & 1 == 1 || slot.suppressed.get() != 0 {
-            if borrowed {
-                slot.owner.store(0, Ordering::Release);
-            }
             return None;
         }
         slot.sequence.store(sequence + 1, Ordering::Relaxed);
@@ -253,16 +262,13 @@ impl InSample {
         } else {
             compiler_fence(Ordering::SeqCst);
         }
-        Some(InSample { slot, sequence: sequence + 1, borrowed })
+        Some(InSample { slot, sequence: sequence + 1 })
     }
 }
 
 impl Drop for InSample {
     fn drop(&mut self) {
         self.slot.sequence.store(self.sequence + 1, Ordering::Release);
-        if self.borrowed {
-            self.slot.owner.store(0, Ordering::Release);
-        }
     }
 }
 
