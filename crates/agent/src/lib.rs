@@ -146,7 +146,7 @@ pub fn start() {
 
 /// Whether this library was loaded through `LD_PRELOAD` (at start-up)
 /// rather than `dlopen`ed into a running process.
-fn preloaded() -> bool {
+pub(crate) fn preloaded() -> bool {
     std::env::var_os("LD_PRELOAD")
         .is_some_and(|v| v.to_string_lossy().split([':', ' ']).any(|entry| entry.ends_with("libagent.so")))
 }

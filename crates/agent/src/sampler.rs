@@ -52,6 +52,13 @@ struct SamplerSet {
 
 static CURRENT: AtomicPtr<SamplerSet> = AtomicPtr::new(std::ptr::null_mut());
 
+/// Samples one tick may stand for (see `on_sample`).
+const MAX_EXPIRATIONS_PER_TICK: u32 = 16;
+/// Shortest period sampled: 10 kHz (the kernel's default
+/// `perf_event_max_sample_rate` is 100 kHz, but CPU-time timers fire at the
+/// scheduler tick anyway, and each tick costs the app microseconds).
+pub const MIN_PERIOD_US: u32 = 100;
+
 /// `struct bpf_perf_event_data`: what a `profile:` program reads.
 #[repr(C)]
 struct PerfEventData {
@@ -62,7 +69,7 @@ struct PerfEventData {
 
 /// The tick handler (see the module docs). Async-signal-safe: it reads the
 /// published set and runs JIT'd programs, which allocate nothing.
-unsafe extern "C" fn on_sample(regs: *mut PtRegs, period_us: u32) {
+unsafe extern "C" fn on_sample(regs: *mut PtRegs, period_us: u32, expirations: u32) {
     let set = CURRENT.load(Ordering::Acquire);
     // SAFETY: a published set lives until a grace period after it is
     // replaced, and this runs in probe context (see the rewriter).
@@ -98,10 +105,15 @@ unsafe extern "C" fn on_sample(regs: *mut PtRegs, period_us: u32) {
         // SAFETY: the program was verified for a perf-event context, which
         // `ctx` is; it stays alive with the set. A panic must not unwind
         // into the signal handler.
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
-            s.program
-                .run(&mut ctx as *mut PerfEventData as *mut u8, &mut env)
-        }));
+        // One signal may stand for several expirations (CPU-time timers
+        // fire at most once per scheduler tick): each is a sample, as each
+        // is one on the kernel's hrtimer-driven cpu-clock (bounded, so a
+        // thread that was long descheduled does not pay for a burst).
+        for _ in 0..expirations.clamp(1, MAX_EXPIRATIONS_PER_TICK) {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
+                s.program.run(&mut ctx as *mut PerfEventData as *mut u8, &mut env)
+            }));
+        }
     }
 }
 
@@ -148,6 +160,16 @@ impl Samplers {
             Box::into_raw(Box::new(SamplerSet { samplers }))
         };
         if !new.is_null() {
+            // The tick must not be the first call of these in a thread:
+            // their first calls look things up (dlsym) or allocate.
+            let _ = shm_maps::cpu::current();
+            let _ = runtime::helpers::task::current_tgid();
+            if !crate::preloaded() {
+                // dlopen'ed: this library's thread-local storage is allocated
+                // on each thread's first use, under the C library's and the
+                // dynamic loader's locks: no first tick inside those.
+                rewriter::set_sampling_unsafe_ranges(&libc_and_loader_text());
+            }
             // SAFETY: on_sample is async-signal-safe and never unwinds.
             unsafe { rewriter::set_sample_handler(Some(on_sample)) };
         }
@@ -183,8 +205,11 @@ impl Samplers {
                 }
             }
         };
-        let wanted: Vec<(i32, u32)> = threads
+        // A thread that blocks the signal may be waiting for it (sigwait,
+        // signalfd): it would take the tick as its own. Not sampled.
+        let wanted: std::collections::HashSet<(i32, u32)> = threads
             .iter()
+            .filter(|&&t| !rewriter::thread_blocks_sampling(t))
             .flat_map(|&t| self.periods.iter().map(move |&p| (t, p)))
             .collect();
         self.timers.retain(|key, timer| {
@@ -218,6 +243,20 @@ impl Samplers {
     pub fn after_fork(&mut self) {
         self.timers.clear();
     }
+}
+
+/// The executable code of the C library and the dynamic loader here.
+fn libc_and_loader_text() -> Vec<(usize, usize)> {
+    let Ok(maps) = rewriter::maps::read_self_maps() else { return Vec::new() };
+    maps.iter()
+        .filter(|m| m.executable)
+        .filter(|m| {
+            let name = m.path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            name.starts_with("libc.so") || name.starts_with("ld-linux") || name.starts_with("libc-")
+        })
+        .map(|m| (m.start, m.end))
+        .take(8)
+        .collect()
 }
 
 /// A timer on `tid`'s CPU time, every `period_us`, signalling `tid`.

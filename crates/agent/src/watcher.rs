@@ -147,7 +147,7 @@ impl Agent {
                     continue;
                 }
                 // The server records the period in nanoseconds.
-                let period_us = (link.sample_period / 1000).clamp(1, u32::MAX as u64) as u32;
+                let period_us = (link.sample_period / 1000).clamp(crate::sampler::MIN_PERIOD_US as u64, u32::MAX as u64) as u32;
                 if !self.patching_prepared {
                     prepare_patching(); // the rewriter's signal handlers deliver the ticks
                     self.patching_prepared = true;

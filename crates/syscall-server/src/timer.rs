@@ -43,10 +43,22 @@ pub struct TimerEvent {
     in_app: Mutex<Option<crate::backend::Attachment>>,
 }
 
+/// `kernel.perf_event_max_sample_rate` (the kernel's default when unreadable).
+fn max_sample_rate() -> u64 {
+    std::fs::read_to_string("/proc/sys/kernel/perf_event_max_sample_rate")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100_000)
+}
+
 impl TimerEvent {
     /// `sample`: the attr's period in ns, or a frequency in Hz when `freq`.
     pub fn new(sample: u64, freq: bool, cpu: i32, pid: i32) -> Result<TimerEvent, i32> {
         if sample == 0 {
+            return Err(libc::EINVAL);
+        }
+        // As the kernel's perf_event_open: no frequency above the sysctl.
+        if freq && sample > max_sample_rate() {
             return Err(libc::EINVAL);
         }
         let period = if freq {
