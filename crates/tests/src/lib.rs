@@ -493,6 +493,13 @@ impl World {
         Proc::spawn(cmd, "program")
     }
 
+    /// Start `program` without the agent, as the test user.
+    pub fn spawn_app_untraced_path(&self, program: &Path, args: &[&str]) -> Result<Proc, SetupError> {
+        let mut cmd = self.command(&program.to_string_lossy(), Path::new(""));
+        cmd.args(args);
+        Proc::spawn(cmd, "untraced program")
+    }
+
     /// Start the sample app with the agent on another registry directory
     /// (`registry`, made here for the run's user).
     pub fn spawn_app_on_registry(&self, registry: &Path, args: &[&str]) -> Result<Proc, SetupError> {

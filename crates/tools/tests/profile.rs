@@ -151,3 +151,32 @@ fn profile_of_a_running_process_with_the_agent() {
         out.stdout
     );
 }
+
+/// `apps/storm.c`: threads in malloc/free without pause (ticks land in the
+/// allocator, holding its lock), threads that live milliseconds, and a
+/// thread in sigwaitinfo() for every signal. Sampled at 999 Hz, preloaded
+/// and injected by `userbpf attach`, it finishes with its own result: no
+/// deadlock, and the waiting thread gets only the signal the app sent.
+#[test]
+fn sampling_never_disturbs_an_allocating_app_or_a_signal_waiter() {
+    let world = World::new().unwrap_or_else(|e| panic!("e2e setup: {e}"));
+    let storm = world.compile_app_with("storm", &["-fno-omit-frame-pointer", "-pthread"]).expect("compile storm.c");
+    let out = userbpf(&world, &["profile", "-F", "999", "--", &storm.to_string_lossy(), "3"]);
+    assert!(!out.timed_out && out.status == Some(0), "{out:?}");
+    assert!(out.stderr.contains("storm: ok"), "the app's own result: {}", out.stderr);
+    let samples: u64 = out.stdout.lines().filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok()).sum();
+    assert!(samples > 1000, "{samples} samples: {}", out.stdout);
+
+    // Injected into the running app (the agent's thread-local storage is then
+    // allocated on each thread's first use).
+    let app = world.spawn_app_untraced_path(&storm, &["6"]).expect("spawn storm");
+    std::thread::sleep(Duration::from_millis(300));
+    let attach = userbpf(&world, &["attach", &app.pid().to_string()]);
+    assert_eq!(attach.status, Some(0), "{attach:?}");
+    let out = userbpf(&world, &["profile", "-F", "999", "-d", "2", &app.pid().to_string()]);
+    assert!(!out.timed_out && out.status == Some(0), "{out:?}");
+    assert!(out.stdout.lines().any(|l| l.contains(";churn")), "the app's threads sampled: {}", out.stdout);
+    let app_out = app.wait_timeout(Duration::from_secs(30));
+    assert_eq!(app_out.status, Some(0), "{app_out:?}");
+    assert!(app_out.stderr.contains("storm: ok"), "{app_out:?}");
+}
