@@ -156,7 +156,7 @@ mod tests {
         let pid = std::process::id() as i32;
         let maps = crate::procfs::read_maps(pid).unwrap();
         let mut s = Symbolizer::new(pid);
-        let here = names_a_function_of_this_process as usize as u64;
+        let here = names_a_function_of_this_process as *const () as usize as u64;
         assert!(
             s.name(&maps, here, false)
                 .contains("names_a_function_of_this_process"),

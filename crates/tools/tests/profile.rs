@@ -123,6 +123,19 @@ fn profile_of_a_process_without_the_agent_says_how_to_load_it() {
     );
 }
 
+/// Above the scheduler tick (250 Hz here) a CPU-time timer fires once per
+/// tick with an overrun; each expiration is a sample, so the rate asked
+/// for is the rate taken, as with the kernel's cpu-clock.
+#[test]
+fn profile_takes_the_rate_asked_for_above_the_scheduler_tick() {
+    let world = World::new().unwrap_or_else(|e| panic!("e2e setup: {e}"));
+    let busy = world.compile_app_with("busy", &["-fno-omit-frame-pointer"]).expect("compile busy.c");
+    let out = userbpf(&world, &["profile", "-F", "1000", "--", &busy.to_string_lossy(), "2"]);
+    assert_eq!(out.status, Some(0), "{out:?}");
+    let samples: u64 = out.stdout.lines().filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok()).sum();
+    assert!((1700..=2300).contains(&samples), "{samples} samples for 2 s of CPU at 1000 Hz");
+}
+
 #[test]
 fn profile_of_a_running_process_with_the_agent() {
     let world = World::new().unwrap_or_else(|e| panic!("e2e setup: {e}"));
