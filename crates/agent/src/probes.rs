@@ -12,7 +12,7 @@
 //! detached probe is freed at once; one whose detach failed is kept forever.
 
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use rewriter::PtRegs;
@@ -33,6 +33,8 @@ pub struct ProbeSlot {
     /// Cleared to switch the probe off without touching the code (see
     /// [`switch_off`]).
     enabled: AtomicBool,
+    /// Runs of the program here (published in the agent's status).
+    hits: AtomicU64,
 }
 
 // SAFETY: a ProbeSlot is immutable after creation; its program pointer is
@@ -68,6 +70,7 @@ unsafe extern "C" fn on_hit(regs: *mut PtRegs, data: *mut c_void) {
     if slot.pid_filter >= 0 && runtime::helpers::task::current_tgid() != slot.pid_filter as u32 {
         return;
     }
+    slot.hits.fetch_add(1, Ordering::Relaxed);
     let mut env = RunEnv {
         cookie: slot.cookie,
         func_ip: slot.func_ip,
@@ -115,6 +118,7 @@ pub fn attach(
         attachment_id,
         pid_filter,
         enabled: AtomicBool::new(true),
+        hits: AtomicU64::new(0),
     });
     let data = &*slot as *const ProbeSlot as *mut c_void;
     // SAFETY: `on_hit` only reads `data` as the ProbeSlot, which lives in
@@ -148,6 +152,11 @@ pub fn detach(probe: ActiveProbe) -> Result<(), (ActiveProbe, rewriter::Error)> 
 }
 
 impl ActiveProbe {
+    /// How many times the program ran here.
+    pub fn hits(&self) -> u64 {
+        self._slot.hits.load(Ordering::Relaxed)
+    }
+
     /// The rewriter's id of this probe.
     pub fn probe_id(&self) -> rewriter::ProbeId {
         self.probe

@@ -44,6 +44,8 @@ pub struct Sampler {
     /// Period of CPU time between ticks, in microseconds (the timer's tag).
     pub period_us: u32,
     pub program: Arc<LoadedProgram>,
+    /// Samples taken (published in the agent's status).
+    pub hits: std::sync::atomic::AtomicU64,
 }
 
 struct SamplerSet {
@@ -109,7 +111,9 @@ unsafe extern "C" fn on_sample(regs: *mut PtRegs, period_us: u32, expirations: u
         // fire at most once per scheduler tick): each is a sample, as each
         // is one on the kernel's hrtimer-driven cpu-clock (bounded, so a
         // thread that was long descheduled does not pay for a burst).
-        for _ in 0..expirations.clamp(1, MAX_EXPIRATIONS_PER_TICK) {
+        let runs = expirations.clamp(1, MAX_EXPIRATIONS_PER_TICK);
+        s.hits.fetch_add(runs as u64, Ordering::Relaxed);
+        for _ in 0..runs {
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
                 s.program.run(&mut ctx as *mut PerfEventData as *mut u8, &mut env)
             }));
@@ -142,6 +146,16 @@ impl Samplers {
         &self.live
     }
 
+    /// Samples taken per live link.
+    pub fn hits(&self) -> Vec<(u32, u64)> {
+        let set = CURRENT.load(Ordering::Acquire);
+        // SAFETY: only the watcher (the caller) replaces and frees the set.
+        match unsafe { set.as_ref() } {
+            Some(set) => set.samplers.iter().map(|s| (s.link_id, s.hits.load(Ordering::Relaxed))).collect(),
+            None => Vec::new(),
+        }
+    }
+
     /// Publish `samplers` (replacing the previous set once no tick uses it)
     /// and arm or disarm the threads' timers accordingly.
     pub fn set(&mut self, samplers: Vec<Sampler>) {
@@ -150,6 +164,12 @@ impl Samplers {
         if ids == self.live {
             self.sync_threads();
             return;
+        }
+        let kept = self.hits();
+        for s in &samplers {
+            if let Some((_, n)) = kept.iter().find(|(id, _)| *id == s.link_id) {
+                s.hits.store(*n, Ordering::Relaxed);
+            }
         }
         let mut periods: Vec<u32> = samplers.iter().map(|s| s.period_us).collect();
         periods.sort_unstable();

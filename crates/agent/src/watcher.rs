@@ -159,6 +159,7 @@ impl Agent {
                         pid_filter: link.pid,
                         period_us,
                         program,
+                        hits: Default::default(),
                     }),
                     Err(e) => log::warn(&format!("cannot sample for profile link {}: {e}", link.id)),
                 }
@@ -468,8 +469,10 @@ pub fn run() {
             // changes: one small write, off the application's threads).
             let mut links: Vec<u32> = agent.attached.keys().copied().chain(agent.samplers.link_ids().iter().copied()).collect();
             links.sort_unstable();
-            let status =
-                shm_maps::AgentStatus { generation: seen_generation, probes: agent.attached_count(), links }.line();
+            let mut hits: Vec<(u32, u64)> = agent.attached.iter().map(|(id, p)| (*id, p.hits())).collect();
+            hits.extend(agent.samplers.hits());
+            hits.sort_unstable();
+            let status = shm_maps::AgentStatus { generation: seen_generation, probes: agent.attached_count(), links, hits }.line();
             if status != published {
                 match agent.registry.set_status("agent", &status) {
                     Ok(()) => published = status,

@@ -298,13 +298,16 @@ pub struct AgentStatus {
     pub probes: usize,
     /// Ids of the installed links, ascending.
     pub links: Vec<u32>,
+    /// Program runs per installed link (`(link id, runs)`), ascending ids.
+    pub hits: Vec<(u32, u64)>,
 }
 
 impl AgentStatus {
-    /// The status line (`reconciled G probes N links 3,5`).
+    /// The status line (`reconciled G probes N links 3,5 hits 3:120,5:7`).
     pub fn line(&self) -> String {
         let links: Vec<String> = self.links.iter().map(u32::to_string).collect();
-        format!("reconciled {} probes {} links {}", self.generation, self.probes, links.join(","))
+        let hits: Vec<String> = self.hits.iter().map(|(id, n)| format!("{id}:{n}")).collect();
+        format!("reconciled {} probes {} links {} hits {}", self.generation, self.probes, links.join(","), hits.join(","))
     }
 
     /// Reads a status line written by [`AgentStatus::line`].
@@ -313,11 +316,26 @@ impl AgentStatus {
         let (Some("reconciled"), Some(g), Some("probes"), Some(n)) = (w.next(), w.next(), w.next(), w.next()) else {
             return None;
         };
-        let links = match (w.next(), w.next()) {
-            (Some("links"), Some(ids)) => ids.split(',').filter_map(|id| id.parse().ok()).collect(),
-            _ => Vec::new(),
-        };
-        Some(AgentStatus { generation: g.parse().ok()?, probes: n.parse().ok()?, links })
+        let mut links = Vec::new();
+        let mut hits = Vec::new();
+        while let Some(word) = w.next() {
+            match word {
+                "links" => links = w.next().unwrap_or("").split(',').filter_map(|id| id.parse().ok()).collect(),
+                "hits" => {
+                    hits = w
+                        .next()
+                        .unwrap_or("")
+                        .split(',')
+                        .filter_map(|h| {
+                            let (id, n) = h.split_once(':')?;
+                            Some((id.parse().ok()?, n.parse().ok()?))
+                        })
+                        .collect()
+                }
+                _ => {}
+            }
+        }
+        Some(AgentStatus { generation: g.parse().ok()?, probes: n.parse().ok()?, links, hits })
     }
 }
 
@@ -1311,10 +1329,13 @@ mod tests {
 
     #[test]
     fn agent_status_round_trips_through_its_line() {
-        let s = AgentStatus { generation: 42, probes: 2, links: vec![3, 5] };
-        assert_eq!(s.line(), "reconciled 42 probes 2 links 3,5");
+        let s = AgentStatus { generation: 42, probes: 2, links: vec![3, 5], hits: vec![(3, 120), (5, 7)] };
+        assert_eq!(s.line(), "reconciled 42 probes 2 links 3,5 hits 3:120,5:7");
         assert_eq!(AgentStatus::parse(&s.line()), Some(s));
-        let none = AgentStatus { generation: 7, probes: 0, links: vec![] };
+        // An agent of the previous release wrote no hits.
+        let old = AgentStatus::parse("reconciled 4 probes 1 links 9").unwrap();
+        assert_eq!((old.links, old.hits), (vec![9], vec![]));
+        let none = AgentStatus { generation: 7, probes: 0, links: vec![], hits: vec![] };
         assert_eq!(AgentStatus::parse(&none.line()), Some(none));
         assert_eq!(AgentStatus::parse("role agent"), None);
     }

@@ -16,7 +16,8 @@
 //!
 //! Alongside: how many maps, programs and probes the registry holds, the
 //! registered processes by role, and which probes each agent reports
-//! installed. Series beyond `--max-series` are cut and the cut counted
+//! installed, and each probe's hits per process (`userbpf_probe_hits_total`).
+//! Series beyond `--max-series` are cut and the cut counted
 //! (`userbpf_export_series_dropped`). HTTP is `tiny_http`, the encoding
 //! `prometheus-client`'s.
 
@@ -524,6 +525,7 @@ fn registry_families(registry: &Registry, p: &str) -> Vec<Family> {
     let owners = registry.owners();
     let mut by_role: BTreeMap<String, i64> = BTreeMap::new();
     let mut installed = Vec::new();
+    let mut hits = Vec::new();
     for o in owners.iter().filter(|o| o.alive) {
         let role = if o.role.is_empty() {
             "unknown".to_string()
@@ -536,6 +538,10 @@ fn registry_families(registry: &Registry, p: &str) -> Vec<Family> {
                 vec![("pid".to_string(), o.pid.to_string())],
                 Value::Gauge(status.links.len() as i64),
             ));
+            for (link, n) in &status.hits {
+                let labels = vec![("probe".to_string(), link.to_string()), ("pid".to_string(), o.pid.to_string())];
+                hits.push((labels, Value::Counter(*n)));
+            }
         }
     }
     let mut probes: BTreeMap<(String, bool), i64> = BTreeMap::new();
@@ -579,6 +585,12 @@ fn registry_families(registry: &Registry, p: &str) -> Vec<Family> {
                 .into_iter()
                 .map(|(role, n)| (vec![("role".into(), role)], Value::Gauge(n)))
                 .collect(),
+        },
+        Family {
+            name: format!("{p}probe_hits"),
+            help: "program runs per probe and process, as each agent last reported them (every 200 ms while it has probes)".into(),
+            kind: Kind::Counter,
+            series: hits,
         },
         Family {
             name: format!("{p}probes_installed"),

@@ -124,8 +124,11 @@ struct LinkRow {
     pid_filter: Option<i32>,
     owner: u32,
     owner_alive: bool,
-    /// Agent-carrying processes that map the probed file (uprobes).
+    /// Agent-carrying processes whose agent reports the probe installed.
     processes: Vec<i32>,
+    /// Program runs there, summed over those processes, as their agents
+    /// last reported them (every 200 ms while they have probes).
+    hits: u64,
 }
 
 #[derive(Serialize)]
@@ -181,7 +184,13 @@ fn userbpf_processes() -> Vec<(ProcessRow, Vec<Mapping>)> {
 }
 
 fn link_applies_to(link: &LinkRecord, pid: i32, maps: &[Mapping]) -> bool {
-    if !matches!(link.kind, LinkKind::Uprobe | LinkKind::Uretprobe) || (link.pid >= 0 && link.pid != pid) {
+    if link.pid >= 0 && link.pid != pid {
+        return false;
+    }
+    if link.kind == LinkKind::PerfEvent {
+        return true; // profile: every thread of the process is sampled
+    }
+    if !matches!(link.kind, LinkKind::Uprobe | LinkKind::Uretprobe) {
         return false;
     }
     maps.iter().any(|m| {
@@ -195,11 +204,11 @@ fn link_applies_to(link: &LinkRecord, pid: i32, maps: &[Mapping]) -> bool {
 
 /// The links each agent on this registry reports installed, by the pid
 /// the agent sees itself as (`procfs::own_pid`).
-fn installed_links(owners: &[OwnerInfo]) -> HashMap<i32, Vec<u32>> {
+fn installed_links(owners: &[OwnerInfo]) -> HashMap<i32, shm_maps::AgentStatus> {
     owners
         .iter()
         .filter(|o| o.alive && o.role == "agent")
-        .map(|o| (o.pid, shm_maps::AgentStatus::parse(&o.status).map(|s| s.links).unwrap_or_default()))
+        .map(|o| (o.pid, shm_maps::AgentStatus::parse(&o.status).unwrap_or_default()))
         .collect()
 }
 
@@ -250,27 +259,39 @@ fn build_listing(dir: PathBuf, registry: Option<&Registry>) -> Listing {
     let installed = installed_links(&owners);
     let attachments = links
         .into_iter()
-        .map(|l: LinkRecord| LinkRow {
-            id: l.id,
-            kind: link_kind_name(l.kind),
-            prog_id: l.prog_id,
-            enabled: l.enabled,
-            target: match l.kind {
-                LinkKind::Uprobe | LinkKind::Uretprobe => format!("{}:{:#x}", l.target_path, l.file_offset),
-                _ => format!("config {}", l.config),
-            },
-            pid_filter: (l.pid >= 0).then_some(l.pid),
-            owner: l.owner,
-            owner_alive: alive(l.owner),
-            processes: processes
+        .map(|l: LinkRecord| {
+            let in_processes: Vec<i32> = processes
                 .iter()
                 .filter(|(p, maps)| {
                     p.role == "agent"
                         && link_applies_to(&l, p.pid, maps)
-                        && installed.get(&procfs::own_pid(p.pid)).is_some_and(|ids| ids.contains(&l.id))
+                        && installed.get(&procfs::own_pid(p.pid)).is_some_and(|s| s.links.contains(&l.id))
                 })
                 .map(|(p, _)| p.pid)
-                .collect(),
+                .collect();
+            let hits = in_processes
+                .iter()
+                .filter_map(|&pid| installed.get(&procfs::own_pid(pid)))
+                .flat_map(|s| s.hits.iter())
+                .filter(|(id, _)| *id == l.id)
+                .map(|(_, n)| n)
+                .sum();
+            LinkRow {
+                id: l.id,
+                kind: link_kind_name(l.kind),
+                prog_id: l.prog_id,
+                enabled: l.enabled,
+                target: match l.kind {
+                    LinkKind::Uprobe | LinkKind::Uretprobe => format!("{}:{:#x}", l.target_path, l.file_offset),
+                    LinkKind::PerfEvent => format!("cpu-clock every {} ns, cpu {}", l.sample_period, if l.cpu < 0 { "any".to_string() } else { l.cpu.to_string() }),
+                    _ => format!("config {}", l.config),
+                },
+                pid_filter: (l.pid >= 0).then_some(l.pid),
+                owner: l.owner,
+                owner_alive: alive(l.owner),
+                processes: in_processes,
+                hits,
+            }
         })
         .collect();
     let owners = owners
@@ -346,7 +367,7 @@ pub fn list(json: bool) -> CliResult {
     print_section(
         "attachments",
         &listing.attachments,
-        &["ID", "KIND", "PROG", "ENABLED", "PID", "IN", "OWNER", "TARGET"],
+        &["ID", "KIND", "PROG", "ENABLED", "PID", "IN", "HITS", "OWNER", "TARGET"],
         |l| {
             vec![
                 l.id.to_string(),
@@ -355,6 +376,7 @@ pub fn list(json: bool) -> CliResult {
                 if l.enabled { "yes".into() } else { "no".into() },
                 l.pid_filter.map_or("any".into(), |p| p.to_string()),
                 comma_list_or_dash(&l.processes),
+                l.hits.to_string(),
                 owner_text(l.owner, l.owner_alive, &owners),
                 l.target.clone(),
             ]

@@ -127,6 +127,14 @@ fn attach_trace_with_stock_bpftrace_inspect_and_detach() {
         (total > 0).then_some(total)
     });
     poll("@ticks to keep counting", || (map_total(&w.json(&["map", "dump", "@ticks", "--json"])) > first).then_some(()));
+    // `list` shows the probe's hits in the app, as its agent reports them
+    // (every 200 ms): never more than the program counted, and catching up.
+    poll("list to report the probe's hits", || {
+        let hits = w.json(&["list", "--json"])["attachments"].as_array()?.iter().find(|l| l["prog_id"] == prog_id)?["hits"].as_u64()?;
+        let counted = map_total(&w.json(&["map", "dump", "@ticks", "--json"]));
+        assert!(hits <= counted, "hits {hits} > counted {counted}");
+        (hits >= first).then_some(())
+    });
 
     // A second app attached while the probe exists: attach returns once the
     // agent reports the probe live there, not before.
