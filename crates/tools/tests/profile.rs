@@ -8,6 +8,13 @@ use std::time::Duration;
 
 use tests::World;
 
+/// `busy -n N` prints its thread's CPU seconds first; the folded stacks follow.
+fn cpu_and_folded(stdout: &str) -> (f64, String) {
+    let mut lines = stdout.lines();
+    let cpu = lines.next().and_then(|l| l.trim().parse::<f64>().ok()).unwrap_or_else(|| panic!("no CPU time: {stdout}"));
+    (cpu, lines.collect::<Vec<_>>().join("\n"))
+}
+
 /// Runs `userbpf ARGS` as the test user on the world's registry.
 fn userbpf(world: &World, args: &[&str]) -> tests::Output {
     let userbpf = world.dir.join("userbpf");
@@ -29,11 +36,12 @@ fn profile_of_a_command_splits_as_the_command_works() {
     // The libraries next to the binary (the world has them at its root).
     let out = userbpf(
         &world,
-        &["profile", "-F", "199", "--", &busy.to_string_lossy(), "3"],
+        &["profile", "-F", "199", "--", &busy.to_string_lossy(), "-n", "1000"],
     );
     assert_eq!(out.status, Some(0), "{out:?}");
+    let (cpu, folded) = cpu_and_folded(&out.stdout);
     let (mut heavy, mut light, mut total) = (0u64, 0u64, 0u64);
-    for line in out.stdout.lines() {
+    for line in folded.lines() {
         let (stack, n) = line
             .rsplit_once(' ')
             .unwrap_or_else(|| panic!("a folded line: {line:?}"));
@@ -52,10 +60,12 @@ fn profile_of_a_command_splits_as_the_command_works() {
             assert!(stack.contains(";main;"), "stacks reach main: {line}");
         }
     }
-    // About 199 samples per second of CPU, for 3 s.
+    // About 199 samples per second of the app's CPU (however busy the
+    // machine, which the wall time would not tell).
+    let expected = 199.0 * cpu;
     assert!(
-        (350..=700).contains(&total),
-        "{total} samples: {}",
+        (total as f64) > 0.75 * expected && (total as f64) < 1.25 * expected,
+        "{total} samples for {cpu:.2} s of CPU at 199 Hz: {}",
         out.stdout
     );
     assert!(
@@ -130,10 +140,15 @@ fn profile_of_a_process_without_the_agent_says_how_to_load_it() {
 fn profile_takes_the_rate_asked_for_above_the_scheduler_tick() {
     let world = World::new().unwrap_or_else(|e| panic!("e2e setup: {e}"));
     let busy = world.compile_app_with("busy", &["-fno-omit-frame-pointer"]).expect("compile busy.c");
-    let out = userbpf(&world, &["profile", "-F", "1000", "--", &busy.to_string_lossy(), "2"]);
+    let out = userbpf(&world, &["profile", "-F", "1000", "--", &busy.to_string_lossy(), "-n", "800"]);
     assert_eq!(out.status, Some(0), "{out:?}");
-    let samples: u64 = out.stdout.lines().filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok()).sum();
-    assert!((1700..=2300).contains(&samples), "{samples} samples for 2 s of CPU at 1000 Hz");
+    let (cpu, folded) = cpu_and_folded(&out.stdout);
+    let samples: u64 = folded.lines().filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok()).sum();
+    let expected = 1000.0 * cpu;
+    assert!(
+        (samples as f64) > 0.85 * expected && (samples as f64) < 1.15 * expected,
+        "{samples} samples for {cpu:.2} s of CPU at 1000 Hz"
+    );
 }
 
 #[test]
