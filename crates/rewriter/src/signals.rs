@@ -393,8 +393,8 @@ fn on_sample(value: u64, expirations: u32, uc: &mut libc::ucontext_t) {
     } else if faults_blocked || short_stack {
         SAMPLES_SKIPPED.fetch_add(1, Ordering::Relaxed);
     } else {
-        match crate::thread_state::InSample::enter(ip) {
-            Some(_in_sample) => {
+        match crate::thread_state::InProbe::enter_for_sample(ip) {
+            Some(_in_probe) => {
                 let mut regs = PtRegs::default();
                 for (index, field) in GREG_ORDER {
                     *field(&mut regs) = uc.uc_mcontext.gregs[index] as u64;

@@ -169,6 +169,14 @@ pub(crate) fn current_slot() -> Option<&'static ThreadSlot> {
     Some(unsafe { &*slot })
 }
 
+/// Why a thread cannot enter probe context now.
+enum Busy {
+    /// It is inside a probe already.
+    Reentrant,
+    /// It suppresses probes (the agent's own code).
+    Suppressed,
+}
+
 /// Proof that the calling thread is inside a probe (its sequence is odd).
 pub(crate) struct InProbe {
     slot: &'static ThreadSlot,
@@ -180,15 +188,29 @@ impl InProbe {
     /// one (re-entrancy: the hit is counted and skipped) or has no slot.
     #[inline]
     pub(crate) fn enter() -> Option<InProbe> {
-        let slot = current_slot()?;
+        match InProbe::enter_on(current_slot()?) {
+            Ok(in_probe) => Some(in_probe),
+            Err(Busy::Reentrant) => {
+                SKIPPED_REENTRANT.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            Err(Busy::Suppressed) => {
+                SKIPPED_SUPPRESSED.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Enters probe context on `slot` (the calling thread's), unless the
+    /// thread is already in one or suppresses probes.
+    #[inline]
+    fn enter_on(slot: &'static ThreadSlot) -> Result<InProbe, Busy> {
         let sequence = slot.sequence.load(Ordering::Relaxed);
         if sequence & 1 == 1 {
-            SKIPPED_REENTRANT.fetch_add(1, Ordering::Relaxed);
-            return None;
+            return Err(Busy::Reentrant);
         }
         if slot.suppressed.get() != 0 {
-            SKIPPED_SUPPRESSED.fetch_add(1, Ordering::Relaxed);
-            return None;
+            return Err(Busy::Suppressed);
         }
         slot.sequence.store(sequence + 1, Ordering::Relaxed);
         if READERS_FENCE.load(Ordering::Relaxed) {
@@ -196,7 +218,7 @@ impl InProbe {
         } else {
             compiler_fence(Ordering::SeqCst);
         }
-        Some(InProbe { slot, sequence: sequence + 1 })
+        Ok(InProbe { slot, sequence: sequence + 1 })
     }
 
     pub(crate) fn slot(&self) -> &'static ThreadSlot {
@@ -211,31 +233,27 @@ impl Drop for InProbe {
     }
 }
 
-/// Probe context for a sampling tick (a signal that may interrupt the
-/// thread anywhere, even inside the C library's allocator). The thread's
-/// slot is found by its tid, without touching thread-local storage. A
-/// thread that has none yet claims one through its thread-local pointer,
-/// which in a `dlopen`ed library allocates the thread's TLS block on first
-/// use: not while the thread was stopped inside code of `unsafe_ranges`
-/// (the C library and the dynamic loader, whose locks that allocation
-/// takes), where the tick is skipped instead (the thread gets its slot at a
-/// later tick that lands elsewhere).
-pub(crate) struct InSample {
-    slot: &'static ThreadSlot,
-    sequence: u64,
-}
-
-/// Code where a thread's first tick must not claim a slot (see [`InSample`]):
+/// Code where a thread's first tick must not claim a slot (see [`InProbe::enter_for_sample`]):
 /// `[start, end)` pairs, empty when the library's TLS is static (preloaded).
 pub(crate) static UNSAFE_RANGES: [(AtomicUsize, AtomicUsize); 8] =
     [const { (AtomicUsize::new(0), AtomicUsize::new(0)) }; 8];
 pub(crate) static SAMPLES_SKIPPED_FIRST: AtomicU64 = AtomicU64::new(0);
 
-impl InSample {
+impl InProbe {
+    /// Probe context for a sampling tick (a signal that may interrupt the
+    /// thread anywhere, even inside the C library's allocator). The thread's
+    /// slot is found by its tid, without touching thread-local storage. A
+    /// thread that has none yet claims one through its thread-local pointer,
+    /// which in a `dlopen`ed library allocates the thread's TLS block on first
+    /// use: not while the thread was stopped inside code of `unsafe_ranges`
+    /// (the C library and the dynamic loader, whose locks that allocation
+    /// takes), where the tick is skipped instead (the thread gets its slot at a
+    /// later tick that lands elsewhere).
+    ///
     /// `None` when the thread is inside a probe or suppresses probes (the
     /// tick is then skipped), when it has no slot and stopped at `ip` in
     /// code of [`UNSAFE_RANGES`], or when no slot is free.
-    pub(crate) fn enter(ip: usize) -> Option<InSample> {
+    pub(crate) fn enter_for_sample(ip: usize) -> Option<InProbe> {
         let me = preload::raw::gettid() as u32;
         let used = SLOTS_HIGH_WATER.load(Ordering::Acquire);
         let slot = match SLOTS[..used].iter().find(|s| s.owner.load(Ordering::Relaxed) == me) {
@@ -252,23 +270,7 @@ impl InSample {
                 current_slot()?
             }
         };
-        let sequence = slot.sequence.load(Ordering::Relaxed);
-        if sequence & 1 == 1 || slot.suppressed.get() != 0 {
-            return None;
-        }
-        slot.sequence.store(sequence + 1, Ordering::Relaxed);
-        if READERS_FENCE.load(Ordering::Relaxed) {
-            fence(Ordering::SeqCst);
-        } else {
-            compiler_fence(Ordering::SeqCst);
-        }
-        Some(InSample { slot, sequence: sequence + 1 })
-    }
-}
-
-impl Drop for InSample {
-    fn drop(&mut self) {
-        self.slot.sequence.store(self.sequence + 1, Ordering::Release);
+        InProbe::enter_on(slot).ok()
     }
 }
 
