@@ -28,7 +28,6 @@ use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use shm_maps::{map_type, AgentStatus, Errno, MapInfo, Registry};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// What `userbpf export` was asked for.
@@ -610,12 +609,6 @@ pub fn render(registry: &Registry, opts: &Options) -> String {
     out
 }
 
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_stop(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
-
 /// `userbpf export`.
 pub fn run(opts: Options) -> CliResult {
     let dir = shm_maps::default_dir();
@@ -647,23 +640,13 @@ pub fn run(opts: Options) -> CliResult {
         "userbpf export: serving http://{addr}/metrics for the registry {}",
         dir.display()
     );
-    // SAFETY: on_stop only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(
-            libc::SIGINT,
-            on_stop as extern "C" fn(libc::c_int) as libc::sighandler_t,
-        );
-        libc::signal(
-            libc::SIGTERM,
-            on_stop as extern "C" fn(libc::c_int) as libc::sighandler_t,
-        );
-    }
+    crate::stop::on_interrupt();
     let content_type = tiny_http::Header::from_bytes(
         &b"Content-Type"[..],
         &b"application/openmetrics-text; version=1.0.0; charset=utf-8"[..],
     )
     .expect("a valid header");
-    while !STOP.load(Ordering::SeqCst) {
+    while !crate::stop::requested() {
         let request = match server.recv_timeout(Duration::from_millis(200)) {
             Ok(Some(r)) => r,
             Ok(None) => continue,

@@ -5,3 +5,4 @@
 pub mod error;
 pub mod export;
 pub mod shapes;
+pub mod stop;

@@ -22,7 +22,7 @@ mod symbolize;
 
 use clap::{Args, Parser, Subcommand};
 use error::CliError;
-use tools::{error, export};
+use tools::{error, export, stop};
 use locate::Library;
 use std::ffi::OsString;
 use std::path::PathBuf;

@@ -23,7 +23,6 @@ use shm_maps::{map_type, LinkKind, LinkRecord, MapSpec, ProgRecord, Registry};
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Frames kept per stack (bpftrace's and the kernel's default, 127).
@@ -40,12 +39,6 @@ pub struct Options {
     pub frequency: u64,
     pub duration: Option<f64>,
     pub svg: Option<PathBuf>,
-}
-
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_stop(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
 }
 
 /// The registry objects of one profile; removed on drop.
@@ -173,17 +166,7 @@ pub fn profile(opts: Options) -> CliResult {
         link: None,
     };
 
-    // SAFETY: on_stop only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(
-            libc::SIGINT,
-            on_stop as extern "C" fn(libc::c_int) as libc::sighandler_t,
-        );
-        libc::signal(
-            libc::SIGTERM,
-            on_stop as extern "C" fn(libc::c_int) as libc::sighandler_t,
-        );
-    }
+    crate::stop::on_interrupt();
     let mut child = None;
     let pid = match opts.pid {
         Some(pid) => {
@@ -277,7 +260,7 @@ pub fn profile(opts: Options) -> CliResult {
             None => !std::path::Path::new(&format!("/proc/{pid}")).exists(),
         };
         if exited
-            || STOP.load(Ordering::SeqCst)
+            || crate::stop::requested()
             || opts
                 .duration
                 .is_some_and(|d| began.elapsed().as_secs_f64() >= d)
